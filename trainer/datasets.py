@@ -1,0 +1,493 @@
+"""Datasets: one registry, readers of the standard on-disk formats, and batch augmentation.
+
+Each dataset is a `DatasetEntry` in `DATASETS`. An entry knows where its files
+are expected, whether they are there, and how to load them into normalized
+CPU tensors. Nothing is ever downloaded: the files come from the data
+directory (`LOTTERYWEB_DATA_DIR`, default `<repo>/data`) or from a Debian
+package, and `synthetic` is generated in memory so it is always available.
+
+Every problem a user can fix (missing, truncated or wrong files) raises
+`DatasetError` with a message that says which file and what to do.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import threading
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA_DIR_ENV = "LOTTERYWEB_DATA_DIR"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Fixed, so every run of every user holds out the same validation examples.
+_VALIDATION_SPLIT_SEED = 0x5EED_0F_7A1
+_AUGMENT_PADDING = 4
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be loaded; the message is a complete sentence for the user."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    title: str
+    input_shape: tuple[int, int, int]  # (channels, height, width)
+    num_classes: int
+    train_size: int
+    test_size: int
+    augment: bool  # whether training uses `augment_batch`
+    description: str
+
+
+@dataclass
+class DatasetTensors:
+    """Normalized images (N, C, H, W) float32 and int64 labels; shared when cached, so never modify in place."""
+    info: DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "DatasetTensors":
+        return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+                       test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+
+
+def default_data_dir() -> Path:
+    configured = os.environ.get(DATA_DIR_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return _REPO_ROOT / "data"
+
+
+def _resolve_data_dir(data_dir: Path | str | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+def _normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 ((p / 255) - mean[c]) / std[c], via one lookup table per channel."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    table = ((levels[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
+    channels = np.arange(pixels.shape[1]).reshape(1, -1, 1, 1)
+    return torch.from_numpy(table[channels, pixels])
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, path: Path) -> torch.Tensor:
+    if labels.size and int(labels.max()) >= num_classes:
+        raise DatasetError(f"The label file {path} contains the label {int(labels.max())}, "
+                           f"but this dataset has only the classes 0 to {num_classes - 1}; the file is not the right one.")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+class DatasetEntry:
+    """One dataset of the registry: its description, where its files live and how to load them."""
+
+    info: DatasetInfo
+
+    def is_installed(self, data_dir: Path | str | None = None) -> bool:
+        raise NotImplementedError
+
+    def location_hint(self, data_dir: Path | str | None = None) -> str:
+        """The directory in use when installed, else the directories searched for the files."""
+        raise NotImplementedError
+
+    def load(self, data_dir: Path | str | None = None) -> DatasetTensors:
+        raise NotImplementedError
+
+
+class _FileDatasetEntry(DatasetEntry):
+    """A dataset read from a fixed set of files, found in the first candidate directory that holds them all."""
+
+    def __init__(self, info: DatasetInfo, file_names: tuple[str, ...], subdirs: tuple[str, ...],
+                 system_dirs: tuple[Path, ...] = (), install_advice: str = ""):
+        self.info = info
+        self.file_names = file_names
+        self.subdirs = subdirs  # relative to the data directory, in search order
+        self.system_dirs = system_dirs  # absolute, searched after the data directory
+        self.install_advice = install_advice
+
+    def candidate_dirs(self, data_dir: Path | str | None = None) -> list[Path]:
+        root = _resolve_data_dir(data_dir)
+        return [root / subdir for subdir in self.subdirs] + list(self.system_dirs)
+
+    def _find_file(self, directory: Path, name: str) -> Path | None:
+        """The file `name` in `directory`, or None."""
+        path = directory / name
+        return path if path.is_file() else None
+
+    def _find_files(self, data_dir) -> dict[str, Path] | None:
+        for directory in self.candidate_dirs(data_dir):
+            found = {name: self._find_file(directory, name) for name in self.file_names}
+            if all(found.values()):
+                return found
+        return None
+
+    def is_installed(self, data_dir=None) -> bool:
+        return self._find_files(data_dir) is not None
+
+    def location_hint(self, data_dir=None) -> str:
+        found = self._find_files(data_dir)
+        if found is not None:
+            return str(next(iter(found.values())).parent)
+        return _join_alternatives([str(directory) for directory in self.candidate_dirs(data_dir)])
+
+    def _file_list(self) -> str:
+        return ", ".join(self.file_names)
+
+    def _missing_error(self, data_dir) -> DatasetError:
+        candidates = self.candidate_dirs(data_dir)
+        partial = ""
+        for directory in candidates:
+            present = [name for name in self.file_names if self._find_file(directory, name)]
+            if present:
+                missing = [name for name in self.file_names if name not in present]
+                partial = f" {directory} has only some of them: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing."
+                break
+        searched = "" if len(candidates) == 1 else f" (also searched: {', '.join(str(d) for d in candidates[1:])})"
+        advice = f" {self.install_advice}" if self.install_advice else ""
+        return DatasetError(
+            f"The dataset '{self.info.name}' ({self.info.title}) is not installed: put the files {self._file_list()} "
+            f"in {candidates[0]}{searched}.{partial}{advice} To use another data directory, set the environment "
+            f"variable {DATA_DIR_ENV}.")
+
+    def load(self, data_dir=None) -> DatasetTensors:
+        found = self._find_files(data_dir)
+        if found is None:
+            raise self._missing_error(data_dir)
+        return self._load_files(found)
+
+    def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
+        raise NotImplementedError
+
+
+def _join_alternatives(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+# ---- IDX (MNIST, Fashion-MNIST) -----------------------------------------------------------
+
+_IDX_UNSIGNED_BYTE = 0x08
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when the name ends in .gz."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"Cannot read the file {path}: {error.strerror or error}.") from error
+    if path.suffix != ".gz":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError as error:
+        raise DatasetError(f"The file {path} is truncated: the gzip data ends early. "
+                           f"Replace it with a complete copy.") from error
+    except (OSError, zlib.error) as error:
+        raise DatasetError(f"The file {path} is not valid gzip data ({error}). Replace it with a complete copy.") from error
+
+
+def read_idx(path: Path, expected_dims: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (the MNIST format) as a uint8 array of its declared shape."""
+    data = _read_bytes(path)
+    expected_magic = (_IDX_UNSIGNED_BYTE << 8) | expected_dims
+    if len(data) < 4:
+        raise DatasetError(f"The file {path} is too short ({len(data)} bytes) to be an IDX file.")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected_magic:
+        raise DatasetError(f"The file {path} has the magic number 0x{magic:08X}, but an IDX file of unsigned bytes "
+                           f"with {expected_dims} dimension{'s' if expected_dims > 1 else ''} starts with "
+                           f"0x{expected_magic:08X}; it is not the expected file.")
+    header_size = 4 + 4 * expected_dims
+    if len(data) < header_size:
+        raise DatasetError(f"The file {path} is truncated: its {len(data)} bytes do not hold the {header_size}-byte IDX header.")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_dims))
+    expected_size = header_size + int(np.prod(shape, dtype=np.int64))
+    if len(data) != expected_size:
+        problem = "is truncated" if len(data) < expected_size else "has extra data at the end"
+        raise DatasetError(f"The file {path} {problem}: its header declares shape {shape} ({expected_size} bytes) "
+                           f"but it holds {len(data)} bytes.")
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+class IdxDatasetEntry(_FileDatasetEntry):
+    """MNIST-format datasets: four IDX files, each either raw or gzipped (name + '.gz')."""
+
+    IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+    def __init__(self, info: DatasetInfo, mean: float, std: float, subdirs: tuple[str, ...],
+                 system_dirs: tuple[Path, ...] = (), install_advice: str = ""):
+        super().__init__(info, self.IDX_FILES, subdirs, system_dirs, install_advice)
+        self.mean = mean
+        self.std = std
+
+    def _find_file(self, directory: Path, name: str) -> Path | None:
+        for candidate in (directory / name, directory / f"{name}.gz"):  # uncompressed first: faster to read
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _file_list(self) -> str:
+        return ", ".join(f"{name}.gz" for name in self.file_names) + " (or the same names uncompressed, without .gz)"
+
+    def _load_split(self, images_path: Path, labels_path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images = read_idx(images_path, 3)
+        labels = read_idx(labels_path, 1)
+        _, height, width = self.info.input_shape
+        if images.shape[1:] != (height, width):
+            raise DatasetError(f"The file {images_path} holds images of {images.shape[1]}x{images.shape[2]} pixels, "
+                               f"but {self.info.title} images are {height}x{width}; it is not the right file.")
+        if len(labels) != len(images):
+            raise DatasetError(f"The label file {labels_path} holds {len(labels)} labels but the image file "
+                               f"{images_path} holds {len(images)} images; the {split} files do not belong together.")
+        x = _normalize(images[:, None], (self.mean,), (self.std,))
+        return x, _check_labels(labels, self.info.num_classes, labels_path)
+
+    def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
+        train_x, train_y = self._load_split(files["train-images-idx3-ubyte"], files["train-labels-idx1-ubyte"], "training")
+        test_x, test_y = self._load_split(files["t10k-images-idx3-ubyte"], files["t10k-labels-idx1-ubyte"], "test")
+        return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
+
+
+# ---- CIFAR-10 (python pickle batches) -----------------------------------------------------
+
+# The only globals a CIFAR batch pickle refers to (numpy arrays, from Python 2 or 3);
+# anything else is refused, so a planted pickle cannot run code.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never contains")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch file -> (uint8 images (N, 3, 32, 32), int64 labels (N,))."""
+    try:
+        with open(path, "rb") as handle:
+            batch = _CifarUnpickler(handle, encoding="latin1").load()  # latin1: batches pickled by Python 2
+    except OSError as error:
+        raise DatasetError(f"Cannot read the file {path}: {error.strerror or error}.") from error
+    except Exception as error:  # pickle raises many types on garbage
+        raise DatasetError(f"The file {path} is not a readable CIFAR-10 batch: unpickling failed "
+                           f"({type(error).__name__}: {error}). Replace it with a complete copy.") from error
+    if not isinstance(batch, dict):
+        raise DatasetError(f"The file {path} is not a CIFAR-10 batch: it holds a {type(batch).__name__}, not a dict.")
+    # Python 2 pickles load with str keys under latin1, Python 3 ones keep bytes keys.
+    fields = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
+    missing = [key for key in ("data", "labels") if key not in fields]
+    if missing:
+        raise DatasetError(f"The file {path} is not a CIFAR-10 batch: it lacks the key{'s' if len(missing) > 1 else ''} "
+                           f"{', '.join(repr(key.encode()) for key in missing)}.")
+    try:
+        data = np.asarray(fields["data"])
+        labels = np.asarray(fields["labels"])
+    except Exception as error:
+        raise DatasetError(f"The file {path} has unreadable 'data' or 'labels' ({error}).") from error
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetError(f"The file {path} has 'data' of shape {data.shape} and type {data.dtype}, "
+                           f"but a CIFAR-10 batch holds uint8 rows of 3072 values (N, 3072).")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise DatasetError(f"The file {path} has 'labels' that are not a list of non-negative integers.")
+    if len(labels) != len(data):
+        raise DatasetError(f"The file {path} holds {len(labels)} labels for {len(data)} images.")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+class CifarDatasetEntry(_FileDatasetEntry):
+    TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+    TEST_BATCH = "test_batch"
+
+    def __init__(self, info: DatasetInfo, mean: tuple[float, float, float], std: tuple[float, float, float],
+                 subdirs: tuple[str, ...]):
+        super().__init__(info, self.TRAIN_BATCHES + (self.TEST_BATCH,), subdirs,
+                         install_advice="They are the contents of cifar-10-python.tar.gz, extracted.")
+        self.mean = mean
+        self.std = std
+
+    def _load_batches(self, paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = [read_cifar_batch(path) for path in paths]
+        for (_, labels), path in zip(batches, paths):
+            _check_labels(labels, self.info.num_classes, path)
+        images = np.concatenate([images for images, _ in batches])
+        labels = np.concatenate([labels for _, labels in batches])
+        return _normalize(images, self.mean, self.std), torch.from_numpy(labels)
+
+    def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
+        train_x, train_y = self._load_batches([files[name] for name in self.TRAIN_BATCHES])
+        test_x, test_y = self._load_batches([files[self.TEST_BATCH]])
+        return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
+
+
+# ---- synthetic (in memory) ----------------------------------------------------------------
+
+class SyntheticDatasetEntry(DatasetEntry):
+    """MNIST-shaped images of ten stroke-drawn class prototypes, shifted, blended with a
+    distractor class and noised: an MLP learns it to ~90% in a few hundred steps."""
+
+    PROTOTYPE_SEED = 1234
+    TRAIN_SEED = 1
+    TEST_SEED = 2
+    SIZE = 28
+    MAX_SHIFT = 3  # pixels, each direction
+    DISTRACTOR_MAX_WEIGHT = 0.5
+    NOISE_STD = 0.35
+
+    def __init__(self, info: DatasetInfo):
+        self.info = info
+
+    def is_installed(self, data_dir=None) -> bool:
+        return True
+
+    def location_hint(self, data_dir=None) -> str:
+        return "generated in memory (no files needed)"
+
+    def _prototypes(self) -> np.ndarray:
+        """One 28x28 image per class: the union of three soft line strokes."""
+        rng = np.random.default_rng(self.PROTOTYPE_SEED)
+        yy, xx = np.mgrid[0:self.SIZE, 0:self.SIZE].astype(np.float32)
+        prototypes = np.zeros((self.info.num_classes, self.SIZE, self.SIZE), np.float32)
+        for label in range(self.info.num_classes):
+            for _ in range(3):
+                start, end = rng.uniform(6, 22, 2), rng.uniform(6, 22, 2)
+                direction = end - start
+                along = ((yy - start[0]) * direction[0] + (xx - start[1]) * direction[1]) / max(direction @ direction, 1e-6)
+                along = np.clip(along, 0.0, 1.0)
+                distance2 = (yy - start[0] - along * direction[0]) ** 2 + (xx - start[1] - along * direction[1]) ** 2
+                prototypes[label] = np.maximum(prototypes[label], np.exp(-distance2 / (2 * 1.5 ** 2)))
+        return prototypes
+
+    def _generate(self, prototypes: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` images in [0, 1] with exactly balanced labels."""
+        rng = np.random.default_rng(seed)
+        classes = self.info.num_classes
+        labels = rng.permutation(np.arange(count) % classes)
+        distractors = (labels + rng.integers(1, classes, count)) % classes
+        distractor_weight = rng.uniform(0.0, self.DISTRACTOR_MAX_WEIGHT, count).astype(np.float32)
+        amplitude = rng.uniform(0.7, 1.0, count).astype(np.float32)
+        images = (amplitude[:, None, None] * prototypes[labels]
+                  + distractor_weight[:, None, None] * prototypes[distractors])
+        shift = self.MAX_SHIFT
+        padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift)))
+        rows = rng.integers(0, 2 * shift + 1, count)[:, None] + np.arange(self.SIZE)
+        cols = rng.integers(0, 2 * shift + 1, count)[:, None] + np.arange(self.SIZE)
+        images = padded[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        images += rng.normal(0.0, self.NOISE_STD, images.shape).astype(np.float32)
+        return np.clip(images, 0.0, 1.0)[:, None], labels.astype(np.int64)
+
+    def load(self, data_dir=None) -> DatasetTensors:
+        prototypes = self._prototypes()
+        train_images, train_labels = self._generate(prototypes, self.info.train_size, self.TRAIN_SEED)
+        test_images, test_labels = self._generate(prototypes, self.info.test_size, self.TEST_SEED)
+        mean, std = float(train_images.mean()), float(train_images.std())
+        return DatasetTensors(self.info,
+                              torch.from_numpy((train_images - mean) / std), torch.from_numpy(train_labels),
+                              torch.from_numpy((test_images - mean) / std), torch.from_numpy(test_labels))
+
+
+# ---- registry -----------------------------------------------------------------------------
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+DATASETS: dict[str, DatasetEntry] = {
+    "fashion_mnist": IdxDatasetEntry(
+        DatasetInfo("fashion_mnist", "Fashion-MNIST", (1, 28, 28), 10, 60000, 10000, False,
+                    "Zalando's 28x28 grayscale photos of clothing in 10 classes; harder than MNIST, same format."),
+        mean=0.2860, std=0.3530, subdirs=("fashion_mnist", "FashionMNIST/raw"),
+        system_dirs=(FASHION_MNIST_SYSTEM_DIR,),
+        install_advice="On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` installs them in "
+                       f"{FASHION_MNIST_SYSTEM_DIR}."),
+    "mnist": IdxDatasetEntry(
+        DatasetInfo("mnist", "MNIST", (1, 28, 28), 10, 60000, 10000, False,
+                    "28x28 grayscale handwritten digits 0-9; the dataset of the original LeNet lottery tickets."),
+        mean=0.1307, std=0.3081, subdirs=("mnist", "MNIST/raw")),
+    "cifar10": CifarDatasetEntry(
+        DatasetInfo("cifar10", "CIFAR-10", (3, 32, 32), 10, 50000, 10000, True,
+                    "32x32 colour photos in 10 classes; trained with random crops and flips."),
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+        subdirs=("cifar10/cifar-10-batches-py", "cifar-10-batches-py")),
+    "synthetic": SyntheticDatasetEntry(
+        DatasetInfo("synthetic", "Synthetic strokes", (1, 28, 28), 10, 3000, 1000, False,
+                    "Small generated MNIST-shaped set of noisy, shifted stroke patterns; always available, for quick tries and tests.")),
+}
+
+
+def get_entry(name: str) -> DatasetEntry:
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        raise DatasetError(f"There is no dataset named {name!r}; choose one of {', '.join(DATASETS)}.") from None
+
+
+_cache: dict[tuple[str, str | None, str], DatasetTensors] = {}
+_cache_lock = threading.Lock()
+
+
+def load_dataset(name: str, data_dir: Path | str | None = None, device: torch.device | str = "cpu") -> DatasetTensors:
+    """The dataset's tensors on `device`, loaded once per process for each (name, data directory, device)."""
+    entry = get_entry(name)
+    directory = None if isinstance(entry, SyntheticDatasetEntry) else str(_resolve_data_dir(data_dir).resolve())
+    device_name = str(torch.device(device))
+    with _cache_lock:  # one lock: concurrent requests for one dataset load it once
+        key = (name, directory, device_name)
+        if key not in _cache:
+            cpu_key = (name, directory, "cpu")
+            if cpu_key not in _cache:
+                _cache[cpu_key] = entry.load(data_dir)
+            if key != cpu_key:
+                _cache[key] = _cache[cpu_key].to(device_name)
+        return _cache[key]
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def split_validation(tensors: DatasetTensors, validation_size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, val_x, val_y): a hold-out fixed by the training-set size alone, shared by all runs."""
+    total = len(tensors.train_y)
+    if not 0 <= validation_size < total:
+        raise DatasetError(f"The validation size {validation_size} must be at least 0 and smaller than the "
+                           f"{total} training examples of {tensors.info.title}.")
+    order = torch.from_numpy(np.random.default_rng(_VALIDATION_SPLIT_SEED).permutation(total))
+    validation_index = order[:validation_size].sort().values.to(tensors.train_y.device)
+    train_index = order[validation_size:].sort().values.to(tensors.train_y.device)
+    return (tensors.train_x[train_index], tensors.train_y[train_index],
+            tensors.train_x[validation_index], tensors.train_y[validation_index])
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 4-pixel-padded crop + random horizontal flip of each image of (N, C, H, W) `x`.
+
+    Padding is 0 in the (normalized) input space. The randomness comes from `generator`, which
+    must live on x's device: crop offsets first, then flips. All images are cropped and flipped
+    by one gather over the flattened padded images, no per-image loop.
+    """
+    count, channels, height, width = x.shape
+    pad = _AUGMENT_PADDING
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).reshape(count, channels, -1)
+    offset_y = torch.randint(0, 2 * pad + 1, (count, 1), generator=generator, device=x.device)
+    offset_x = torch.randint(0, 2 * pad + 1, (count, 1), generator=generator, device=x.device)
+    flip = torch.randint(0, 2, (count, 1), generator=generator, device=x.device).bool()
+    rows = offset_y + torch.arange(height, device=x.device)  # (N, H)
+    columns = torch.arange(width, device=x.device).expand(count, width)
+    columns = offset_x + torch.where(flip, columns.flip(1), columns)  # (N, W), reversed for flipped images
+    source = rows[:, :, None] * (width + 2 * pad) + columns[:, None, :]  # (N, H, W) positions in the padded image
+    source = source.view(count, 1, height * width).expand(count, channels, height * width)
+    return padded.gather(2, source).view(count, channels, height, width)

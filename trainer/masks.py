@@ -1,0 +1,92 @@
+"""Masks: which weights of a network survive, and keeping the pruned ones dead.
+
+A mask maps a parameter name to a bool tensor of the parameter's shape
+(True = the weight survives). Layers not in the mask are never pruned.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+Mask = dict[str, torch.Tensor]
+
+
+def dense_mask(model: torch.nn.Module, names: list[str]) -> Mask:
+    parameters = dict(model.named_parameters())
+    return {name: torch.ones_like(parameters[name], dtype=torch.bool, device="cpu") for name in names}
+
+
+def remaining_counts(mask: Mask) -> dict[str, tuple[int, int]]:
+    """name -> (surviving weights, total weights)."""
+    return {name: (int(m.sum()), m.numel()) for name, m in mask.items()}
+
+
+def remaining_fraction(mask: Mask) -> float:
+    survivors = sum(int(m.sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    return survivors / total if total else 1.0
+
+
+def layer_summary(mask: Mask) -> dict[str, dict]:
+    return {name: {"shape": list(m.shape), "total": m.numel(), "remaining": int(m.sum()),
+                   "remaining_fraction": int(m.sum()) / m.numel()}
+            for name, m in mask.items()}
+
+
+class MaskEnforcer:
+    """Keeps pruned weights exactly zero during training.
+
+    Gradients of pruned weights are zeroed before the optimizer step so momentum and
+    Adam moments for them stay zero, and the weights themselves are zeroed after it
+    so weight decay or any optimizer quirk cannot revive them.
+    """
+
+    def __init__(self, model: torch.nn.Module, mask: Mask):
+        parameters = dict(model.named_parameters())
+        pruned = [(name, m) for name, m in mask.items() if not bool(m.all())]
+        self.parameters = [parameters[name] for name, _ in pruned]
+        self.multipliers = [m.to(device=parameters[name].device, dtype=parameters[name].dtype) for name, m in pruned]
+
+    def __bool__(self) -> bool:
+        return bool(self.parameters)
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        if self.parameters:
+            torch._foreach_mul_(self.parameters, self.multipliers)
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if grads and len(grads) == len(self.parameters):
+            torch._foreach_mul_(grads, self.multipliers)
+        else:
+            for parameter, multiplier in zip(self.parameters, self.multipliers):
+                if parameter.grad is not None:
+                    parameter.grad.mul_(multiplier)
+
+
+def apply_mask(model: torch.nn.Module, mask: Mask) -> None:
+    MaskEnforcer(model, mask).mask_weights()
+
+
+def save_mask(mask: Mask, path: Path) -> None:
+    """Bit-packed: one bit per weight (LeNet-300-100's mask is ~33 KB)."""
+    packed = {name: {"shape": list(m.shape),
+                     "bits": torch.from_numpy(np.packbits(m.cpu().numpy().reshape(-1)))}
+              for name, m in mask.items()}
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(packed, tmp)
+    tmp.replace(path)
+
+
+def load_mask(path: Path) -> Mask:
+    packed = torch.load(path, map_location="cpu", weights_only=True)
+    mask = {}
+    for name, entry in packed.items():
+        count = int(np.prod(entry["shape"])) if entry["shape"] else 1
+        bits = np.unpackbits(entry["bits"].numpy())[:count].astype(bool)
+        mask[name] = torch.from_numpy(bits).reshape(entry["shape"])
+    return mask

@@ -1,0 +1,292 @@
+"""The model registry: the networks of the lottery ticket papers, in pure PyTorch.
+
+Each model is an architecture (layers only) plus an initializer. `build_model`
+creates the layers on the 'meta' device, so nothing is allocated or drawn from
+torch's global RNG, then materializes them on the CPU and initializes every
+parameter and buffer from a private generator seeded with `init_seed`. Same
+arguments therefore give bit-identical models, and building one never shifts the
+random stream of the caller (data order, dropout, ...).
+
+Parameter names are stable and readable ('fc1.weight', 'conv3.weight',
+'stage2.0.shortcut_conv.weight'): masks, checkpoints and the web UI refer to them.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+InputShape = tuple[int, int, int]  # (channels, height, width)
+
+
+# ---- initializers -------------------------------------------------------------------------
+def _initialize(model: nn.Module, generator: torch.Generator,
+                init_weight: Callable[[torch.Tensor, torch.Generator], None]) -> None:
+    """Set every parameter and buffer of `model`; refuse layer types we do not know how to set."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            init_weight(module.weight, generator)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.reset_parameters()  # weight 1, bias 0, running mean 0, running var 1, count 0
+        elif any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
+            # after materializing from 'meta' such a module would hold uninitialized memory
+            raise TypeError(f"no initializer for layer type {type(module).__name__}")
+
+
+def _glorot_normal(weight: torch.Tensor, generator: torch.Generator) -> None:
+    nn.init.xavier_normal_(weight, generator=generator)
+
+
+def _kaiming_normal(weight: torch.Tensor, generator: torch.Generator) -> None:
+    nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=generator)
+
+
+def _pooled_size(size: int, pools: int, model_name: str) -> int:
+    for _ in range(pools):
+        size //= 2  # floor, as nn.MaxPool2d(2) does
+    if size < 1:
+        raise ValueError(f"{model_name} needs inputs of at least {2 ** pools} pixels per side")
+    return size
+
+
+# ---- architectures ------------------------------------------------------------------------
+class LeNet300100(nn.Module):
+    """Fully connected 300-100 network of Frankle & Carbin (2019)."""
+
+    def __init__(self, input_shape: InputShape, num_classes: int):
+        super().__init__()
+        self.fc1 = nn.Linear(math.prod(input_shape), 300)
+        self.fc2 = nn.Linear(300, 100)
+        self.fc3 = nn.Linear(100, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc1(x.flatten(1)))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+# 'M' is a 2x2 max pool; numbers are 3x3 conv widths.
+_CONV_PLANS = {
+    "conv2": (64, 64, "M"),
+    "conv4": (64, 64, "M", 128, 128, "M"),
+    "conv6": (64, 64, "M", 128, 128, "M", 256, 256, "M"),
+}
+
+
+class ConvNet(nn.Module):
+    """The Conv-2/4/6 CIFAR networks of Frankle & Carbin (2019): convs, then FC 256-256-classes."""
+
+    def __init__(self, plan: tuple, input_shape: InputShape, num_classes: int, model_name: str):
+        super().__init__()
+        channels, height, width = input_shape
+        # one flag per conv: pool after it? Layers live in attributes conv1..convN for readable names.
+        self._pool_after: list[bool] = []
+        for item in plan:
+            if item == "M":
+                self._pool_after[-1] = True
+                continue
+            self.add_module(f"conv{len(self._pool_after) + 1}", nn.Conv2d(channels, item, 3, padding=1))
+            self._pool_after.append(False)
+            channels = item
+        self._conv_names = tuple(f"conv{index + 1}" for index in range(len(self._pool_after)))
+        pools = sum(self._pool_after)
+        flat_size = channels * _pooled_size(height, pools, model_name) * _pooled_size(width, pools, model_name)
+        self.fc1 = nn.Linear(flat_size, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name, pool in zip(self._conv_names, self._pool_after):
+            x = torch.relu(getattr(self, name)(x))
+            if pool:
+                x = F.max_pool2d(x, 2)
+        x = torch.relu(self.fc1(x.flatten(1)))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+_VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+class VGG16(nn.Module):
+    """CIFAR VGG-16 with batch norm (as in open_lth): 13 conv+BN+ReLU, global average pool, one FC.
+
+    Convs have no bias: the batch norm right after them would cancel it.
+    """
+
+    def __init__(self, input_shape: InputShape, num_classes: int):
+        super().__init__()
+        channels, height, width = input_shape
+        _pooled_size(min(height, width), _VGG16_PLAN.count("M"), "vgg16")
+        self._pool_after: list[bool] = []
+        for item in _VGG16_PLAN:
+            if item == "M":
+                self._pool_after[-1] = True
+                continue
+            index = len(self._pool_after) + 1
+            self.add_module(f"conv{index}", nn.Conv2d(channels, item, 3, padding=1, bias=False))
+            self.add_module(f"bn{index}", nn.BatchNorm2d(item))
+            self._pool_after.append(False)
+            channels = item
+        self._layer_names = tuple((f"conv{index + 1}", f"bn{index + 1}") for index in range(len(self._pool_after)))
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for (conv_name, bn_name), pool in zip(self._layer_names, self._pool_after):
+            x = torch.relu(getattr(self, bn_name)(getattr(self, conv_name)(x)))
+            if pool:
+                x = F.max_pool2d(x, 2)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv+BN; the shortcut is a 1x1 conv+BN when the shape changes, else the identity."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut_conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+            self.shortcut_bn = nn.BatchNorm2d(out_channels)
+        else:
+            self.shortcut_conv = None
+            self.shortcut_bn = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.shortcut_conv is None else self.shortcut_bn(self.shortcut_conv(x))
+        return torch.relu(out + shortcut)
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20 (He et al. 2016): stem, 3 stages x 3 blocks (16/32/64), global pool, FC."""
+
+    def __init__(self, input_shape: InputShape, num_classes: int, widths: tuple[int, ...] = (16, 32, 64),
+                 blocks_per_stage: int = 3):
+        super().__init__()
+        channels = input_shape[0]
+        self.conv1 = nn.Conv2d(channels, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        channels = widths[0]
+        for stage_index, width in enumerate(widths):
+            blocks = []
+            for block_index in range(blocks_per_stage):
+                stride = 2 if stage_index > 0 and block_index == 0 else 1
+                blocks.append(BasicBlock(channels, width, stride))
+                channels = width
+            self.add_module(f"stage{stage_index + 1}", nn.Sequential(*blocks))
+        self._stage_names = tuple(f"stage{index + 1}" for index in range(len(widths)))
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        for name in self._stage_names:
+            x = getattr(self, name)(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+# ---- registry -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str  # one line, shown in the CLI help and the web form
+    architecture: Callable[[InputShape, int], nn.Module]  # layers only; values come from init_weight
+    init_weight: Callable[[torch.Tensor, torch.Generator], None]  # for Conv2d/Linear weights; biases are 0
+
+    def build(self, input_shape: InputShape, num_classes: int, init_seed: int) -> nn.Module:
+        """The initialized model on the CPU; see build_model."""
+        input_shape, num_classes = _check_shape(input_shape, num_classes)
+        with torch.device("meta"):  # no allocation and no draws from the global RNG
+            model = self.architecture(input_shape, num_classes)
+        model = model.to_empty(device="cpu")
+        generator = torch.Generator(device="cpu").manual_seed(init_seed)
+        with torch.no_grad():
+            _initialize(model, generator, self.init_weight)
+        return model
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def _register(entry: ModelEntry) -> None:
+    MODELS[entry.name] = entry
+
+
+_register(ModelEntry(
+    "lenet_300_100", "LeNet-300-100: fully connected 300-100 (Frankle & Carbin 2019), Glorot init",
+    LeNet300100, _glorot_normal))
+for _name, _depth in (("conv2", 2), ("conv4", 4), ("conv6", 6)):
+    _register(ModelEntry(
+        _name, f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
+        functools.partial(ConvNet, _CONV_PLANS[_name], model_name=_name), _glorot_normal))
+_register(ModelEntry(
+    "vgg16", "VGG-16 for CIFAR: 13 conv+batch-norm layers, global average pool, one FC; Kaiming init",
+    VGG16, _kaiming_normal))
+_register(ModelEntry(
+    "resnet20", "ResNet-20 for CIFAR (He et al. 2016): 3 stages x 3 residual blocks, widths 16-32-64; Kaiming init",
+    ResNet20, _kaiming_normal))
+
+
+# ---- public functions ---------------------------------------------------------------------
+def _entry(name: str) -> ModelEntry:
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        pass
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+
+
+def _check_shape(input_shape, num_classes) -> tuple[InputShape, int]:
+    shape = tuple(int(size) for size in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (channels, height, width) of positive sizes, got {input_shape!r}")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes!r}")
+    return shape, int(num_classes)
+
+
+def build_model(name: str, input_shape: InputShape, num_classes: int, init_seed: int) -> nn.Module:
+    """A freshly initialized model on the CPU.
+
+    Deterministic (same arguments -> bit-identical parameters and buffers) and leaves
+    torch's global RNG untouched. Unknown names raise ValueError listing the known ones.
+    """
+    return _entry(name).build(input_shape, num_classes, init_seed)
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_names(name: str, input_shape: InputShape, num_classes: int) -> tuple[tuple[str, ...], str]:
+    with torch.device("meta"):  # shapes only: no memory, no RNG
+        model = _entry(name).architecture(input_shape, num_classes)
+    # module registration order is forward order in every architecture above (tested)
+    weighted = [(module_name, module) for module_name, module in model.named_modules()
+                if isinstance(module, (nn.Conv2d, nn.Linear))]
+    prunable = tuple(f"{module_name}.weight" for module_name, _ in weighted)
+    output = next(f"{module_name}.weight" for module_name, module in reversed(weighted)
+                  if isinstance(module, nn.Linear))
+    return prunable, output
+
+
+def prunable_parameter_names(name: str, input_shape: InputShape, num_classes: int) -> list[str]:
+    """The weights pruned by default: every Conv2d and Linear weight in forward order (no biases, no BN)."""
+    _entry(name)
+    shape, classes = _check_shape(input_shape, num_classes)
+    return list(_layer_names(name, shape, classes)[0])
+
+
+def output_parameter_name(name: str, input_shape: InputShape, num_classes: int) -> str:
+    """The weight of the output (last) Linear layer, e.g. 'fc3.weight'."""
+    _entry(name)
+    shape, classes = _check_shape(input_shape, num_classes)
+    return _layer_names(name, shape, classes)[1]

@@ -1,0 +1,123 @@
+"""Run directories: where one spec's weights, masks and records live.
+
+    <runs_root>/<model>_<dataset>_<spec hash>/
+        spec.json
+        theta_init.pt            θ0
+        theta_rewind.pt          θk (the weights survivors are reset to)
+        rounds/round_003/        mask.pt (bit-packed), final_weights.pt, record.json
+        controls/random_reinit/round_003/ ...
+        results.json             assembled from the records
+
+A round counts as done when its record.json exists; it is written last and
+atomically, so a crash mid-round leaves that round to be redone and nothing else.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from trainer import masks
+from trainer.events import TICKET
+from trainer.spec import ExperimentSpec, SpecError
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def write_json_atomically(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def save_tensor_dict_atomically(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, path: Path, spec: ExperimentSpec):
+        self.path = Path(path)
+        self.spec = spec
+
+    @classmethod
+    def create(cls, runs_root: Path, spec: ExperimentSpec) -> "RunDir":
+        path = Path(runs_root) / spec.run_name()
+        path.mkdir(parents=True, exist_ok=True)
+        spec_path = path / "spec.json"
+        if spec_path.exists():
+            stored = ExperimentSpec.from_json(spec_path.read_text())
+            if stored.run_hash() != spec.run_hash():
+                raise RunDirError(f"{path} holds a different spec; refusing to mix runs")
+            # Keep the stored spec's branch fields (controls) merged with the new request.
+        spec_path.write_text(spec.to_json())
+        return cls(path, spec)
+
+    @classmethod
+    def open(cls, path: Path) -> "RunDir":
+        path = Path(path)
+        spec_path = path / "spec.json"
+        if not spec_path.is_file():
+            raise RunDirError(f"{path} is not a run directory (no spec.json in it)")
+        try:
+            spec = ExperimentSpec.from_json(spec_path.read_text())
+        except SpecError as error:
+            raise RunDirError(f"{spec_path} is not a valid spec: {error}") from None
+        return cls(path, spec)
+
+    # ---- paths ------------------------------------------------------------------------
+    @property
+    def theta_init_path(self) -> Path:
+        return self.path / "theta_init.pt"
+
+    @property
+    def theta_rewind_path(self) -> Path:
+        return self.path / "theta_rewind.pt"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    def round_path(self, round_index: int, network: str = TICKET) -> Path:
+        base = self.path / "rounds" if network == TICKET else self.path / "controls" / network
+        return base / f"round_{round_index:03d}"
+
+    # ---- reading and writing ----------------------------------------------------------
+    def load_state(self, path: Path) -> dict:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def record(self, round_index: int, network: str = TICKET) -> dict | None:
+        path = self.round_path(round_index, network) / "record.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def mask(self, round_index: int, network: str = TICKET) -> masks.Mask:
+        return masks.load_mask(self.round_path(round_index, network) / "mask.pt")
+
+    def final_weights(self, round_index: int, network: str = TICKET) -> dict:
+        return self.load_state(self.round_path(round_index, network) / "final_weights.pt")
+
+    def save_round(self, round_index: int, network: str, mask: masks.Mask, final_state: dict | None,
+                   record: dict) -> None:
+        directory = self.round_path(round_index, network)
+        directory.mkdir(parents=True, exist_ok=True)
+        masks.save_mask(mask, directory / "mask.pt")
+        if final_state is not None:
+            save_tensor_dict_atomically(final_state, directory / "final_weights.pt")
+        write_json_atomically(directory / "record.json", record)
+
+    def records(self, network: str = TICKET) -> list[dict]:
+        base = self.path / "rounds" if network == TICKET else self.path / "controls" / network
+        if not base.is_dir():
+            return []
+        found = [json.loads((d / "record.json").read_text()) for d in sorted(base.iterdir())
+                 if (d / "record.json").is_file()]
+        return sorted(found, key=lambda r: r["round"])
+
+    def control_kinds(self) -> list[str]:
+        base = self.path / "controls"
+        return sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []

@@ -1,0 +1,239 @@
+"""The training loop: one segment of iterations of one (masked) network.
+
+Data lives in tensors on the device; a batch is one index op into them with a
+permutation seeded by (data seed, epoch), so training from iteration k gives
+exactly the batches an uninterrupted run would see from k on. Progress leaves
+through the event callback; the loop itself keeps only what the round's record
+needs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from trainer import datasets, events
+from trainer.masks import Mask, MaskEnforcer
+from trainer.seeds import generator
+from trainer.spec import ExperimentSpec, TrainingSpec
+from trainer.steps import Step
+
+EVAL_BATCH_SIZE = 1000
+
+
+@dataclass
+class PreparedData:
+    info: datasets.DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    batch_size: int
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        # The last partial batch of an epoch is dropped: every step sees batch_size examples.
+        return max(1, self.train_x.shape[0] // self.batch_size)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise datasets.DatasetError(f"device {name!r} was requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def prepare_data(spec: ExperimentSpec, device: torch.device, data_dir=None) -> PreparedData:
+    tensors = datasets.load_dataset(spec.dataset, data_dir)
+    train_x, train_y, val_x, val_y = datasets.split_validation(tensors, spec.resolved_validation_size())
+    if spec.training.batch_size > train_x.shape[0]:
+        from trainer.spec import SpecError
+        raise SpecError("training.batch_size", f"larger than the {train_x.shape[0]} training examples of {spec.dataset}")
+    move = lambda t: t.to(device)  # noqa: E731
+    return PreparedData(tensors.info, move(train_x), move(train_y), move(val_x), move(val_y),
+                        move(tensors.test_x), move(tensors.test_y), spec.training.batch_size)
+
+
+@dataclass
+class Schedule:
+    """A round's iteration plan and learning rate, all in iterations."""
+    total_iterations: int
+    eval_interval: int
+    base_lr: float
+    warmup_iterations: int
+    milestones: list[int]
+    gamma: float
+
+    @classmethod
+    def from_spec(cls, training: TrainingSpec, iterations_per_epoch: int) -> "Schedule":
+        to_it = lambda text: Step.parse(text).to_iterations(iterations_per_epoch)  # noqa: E731
+        milestones = [to_it(m) for m in training.lr_milestones] if training.lr_schedule == "multistep" else []
+        return cls(total_iterations=to_it(training.training_steps), eval_interval=to_it(training.eval_interval),
+                   base_lr=training.lr, warmup_iterations=to_it(training.warmup_steps),
+                   milestones=milestones, gamma=training.lr_gamma)
+
+    def lr_at(self, iteration: int) -> float:
+        lr = self.base_lr * self.gamma ** sum(1 for m in self.milestones if iteration >= m)
+        if iteration < self.warmup_iterations:
+            lr *= (iteration + 1) / self.warmup_iterations
+        return lr
+
+    def is_eval_point(self, iteration: int, start: int) -> bool:
+        return iteration == start or iteration % self.eval_interval == 0 or iteration == self.total_iterations
+
+
+def make_optimizer(model: torch.nn.Module, training: TrainingSpec) -> torch.optim.Optimizer:
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=training.lr, momentum=training.momentum,
+                               weight_decay=training.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (fraction) on a whole split."""
+    if x.shape[0] == 0:
+        return float("nan"), float("nan")
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, x.shape[0], EVAL_BATCH_SIZE):
+        logits = model(x[start:start + EVAL_BATCH_SIZE])
+        target = y[start:start + EVAL_BATCH_SIZE]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(dim=1) == target).sum()
+    model.train(was_training)
+    return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
+
+
+@dataclass
+class SegmentResult:
+    status: str  # "finished" | "diverged" | "cancelled"
+    curve: dict = field(default_factory=lambda: {"iteration": [], "val_loss": [], "val_accuracy": [],
+                                                  "test_loss": [], "test_accuracy": []})
+    train_loss: dict = field(default_factory=lambda: {"iteration": [], "loss": []})
+    wall_seconds: float = 0.0
+    message: str = ""
+    snapshot: dict | None = None  # state dict captured at `snapshot_at` (θk)
+
+    def early_stop(self) -> dict:
+        """The eval point with the lowest validation loss (test loss when there is no validation split)."""
+        curve = self.curve
+        if not curve["iteration"]:
+            return {}
+        criterion = curve["val_loss"] if not all(math.isnan(v) for v in curve["val_loss"]) else curve["test_loss"]
+        finite = [(value, i) for i, value in enumerate(criterion) if math.isfinite(value)]
+        if not finite:
+            return {}
+        _, best = min(finite)
+        return {"iteration": curve["iteration"][best], "val_loss": curve["val_loss"][best],
+                "val_accuracy": curve["val_accuracy"][best], "test_accuracy": curve["test_accuracy"][best]}
+
+    def final(self) -> dict:
+        curve = self.curve
+        if not curve["iteration"]:
+            return {}
+        return {key: curve[key][-1] for key in ("iteration", "val_loss", "val_accuracy", "test_loss", "test_accuracy")}
+
+
+def _clean(value: float) -> float | None:
+    # JSON has no NaN: a missing or diverged value is stored as null.
+    return value if math.isfinite(value) else None
+
+
+def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: ExperimentSpec,
+                  start_iteration: int, end_iteration: int, *, round_index: int, network: str = events.TICKET,
+                  callback: events.Callback = events.ignore, stop_requested: Callable[[], bool] = lambda: False,
+                  snapshot_at: int | None = None) -> SegmentResult:
+    """Train `model` (already holding its starting weights) from start to end iteration."""
+    schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
+    device = data.train_x.device
+    enforcer = MaskEnforcer(model, mask)
+    enforcer.mask_weights()
+    optimizer = make_optimizer(model, spec.training)
+    result = SegmentResult(status="finished")
+    began = time.perf_counter()
+
+    def record_eval(iteration: int) -> bool:
+        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
+        test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y)
+        for key, value in (("iteration", iteration), ("val_loss", val_loss), ("val_accuracy", val_accuracy),
+                           ("test_loss", test_loss), ("test_accuracy", test_accuracy)):
+            result.curve[key].append(value)
+        callback(events.make_event(events.EVAL, network, round=round_index, iteration=iteration,
+                                   val_loss=_clean(val_loss), val_accuracy=_clean(val_accuracy),
+                                   test_loss=_clean(test_loss), test_accuracy=_clean(test_accuracy)))
+        return math.isfinite(test_loss) and (math.isfinite(val_loss) or data.val_x.shape[0] == 0)
+
+    def diverged(iteration: int, what: str) -> SegmentResult:
+        result.status = "diverged"
+        result.message = f"{what} became NaN/inf at iteration {iteration} of round {round_index}"
+        result.wall_seconds = time.perf_counter() - began
+        return result
+
+    if snapshot_at == start_iteration:
+        result.snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.train()
+    if not record_eval(start_iteration):
+        return diverged(start_iteration, "the evaluation loss")
+
+    train_x, train_y = data.train_x, data.train_y
+    batch_size, per_epoch = data.batch_size, data.iterations_per_epoch
+    augment = data.info.augment
+    permutation, permutation_epoch = None, -1
+    running_loss = torch.zeros((), device=device)
+    running_count = 0
+    for iteration in range(start_iteration, end_iteration):
+        epoch, offset = divmod(iteration, per_epoch)
+        if epoch != permutation_epoch:
+            permutation = torch.randperm(train_x.shape[0], device=device,
+                                         generator=generator(spec.data_seed, "order", epoch, device=device))
+            permutation_epoch = epoch
+        batch_indices = permutation[offset * batch_size:(offset + 1) * batch_size]
+        inputs, targets = train_x[batch_indices], train_y[batch_indices]
+        if augment:
+            inputs = datasets.augment_batch(inputs, generator(spec.data_seed, "augment", iteration, device=device))
+        lr = schedule.lr_at(iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = F.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        enforcer.mask_gradients()
+        optimizer.step()
+        enforcer.mask_weights()
+        running_loss += loss.detach()
+        running_count += 1
+        done = iteration + 1
+
+        if done % spec.training.metrics_interval == 0 or done == end_iteration:
+            mean_loss = running_loss.item() / running_count
+            running_loss.zero_()
+            running_count = 0
+            if not math.isfinite(mean_loss):
+                callback(events.make_event(events.METRICS, network, round=round_index, iteration=done,
+                                           train_loss=None, lr=lr))
+                return diverged(done, "the training loss")
+            result.train_loss["iteration"].append(done)
+            result.train_loss["loss"].append(mean_loss)
+            callback(events.make_event(events.METRICS, network, round=round_index, iteration=done,
+                                       train_loss=mean_loss, lr=lr))
+            if stop_requested():
+                result.status = "cancelled"
+                result.wall_seconds = time.perf_counter() - began
+                return result
+        if snapshot_at == done:
+            result.snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if schedule.is_eval_point(done, start_iteration) or done == end_iteration:
+            if not record_eval(done):
+                return diverged(done, "the evaluation loss")
+    result.wall_seconds = time.perf_counter() - began
+    return result
