@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -62,7 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unwrap_optional(hint):
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return hint
+
+
 def _metavar(hint) -> str:
+    hint = _unwrap_optional(hint)
     origin = typing.get_origin(hint)
     if origin is list:
         return "A,B,..."
@@ -73,6 +81,7 @@ def _metavar(hint) -> str:
 
 def _parse_flag(text: str, hint, dotted: str):
     """Turn a flag's text into the JSON value the spec expects (the spec validates it)."""
+    hint = _unwrap_optional(hint)
     origin = typing.get_origin(hint)
     try:
         if origin is list:

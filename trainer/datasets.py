@@ -264,6 +264,7 @@ class IdxDatasetEntry(_FileDatasetEntry):
 _CIFAR_PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 }
 

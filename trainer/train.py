@@ -209,7 +209,6 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
         loss.backward()
         enforcer.mask_gradients()
         optimizer.step()
-        enforcer.mask_weights()
         running_loss += loss.detach()
         running_count += 1
         done = iteration + 1

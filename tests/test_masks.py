@@ -1,0 +1,65 @@
+"""Pruned weights are exactly zero after every optimizer step, under every optimizer."""
+import pytest
+import torch
+
+from trainer.masks import MaskEnforcer, dense_mask
+from trainer.pruning import prune_by_scores, magnitude_scores
+from trainer.spec import ExperimentSpec
+from trainer.train import make_optimizer
+
+OPTIMIZERS = {
+    "sgd": {"optimizer": "sgd", "lr": 0.1},
+    "sgd_momentum_weight_decay": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
+    "adam": {"optimizer": "adam", "lr": 0.01},
+    "adam_weight_decay": {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.01},
+}
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_pruned_weights_stay_exactly_zero_and_their_optimizer_state_stays_zero(name):
+    model = _model()
+    names = ["0.weight", "2.weight"]
+    parameters = dict(model.named_parameters())
+    mask = prune_by_scores(dense_mask(model, names), magnitude_scores({n: parameters[n] for n in names}), 0.6, "layerwise")
+    spec = ExperimentSpec.from_dict({"training": OPTIMIZERS[name]})
+    optimizer = make_optimizer(model, spec.training)
+    enforcer = MaskEnforcer(model, mask)
+    enforcer.mask_weights()
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(25):
+        x = torch.randn(32, 20, generator=generator)
+        y = torch.randint(0, 4, (32,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        enforcer.mask_gradients()
+        optimizer.step()
+        for n in names:
+            dead = ~mask[n]
+            assert torch.count_nonzero(parameters[n].detach()[dead]) == 0
+            assert torch.count_nonzero(parameters[n].detach()[mask[n]]) == int(mask[n].sum())
+    for n in names:
+        state = optimizer.state[parameters[n]]
+        for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
+            if state.get(key) is not None:
+                assert torch.count_nonzero(state[key][~mask[n]]) == 0, key
+
+
+def test_without_the_enforcer_weight_decay_and_momentum_would_revive_weights():
+    """The enforcer is what keeps them dead: the same loop without it moves pruned weights."""
+    model = _model()
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        parameters["0.weight"][:, :5] = 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(32, 20), torch.randint(0, 4, (32,))
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert torch.count_nonzero(parameters["0.weight"][:, :5]) > 0
