@@ -43,11 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", type=Path, default=None, help="Where run directories go (default: $LOTTERYWEB_RUNS_DIR or ./runs).")
     run.add_argument("--data-dir", type=Path, default=None, help="Dataset directory (default: $LOTTERYWEB_DATA_DIR or ./data).")
     run.add_argument("--quiet", action="store_true", help="Print only the summary table.")
-    fields = run.add_argument_group("spec fields")
+    fields = run.add_argument_group("spec fields (override --spec; defaults in brackets)")
+    defaults = ExperimentSpec().to_dict()
     for dotted, f, hint in spec_fields():
         leaf = dotted.split(".")[-1]
+        default = defaults
+        for part in dotted.split("."):
+            default = default[part]
         fields.add_argument(f"--{leaf.replace('_', '-')}", dest=f"spec:{dotted}", default=None,
-                            metavar=_metavar(hint), help=f.metadata.get("help", ""))
+                            metavar=_metavar(hint), help=f"{f.metadata.get('help', '')} [{json.dumps(default)}]")
 
     controls = commands.add_parser("controls", help="Add control experiments to a finished run.")
     controls.add_argument("run_dir", type=Path)

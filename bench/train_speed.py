@@ -1,0 +1,126 @@
+"""Training-speed benchmarks of the trainer's real loop (not timed tests).
+
+Prints, measured in one run on this machine:
+  1. masked vs dense training: the same model trained through train_segment with a
+     dense mask and with 80% of its weights pruned (target: <= 1.05x);
+  2. one epoch of lenet_300_100 on Fashion-MNIST-sized data vs the bare matrix
+     multiplies of its forward and backward shapes (target: <= 1.5x).
+
+    .venv/bin/python bench/train_speed.py [--repeats 5] [--models lenet_300_100,conv2]
+
+Each figure is the median of --repeats interleaved measurements, so a passing
+background load hits both sides of a ratio alike.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from trainer import datasets, events, models  # noqa: E402
+from trainer.masks import dense_mask  # noqa: E402
+from trainer.pruning import magnitude_scores, prune_by_scores  # noqa: E402
+from trainer.spec import ExperimentSpec  # noqa: E402
+from trainer.train import PreparedData, train_segment  # noqa: E402
+
+
+def random_data(input_shape, train_size: int, batch_size: int) -> PreparedData:
+    """Data of a real dataset's shape; the numbers do not matter for speed."""
+    g = torch.Generator().manual_seed(0)
+    info = datasets.DatasetInfo(name="bench", title="bench", input_shape=tuple(input_shape), num_classes=10,
+                                train_size=train_size, test_size=0, augment=False, description="random")
+    x = torch.randn(train_size, *input_shape, generator=g)
+    y = torch.randint(0, 10, (train_size,), generator=g)
+    # Small held-out sets: their evals happen outside the timed span anyway.
+    held_x, held_y = x[:100], y[:100]
+    return PreparedData(info, x, y, held_x, held_y, held_x, held_y, batch_size)
+
+
+def training_seconds(model_name: str, data: PreparedData, iterations: int, remaining: float, optimizer: str) -> float:
+    """Seconds the real training loop spends on `iterations` steps (eval excluded)."""
+    spec = ExperimentSpec.from_dict({"model": model_name, "dataset": "synthetic",
+                                     "training": {"optimizer": optimizer, "lr": 0.001, "batch_size": data.batch_size,
+                                                  "training_steps": f"{iterations}it",
+                                                  "eval_interval": f"{iterations}it", "metrics_interval": iterations}})
+    model = models.build_model(model_name, data.info.input_shape, 10, init_seed=0)
+    names = models.prunable_parameter_names(model_name, data.info.input_shape, 10)
+    mask = dense_mask(model, names)
+    if remaining < 1:
+        parameters = dict(model.named_parameters())
+        mask = prune_by_scores(mask, magnitude_scores({n: parameters[n] for n in names}), 1 - remaining, "layerwise")
+    marks = {}
+
+    def clock(event):
+        # The first eval (at the start) precedes the first step; the one metrics event follows the last.
+        if event["type"] == events.EVAL and "start" not in marks:
+            marks["start"] = time.perf_counter()
+        elif event["type"] == events.METRICS:
+            marks["end"] = time.perf_counter()
+
+    train_segment(model, mask, data, spec, 0, iterations, round_index=0, callback=clock)
+    return marks["end"] - marks["start"]
+
+
+def bare_matmul_seconds(batch_size: int, layer_sizes: list[int], iterations: int) -> float:
+    """The matrix multiplies one MLP step needs: forward, input grads (not for layer 1), weight grads."""
+    g = torch.Generator().manual_seed(0)
+    activations = [torch.randn(batch_size, n, generator=g) for n in layer_sizes]
+    weights = [torch.randn(n_out, n_in, generator=g) for n_in, n_out in zip(layer_sizes, layer_sizes[1:])]
+    began = time.perf_counter()
+    for _ in range(iterations):
+        for layer, weight in enumerate(weights):
+            torch.mm(activations[layer], weight.t())                      # forward
+            torch.mm(activations[layer + 1].t(), activations[layer])      # weight gradient
+            if layer > 0:
+                torch.mm(activations[layer + 1], weight)                  # input gradient
+    return time.perf_counter() - began
+
+
+def median_of(repeats: int, *measure):
+    results = [[] for _ in measure]
+    for _ in range(repeats):
+        for index, fn in enumerate(measure):
+            results[index].append(fn())
+    return [statistics.median(r) for r in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default="lenet_300_100,conv2")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+
+    print("\n1. masked (20% of weights left) vs dense, same loop, same steps")
+    print(f"{'model':<15} {'optimizer':<9} {'dense s':>8} {'masked s':>9} {'masked/dense':>13}")
+    shapes = {"lenet_300_100": ((1, 28, 28), 55000, 60, 400), "conv2": ((3, 32, 32), 5000, 60, 20)}
+    for model_name in args.models.split(","):
+        input_shape, train_size, batch_size, iterations = shapes[model_name]
+        data = random_data(input_shape, train_size, batch_size)
+        for optimizer in ("sgd", "adam"):
+            dense, masked = median_of(
+                args.repeats,
+                lambda: training_seconds(model_name, data, iterations, 1.0, optimizer),
+                lambda: training_seconds(model_name, data, iterations, 0.2, optimizer))
+            print(f"{model_name:<15} {optimizer:<9} {dense:8.3f} {masked:9.3f} {masked / dense:12.3f}x")
+
+    print("\n2. one epoch of lenet_300_100 (55000 examples, batch 60, SGD) vs its bare matmuls")
+    data = random_data((1, 28, 28), 55000, 60)
+    epoch = data.iterations_per_epoch
+    loop, matmuls = median_of(
+        max(3, args.repeats // 2),
+        lambda: training_seconds("lenet_300_100", data, epoch, 1.0, "sgd"),
+        lambda: bare_matmul_seconds(60, [784, 300, 100, 10], epoch))
+    print(f"epoch ({epoch} steps): {loop:.3f} s, bare matmuls: {matmuls:.3f} s, ratio {loop / matmuls:.2f}x "
+          f"({1000 * loop / epoch:.3f} ms/step vs {1000 * matmuls / epoch:.3f} ms/step)")
+
+
+if __name__ == "__main__":
+    main()
