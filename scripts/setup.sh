@@ -29,11 +29,15 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
+# Make `python -m trainer` and `import trainer` work from any directory with this venv.
+site_packages=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD" > "$site_packages/lotteryweb-repo.pth"
 # Re-install only when requirements.txt changed since the last successful install.
 stamp=.venv/.requirements.sha256
 wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "setup: installing Python requirements into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  # Playwright drives Debian's chromium (/usr/bin/chromium); it must never fetch a browser of its own.
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   echo "$wanted" > "$stamp"
 fi

@@ -13,7 +13,7 @@ TINY = ["--dataset", "synthetic", "--validation-size", "500", "--training-steps"
 
 
 def trainer(*args, cwd=None, env_extra=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOTTERYWEB_TORCH_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=300)
 

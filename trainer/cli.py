@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from trainer import datasets, events, models
+from trainer.analyses.cli import add_analysis_commands, command_analyze
 from trainer.rundir import RunDirError
 from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
 from trainer.steps import StepFormatError
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_dir", type=Path)
 
     commands.add_parser("list", help="List models and datasets (and which datasets are installed).")
+    add_analysis_commands(commands)
     return parser
 
 
@@ -261,12 +263,15 @@ def command_list(args) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "controls": command_controls, "show": command_show, "list": command_list}
+COMMANDS = {"run": command_run, "controls": command_controls, "show": command_show, "list": command_list,
+            "analyze": command_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from trainer.train import apply_thread_setting
+        apply_thread_setting()
         return COMMANDS[args.command](args)
     except UsageError as error:
         print(f"error: {error} (see python -m trainer --help)", file=sys.stderr)

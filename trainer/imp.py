@@ -39,10 +39,10 @@ class Run:
         self.run_dir = run_dir
         self.callback = callback
         self.stop_requested = stop_requested
+        spec.check_dataset_fit()
         self.device = resolve_device(spec.device)
         _make_deterministic(self.device)
         self.data: PreparedData = prepare_data(spec, self.device, data_dir)
-        spec.check_lengths(self.data.iterations_per_epoch)
         per_epoch = self.data.iterations_per_epoch
         self.total_iterations = Step.parse(spec.training.training_steps).to_iterations(per_epoch)
         self.rewind_iteration = Step.parse(spec.rewind_step).to_iterations(per_epoch)
@@ -93,15 +93,17 @@ class Run:
     # ---- IMP --------------------------------------------------------------------------
     def round_mask(self, round_index: int) -> masks.Mask:
         """The mask of round r from round r-1's mask and trained weights."""
+        return self.next_mask(self.run_dir.mask(round_index - 1), self.run_dir.final_weights(round_index - 1), round_index)
+
+    def next_mask(self, previous_mask: masks.Mask, trained: dict, round_index: int) -> masks.Mask:
+        """Prune `previous_mask` by the run's rule (strategy, scope, fractions) on `trained` weights."""
         spec = self.spec.pruning
-        previous_mask = self.run_dir.mask(round_index - 1)
         if spec.schedule == "one_shot":
             fraction = pruning.one_shot_fraction(spec.fraction, spec.rounds)
             layer_fractions = {n: pruning.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()}
         else:
             fraction, layer_fractions = spec.fraction, dict(spec.layer_fractions)
         if spec.strategy == "magnitude":
-            trained = self.run_dir.final_weights(round_index - 1)
             scores = pruning.magnitude_scores({name: trained[name] for name in previous_mask})
         else:
             scores = pruning.random_scores(previous_mask, generator(self.spec.init_seed, "random_pruning", round_index))

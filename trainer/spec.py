@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.steps import Step, StepFormatError
+from trainer.steps import Step, StepFormatError, full_batches
 
 
 class SpecError(ValueError):
@@ -191,6 +191,20 @@ class ExperimentSpec:
     def rounds_total(self) -> int:
         """Pruned rounds actually run (one-shot runs have a single pruned round)."""
         return 1 if self.pruning.schedule == "one_shot" else self.pruning.rounds
+
+    def training_examples(self) -> int:
+        from trainer import datasets
+        return datasets.DATASETS[self.dataset].info.train_size - self.resolved_validation_size()
+
+    def iterations_per_epoch(self) -> int:
+        return full_batches(self.training_examples(), self.training.batch_size)
+
+    def check_dataset_fit(self) -> None:
+        """Checks that need the dataset's size: batch size, rewind point, warmup."""
+        if self.training.batch_size > self.training_examples():
+            raise SpecError("training.batch_size",
+                            f"larger than the {self.training_examples()} training examples of {self.dataset}")
+        self.check_lengths(self.iterations_per_epoch())
 
     def check_lengths(self, iterations_per_epoch: int) -> None:
         """Checks that need the dataset size: rewind point inside training, etc."""

@@ -39,5 +39,10 @@ class Step:
         return f"{self.amount}{self.unit}"
 
 
+def full_batches(examples: int, batch_size: int) -> int:
+    """Iterations per epoch: the last partial batch is dropped, so every step sees batch_size examples."""
+    return max(1, examples // batch_size)
+
+
 def iterations(text: str, iterations_per_epoch: int) -> int:
     return Step.parse(text).to_iterations(iterations_per_epoch)

@@ -9,6 +9,7 @@ needs.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,7 +21,7 @@ from trainer import datasets, events
 from trainer.masks import Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec, TrainingSpec
-from trainer.steps import Step
+from trainer.steps import Step, full_batches
 
 EVAL_BATCH_SIZE = 1000
 
@@ -38,8 +39,15 @@ class PreparedData:
 
     @property
     def iterations_per_epoch(self) -> int:
-        # The last partial batch of an epoch is dropped: every step sees batch_size examples.
-        return max(1, self.train_x.shape[0] // self.batch_size)
+        return full_batches(self.train_x.shape[0], self.batch_size)
+
+
+def apply_thread_setting() -> None:
+    """Honour LOTTERYWEB_TORCH_THREADS: several trainer processes on few cores run far faster
+    with fewer threads each than with OpenMP threads spinning against each other."""
+    threads = os.environ.get("LOTTERYWEB_TORCH_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,9 +61,6 @@ def resolve_device(name: str) -> torch.device:
 def prepare_data(spec: ExperimentSpec, device: torch.device, data_dir=None) -> PreparedData:
     tensors = datasets.load_dataset(spec.dataset, data_dir)
     train_x, train_y, val_x, val_y = datasets.split_validation(tensors, spec.resolved_validation_size())
-    if spec.training.batch_size > train_x.shape[0]:
-        from trainer.spec import SpecError
-        raise SpecError("training.batch_size", f"larger than the {train_x.shape[0]} training examples of {spec.dataset}")
     move = lambda t: t.to(device)  # noqa: E731
     return PreparedData(tensors.info, move(train_x), move(train_y), move(val_x), move(val_y),
                         move(tensors.test_x), move(tensors.test_y), spec.training.batch_size)

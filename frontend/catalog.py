@@ -1,0 +1,54 @@
+"""What the form offers: models and datasets from the trainer's registries, with what the page needs
+to know about them (installed or not, prunable layer sizes for the live remaining-fraction preview)."""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from django.conf import settings
+
+from trainer import datasets, models
+
+
+def data_dir():
+    return settings.LOTTERYWEB_DATA_DIR
+
+
+def dataset_choices() -> list[dict]:
+    """Every registered dataset, whether its files are there, and where they are or should go."""
+    found = []
+    for name, entry in datasets.DATASETS.items():
+        installed = entry.is_installed(data_dir())
+        found.append({"name": name, "title": entry.info.title, "installed": installed,
+                      "location": entry.location_hint(data_dir()), "description": entry.info.description})
+    return found
+
+
+def installed_dataset_names() -> list[str]:
+    return [choice["name"] for choice in dataset_choices() if choice["installed"]]
+
+
+def model_choices() -> list[dict]:
+    return [{"name": name, "description": entry.description} for name, entry in models.MODELS.items()]
+
+
+@functools.lru_cache(maxsize=None)
+def prunable_layer_sizes(model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int]:
+    """Parameter name -> number of weights of each default-prunable layer, from shapes only."""
+    names = models.prunable_parameter_names(model_name, input_shape, num_classes)
+    with torch.device("meta"):  # shapes only: no memory, no RNG
+        network = models.MODELS[model_name].architecture(input_shape, num_classes)
+    shapes = {name: tuple(parameter.shape) for name, parameter in network.named_parameters()}
+    return {name: math.prod(shapes[name]) for name in names}
+
+
+def layer_sizes_by_model_and_dataset() -> dict[str, dict[str, dict[str, int]]]:
+    """model -> dataset -> layer -> weight count; the page's preview needs every combination."""
+    table: dict[str, dict[str, dict[str, int]]] = {}
+    for model_name in models.MODELS:
+        table[model_name] = {}
+        for dataset_name, entry in datasets.DATASETS.items():
+            info = entry.info
+            table[model_name][dataset_name] = prunable_layer_sizes(model_name, tuple(info.input_shape), info.num_classes)
+    return table

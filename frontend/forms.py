@@ -1,0 +1,228 @@
+"""The new-experiment form: fields generated from the trainer's spec metadata, validation delegated
+to the trainer's spec (one place), errors shown next to the field they name."""
+from __future__ import annotations
+
+import re
+import types
+import typing
+
+from django import forms
+
+from frontend import catalog
+from frontend.presets import PRESETS
+from trainer.spec import ExperimentSpec, SpecError, spec_fields
+
+# Display groups; a spec field not listed here lands in "Advanced", so new trainer fields show up by themselves.
+FIELD_GROUPS: list[tuple[str, list[str]]] = [
+    ("Model and data", ["model", "dataset"]),
+    ("Pruning schedule", ["pruning.rounds", "pruning.fraction", "pruning.scope", "pruning.layer_fractions",
+                          "pruning.schedule", "pruning.strategy", "rewind_step"]),
+    ("Training", ["training.training_steps", "training.optimizer", "training.lr", "training.momentum",
+                  "training.weight_decay", "training.batch_size", "training.eval_interval"]),
+    ("Controls and seeds", ["controls", "control_rounds", "init_seed", "data_seed"]),
+]
+ADVANCED_GROUP = "Advanced"
+
+
+def form_name(dotted: str) -> str:
+    """'training.lr' -> 'training__lr': a name that is also a valid HTML id and CSS selector."""
+    return dotted.replace(".", "__")
+
+
+def _parse_list(text: str) -> list[str]:
+    return [item for item in re.split(r"[,\s]+", text.strip()) if item]
+
+
+class ListField(forms.CharField):
+    """Comma- or space-separated values; items are typed by the spec's validation."""
+
+    def __init__(self, item_type=str, **kwargs):
+        self.item_type = item_type
+        super().__init__(required=False, **kwargs)
+
+    def prepare_value(self, value):
+        return ", ".join(str(item) for item in value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        items = _parse_list(super().to_python(value) or "")
+        if self.item_type in (int, float):
+            try:
+                return [self.item_type(item) for item in items]
+            except ValueError:
+                kind = "whole numbers" if self.item_type is int else "numbers"
+                raise forms.ValidationError(f"expected {kind} separated by commas, e.g. '1, 3, 5'") from None
+        return items
+
+
+class LayerFractionsField(forms.CharField):
+    """'fc3.weight=0.1, conv1.weight=0.1' <-> {'fc3.weight': 0.1, 'conv1.weight': 0.1}."""
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, **kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return ", ".join(f"{name}={fraction:g}" for name, fraction in value.items())
+        return value
+
+    def to_python(self, value):
+        fractions = {}
+        for item in _parse_list(super().to_python(value) or ""):
+            name, equals, number = item.partition("=")
+            if not equals or not name:
+                raise forms.ValidationError(f"expected layer=fraction pairs such as 'fc3.weight=0.1', got {item!r}")
+            try:
+                fractions[name] = float(number)
+            except ValueError:
+                raise forms.ValidationError(f"{number!r} (for {name}) is not a number") from None
+        return fractions
+
+
+class SelectWithDisabled(forms.Select):
+    def __init__(self, disabled_values=(), **kwargs):
+        super().__init__(**kwargs)
+        self.disabled_values = set(disabled_values)
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        if value in self.disabled_values:
+            option["attrs"]["disabled"] = True
+        return option
+
+
+def _form_field(dotted: str, dataclass_field, hint) -> forms.Field:
+    meta = dataclass_field.metadata
+    common = {"help_text": meta.get("help", ""), "label": dotted.rsplit(".", 1)[-1].replace("_", " ")}
+    if dotted == "model":
+        choices = [(m["name"], m["name"]) for m in catalog.model_choices()]
+        return forms.ChoiceField(choices=choices, **common)
+    if dotted == "dataset":
+        # Datasets that are not installed are listed (so the user learns they exist) but disabled.
+        found = catalog.dataset_choices()
+        choices = [(d["name"], d["title"] if d["installed"] else f"{d['title']} (not installed)") for d in found]
+        widget = SelectWithDisabled(disabled_values={d["name"] for d in found if not d["installed"]})
+        return forms.ChoiceField(choices=choices, widget=widget, **common)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if meta.get("choices"):
+            return forms.MultipleChoiceField(choices=[(c, c.replace("_", " ")) for c in meta["choices"]],
+                                             required=False, widget=forms.CheckboxSelectMultiple, **common)
+        return ListField(item_type=item_type, **common)
+    if origin is dict:
+        return LayerFractionsField(**common)
+    optional = origin in (typing.Union, types.UnionType)
+    if optional:
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if meta.get("choices"):
+        return forms.ChoiceField(choices=[(c, c) for c in meta["choices"]], **common)
+    if hint is int:
+        return forms.IntegerField(required=not optional, **common)
+    if hint is float:
+        return forms.FloatField(required=not optional, widget=forms.NumberInput(attrs={"step": "any"}), **common)
+    if hint is bool:
+        return forms.BooleanField(required=False, **common)
+    return forms.CharField(**common)
+
+
+SPEC_FIELDS = {dotted: (f, hint) for dotted, f, hint in spec_fields()}
+
+
+def spec_to_initial(spec: ExperimentSpec) -> dict:
+    data = spec.to_dict()
+    initial = {}
+    for dotted in SPEC_FIELDS:
+        value = data
+        for part in dotted.split("."):
+            value = value[part]
+        initial[form_name(dotted)] = value
+    return initial
+
+
+def _flatten(nested: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in nested.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in SPEC_FIELDS:
+            flat.update(_flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def widget_values(nested: dict) -> dict:
+    """A (partial) spec dict -> {form field name: value as its widget shows it}, for the page's script."""
+    form = ExperimentForm()
+    values = {}
+    for dotted, value in _flatten(nested).items():
+        name = form_name(dotted)
+        if name in form.fields:
+            field = form.fields[name]
+            if isinstance(field, forms.MultipleChoiceField):
+                values[name] = value
+            else:
+                values[name] = "" if value is None else field.prepare_value(value)
+    return values
+
+
+class ExperimentForm(forms.Form):
+    preset = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for dotted, (dataclass_field, hint) in SPEC_FIELDS.items():
+            self.fields[form_name(dotted)] = _form_field(dotted, dataclass_field, hint)
+        self.spec: ExperimentSpec | None = None
+
+    def groups(self):
+        """[(title, [bound fields])] in display order, for the template."""
+        listed = {name for _, names in FIELD_GROUPS for name in names}
+        groups = [(title, [self[form_name(name)] for name in names if name in SPEC_FIELDS])
+                  for title, names in FIELD_GROUPS]
+        advanced = [self[form_name(name)] for name in SPEC_FIELDS if name not in listed]
+        return groups + [(ADVANCED_GROUP, advanced)]
+
+    def clean_preset(self):
+        key = self.cleaned_data.get("preset", "")
+        return key if key in PRESETS else ""
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned  # spec validation needs every value; fix the typed errors first
+        nested: dict = {}
+        for dotted in SPEC_FIELDS:
+            parts = dotted.split(".")
+            target = nested
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = cleaned.get(form_name(dotted))
+        try:
+            spec = ExperimentSpec.from_dict(nested)
+            self._check_against_dataset(spec)
+        except SpecError as error:
+            self._add_spec_error(error)
+            return cleaned
+        self.spec = spec
+        return cleaned
+
+    def _check_against_dataset(self, spec: ExperimentSpec) -> None:
+        """What the trainer only finds once the data is loaded: fail here, next to the field, instead."""
+        from trainer import datasets
+        entry = datasets.DATASETS[spec.dataset]
+        if not entry.is_installed(catalog.data_dir()):
+            raise SpecError("dataset", f"{entry.info.title} is not installed; put its files in {entry.location_hint(catalog.data_dir())}")
+        spec.check_dataset_fit()
+
+    def _add_spec_error(self, error: SpecError) -> None:
+        """SpecError.field is a dotted path, maybe with an index or a dict key: find the form field it is in."""
+        path = error.field.split("[", 1)[0]
+        while path and path not in SPEC_FIELDS:
+            path = path.rpartition(".")[0]
+        if path:
+            detail = error.field[len(path):].lstrip(".")
+            message = f"{detail}: {error.message}" if detail else error.message
+            self.add_error(form_name(path), message)
+        else:
+            self.add_error(None, str(error))
+

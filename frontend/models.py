@@ -1,0 +1,95 @@
+"""What the web app stores: experiments, one result row per round and network, one curve row per round.
+
+The run directory (weights, masks, results.json) stays the trainer's; the database holds what pages
+and the live view read often. Curves are stored as one JSON record per (network, round), never one
+row per point, so a result page with many rounds and controls is a handful of queries.
+"""
+from django.db import models
+
+
+class Experiment(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        DIVERGED = "diverged"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    DONE_STATUSES = (Status.FINISHED, Status.DIVERGED, Status.CANCELLED, Status.FAILED)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    preset = models.CharField(max_length=100, blank=True)
+    spec = models.JSONField(help_text="ExperimentSpec.to_dict() as submitted")
+    model_name = models.CharField(max_length=50)
+    dataset_name = models.CharField(max_length=50)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    message = models.TextField(blank=True, help_text="Why the run failed, diverged or was cancelled")
+    cancel_requested = models.BooleanField(default=False)
+
+    run_name = models.CharField(max_length=200, blank=True)
+    run_dir = models.CharField(max_length=1000, blank=True)
+    results_path = models.CharField(max_length=1000, blank=True)
+
+    # Live progress, written by frontend.progress at most a few times a second.
+    rounds_total = models.PositiveIntegerField(default=0)
+    iterations_per_round = models.PositiveIntegerField(default=0)
+    trainings_total = models.PositiveIntegerField(default=0, help_text="ticket rounds + control trainings")
+    trainings_done = models.PositiveIntegerField(default=0)
+    current_network = models.CharField(max_length=30, blank=True)
+    current_round = models.IntegerField(null=True, blank=True)
+    current_iteration = models.PositiveIntegerField(default=0)
+    current_start_iteration = models.PositiveIntegerField(default=0)
+    current_remaining_fraction = models.FloatField(null=True, blank=True)
+    # Sequence number of the last channel message whose data is already in the database.
+    last_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Experiment {self.pk} ({self.model_name} on {self.dataset_name}, {self.status})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in self.DONE_STATUSES
+
+
+class RoundResult(models.Model):
+    """One finished round of one network (the ticket or a control): the trainer's record without curves."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="round_results")
+    network = models.CharField(max_length=30)
+    round_index = models.PositiveIntegerField()
+    status = models.CharField(max_length=20)
+    message = models.TextField(blank=True)
+    remaining_fraction = models.FloatField()
+    layers = models.JSONField(help_text="name -> {shape, total, remaining, remaining_fraction}")
+    early_stop_iteration = models.IntegerField(null=True)
+    early_stop_val_accuracy = models.FloatField(null=True)
+    early_stop_test_accuracy = models.FloatField(null=True)
+    final_test_accuracy = models.FloatField(null=True)
+    final_val_accuracy = models.FloatField(null=True)
+    wall_seconds = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["network", "round_index"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "network", "round_index"],
+                                               name="one_result_per_network_round")]
+
+
+class Curve(models.Model):
+    """All evaluation points and train-loss points of one training (network, round), as parallel lists."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="curves")
+    network = models.CharField(max_length=30)
+    round_index = models.PositiveIntegerField()
+    evals = models.JSONField(default=dict, help_text="{iteration: [...], val_loss, val_accuracy, test_loss, test_accuracy}")
+    train_loss = models.JSONField(default=dict, help_text="{iteration: [...], loss: [...]}")
+
+    class Meta:
+        ordering = ["network", "round_index"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "network", "round_index"],
+                                               name="one_curve_per_network_round")]

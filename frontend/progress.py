@@ -1,0 +1,291 @@
+"""Trainer events -> database rows + throttled channel-group messages, for one experiment.
+
+The trainer calls `handle(event)` from its training loop; that only queues the event. `flush()`
+writes everything queued to the database, in one transaction that also advances the experiment's
+`last_seq`, and only then sends one channel message with the same events and that sequence number.
+Because the database is written before the message is sent, a browser that subscribes and then
+reads a snapshot misses nothing: every event is either in the snapshot (seq <= snapshot's seq) or
+arrives afterwards as a live message. A background thread flushes at most `messages_per_second`
+times a second, which is the throttle.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from frontend.models import Curve, Experiment, RoundResult
+from trainer import events as trainer_events
+from trainer.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+MESSAGE_TYPE = "experiment.events"  # handled by ExperimentConsumer.experiment_events
+
+
+def group_name(experiment_id: int) -> str:
+    return f"experiment-{experiment_id}"
+
+
+def send_to_group(experiment_id: int, message: dict) -> None:
+    async_to_sync(get_channel_layer().group_send)(group_name(experiment_id), message)
+
+
+def json_safe(value):
+    """NaN and infinities (a diverging round) become null: browsers and JSON columns reject them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def empty_evals() -> dict:
+    return {"iteration": [], "val_loss": [], "val_accuracy": [], "test_loss": [], "test_accuracy": []}
+
+
+def empty_train_loss() -> dict:
+    return {"iteration": [], "loss": []}
+
+
+def round_result_fields(record: dict) -> dict:
+    """A trainer round record -> RoundResult column values."""
+    early_stop = record.get("early_stop") or {}
+    final = record.get("final") or {}
+    return json_safe({
+        "status": record.get("status", ""), "message": record.get("message") or "",
+        "remaining_fraction": record["remaining_fraction"], "layers": record.get("layers", {}),
+        "early_stop_iteration": early_stop.get("iteration"),
+        "early_stop_val_accuracy": early_stop.get("val_accuracy"),
+        "early_stop_test_accuracy": early_stop.get("test_accuracy"),
+        "final_test_accuracy": final.get("test_accuracy"), "final_val_accuracy": final.get("val_accuracy"),
+        "wall_seconds": record.get("wall_seconds"),
+    })
+
+
+def store_record(experiment_id: int, record: dict) -> None:
+    """Write one finished round (with its curves) exactly as the trainer recorded it."""
+    network, round_index = record.get("network", trainer_events.TICKET), record["round"]
+    RoundResult.objects.update_or_create(experiment_id=experiment_id, network=network, round_index=round_index,
+                                         defaults=round_result_fields(record))
+    Curve.objects.update_or_create(
+        experiment_id=experiment_id, network=network, round_index=round_index,
+        defaults={"evals": json_safe(record.get("curve") or empty_evals()),
+                  "train_loss": json_safe(record.get("train_loss") or empty_train_loss())})
+
+
+def trainings_total(run_started: dict) -> int:
+    """Ticket rounds 0..n plus one training per control and controlled round."""
+    spec = run_started.get("spec") or {}
+    rounds_total = int(run_started.get("rounds_total", 0))
+    controlled_rounds = len(spec.get("control_rounds") or []) or rounds_total
+    return rounds_total + 1 + len(spec.get("controls") or []) * controlled_rounds
+
+
+def slim_event(event: dict) -> dict:
+    """What the browser needs of an event (run_started's spec is already on the page)."""
+    return json_safe({key: value for key, value in event.items() if key not in ("spec", "run_dir", "results_path")})
+
+
+class ProgressRecorder:
+    def __init__(self, experiment_id: int, *, send: Callable[[int, dict], None] | None = None,
+                 messages_per_second: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.experiment_id = experiment_id
+        self.send = send or send_to_group
+        rate = messages_per_second or settings.LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND
+        self.min_interval = 1.0 / rate
+        self.clock = clock
+        self.last_flush = -math.inf
+        self._pending: list[dict] = []
+        self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._curves: dict[tuple[str, int], dict] = {}  # live curves of trainings in flight
+        self._dirty: set[tuple[str, int]] = set()
+        self._run_dir: RunDir | None = None
+        self.messages_sent = 0
+
+    # ---- called by the trainer ----------------------------------------------------------
+    def handle(self, event: dict) -> None:
+        with self._pending_lock:
+            self._pending.append(event)
+
+    # ---- called by the flusher thread and at the end --------------------------------------
+    def flush_if_due(self) -> bool:
+        if self.clock() - self.last_flush < self.min_interval:
+            return False
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write queued events to the database, then send them as one message. False if none were queued."""
+        with self._flush_lock:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return False
+            self.last_flush = self.clock()
+            with transaction.atomic():
+                experiment = Experiment.objects.select_for_update().get(pk=self.experiment_id)
+                for event in batch:
+                    self._apply(experiment, event)
+                self._write_dirty_curves()
+                experiment.last_seq += 1
+                experiment.save()
+            message = {"type": MESSAGE_TYPE, "seq": experiment.last_seq,
+                       "events": [slim_event(event) for event in batch], "progress": progress_of(experiment)}
+            try:
+                self.send(self.experiment_id, message)
+                self.messages_sent += 1
+            except Exception:  # a live view is a convenience; the run and its database rows go on without it
+                log.exception("could not send progress of experiment %s to its channel group", self.experiment_id)
+            return True
+
+    # ---- event -> rows ----------------------------------------------------------------------
+    def _apply(self, experiment: Experiment, event: dict) -> None:
+        kind = event.get("type")
+        network = event.get("network", trainer_events.TICKET)
+        if kind == trainer_events.RUN_STARTED:
+            self._run_dir = RunDir.open(Path(event["run_dir"]))
+            experiment.status = Experiment.Status.RUNNING
+            experiment.run_name = event.get("run_name", "")
+            experiment.run_dir = event["run_dir"]
+            experiment.rounds_total = event.get("rounds_total", 0)
+            experiment.iterations_per_round = event.get("iterations_per_round", 0)
+            experiment.trainings_total = trainings_total(event)
+            experiment.trainings_done = 0
+        elif kind == trainer_events.ROUND_STARTED:
+            key = (network, event["round"])
+            self._curves[key] = {"evals": empty_evals(), "train_loss": empty_train_loss()}
+            self._dirty.add(key)
+            experiment.current_network = network
+            experiment.current_round = event["round"]
+            experiment.current_start_iteration = event.get("start_iteration", 0)
+            experiment.current_iteration = event.get("start_iteration", 0)
+            experiment.current_remaining_fraction = event.get("remaining_fraction")
+        elif kind == trainer_events.METRICS:
+            curve = self._curve(network, event["round"])
+            curve["train_loss"]["iteration"].append(event["iteration"])
+            curve["train_loss"]["loss"].append(json_safe(event.get("train_loss")))
+            experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
+        elif kind == trainer_events.EVAL:
+            evals = self._curve(network, event["round"])["evals"]
+            for key in evals:
+                evals[key].append(json_safe(event.get(key)))
+            experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
+        elif kind in (trainer_events.ROUND_FINISHED, trainer_events.ROUND_SKIPPED):
+            record = self._run_dir.record(event["round"], network) if self._run_dir else None
+            if record is not None:
+                store_record(self.experiment_id, record)  # authoritative: replaces the live curve
+            self._curves.pop((network, event["round"]), None)
+            self._dirty.discard((network, event["round"]))
+            experiment.trainings_done += 1
+        elif kind == trainer_events.RUN_FINISHED:
+            experiment.status = event.get("status", Experiment.Status.FINISHED)
+            experiment.results_path = event.get("results_path", "")
+            experiment.finished_at = timezone.now()
+            if experiment.status == Experiment.Status.DIVERGED:
+                diverged = experiment.round_results.filter(status="diverged").first()
+                experiment.message = diverged.message if diverged and diverged.message else "a round diverged"
+        elif kind == trainer_events.RUN_FAILED:
+            experiment.status = Experiment.Status.FAILED
+            experiment.message = event.get("message", "")
+            experiment.finished_at = timezone.now()
+
+    def _curve(self, network: str, round_index: int) -> dict:
+        key = (network, round_index)
+        self._dirty.add(key)
+        return self._curves.setdefault(key, {"evals": empty_evals(), "train_loss": empty_train_loss()})
+
+    def _write_dirty_curves(self) -> None:
+        for network, round_index in self._dirty:
+            curve = self._curves[(network, round_index)]
+            Curve.objects.update_or_create(experiment_id=self.experiment_id, network=network, round_index=round_index,
+                                           defaults={"evals": curve["evals"], "train_loss": curve["train_loss"]})
+        self._dirty.clear()
+
+
+def progress_of(experiment: Experiment) -> dict:
+    """The progress bar's numbers: which training, which iteration, and the overall fraction done."""
+    span = max(1, experiment.iterations_per_round - experiment.current_start_iteration)
+    within = min(1.0, max(0.0, (experiment.current_iteration - experiment.current_start_iteration) / span))
+    if experiment.is_done:
+        overall = 1.0 if experiment.status == Experiment.Status.FINISHED else None
+    elif experiment.trainings_total:
+        overall = min(1.0, (experiment.trainings_done + within) / experiment.trainings_total)
+    else:
+        overall = 0.0
+    return {
+        "status": experiment.status, "message": experiment.message,
+        "rounds_total": experiment.rounds_total, "iterations_per_round": experiment.iterations_per_round,
+        "network": experiment.current_network, "round": experiment.current_round,
+        "iteration": experiment.current_iteration, "remaining_fraction": experiment.current_remaining_fraction,
+        "trainings_done": experiment.trainings_done, "trainings_total": experiment.trainings_total,
+        "overall_fraction": overall,
+    }
+
+
+class PeriodicFlusher:
+    """A daemon thread that flushes a recorder every `min_interval` seconds until stopped."""
+
+    def __init__(self, recorder: ProgressRecorder):
+        self.recorder = recorder
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"progress-{recorder.experiment_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.recorder.min_interval):
+                try:
+                    self.recorder.flush_if_due()
+                except Exception:  # keep flushing later events; the end of the run reconciles from disk
+                    log.exception("progress flush of experiment %s failed", self.recorder.experiment_id)
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def recording(experiment_id: int, **recorder_options):
+    """A recorder whose events are flushed in the background while the block runs, and once more at its end."""
+    recorder = ProgressRecorder(experiment_id, **recorder_options)
+    flusher = PeriodicFlusher(recorder)
+    flusher.start()
+    try:
+        yield recorder
+    finally:
+        flusher.stop()
+        close_old_connections()
+        try:
+            recorder.flush()
+        except Exception:  # never hide the run's own outcome; the task reconciles from results.json
+            log.exception("final progress flush of experiment %s failed", experiment_id)
+
+
+def cancel_checker(experiment_id: int, every_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    """A stop_requested() for the trainer that asks the database at most once per `every_seconds`."""
+    state = {"checked_at": -math.inf, "cancel": False}
+
+    def stop_requested() -> bool:
+        if not state["cancel"] and clock() - state["checked_at"] >= every_seconds:
+            state["checked_at"] = clock()
+            state["cancel"] = Experiment.objects.filter(pk=experiment_id, cancel_requested=True).exists()
+        return state["cancel"]
+
+    return stop_requested

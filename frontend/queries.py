@@ -1,0 +1,122 @@
+"""Read-side functions for pages and the websocket: small queries, plain dicts out."""
+from __future__ import annotations
+
+from django.db import transaction
+
+from frontend.models import Curve, Experiment, RoundResult
+from frontend.progress import progress_of
+from trainer.events import TICKET
+
+# "Within one point of dense": the ticket may lose at most this much test accuracy.
+BEST_TICKET_TOLERANCE = 0.01
+
+
+def round_row(result: RoundResult) -> dict:
+    return {"network": result.network, "round": result.round_index, "status": result.status,
+            "message": result.message, "remaining_fraction": result.remaining_fraction,
+            "early_stop_iteration": result.early_stop_iteration,
+            "early_stop_test_accuracy": result.early_stop_test_accuracy,
+            "early_stop_val_accuracy": result.early_stop_val_accuracy,
+            "final_test_accuracy": result.final_test_accuracy, "wall_seconds": result.wall_seconds,
+            "layers": result.layers}
+
+
+def best_ticket(ticket_rounds: list[dict]) -> dict | None:
+    """The sparsest finished ticket round whose early-stop test accuracy is within one point of round 0's."""
+    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["early_stop_test_accuracy"] is not None]
+    dense = next((r for r in finished if r["round"] == 0), None)
+    if dense is None:
+        return None
+    good = [r for r in finished if r["early_stop_test_accuracy"] >= dense["early_stop_test_accuracy"] - BEST_TICKET_TOLERANCE]
+    return min(good, key=lambda r: r["remaining_fraction"])
+
+
+def experiment_list_rows(limit: int = 500) -> list[dict]:
+    """Newest first, each with its best ticket; two queries whatever the number of experiments."""
+    experiments = list(Experiment.objects.all()[:limit])
+    rounds_by_experiment: dict[int, list[dict]] = {}
+    ticket_results = RoundResult.objects.filter(experiment__in=experiments, network=TICKET).order_by("round_index")
+    for result in ticket_results:
+        rounds_by_experiment.setdefault(result.experiment_id, []).append(round_row(result))
+    rows = []
+    for experiment in experiments:
+        progress = progress_of(experiment)
+        ticket = best_ticket(rounds_by_experiment.get(experiment.pk, []))
+        rows.append({"experiment": experiment, "progress": progress, "best_ticket": ticket,
+                     "progress_label": progress_label(progress) if experiment.status == "running" else "",
+                     "best_ticket_label": best_ticket_label(ticket) if ticket else ""})
+    return rows
+
+
+def progress_label(progress: dict) -> str:
+    fraction = progress.get("overall_fraction")
+    return f"{100 * fraction:.0f}%" if fraction is not None else ""
+
+
+def best_ticket_label(ticket: dict) -> str:
+    return (f"{100 * ticket['remaining_fraction']:.3g}% of weights: {100 * ticket['early_stop_test_accuracy']:.2f}% "
+            f"test accuracy (round {ticket['round']})")
+
+
+def _percent(value):
+    return None if value is None else 100.0 * value
+
+
+def matching_round(rows: list[dict], round_index: int) -> dict | None:
+    return next((row for row in rows if row["round"] == round_index), None)
+
+
+def round_table_row(row: dict, control_rows: list[dict | None]) -> dict:
+    """A ticket round for the result page's table, in percent, with each control's early-stop accuracy."""
+    return {**row, "remaining_percent": _percent(row["remaining_fraction"]),
+            "early_stop_test_percent": _percent(row["early_stop_test_accuracy"]),
+            "final_test_percent": _percent(row["final_test_accuracy"]),
+            "control_percents": [_percent(c["early_stop_test_accuracy"]) if c else None for c in control_rows]}
+
+
+def curve_row(curve: Curve) -> dict:
+    return {"network": curve.network, "round": curve.round_index, "evals": curve.evals, "train_loss": curve.train_loss}
+
+
+def snapshot(experiment_id: int) -> dict | None:
+    """Everything the live page shows, as of the experiment's last_seq (one consistent read)."""
+    with transaction.atomic():
+        experiment = Experiment.objects.filter(pk=experiment_id).first()
+        if experiment is None:
+            return None
+        curves = [curve_row(c) for c in experiment.curves.all()]
+        rounds = [round_row(r) for r in experiment.round_results.all()]
+    return {"type": "snapshot", "seq": experiment.last_seq, "progress": progress_of(experiment),
+            "curves": curves, "rounds": rounds}
+
+
+def rounds_by_network(experiment: Experiment) -> dict[str, list[dict]]:
+    """network -> round rows in round order, the ticket first."""
+    grouped: dict[str, list[dict]] = {TICKET: []}
+    for result in experiment.round_results.order_by("round_index"):
+        grouped.setdefault(result.network, []).append(round_row(result))
+    return grouped
+
+
+def ticket_curves(experiment: Experiment) -> list[dict]:
+    return [curve_row(c) for c in experiment.curves.filter(network=TICKET).order_by("round_index")]
+
+
+def layer_table(ticket_rounds: list[dict]) -> dict:
+    """Rows per layer, one cell per round: {'rounds': [0, 1, ...], 'layers': [{name, shape, total, cells}]}."""
+    names: list[str] = []
+    for row in ticket_rounds:
+        for name in row["layers"]:
+            if name not in names:
+                names.append(name)
+    layers = []
+    for name in names:
+        first = next(row["layers"][name] for row in ticket_rounds if name in row["layers"])
+        cells = [row["layers"].get(name) for row in ticket_rounds]
+        layers.append({"name": name, "shape": " × ".join(str(size) for size in first["shape"]),
+                       "total": first["total"],
+                       "cells": [{"remaining": c["remaining"], "percent": 100 * c["remaining_fraction"]} if c else None
+                                 for c in cells]})
+    total = [{"remaining": sum(l["remaining"] for l in row["layers"].values()),
+              "percent": 100 * row["remaining_fraction"]} for row in ticket_rounds]
+    return {"rounds": [row["round"] for row in ticket_rounds], "layers": layers, "total": total}

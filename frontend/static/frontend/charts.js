@@ -1,0 +1,76 @@
+// Draws the figures the server built (plotly JSON) and loads mask heatmaps per round.
+// No chart is designed here: figures come from frontend/charts.py.
+window.LotteryCharts = (function () {
+  "use strict";
+  const config = { responsive: true, displaylogo: false };
+
+  function draw(target, figure) {
+    return Plotly.react(target, figure.data, figure.layout, config);
+  }
+
+  function renderAll(root) {
+    root.querySelectorAll('script[type="application/json"][data-figure-for]').forEach(function (element) {
+      const target = document.getElementById(element.dataset.figureFor);
+      if (target) draw(target, JSON.parse(element.textContent));
+    });
+    root.querySelectorAll("[data-mask-viewer]").forEach(setUpMaskViewer);
+  }
+
+  function setUpMaskViewer(viewer) {
+    const rounds = viewer.dataset.rounds.split(",").map(Number);
+    const slider = viewer.querySelector("#mask-round");
+    const label = viewer.querySelector("#mask-round-label");
+    const networkSelect = viewer.querySelector("#mask-network");
+    const status = viewer.querySelector("#mask-status");
+    const container = document.getElementById("mask-figures");
+    let latestRequest = 0;
+    let debounce = null;
+
+    async function load() {
+      const round = rounds[Number(slider.value)];
+      const network = networkSelect ? networkSelect.value : "ticket";
+      label.textContent = round;
+      const request = ++latestRequest;
+      status.textContent = "loading…";
+      let response;
+      try {
+        response = await fetch(viewer.dataset.urlBase + round + "/?network=" + encodeURIComponent(network));
+      } catch (error) {
+        status.textContent = "could not load the masks: " + error;
+        return;
+      }
+      if (request !== latestRequest) return; // the slider moved on meanwhile
+      const body = await response.json();
+      if (!response.ok) {
+        status.textContent = body.error || "could not load the masks";
+        return;
+      }
+      const wanted = new Set(body.map(function (item) { return item.id; }));
+      Array.from(container.children).forEach(function (child) {
+        if (!wanted.has(child.id)) { Plotly.purge(child); child.remove(); }
+      });
+      for (const item of body) {
+        let target = document.getElementById(item.id);
+        if (!target) {
+          target = document.createElement("div");
+          target.id = item.id;
+          target.className = "chart mask-chart";
+          container.appendChild(target);
+        }
+        await draw(target, item.figure);
+      }
+      status.textContent = "";
+      container.dataset.loadedRound = String(round);
+    }
+
+    slider.addEventListener("input", function () {
+      label.textContent = rounds[Number(slider.value)];
+      clearTimeout(debounce);
+      debounce = setTimeout(load, 150);
+    });
+    if (networkSelect) networkSelect.addEventListener("change", load);
+    load();
+  }
+
+  return { renderAll: renderAll, draw: draw, config: config };
+})();

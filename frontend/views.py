@@ -1,0 +1,161 @@
+"""Thin views: parse the request, call frontend.queries / services / charts, render."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.http import FileResponse, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from frontend import catalog, charts, live, queries, services
+from frontend.forms import ExperimentForm, spec_to_initial, widget_values
+from frontend.models import Experiment
+from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
+from trainer.events import TICKET
+
+
+def _error_page(request, status: int, title: str, message: str) -> HttpResponse:
+    return render(request, "frontend/error.html", {"title": title, "message": message}, status=status)
+
+
+def bad_request(request, exception=None):
+    return _error_page(request, 400, "Bad request", str(exception or "The request could not be understood."))
+
+
+def not_found(request, exception=None):
+    return _error_page(request, 404, "Not found", "There is nothing at this address.")
+
+
+def server_error(request):
+    return _error_page(request, 500, "Server error", "Something went wrong on the server; the log has the details.")
+
+
+@require_GET
+def experiment_list(request):
+    return render(request, "frontend/list.html", {"rows": queries.experiment_list_rows()})
+
+
+def _form_context(form: ExperimentForm) -> dict:
+    installed = set(catalog.installed_dataset_names())
+    presets = [{"key": p.key, "title": p.title, "note": p.note, "installed": p.dataset in installed,
+                "dataset": p.dataset} for p in PRESETS.values()]
+    return {
+        "form": form, "datasets": catalog.dataset_choices(), "presets": presets,
+        "page_data": {
+            # A preset sets every field; an architecture's defaults only the fields they name.
+            "presets": {p.key: widget_values(p.spec().to_dict()) for p in PRESETS.values() if p.dataset in installed},
+            "architecture_defaults": {model: widget_values(defaults) for model, defaults in ARCHITECTURE_DEFAULTS.items()},
+            "layer_sizes": catalog.layer_sizes_by_model_and_dataset(),
+        },
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def new_experiment(request):
+    if request.method == "POST":
+        form = ExperimentForm(request.POST)
+        if form.is_valid():
+            experiment = services.create_experiment(form.spec, form.cleaned_data.get("preset", ""))
+            return redirect("experiment_detail", experiment_id=experiment.pk)
+        return render(request, "frontend/new.html", _form_context(form), status=400)
+    key = request.GET.get("preset", DEFAULT_PRESET)
+    preset = PRESETS.get(key)
+    installed = set(catalog.installed_dataset_names())
+    if preset is None or preset.dataset not in installed:
+        reason = "no such preset" if preset is None else f"its dataset {preset.dataset} is not installed"
+        return _error_page(request, 400, "Unknown preset", f"Preset {key!r} cannot be used: {reason}.")
+    form = ExperimentForm(initial={**spec_to_initial(preset.spec()), "preset": preset.key})
+    return render(request, "frontend/new.html", _form_context(form))
+
+
+def _result_context(experiment: Experiment) -> dict:
+    rounds = queries.rounds_by_network(experiment)
+    ticket_rounds = rounds[TICKET]
+    remaining_by_round = {row["round"]: row["remaining_fraction"] for row in ticket_rounds}
+    figures = [
+        ("chart-sparsity-accuracy", charts.sparsity_vs_accuracy(rounds)),
+        ("chart-early-stop", charts.early_stop_iterations(rounds)),
+        ("chart-training-curves", charts.training_curves(queries.ticket_curves(experiment), remaining_by_round)),
+    ]
+    controls = [network for network in rounds if network != TICKET]
+    round_table = [queries.round_table_row(row, [queries.matching_round(rounds[n], row["round"]) for n in controls])
+                   for row in ticket_rounds]
+    mask_rounds = [row["round"] for row in ticket_rounds]
+    return {
+        "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
+        "round_table": round_table, "controls": controls, "best_ticket_label": _best_ticket_label(ticket_rounds),
+        "layer_table": queries.layer_table(ticket_rounds), "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
+        "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
+        "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
+    }
+
+
+def _best_ticket_label(ticket_rounds: list[dict]) -> str:
+    ticket = queries.best_ticket(ticket_rounds)
+    return queries.best_ticket_label(ticket) if ticket else ""
+
+
+def _live_context(experiment: Experiment) -> dict:
+    state = live.live_state(experiment.pk)
+    return {"experiment": experiment, "progress": state["progress"], "live_state": state,
+            "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True)}
+
+
+@require_GET
+def experiment_detail(request, experiment_id: int):
+    """The permalink: a live page while running, the result page once done (the live page turns into it)."""
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    if experiment.is_done:
+        return render(request, "frontend/result.html", _result_context(experiment))
+    return render(request, "frontend/live.html", _live_context(experiment))
+
+
+@require_GET
+def experiment_result_fragment(request, experiment_id: int):
+    """The result page's content alone, fetched by the live page when the run ends."""
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    if not experiment.is_done:
+        return _error_page(request, 409, "Still running", "The results are shown once the run has ended.")
+    return render(request, "frontend/_result_content.html", _result_context(experiment))
+
+
+@require_GET
+def experiment_state(request, experiment_id: int):
+    state = live.live_state(experiment_id)
+    if state is None:
+        return JsonResponse({"error": f"there is no experiment {experiment_id}"}, status=404)
+    return JsonResponse(state)
+
+
+@require_GET
+def results_download(request, experiment_id: int):
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    path = Path(experiment.results_path) if experiment.results_path else None
+    if path is None or not path.is_file():
+        return _error_page(request, 404, "No results yet", "results.json is written when the run ends.")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=f"experiment_{experiment.pk}_results.json",
+                        content_type="application/json")
+
+
+@require_GET
+def mask_data(request, experiment_id: int, round_index: int):
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    network = request.GET.get("network", TICKET)
+    if not network.replace("_", "").isalnum() or len(network) > 30:
+        return JsonResponse({"error": f"bad network name {network!r}"}, status=400)
+    try:
+        masks, input_shape = services.round_mask(experiment, round_index, network)
+    except services.NotAvailable as error:
+        return JsonResponse({"error": str(error)}, status=404)
+    payload = charts.figures_payload(charts.mask_figures(masks, round_index, input_shape))
+    return HttpResponse(payload, content_type="application/json")
+
+
+@require_POST
+def cancel_experiment(request, experiment_id: int):
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    if not experiment.is_done:
+        services.request_cancel(experiment)
+    return redirect("experiment_detail", experiment_id=experiment.pk)
+

@@ -1,0 +1,122 @@
+"""One settings module, driven by the environment with safe local defaults.
+
+Environment variables (all optional):
+  LOTTERYWEB_SECRET_KEY   Django secret key (a fixed development key otherwise)
+  LOTTERYWEB_DEBUG        "1" for Django debug pages (default off)
+  LOTTERYWEB_ALLOWED_HOSTS  comma-separated host names (default localhost, 127.0.0.1, [::1])
+  DATABASE_URL            e.g. postgres://user:pass@host/db (default: SQLite file)
+  LOTTERYWEB_DB_PATH      the SQLite file when DATABASE_URL is unset (default <repo>/db.sqlite3)
+  LOTTERYWEB_REDIS_URL    Celery broker and channel layer (default redis://127.0.0.1:6379/0)
+  LOTTERYWEB_CHANNEL_LAYER  "redis" (default) or "memory" (single process, for tests)
+  LOTTERYWEB_CELERY_EAGER "1" runs tasks inside the web process (tests only)
+  LOTTERYWEB_RUNS_DIR     where run directories go (default <repo>/runs)
+  LOTTERYWEB_DATA_DIR     dataset directory, read by the trainer (default <repo>/data)
+  LOTTERYWEB_TORCH_THREADS  torch threads of the Celery worker (default: torch's own choice)
+"""
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in ("1", "true", "yes", "on")
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name, "").strip()
+    return [item.strip() for item in value.split(",") if item.strip()] if value else default
+
+
+# A lab tool that listens on localhost by default; set LOTTERYWEB_SECRET_KEY when exposing it.
+SECRET_KEY = os.environ.get("LOTTERYWEB_SECRET_KEY") or "lotteryweb-local-development-key-change-me-when-exposed"
+DEBUG = _env_flag("LOTTERYWEB_DEBUG")
+ALLOWED_HOSTS = _env_list("LOTTERYWEB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "daphne",  # first, so `manage.py runserver` serves ASGI (websockets included)
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
+    "channels",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "lotteryweb.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    },
+]
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "lotteryweb.asgi.application"
+
+_sqlite_path = os.environ.get("LOTTERYWEB_DB_PATH") or str(BASE_DIR / "db.sqlite3")
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _sqlite_path,
+            # The Celery worker writes progress while the web server reads it: WAL lets both
+            # proceed, IMMEDIATE avoids lock upgrades that fail instead of waiting.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("LOTTERYWEB_TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "static_collected"
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "frontend.staticfinders.PlotlyJsFinder",  # plotly.min.js from the plotly package: no CDN
+]
+
+REDIS_URL = os.environ.get("LOTTERYWEB_REDIS_URL", "redis://127.0.0.1:6379/0")
+if os.environ.get("LOTTERYWEB_CHANNEL_LAYER", "redis") == "memory":
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                  "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30}}}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = _env_flag("LOTTERYWEB_CELERY_EAGER")
+CELERY_TASK_IGNORE_RESULT = True  # results live in the database and the run directory
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one long experiment at a time; others wait in Redis
+CELERY_TASK_ACKS_LATE = False
+
+LOTTERYWEB_RUNS_DIR = Path(os.environ.get("LOTTERYWEB_RUNS_DIR") or BASE_DIR / "runs")
+LOTTERYWEB_DATA_DIR = os.environ.get("LOTTERYWEB_DATA_DIR") or None  # None: the trainer's default
+LOTTERYWEB_TORCH_THREADS = int(os.environ.get("LOTTERYWEB_TORCH_THREADS") or 0) or None
+# At most this many channel messages per second per running experiment.
+LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND = float(os.environ.get("LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND", "10"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOTTERYWEB_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Starts the whole web app: migrates the database, starts Redis (unless one already answers),
+# one Celery worker and the ASGI server (daphne), prints the URL, and stops what it started on Ctrl-C.
+#
+# Environment: PORT (default 8000), HOST (default 127.0.0.1), LOTTERYWEB_REDIS_PORT (default 6379);
+# LOTTERYWEB_REDIS_URL to use a Redis elsewhere (then none is started); the settings' variables
+# (LOTTERYWEB_DB_PATH, DATABASE_URL, LOTTERYWEB_RUNS_DIR, ...) are passed through.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=.venv/bin/python
+port=${PORT:-8000}
+host=${HOST:-127.0.0.1}
+redis_port=${LOTTERYWEB_REDIS_PORT:-6379}
+start_redis=yes
+if [ -n "${LOTTERYWEB_REDIS_URL:-}" ]; then
+  start_redis=no
+else
+  export LOTTERYWEB_REDIS_URL="redis://127.0.0.1:${redis_port}/0"
+fi
+export DJANGO_SETTINGS_MODULE=lotteryweb.settings
+log_dir=${LOTTERYWEB_LOG_DIR:-${TMPDIR:-/tmp}/lotteryweb-${port}}
+mkdir -p "$log_dir"
+
+started=()
+stop_all() {
+  trap - INT TERM EXIT
+  if [ ${#started[@]} -gt 0 ]; then
+    echo "stopping lotteryweb…"
+    for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait "${started[@]}" 2>/dev/null || true
+  fi
+}
+interrupted=no
+trap stop_all EXIT
+trap 'interrupted=yes; exit 130' INT TERM
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local seconds=$1 what=$2
+  shift 2
+  for _ in $(seq $((seconds * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "start_app: gave up waiting for $what; logs are in $log_dir" >&2
+  return 1
+}
+
+"$python" manage.py migrate --noinput >"$log_dir/migrate.log" 2>&1 || { cat "$log_dir/migrate.log" >&2; exit 1; }
+
+if [ "$start_redis" = yes ]; then
+  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    echo "using the Redis already running on port $redis_port"
+  else
+    setsid redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$log_dir" --save "" --appendonly no \
+      --logfile "$log_dir/redis.log" &
+    started+=($!)
+    wait_for 15 "redis-server" redis-cli -p "$redis_port" ping
+  fi
+fi
+
+# setsid: Ctrl-C reaches only this script, which then stops the processes in order.
+setsid "$python" -m celery -A lotteryweb worker --pool=solo --loglevel=INFO >"$log_dir/celery.log" 2>&1 &
+started+=($!)
+setsid "$python" -m daphne -b "$host" -p "$port" lotteryweb.asgi:application >"$log_dir/daphne.log" 2>&1 &
+started+=($!)
+wait_for 60 "the web server on port $port" "$python" -c \
+  "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://$host:$port/', timeout=2).status != 200)"
+
+echo "lotteryweb is running at http://$host:$port/  (logs: $log_dir; Ctrl-C stops it)"
+# Stop everything as soon as any of the processes ends by itself.
+status=0
+wait -n "${started[@]}" || status=$?
+if [ "$interrupted" = yes ]; then exit 130; fi
+echo "start_app: a process stopped (exit $status); see the logs in $log_dir" >&2
+exit "$status"

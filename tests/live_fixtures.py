@@ -1,0 +1,184 @@
+"""Real processes for the integration and browser tests: redis-server, a Celery worker, daphne.
+
+Each starts once per test session on free ports, in temporary directories, with its own SQLite
+database and runs directory, and is stopped (TERM, then KILL) at the end. Their logs go to files
+under the session's temporary directory; a process that dies early fails the test with its log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            pytest.fail(f"{self.name} exited with code {self.process.returncode}:\n{_log_tail(self.log_path)}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_process(name: str, command: list[str], log_dir: Path, env: dict | None = None) -> ManagedProcess:
+    log_path = log_dir / f"{name}.log"
+    log_file = open(log_path, "wb")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    return ManagedProcess(name, process, log_path)
+
+
+def wait_until(condition, timeout: float, what: str, processes: list[ManagedProcess] = ()) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for managed in processes:
+            managed.check_alive()
+        if condition():
+            return
+        time.sleep(0.2)
+    logs = "\n\n".join(f"--- {m.name} ---\n{_log_tail(m.log_path)}" for m in processes)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server on a free port; yields its URL."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed; scripts/setup.sh installs it (apt-get install redis-server)")
+    directory = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    managed = start_process("redis", [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                                      "--save", "", "--appendonly", "no"], directory)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, 20, "redis-server to answer PING", [managed])
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        managed.stop()
+
+
+@dataclass
+class LiveApp:
+    base_url: str
+    port: int
+    db_path: Path
+    runs_dir: Path
+    log_dir: Path
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def ws_base(self) -> str:
+        return self.base_url.replace("http://", "ws://")
+
+    def check_alive(self) -> None:
+        for managed in self.processes:
+            managed.check_alive()
+
+
+class HttpSession:
+    """A tiny browser-like HTTP client: keeps cookies, does not follow redirects."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.cookies = CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), self._NoRedirect)
+
+    def request(self, path: str, data: dict | None = None, headers: dict | None = None):
+        body = urlencode(data, doseq=True).encode() if data is not None else None
+        request = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})
+        try:
+            response = self.opener.open(request, timeout=30)
+        except urllib.error.HTTPError as error:  # 3xx/4xx/5xx come back as errors here
+            response = error
+        return response.status, dict(response.headers), response.read()
+
+    def cookie(self, name: str) -> str | None:
+        return next((c.value for c in self.cookies if c.name == name), None)
+
+    def json(self, path: str):
+        status, _, body = self.request(path)
+        assert status == 200, (path, status, body[:300])
+        return json.loads(body)
+
+
+@pytest.fixture(scope="session")
+def live_app(redis_server, tmp_path_factory):
+    """Migrated database, one Celery worker and daphne, all on the private Redis; yields a LiveApp."""
+    root = tmp_path_factory.mktemp("live_app")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "LOTTERYWEB_"))}
+    env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", "LOTTERYWEB_DB_PATH": str(root / "db.sqlite3"),
+                "LOTTERYWEB_RUNS_DIR": str(root / "runs"), "LOTTERYWEB_REDIS_URL": redis_server,
+                "PYTHONUNBUFFERED": "1", "LOTTERYWEB_TORCH_THREADS": "1"})
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    port = free_port()
+    worker = start_process("celery", [sys.executable, "-m", "celery", "-A", "lotteryweb", "worker", "--pool=solo",
+                                      "--loglevel=INFO", "--without-gossip", "--without-mingle"], root, env)
+    server = start_process("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                      "lotteryweb.asgi:application"], root, env)
+    app = LiveApp(f"http://127.0.0.1:{port}", port, root / "db.sqlite3", root / "runs", root, [worker, server])
+
+    def serves_pages() -> bool:
+        try:
+            return urllib.request.urlopen(app.base_url + "/", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(serves_pages, 60, "daphne to serve /", app.processes)
+        wait_until(lambda: b" ready." in worker.log_path.read_bytes(), 90, "the Celery worker to be ready", app.processes)
+        yield app
+    finally:
+        for managed in reversed(app.processes):
+            managed.stop()

@@ -1,0 +1,114 @@
+"""Headless Chromium (Debian's package, driven by Playwright; no browser download): the form, the live
+page with a moving progress bar and growing curves, then the result page's charts and mask heatmaps,
+all without a reload. Screenshots go to test-output/browser/; with LOTTERYWEB_UPDATE_SCREENSHOTS=1 the
+README's screenshots in docs/screenshots/ are refreshed too."""
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.live, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+OUTPUT = REPO / "test-output" / "browser"
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
+
+LIVE_POINTS = """() => {
+  const chart = document.getElementById('live-accuracy');
+  return chart && chart.data ? chart.data.reduce((sum, trace) => sum + trace.x.length, 0) : -1;
+}"""
+PROGRESS = "() => Number(document.getElementById('progress-bar').getAttribute('aria-valuenow'))"
+
+
+def save_screenshot(page, name: str, docs_name: str | None = None, **options) -> None:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / f"{name}.png"
+    page.screenshot(path=str(path), **options)
+    if docs_name and os.environ.get("LOTTERYWEB_UPDATE_SCREENSHOTS") == "1":
+        from PIL import Image
+
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        # A 128-colour palette keeps each committed PNG well under 200 KB.
+        Image.open(path).convert("RGB").quantize(colors=128).save(DOCS_SCREENSHOTS / f"{docs_name}.png", optimize=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; `scripts/setup.sh test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(live_app.base_url + "/new/")
+    page.click('button[data-preset="quick_demo"]')
+    # the remaining-fraction preview follows the typing: 5 rounds -> rows for rounds 0..5
+    page.fill("#id_pruning__rounds", "5")
+    page.wait_for_function("() => document.querySelectorAll('#remaining-preview tbody tr').length === 6")
+    # fc1 and fc2 keep 0.8^5 of their weights, the output layer fc3 (10% per round) 0.9^5
+    assert page.inner_text("#remaining-preview tbody tr:last-child td:nth-child(2)") == "32.9%"
+    page.fill("#id_pruning__rounds", "2")
+    page.fill("#id_training__training_steps", "1000it")
+    page.fill("#id_init_seed", "202")
+    page.wait_for_function("() => document.querySelectorAll('#remaining-preview tbody tr').length === 3")
+    assert page.is_disabled('button[data-preset="conv2_cifar"]')  # CIFAR-10 is not installed
+    page.evaluate("() => window.scrollTo(0, 0)")
+    save_screenshot(page, "01_new_experiment", "new_experiment")
+
+    page.click("#submit-experiment")
+    page.wait_for_url(re.compile(r".*/e/\d+/$"))
+    page.evaluate("() => { window.sameDocument = true; }")  # gone if the page reloads
+
+    page.wait_for_function(f"() => ({PROGRESS})() > 0", timeout=60_000)
+    first_progress = page.evaluate(PROGRESS)
+    first_points = page.evaluate(LIVE_POINTS)
+    page.wait_for_function(f"() => ({PROGRESS})() > {first_progress} && ({LIVE_POINTS})() > {first_points}",
+                           timeout=60_000)
+    save_screenshot(page, "02_live", "live")
+
+    # a dropped connection comes back by itself and re-reads the state it missed
+    page.wait_for_function("() => document.getElementById('experiment-page').dataset.connections === '1'")
+    points_before_drop = page.evaluate(LIVE_POINTS)
+    page.evaluate("() => window.lotteryLiveSocket.close()")
+    page.wait_for_function("() => !document.getElementById('experiment-page') || "
+                           "document.getElementById('experiment-page').dataset.connections === '2'", timeout=30_000)
+    assert page.evaluate(f"() => !document.getElementById('experiment-page') || ({LIVE_POINTS})() >= {points_before_drop}")
+
+    page.wait_for_selector("#result-page", timeout=180_000)
+    assert page.evaluate("() => window.sameDocument === true"), "the page reloaded instead of turning into the results"
+    page.wait_for_selector("#chart-sparsity-accuracy .main-svg")
+    traces = page.evaluate("() => document.getElementById('chart-sparsity-accuracy').data.map(t => t.name)")
+    assert "winning ticket (early stop)" in traces and "random reinit (early stop)" in traces
+    page.wait_for_selector("#mask-figures #mask-layer-0 .main-svg")
+    assert page.evaluate("() => document.getElementById('mask-layer-0').data[0].type") == "heatmap"
+    page.wait_for_selector("#mask-input-pixels .main-svg")
+    assert page.evaluate("() => document.getElementById('mask-figures').dataset.loadedRound") == "2"
+    save_screenshot(page, "03_result", "result")
+    page.locator("#mask-figures").scroll_into_view_if_needed()
+    page.evaluate("() => window.scrollBy(0, -60)")
+    save_screenshot(page, "04_result_masks", "result_masks")
+
+    # the round slider loads another round's masks
+    page.eval_on_selector("#mask-round", "slider => { slider.value = '1'; slider.dispatchEvent(new Event('input')); }")
+    page.wait_for_function("() => document.getElementById('mask-figures').dataset.loadedRound === '1'")
+    assert "round 1" in page.inner_text("#mask-layer-0")
+
+    page.goto(live_app.base_url + "/")
+    assert "test accuracy (round" in page.inner_text("#experiment-list")
+    save_screenshot(page, "05_list", "list")
+    assert not errors, errors
+    page.close()

@@ -1,0 +1,108 @@
+"""The real path: web form over HTTP -> Redis -> Celery worker -> trainer -> database + Redis channel
+layer -> websocket -> result page. Real redis-server, Celery worker and daphne processes."""
+import json
+import re
+import sqlite3
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import form_data
+from tests.live_fixtures import HttpSession
+
+pytestmark = [pytest.mark.live, pytest.mark.slow]
+
+
+def submit(session: HttpSession, **field_values) -> int:
+    status, _, _ = session.request("/new/")
+    assert status == 200
+    data = form_data(**field_values)
+    data["csrfmiddlewaretoken"] = session.cookie("csrftoken")
+    status, headers, body = session.request("/new/", data, headers={"Referer": session.base_url + "/new/"})
+    assert status == 302, body.decode(errors="replace")[:2000]
+    return int(re.fullmatch(r"/e/(\d+)/", headers["Location"]).group(1))
+
+
+def socket_to(live_app, experiment_id):
+    return connect(f"{live_app.ws_base}/ws/e/{experiment_id}/", origin=live_app.base_url, open_timeout=10)
+
+
+def test_experiment_through_form_worker_websocket_database_and_result_page(live_app):
+    session = HttpSession(live_app.base_url)
+    experiment_id = submit(session, init_seed="101", training__training_steps="300it", training__eval_interval="50it")
+
+    received = []
+    late_joiner = None
+    with socket_to(live_app, experiment_id) as websocket:
+        first = json.loads(websocket.recv(timeout=10))
+        assert first["type"] == "snapshot"
+        last_seq = first["seq"]
+        deadline = time.monotonic() + 180
+        while True:
+            assert time.monotonic() < deadline, "the run did not finish in time"
+            live_app.check_alive()
+            message = json.loads(websocket.recv(timeout=60))
+            assert message["type"] == "events"
+            received.append((time.monotonic(), message))
+            assert message["seq"] == last_seq + 1, "live messages are consecutive after the snapshot"
+            last_seq = message["seq"]
+            if late_joiner is None and any(e["type"] == "eval" for e in message["events"]) \
+                    and message["progress"]["status"] == "running":
+                # a second browser joins mid-run: state first, then the next live message, no gap
+                late_joiner = socket_to(live_app, experiment_id)
+                snapshot = json.loads(late_joiner.recv(timeout=10))
+                assert snapshot["type"] == "snapshot" and snapshot["seq"] >= message["seq"]
+                assert any(curve["evals"]["iteration"] for curve in snapshot["curves"])
+                late_seq = snapshot["seq"]
+            if message["progress"]["status"] in ("finished", "failed", "diverged", "cancelled"):
+                break
+    assert message["progress"]["status"] == "finished", message["progress"]
+
+    events = [event for _, message in received for event in message["events"]]
+    kinds = [event["type"] for event in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    evals = {(e["network"], e["round"]) for e in events if e["type"] == "eval"}
+    assert evals == {("ticket", 0), ("ticket", 1), ("ticket", 2), ("random_reinit", 1), ("random_reinit", 2)}
+    # throttled: about 10 messages a second at most (allow for delivery jitter)
+    span = received[-1][0] - received[0][0]
+    print(f"live: {len(received)} messages carrying {len(events)} events in {span:.1f} s")
+    assert len(received) <= 10 * span + 3, (len(received), span)
+
+    assert late_joiner is not None, "the run ended before a second browser could join mid-run"
+    with late_joiner:
+        while late_seq < last_seq:
+            message = json.loads(late_joiner.recv(timeout=10))
+            if message["seq"] > late_seq:
+                assert message["seq"] == late_seq + 1
+                late_seq = message["seq"]
+
+    with sqlite3.connect(live_app.db_path) as database:
+        rounds = database.execute("SELECT network, round_index, status, remaining_fraction FROM frontend_roundresult "
+                                  "WHERE experiment_id = ? ORDER BY network, round_index", (experiment_id,)).fetchall()
+        curves = database.execute("SELECT network, round_index, evals FROM frontend_curve WHERE experiment_id = ?",
+                                  (experiment_id,)).fetchall()
+        status = database.execute("SELECT status FROM frontend_experiment WHERE id = ?", (experiment_id,)).fetchone()
+    assert status == ("finished",)
+    assert [(n, r, s) for n, r, s, _ in rounds] == [("random_reinit", 1, "finished"), ("random_reinit", 2, "finished"),
+                                                     ("ticket", 0, "finished"), ("ticket", 1, "finished"),
+                                                     ("ticket", 2, "finished")]
+    assert len(curves) == 5 and all(json.loads(evals)["iteration"][-1] == 300 for _, _, evals in curves)
+
+    status, _, body = session.request(f"/e/{experiment_id}/")
+    html = body.decode()
+    assert status == 200 and 'id="result-page"' in html
+    for dom_id in ("chart-sparsity-accuracy", "chart-early-stop", "chart-training-curves"):
+        figure = json.loads(re.search(rf'data-figure-for="{dom_id}">(.*?)</script>', html, re.S).group(1))
+        assert figure["data"], dom_id
+    masks = session.json(f"/e/{experiment_id}/masks/2/")
+    assert masks[0]["id"] == "mask-input-pixels" and masks[1]["figure"]["data"][0]["type"] == "heatmap"
+    results = session.json(f"/e/{experiment_id}/results.json")
+    assert [r["round"] for r in results["rounds"]] == [0, 1, 2]
+    status, headers, body = session.request("/static/vendor/plotly.min.js")
+    assert status == 200 and len(body) > 1_000_000 and "javascript" in headers["Content-Type"]
+
+    # A browser that arrives after the end gets the finished state right away.
+    with socket_to(live_app, experiment_id) as websocket:
+        snapshot = json.loads(websocket.recv(timeout=10))
+        assert snapshot["progress"]["status"] == "finished" and len(snapshot["rounds"]) == 5
