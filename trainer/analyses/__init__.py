@@ -1,0 +1,75 @@
+"""Analyses: branches of a finished IMP run directory (issue 5's follow-up science).
+
+One registry entry per analysis: its function and its parameter schema (help strings,
+defaults, ranges). Every function has the shape
+
+    run_<analysis>(run_path, <params>..., *, callback=events.ignore, data_dir=None,
+                   stop_requested=lambda: False) -> dict
+
+and stores its result in <run_dir>/analyses/<analysis>/<hash of its params>/result.json,
+beside the units of work it is assembled from (see trainer.analyses.common). Running it
+again finds finished work and skips it. The CLI (`python -m trainer analyze RUN_DIR NAME`)
+and the web app reach them through `ANALYSES` / `run_analysis`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from trainer.analyses import connectivity, retraining, transfer
+from trainer.analyses.params import Param, describe, validate_params
+from trainer.spec import SpecError
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    title: str
+    description: str  # one line, for the CLI help and the web page
+    function: Callable[..., dict]
+    params: tuple[Param, ...]
+
+    def validate(self, params: dict | None) -> dict:
+        return validate_params(self.params, params)
+
+    def schema(self) -> list[dict]:
+        return describe(self.params)
+
+
+ANALYSES: dict[str, Analysis] = {}
+
+
+def _register(analysis: Analysis) -> None:
+    ANALYSES[analysis.name] = analysis
+
+
+_register(Analysis(retraining.NAME, "Retraining modes after pruning",
+                   "Weight rewinding vs learning-rate rewinding vs fine-tuning on the run's masks (Renda et al. 2020).",
+                   retraining.run_retraining, retraining.PARAMS))
+_register(Analysis(connectivity.NAME, "Linear mode connectivity",
+                   "Instability of two copies trained from θk with different data orders (Frankle et al. 2020).",
+                   connectivity.run_connectivity, connectivity.PARAMS))
+_register(Analysis(transfer.NAME, "Ticket transfer",
+                   "The run's tickets trained on another dataset, beside tickets found there (Morcos et al. 2019).",
+                   transfer.run_transfer, transfer.PARAMS))
+
+
+def get_analysis(name: str) -> Analysis:
+    if name not in ANALYSES:
+        raise SpecError("analysis", f"unknown analysis {name!r}; choose one of {', '.join(ANALYSES)}")
+    return ANALYSES[name]
+
+
+def validate(name: str, params: dict | None) -> dict:
+    """Checked parameters with defaults filled in; SpecError names the analysis or the parameter."""
+    return get_analysis(name).validate(params)
+
+
+def run_analysis(name: str, run_path, params: dict | None = None, **options) -> dict:
+    """Run (or resume) analysis `name` on a run directory; options are callback, data_dir, stop_requested."""
+    analysis = get_analysis(name)
+    checked = analysis.validate(params)
+    return analysis.function(run_path, **checked, **options)
+
+
+__all__ = ["ANALYSES", "Analysis", "Param", "get_analysis", "validate", "run_analysis"]

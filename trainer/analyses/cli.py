@@ -1,0 +1,157 @@
+"""`python -m trainer analyze RUN_DIR NAME --param value`: analyses from a terminal.
+
+One sub-command per registered analysis; its flags come from the analysis's parameter
+schema (help strings and defaults shown in --help). Hooked into trainer/cli.py by
+`add_analysis_commands(commands)` and the handler `command_analyze`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from trainer import analysis_events as aevents
+from trainer import events
+from trainer.analyses import ANALYSES, get_analysis
+from trainer.analyses.params import parse_text
+
+
+def add_analysis_commands(subparsers) -> argparse.ArgumentParser:
+    """Add `analyze RUN_DIR NAME [--param value ...]` to an argparse sub-command set."""
+    analyze = subparsers.add_parser("analyze", help="Run (or resume) an analysis on a finished run directory.",
+                                    description="Analyses branch off a finished IMP run; results go to "
+                                                "RUN_DIR/analyses/NAME/<hash>/result.json.")
+    analyze.add_argument("run_dir", type=Path, help="A run directory (holding spec.json).")
+    names = analyze.add_subparsers(dest="analysis", required=True, metavar="NAME",
+                                   parser_class=getattr(subparsers, "_parser_class", argparse.ArgumentParser))
+    for analysis in ANALYSES.values():
+        parser = names.add_parser(analysis.name, help=analysis.description, description=analysis.description)
+        for param in analysis.params:
+            default = list(param.default) if isinstance(param.default, tuple) else param.default
+            parser.add_argument(f"--{param.name.replace('_', '-')}", dest=f"param:{param.name}", default=None,
+                                metavar=_metavar(param.kind),
+                                help=f"{param.help} [{json.dumps(default)}]")
+        parser.add_argument("--data-dir", type=Path, default=None, help="Dataset directory.")
+        parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
+    return analyze
+
+
+def _metavar(kind: str) -> str:
+    return {"int": "INT", "float": "FLOAT", "bool": "BOOL", "step": "STEP", "path": "DIR"}.get(
+        kind, "A,B,..." if kind.endswith("_list") else "TEXT")
+
+
+def params_from_args(args) -> dict:
+    analysis = get_analysis(args.analysis)
+    params = {}
+    for param in analysis.params:
+        text = getattr(args, f"param:{param.name}", None)
+        if text is not None:
+            params[param.name] = parse_text(param, text)
+    return analysis.validate(params)
+
+
+class AnalysisProgress:
+    """The run's progress display, plus lines for the analysis's own events."""
+
+    def __init__(self, stream=sys.stderr, quiet: bool = False):
+        from trainer.cli import Progress
+        self.inner = Progress(stream, quiet)
+        self.stream, self.quiet = stream, quiet
+
+    def __call__(self, event: dict) -> None:
+        if self.quiet:
+            return
+        kind = event["type"]
+        if kind in events.EVENT_TYPES:
+            if "rewind_iteration" in event and event.get("network", "").startswith("copy"):
+                event = {**event, "network": f"{event['network']} k={event['rewind_iteration']}"}
+            self.inner(event)
+        elif kind == aevents.ANALYSIS_STARTED:
+            self._line(f"analysis {event['analysis']} of {event['run_dir']} -> {event['result_dir']}")
+        elif kind == aevents.UNIT_SKIPPED:
+            self._line(f"  {event['unit']}: already done, skipped")
+        elif kind == aevents.ANALYSIS_FINISHED:
+            self._line(f"analysis {event['status']}: {event['result_path']}")
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def command_analyze(args) -> int:
+    analysis = get_analysis(args.analysis)
+    params = params_from_args(args)
+    result = analysis.function(args.run_dir, **params, callback=AnalysisProgress(quiet=args.quiet),
+                               data_dir=args.data_dir)
+    print(summary_text(result))
+    return 0 if result["status"] == "finished" else 1
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def summary_text(result: dict) -> str:
+    """A small table per analysis."""
+    if result["status"] != "finished":
+        return f"{result['analysis']}: {result['status']} (run the same command again to resume)"
+    lines = [f"{result['analysis']}: {result['result_dir']}/result.json"]
+    if result["analysis"] == "retraining":
+        lines.append(f"{'mode':<18} {'round':>5} {'% remaining':>11} {'early-stop acc':>14} {'final acc':>9}")
+        for mode, entries in result["modes"].items():
+            for entry in entries:
+                lines.append(f"{mode:<18} {entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
+                             f"{_pct(entry['early_stop'].get('test_accuracy')):>14} "
+                             f"{_pct(entry['final'].get('test_accuracy')):>9}")
+    elif result["analysis"] == "connectivity":
+        lines.append(f"round {result['round']} ({100 * result['remaining_fraction']:.1f}% remaining)")
+        lines.append(f"{'k (it)':>7} {'end errors':>17} {'max error':>9} {'instability':>11} stable")
+        for curve in result["curves"]:
+            if curve["status"] != "finished":
+                lines.append(f"{curve['rewind_iteration']:>7} {curve['status']}")
+                continue
+            ends = " / ".join(_pct(e) for e in curve["endpoint_errors"])
+            lines.append(f"{curve['rewind_iteration']:>7} {ends:>17} {_pct(max(curve['test_error'])):>9} "
+                         f"{_pct(curve['instability']):>11} {'yes' if curve['stable'] else 'no'}")
+    elif result["analysis"] == "transfer":
+        target = {r["round"]: r for r in (result["target"] or {}).get("rounds", [])}
+        lines.append(f"{result['source']['dataset']} -> {result['target_dataset']['name']}; output layer "
+                     f"{'re-initialised (' + result['output_layer']['mask'] + ')' if result['output_layer']['reinitialised'] else 'kept'}")
+        lines.append(f"{'round':>5} {'% remaining':>11} {'source acc':>10} {'transfer acc':>12} "
+                     + " ".join(f"{kind:>14}" for kind in result["controls"]) + f" {'target ticket':>13}")
+        controls = {kind: {e["round"]: e for e in entries} for kind, entries in result["controls"].items()}
+        for entry in result["transfer"]:
+            found = target.get(entry["round"])
+            lines.append(f"{entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
+                         f"{_pct(entry['source_early_stop'].get('test_accuracy')):>10} "
+                         f"{_pct(entry['early_stop'].get('test_accuracy')):>12} "
+                         + " ".join(f"{_pct(controls[k][entry['round']]['early_stop'].get('test_accuracy')):>14}"
+                                    for k in controls)
+                         + f" {_pct(found['early_stop'].get('test_accuracy')) if found else '':>13}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m trainer.analyses.cli RUN_DIR NAME ...`) with trainer.cli's error handling."""
+    from trainer.cli import USER_ERRORS, UsageError, _Parser
+    parser = _Parser(prog="python -m trainer.analyses.cli")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_analysis_commands(commands)
+    try:
+        args = parser.parse_args(["analyze", *(sys.argv[1:] if argv is None else argv)])
+        from trainer.train import apply_thread_setting
+        apply_thread_setting()
+        return command_analyze(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

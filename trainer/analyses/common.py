@@ -1,0 +1,242 @@
+"""What every analysis shares: where it stores its work, how it trains, what a record holds.
+
+    <run_dir>/analyses/<analysis>/<params hash>/
+        params.json       the validated parameters
+        units/<unit>/     record.json (+ final_weights.pt, mask.pt when later work needs them)
+        result.json       assembled from the units, written last
+
+A unit (one retrained round, one trained copy, one interpolation curve) counts as
+done when its record.json exists; it is written last and atomically, so a crash
+or a cancel leaves only the unit in flight to redo, as IMP rounds do.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from trainer import analysis_events as aevents
+from trainer import events, masks
+from trainer.analyses.params import Param, params_hash, validate_params
+from trainer.imp import Run
+from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomically
+from trainer.spec import SpecError, TrainingSpec
+from trainer.train import PreparedData, SegmentResult, train_segment
+
+SCHEMA_VERSION = 1
+
+
+def json_safe(value):
+    """NaN/inf become null (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class Cancelled(Exception):
+    """Raised inside an analysis when stop_requested() cut a unit short."""
+
+
+class AnalysisContext:
+    """One analysis of one run directory: its parameters, its files, and (lazily) the loaded run."""
+
+    def __init__(self, name: str, schema: tuple[Param, ...], run_path, params: dict, *,
+                 callback: events.Callback, data_dir, stop_requested: Callable[[], bool]):
+        self.name = name
+        self.params = validate_params(schema, params)
+        self.run_dir = RunDir.open(run_path)
+        self.directory = self.run_dir.path / "analyses" / name / params_hash(name, schema, self.params)
+        self.data_dir = data_dir
+        self.stop_requested = stop_requested
+        self.raw_callback = callback
+        self.callback = aevents.tagged(callback, analysis=name)
+        self.began = time.perf_counter()
+
+    @cached_property
+    def run(self) -> Run:
+        """The run's spec, data and models; loaded only when some unit must be trained."""
+        return Run(self.run_dir.spec, self.run_dir, self.data_dir, self.callback, self.stop_requested)
+
+    # ---- files --------------------------------------------------------------------------
+    @property
+    def result_path(self) -> Path:
+        return self.directory / "result.json"
+
+    def finished_result(self) -> dict | None:
+        return json.loads(self.result_path.read_text()) if self.result_path.is_file() else None
+
+    def reuse_finished(self) -> dict | None:
+        """The stored result when this exact analysis already finished (nothing is redone)."""
+        result = self.finished_result()
+        if result is not None:
+            self.raw_callback(aevents.make_event(aevents.UNIT_SKIPPED, self.name, unit="result"))
+            self.raw_callback(aevents.make_event(aevents.ANALYSIS_FINISHED, self.name, status="finished",
+                                                 result_path=str(self.result_path)))
+        return result
+
+    def check_stop(self) -> None:
+        if self.stop_requested():
+            raise Cancelled()
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.directory / "params.json", self.params)
+        self.raw_callback(aevents.make_event(aevents.ANALYSIS_STARTED, self.name, run_dir=str(self.run_dir.path),
+                                             result_dir=str(self.directory), params=self.params))
+
+    def unit_dir(self, unit: str) -> Path:
+        return self.directory / "units" / unit
+
+    def unit_record(self, unit: str) -> dict | None:
+        path = self.unit_dir(unit) / "record.json"
+        if not path.is_file():
+            return None
+        self.raw_callback(aevents.make_event(aevents.UNIT_SKIPPED, self.name, unit=unit))
+        return json.loads(path.read_text())
+
+    def save_unit(self, unit: str, record: dict, state: dict | None = None, mask: masks.Mask | None = None) -> None:
+        directory = self.unit_dir(unit)
+        directory.mkdir(parents=True, exist_ok=True)
+        if state is not None:
+            save_tensor_dict_atomically(state, directory / "final_weights.pt")
+        if mask is not None:
+            masks.save_mask(mask, directory / "mask.pt")
+        write_json_atomically(directory / "record.json", json_safe(record))
+
+    def unit_state(self, unit: str) -> dict:
+        return self.run_dir.load_state(self.unit_dir(unit) / "final_weights.pt")
+
+    def unit_mask(self, unit: str) -> masks.Mask:
+        return masks.load_mask(self.unit_dir(unit) / "mask.pt")
+
+    def finish(self, result: dict) -> dict:
+        result = {"schema": SCHEMA_VERSION, "analysis": self.name, "status": "finished",
+                  "run_name": self.run_dir.path.name, "run_dir": str(self.run_dir.path),
+                  "result_dir": str(self.directory), "params": self.params, **result,
+                  "wall_seconds": round(time.perf_counter() - self.began, 3)}
+        result = json_safe(result)
+        write_json_atomically(self.result_path, result)
+        self.raw_callback(aevents.make_event(aevents.ANALYSIS_FINISHED, self.name, status="finished",
+                                             result_path=str(self.result_path)))
+        return result
+
+    def cancelled(self) -> dict:
+        self.raw_callback(aevents.make_event(aevents.ANALYSIS_FINISHED, self.name, status="cancelled", result_path=None))
+        return {"schema": SCHEMA_VERSION, "analysis": self.name, "status": "cancelled",
+                "run_name": self.run_dir.path.name, "result_dir": str(self.directory), "params": self.params}
+
+    def failed(self, error: Exception) -> None:
+        self.raw_callback(aevents.make_event(aevents.ANALYSIS_FAILED, self.name, message=_message(error)))
+
+    # ---- the run's finished work ----------------------------------------------------------
+    def finished_rounds(self) -> list[int]:
+        return [r["round"] for r in self.run_dir.records() if r["status"] == "finished"]
+
+    def require_rounds(self, rounds: list[int], param: str, minimum: int = 0) -> list[int]:
+        """`rounds` (empty = every finished round >= minimum), each checked to be finished in the run."""
+        finished = self.finished_rounds()
+        if not rounds:
+            rounds = [r for r in finished if r >= minimum]
+            if not rounds:
+                raise SpecError(param, f"{self.run_dir.path} has no finished round >= {minimum}")
+        for index, round_index in enumerate(rounds):
+            if round_index < minimum:
+                raise SpecError(f"{param}[{index}]", f"must be at least {minimum} (got {round_index})")
+            if round_index not in finished:
+                raise SpecError(f"{param}[{index}]", f"round {round_index} is not finished in {self.run_dir.path} "
+                                                     f"(finished: {finished or 'none'})")
+        return sorted(rounds)
+
+
+# ---- training ---------------------------------------------------------------------------
+
+def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], data: PreparedData, spec,
+                   start_iteration: int, end_iteration: int, *, round_index: int, networks: list[str],
+                   data_seeds: list[int] | None = None, training: TrainingSpec | None = None,
+                   callback: events.Callback = events.ignore,
+                   stop_requested: Callable[[], bool] = lambda: False) -> list[tuple[SegmentResult, dict]]:
+    """Train each (model, mask) from start to end iteration; (segment, final state) per network.
+
+    All networks share `training` (default: the spec's) and differ in weights, mask and data
+    order (`data_seeds`, default the spec's). That is exactly what stacked training does in one
+    step, so switching to trainer.stacked_train.train_segments is a change of this function only.
+    Stops after the first cancelled network (later ones are not trained).
+    """
+    data_seeds = data_seeds if data_seeds is not None else [spec.data_seed] * len(models)
+    base = replace(spec, training=training) if training is not None else spec
+    done = []
+    for model, mask, network, seed in zip(models, mask_list, networks, data_seeds):
+        segment = train_segment(model, mask, data, replace(base, data_seed=seed), start_iteration, end_iteration,
+                                round_index=round_index, network=network, callback=callback,
+                                stop_requested=stop_requested)
+        done.append((segment, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        if segment.status == "cancelled":
+            break
+    return done
+
+
+def segment_record(segment: SegmentResult, mask: masks.Mask, *, round_index: int, network: str,
+                   start_iteration: int, end_iteration: int, **extra) -> dict:
+    """A round record in the shape of the IMP run's records (results.json), plus `extra`."""
+    return json_safe({
+        "round": round_index, "network": network, "status": segment.status, "message": segment.message,
+        "remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask),
+        "start_iteration": start_iteration, "end_iteration": end_iteration,
+        "curve": segment.curve, "train_loss": segment.train_loss,
+        "early_stop": segment.early_stop(), "final": segment.final(),
+        "wall_seconds": round(segment.wall_seconds, 3), **extra})
+
+
+def summary(record: dict) -> dict:
+    """A record without its curves: small enough for an event."""
+    return {k: v for k, v in record.items() if k not in ("curve", "train_loss", "layers")}
+
+
+def round_started(callback: events.Callback, network: str, round_index: int, mask: masks.Mask,
+                  start_iteration: int, end_iteration: int, **fields) -> None:
+    callback(events.make_event(events.ROUND_STARTED, network, round=round_index,
+                               remaining_fraction=masks.remaining_fraction(mask),
+                               start_iteration=start_iteration, end_iteration=end_iteration, **fields))
+
+
+def round_finished(callback: events.Callback, record: dict, **fields) -> None:
+    callback(events.make_event(events.ROUND_FINISHED, record["network"], round=record["round"],
+                               summary=summary(record), **fields))
+
+
+def execute(name: str, schema: tuple[Param, ...], run_path, params: dict, body: Callable[[AnalysisContext], dict], *,
+            callback: events.Callback, data_dir, stop_requested: Callable[[], bool],
+            prepare: Callable[[dict], dict] | None = None) -> dict:
+    """Open the analysis and run `body`: cancellation is a status, errors leave an analysis_failed event.
+
+    `prepare` may complete the raw parameters before they are validated and hashed.
+    """
+    try:
+        if prepare is not None:
+            params = prepare(params)
+        context = AnalysisContext(name, schema, run_path, params, callback=callback, data_dir=data_dir,
+                                  stop_requested=stop_requested)
+    except Exception as error:
+        callback(aevents.make_event(aevents.ANALYSIS_FAILED, name, message=_message(error)))
+        raise
+    try:
+        return body(context)
+    except Cancelled:
+        return context.cancelled()
+    except Exception as error:
+        context.failed(error)
+        raise
+
+
+def _message(error: Exception) -> str:
+    return str(error) if isinstance(error, (SpecError, ValueError)) else f"{type(error).__name__}: {error}"
