@@ -67,13 +67,14 @@ class Run:
 
     # ---- one round --------------------------------------------------------------------
     def train_round(self, round_index: int, network: str, model: torch.nn.Module, mask: masks.Mask,
-                    start_iteration: int, snapshot_at: int | None = None):
+                    start_iteration: int, snapshot_at: int | None = None, frozen_values: dict | None = None):
         self.callback(events.make_event(events.ROUND_STARTED, network, round=round_index,
                                         remaining_fraction=masks.remaining_fraction(mask),
                                         start_iteration=start_iteration, end_iteration=self.total_iterations))
         segment = train_segment(model, mask, self.data, self.spec, start_iteration, self.total_iterations,
                                 round_index=round_index, network=network, callback=self.callback,
-                                stop_requested=self.stop_requested, snapshot_at=snapshot_at)
+                                stop_requested=self.stop_requested, snapshot_at=snapshot_at,
+                                frozen_values=frozen_values)
         record = {
             "round": round_index, "network": network, "status": segment.status, "message": segment.message,
             "remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask),

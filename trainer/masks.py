@@ -69,6 +69,32 @@ class MaskEnforcer:
                 if parameter.grad is not None:
                     parameter.grad.mul_(multiplier)
 
+    def after_step(self) -> None:
+        """Nothing to do: zero weights with zero gradients do not move."""
+
+
+class FrozenAtInitEnforcer(MaskEnforcer):
+    """Pruned weights hold fixed values (their init, Zhou et al. 2019) instead of zero.
+
+    Gradients are masked as usual; weight decay would still shrink the frozen values, so
+    they are written back after every optimizer step.
+    """
+
+    def __init__(self, model: torch.nn.Module, mask: Mask, frozen_values: dict[str, torch.Tensor]):
+        super().__init__(model, mask)
+        names = [name for name, m in mask.items() if not bool(m.all())]
+        self.keep = [mask[name].to(p.device) for name, p in zip(names, self.parameters)]
+        self.frozen = [frozen_values[name].detach().to(device=p.device, dtype=p.dtype).clone()
+                       for name, p in zip(names, self.parameters)]
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        for parameter, keep, frozen in zip(self.parameters, self.keep, self.frozen):
+            parameter.copy_(torch.where(keep, parameter, frozen))
+
+    def after_step(self) -> None:
+        self.mask_weights()
+
 
 def apply_mask(model: torch.nn.Module, mask: Mask) -> None:
     MaskEnforcer(model, mask).mask_weights()

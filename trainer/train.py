@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer import datasets, events
-from trainer.masks import Mask, MaskEnforcer
+from trainer.masks import FrozenAtInitEnforcer, Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.steps import Step, full_batches
@@ -157,11 +157,14 @@ def _clean(value: float) -> float | None:
 def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: ExperimentSpec,
                   start_iteration: int, end_iteration: int, *, round_index: int, network: str = events.TICKET,
                   callback: events.Callback = events.ignore, stop_requested: Callable[[], bool] = lambda: False,
-                  snapshot_at: int | None = None) -> SegmentResult:
-    """Train `model` (already holding its starting weights) from start to end iteration."""
+                  snapshot_at: int | None = None, frozen_values: dict | None = None) -> SegmentResult:
+    """Train `model` (already holding its starting weights) from start to end iteration.
+
+    Pruned weights are zero, or held at `frozen_values` when given (Zhou et al.'s variant).
+    """
     schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
     device = data.train_x.device
-    enforcer = MaskEnforcer(model, mask)
+    enforcer = MaskEnforcer(model, mask) if frozen_values is None else FrozenAtInitEnforcer(model, mask, frozen_values)
     enforcer.mask_weights()
     optimizer = make_optimizer(model, spec.training)
     result = SegmentResult(status="finished")
@@ -214,6 +217,7 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
         loss.backward()
         enforcer.mask_gradients()
         optimizer.step()
+        enforcer.after_step()
         running_loss += loss.detach()
         running_count += 1
         done = iteration + 1

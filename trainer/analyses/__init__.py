@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from trainer.analyses import connectivity, retraining, transfer
+from trainer.analyses import (connectivity, early_bird, masking_criteria, pruning_at_init, retraining,
+                               structured_pruning, transfer)
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.spec import SpecError
 
@@ -52,6 +53,22 @@ _register(Analysis(connectivity.NAME, "Linear mode connectivity",
 _register(Analysis(transfer.NAME, "Ticket transfer",
                    "The run's tickets trained on another dataset, beside tickets found there (Morcos et al. 2019).",
                    transfer.run_transfer, transfer.PARAMS))
+
+_register(Analysis(masking_criteria.NAME, "Masking criteria and supermasks",
+                   "Zhou et al. 2019: which weights to keep (large final, large init, magnitude increase, movement), "
+                   "how survivors restart, pruned weights zero or frozen at init, and the untrained masked network's accuracy.",
+                   masking_criteria.run_masking_criteria, masking_criteria.PARAMS))
+_register(Analysis(pruning_at_init.NAME, "Pruning at initialisation",
+                   "SNIP, GraSP, SynFlow, random and magnitude masks at θ0 to the run's sparsities, then trained "
+                   "(Tanaka et al. 2020); layer collapse is reported.",
+                   pruning_at_init.run_pruning_at_init, pruning_at_init.PARAMS))
+_register(Analysis(early_bird.NAME, "Early-bird tickets",
+                   "Channel masks from batch-norm scales during one training run, their epoch-to-epoch distance "
+                   "and the early-bird epoch (You et al. 2020).",
+                   early_bird.run_early_bird, early_bird.PARAMS))
+_register(Analysis(structured_pruning.NAME, "Structured pruning",
+                   "Neuron and filter pruning by L1/L2 norm with the run's rates, with parameter and FLOP counts.",
+                   structured_pruning.run_structured_pruning, structured_pruning.PARAMS))
 
 
 def get_analysis(name: str) -> Analysis:

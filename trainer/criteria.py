@@ -1,0 +1,132 @@
+"""Masking criteria, survivor re-initialisations and supermasks (Zhou et al. 2019).
+
+A criterion turns a round's start weights w0 (θk, = θ0 without late rewinding)
+and its trained weights wT into keep-scores: higher survives. They plug into
+IMP through `pruning.prune_by_scores`, which prunes the lowest scores with
+exact counts and positional tie-breaking, exactly like magnitude pruning:
+
+    large_final         |wT|            (IMP itself)
+    large_init          |w0|
+    magnitude_increase  |wT| - |w0|
+    movement            |wT - w0|
+
+A re-initialisation decides what the survivors restart from:
+
+    rewind              their start values (θk, the default)
+    sign_kept_constant  sign(w0) · σ, σ the std of the layer's init distribution
+    reshuffled          the survivors' start values permuted within the layer (seeded)
+
+Pruned weights are zero (`MaskEnforcer`) or frozen at their start values
+(`FrozenAtInitEnforcer`). The supermask score is the accuracy of the masked,
+untrained start network.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from trainer import models
+from trainer.masks import FrozenAtInitEnforcer, Mask, apply_mask  # noqa: F401  (the training loop needs it in masks.py)
+from trainer.train import evaluate
+
+CRITERIA = ("large_final", "large_init", "magnitude_increase", "movement")
+REINITS = ("rewind", "sign_kept_constant", "reshuffled")
+MASKED_WEIGHTS = ("zero", "frozen_init")
+
+
+# ---- criteria -----------------------------------------------------------------------------
+def criterion_scores(criterion: str, start: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
+                     names) -> dict[str, torch.Tensor]:
+    """Keep-scores (higher survives) of the named weights; float32 on the CPU."""
+    scores = {}
+    for name in names:
+        w0 = start[name].detach().float().cpu()
+        w_final = final[name].detach().float().cpu()
+        if criterion == "large_final":
+            scores[name] = w_final.abs()
+        elif criterion == "large_init":
+            scores[name] = w0.abs()
+        elif criterion == "magnitude_increase":
+            scores[name] = w_final.abs() - w0.abs()
+        elif criterion == "movement":
+            scores[name] = (w_final - w0).abs()
+        else:
+            raise ValueError(f"unknown masking criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    return scores
+
+
+# ---- re-initialisation of the survivors ------------------------------------------------------
+def _fans(shape) -> tuple[int, int]:
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _glorot_std(shape) -> float:
+    fan_in, fan_out = _fans(shape)
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _kaiming_std(shape) -> float:
+    fan_in, _ = _fans(shape)
+    return math.sqrt(2.0 / fan_in)
+
+
+# The registry's initializers and the std of the distribution each draws from.
+_INIT_STD = {models._glorot_normal: _glorot_std, models._kaiming_normal: _kaiming_std}
+
+
+def init_std(model_name: str, shape) -> float | None:
+    """The std of the model's init distribution for a weight of `shape`; None when unknown."""
+    std = _INIT_STD.get(models.MODELS[model_name].init_weight)
+    return std(tuple(shape)) if std is not None else None
+
+
+def sign_kept_constant(start: dict[str, torch.Tensor], mask: Mask, stds: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Survivors become sign(start)·σ_layer; pruned weights and unmasked tensors keep their start values."""
+    state = {name: value.clone() for name, value in start.items()}
+    for name, keep in mask.items():
+        value = state[name]
+        constant = torch.sign(value) * stds[name]
+        state[name] = torch.where(keep.to(value.device), constant, value)
+    return state
+
+
+def reshuffled(start: dict[str, torch.Tensor], mask: Mask, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Each layer's survivor values, permuted among the survivor positions (pruned ones untouched)."""
+    state = {name: value.clone() for name, value in start.items()}
+    for name, keep in mask.items():  # mask order is forward order: the draws do not depend on dict luck
+        flat = state[name].reshape(-1)
+        positions = keep.reshape(-1).nonzero().reshape(-1).to(flat.device)
+        order = torch.randperm(positions.numel(), generator=generator).to(flat.device)
+        flat[positions] = flat[positions][order]
+    return state
+
+
+def reinit_survivors(mode: str, start: dict[str, torch.Tensor], mask: Mask, *, model_name: str | None = None,
+                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The state a round trains from: `start` (θk) with the survivors re-initialised by `mode`."""
+    if mode == "rewind":
+        return {name: value.clone() for name, value in start.items()}
+    if mode == "sign_kept_constant":
+        stds = {}
+        for name in mask:
+            std = init_std(model_name, start[name].shape) if model_name is not None else None
+            # a model without a known initializer: the layer's start values estimate the distribution
+            stds[name] = std if std is not None else float(start[name].float().std())
+        return sign_kept_constant(start, mask, stds)
+    if mode == "reshuffled":
+        if generator is None:
+            raise ValueError("reshuffled re-initialisation needs a seeded generator")
+        return reshuffled(start, mask, generator)
+    raise ValueError(f"unknown re-initialisation {mode!r}; choose one of {', '.join(REINITS)}")
+
+
+# ---- pruned weights frozen at their start values -------------------------------------------
+# ---- supermask ----------------------------------------------------------------------------
+def supermask_score(start_model: torch.nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of the masked (pruned = 0), untrained start network on (x, y); `start_model` is not changed."""
+    masked = copy.deepcopy(start_model)
+    apply_mask(masked, mask)
+    return evaluate(masked, x, y)[1]

@@ -1,0 +1,85 @@
+"""IMP variants as branches of a finished run: masking criteria, survivor re-initialisations and
+frozen pruned weights (Zhou et al. 2019), and structured (neuron/filter) pruning.
+
+A variant shares the ticket's round 0 (θ0, the dense training, θk) and replays rounds 1..R
+with its own rule, exactly like IMP otherwise: round r scores round r-1's trained weights
+(the variant's own), prunes the spec's fraction of the survivors, resets them to θk (then
+re-initialises them as the variant says) and trains iterations k..T. Each round's record adds
+the supermask score (test accuracy of the masked start network, untrained) and the network's
+cost (trainer.structured.count_flops_and_parameters). The analyses `masking_criteria` and
+`structured_pruning` (trainer/analyses/) run the chains and store them.
+
+The default variant (large_final, rewind, zero, unstructured) reproduces the ticket's rounds.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from trainer import criteria, pruning, structured
+from trainer.seeds import generator
+
+STRUCTURES = ("unstructured", "units")
+
+
+@dataclass(frozen=True)
+class Variant:
+    criterion: str = "large_final"   # criteria.CRITERIA (unstructured only)
+    reinit: str = "rewind"           # criteria.REINITS
+    masked_weights: str = "zero"     # criteria.MASKED_WEIGHTS
+    structure: str = "unstructured"  # "units": whole neurons (fc) / filters (conv) by norm
+    norm: str = "l1"                 # structured.NORMS
+
+    def validate(self) -> None:
+        for value, allowed, what in ((self.criterion, criteria.CRITERIA, "criterion"),
+                                     (self.reinit, criteria.REINITS, "reinit"),
+                                     (self.masked_weights, criteria.MASKED_WEIGHTS, "masked_weights"),
+                                     (self.structure, STRUCTURES, "structure"), (self.norm, structured.NORMS, "norm")):
+            if value not in allowed:
+                raise ValueError(f"{what}: unknown choice {value!r}; choose one of {', '.join(allowed)}")
+
+    @property
+    def name(self) -> str:
+        """The branch's directory and event network name, e.g. 'variant_large_init-reshuffled'."""
+        parts = [self.criterion if self.structure == "unstructured" else f"units_{self.norm}"]
+        if self.reinit != "rewind":
+            parts.append(self.reinit)
+        if self.masked_weights != "zero":
+            parts.append(self.masked_weights)
+        return "variant_" + "-".join(parts)
+
+
+def variant_mask(run, variant: Variant, previous_mask, trained: dict, start_state: dict):
+    """The next mask of `variant`: prune `previous_mask` by the run's fractions and scope, ranking
+    the survivors by the variant's criterion on (start, trained) weights, or its units by norm."""
+    spec = run.spec.pruning
+    if spec.schedule == "one_shot":
+        fraction = pruning.one_shot_fraction(spec.fraction, spec.rounds)
+        layer_fractions = {n: pruning.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()}
+    else:
+        fraction, layer_fractions = spec.fraction, dict(spec.layer_fractions)
+    if variant.structure == "units":
+        info = run.data.info
+        names = [n for n in structured.structured_prunable_names(run.spec.model, info.input_shape, info.num_classes)
+                 if n in previous_mask]
+        return structured.prune_units(previous_mask, trained, fraction, names=names, norm=variant.norm,
+                                      scope=spec.scope, layer_fractions=layer_fractions)
+    scores = criteria.criterion_scores(variant.criterion, start_state, trained, list(previous_mask))
+    return pruning.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
+
+
+def train_variant_round(run, variant: Variant, round_index: int, previous_mask, trained: dict, theta_rewind: dict):
+    """Round r of `variant` from round r-1's mask and trained weights: prune, re-initialise the
+    survivors from θk, score the supermask, train k..T. Returns (segment, record, mask, model)."""
+    mask = variant_mask(run, variant, previous_mask, trained, theta_rewind)
+    state = criteria.reinit_survivors(variant.reinit, theta_rewind, mask, model_name=run.spec.model,
+                                      generator=generator(run.spec.init_seed, "reinit", variant.name, round_index))
+    model = run.model_with(state)
+    supermask = criteria.supermask_score(model, mask, run.data.test_x, run.data.test_y)
+    frozen_values = state if variant.masked_weights == "frozen_init" else None
+    segment, record = run.train_round(round_index, variant.name, model, mask, run.rewind_iteration,
+                                      frozen_values=frozen_values)
+    info = run.data.info
+    costs = structured.count_flops_and_parameters(run.spec.model, info.input_shape, info.num_classes, mask)
+    record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask,
+                   "costs": {view: costs[view] for view in ("dense", "masked", "effective")}})
+    return segment, record, mask, model
