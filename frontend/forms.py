@@ -172,6 +172,11 @@ class ExperimentForm(forms.Form):
         super().__init__(*args, **kwargs)
         for dotted, (dataclass_field, hint) in SPEC_FIELDS.items():
             self.fields[form_name(dotted)] = _form_field(dotted, dataclass_field, hint)
+        self.fields["analyses"] = forms.MultipleChoiceField(
+            choices=auto_analysis_choices(), required=False, widget=forms.CheckboxSelectMultiple,
+            label="analyses to run when the IMP run finishes",
+            help_text="Each runs with its default parameters on the finished run (early-bird needs a batch-norm "
+                      "model); more, with other parameters, from the result page.")
         self.spec: ExperimentSpec | None = None
 
     def groups(self):
@@ -180,7 +185,7 @@ class ExperimentForm(forms.Form):
         groups = [(title, [self[form_name(name)] for name in names if name in SPEC_FIELDS])
                   for title, names in FIELD_GROUPS]
         advanced = [self[form_name(name)] for name in SPEC_FIELDS if name not in listed]
-        return groups + [(ADVANCED_GROUP, advanced)]
+        return groups + [("Analyses", [self["analyses"]]), (ADVANCED_GROUP, advanced)]
 
     def clean_preset(self):
         key = self.cleaned_data.get("preset", "")
@@ -200,6 +205,9 @@ class ExperimentForm(forms.Form):
         try:
             spec = ExperimentSpec.from_dict(nested)
             self._check_against_dataset(spec)
+            if "early_bird" in cleaned.get("analyses", []) and not model_has_batch_norm(spec.model, spec.dataset):
+                raise SpecError("analyses", f"early-bird tickets need a model with batch norm (vgg16, resnet20), "
+                                            f"not {spec.model}")
         except SpecError as error:
             self._add_spec_error(error)
             return cleaned
@@ -216,6 +224,9 @@ class ExperimentForm(forms.Form):
 
     def _add_spec_error(self, error: SpecError) -> None:
         """SpecError.field is a dotted path, maybe with an index or a dict key: find the form field it is in."""
+        if error.field == "analyses":
+            self.add_error("analyses", error.message)
+            return
         path = error.field.split("[", 1)[0]
         while path and path not in SPEC_FIELDS:
             path = path.rpartition(".")[0]
@@ -226,3 +237,138 @@ class ExperimentForm(forms.Form):
         else:
             self.add_error(None, str(error))
 
+
+
+# ---- analyses of a finished experiment ---------------------------------------------------------
+
+def _param_text(value) -> str:
+    """A parameter's value as its text box shows it: lists comma-separated, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def finished_experiment_runs() -> list[tuple[str, str]]:
+    """(run_dir, label) of finished experiments: what a 'path' parameter (another run) may name."""
+    from frontend.models import Experiment
+    rows = Experiment.objects.filter(status=Experiment.Status.FINISHED).exclude(run_dir="")
+    return [(row.run_dir, f"experiment {row.pk}: {row.model_name} on {row.dataset_name}") for row in rows]
+
+
+class AnalysisForm(forms.Form):
+    """One analysis's parameters, fields generated from its schema; validation is the analysis's own.
+
+    Free-text values are read with the trainer's own parser (`parse_text`), then the whole dict goes
+    through `Analysis.validate`, whose SpecError names the parameter the message is shown beside.
+    """
+
+    def __init__(self, analysis, experiment=None, *args, **kwargs):
+        kwargs.setdefault("prefix", analysis.name)
+        super().__init__(*args, **kwargs)
+        self.analysis = analysis
+        self.experiment = experiment
+        self.params: dict | None = None  # validated, once is_valid()
+        for param in analysis.params:
+            self.fields[param.name] = self._field(param)
+
+    def _field(self, param) -> forms.Field:
+        common = {"label": param.name.replace("_", " "), "help_text": param.help}
+        default = list(param.default) if isinstance(param.default, tuple) else param.default
+        if param.kind == "bool":
+            return forms.BooleanField(required=False, initial=default, **common)
+        if param.kind == "str_list" and param.choices:
+            return forms.MultipleChoiceField(choices=[(c, c.replace("_", " ")) for c in param.choices], required=False,
+                                             initial=default, widget=forms.CheckboxSelectMultiple, **common)
+        if param.kind == "str" and param.choices:
+            return forms.ChoiceField(choices=[(c, c.replace("_", " ")) for c in param.choices], initial=default, **common)
+        if param.name == "target_dataset":
+            choices = [("", "—")] + [(d["name"], d["title"]) for d in catalog.dataset_choices() if d["installed"]]
+            return forms.ChoiceField(choices=choices, required=False, initial=default or "", **common)
+        if param.kind == "path":
+            return forms.ChoiceField(choices=[("", "—")] + finished_experiment_runs(), required=False,
+                                     initial="", **common)
+        return forms.CharField(required=False, initial=_param_text(default), **common)
+
+    def _value(self, param, raw):
+        """A cleaned field value -> the JSON value the schema expects (validation comes after)."""
+        from trainer.analyses.params import parse_text
+        if param.kind == "bool" or (param.choices and param.kind in ("str", "str_list")):
+            return raw
+        text = (raw or "").strip()
+        if not text:
+            if param.kind.endswith("_list"):
+                return []
+            if param.optional or param.default is None:
+                return None
+            raise SpecError(param.name, f"a value is required (default {_param_text(param.default)})")
+        return parse_text(param, text)
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        values = {}
+        try:
+            for param in self.analysis.params:
+                values[param.name] = self._value(param, cleaned.get(param.name))
+            params = self.analysis.validate(values)
+            if self.experiment is not None:
+                check_analysis_against_experiment(self.analysis.name, params, self.experiment)
+        except SpecError as error:
+            name = error.field.split("[", 1)[0]
+            if name in self.fields:
+                detail = error.field[len(name):]
+                self.add_error(name, f"{detail}: {error.message}" if detail else error.message)
+            else:
+                self.add_error(None, str(error))
+            return cleaned
+        self.params = params
+        return cleaned
+
+
+def model_has_batch_norm(model_name: str, dataset_name: str) -> bool:
+    import torch
+
+    from trainer import datasets, early_bird, models
+    info = datasets.DATASETS[dataset_name].info
+    with torch.device("meta"):  # layers only: no memory, no random numbers
+        architecture = models.MODELS[model_name].architecture(info.input_shape, info.num_classes)
+    return bool(early_bird.bn_producers(architecture))
+
+
+def check_analysis_against_experiment(name: str, params: dict, experiment) -> None:
+    """What the engine would only find out in the worker, raised here as a SpecError naming the parameter."""
+    from trainer import datasets
+    finished = set(experiment.round_results.filter(network="ticket", status="finished")
+                   .values_list("round_index", flat=True))
+    rounds = params.get("rounds")
+    if isinstance(rounds, list):
+        for index, round_index in enumerate(rounds):
+            if round_index not in finished:
+                raise SpecError(f"rounds[{index}]", f"round {round_index} is not a finished round of this experiment "
+                                                    f"(finished: {', '.join(map(str, sorted(finished))) or 'none'})")
+    if name == "connectivity" and params["round"] not in finished:
+        raise SpecError("round", f"round {params['round']} is not a finished round of this experiment")
+    if name == "early_bird" and not model_has_batch_norm(experiment.model_name, experiment.dataset_name):
+        raise SpecError("analysis", f"{experiment.model_name} has no batch norm; early-bird tickets need a model "
+                                    f"with it (vgg16, resnet20)")
+    if name == "transfer":
+        target = params.get("target_dataset")
+        if target is None and params.get("target_run") is None:
+            raise SpecError("target_dataset", "choose the dataset to train the ticket on (or a target run)")
+        if target is not None:
+            source_info = datasets.DATASETS[experiment.dataset_name].info
+            target_info = datasets.DATASETS[target].info if target in datasets.DATASETS else None
+            if target_info is None:
+                raise SpecError("target_dataset", f"unknown dataset {target!r}")
+            if tuple(target_info.input_shape) != tuple(source_info.input_shape):
+                raise SpecError("target_dataset", f"{target} inputs are {tuple(target_info.input_shape)}, the ticket's "
+                                                  f"are {tuple(source_info.input_shape)}")
+
+
+def auto_analysis_choices() -> list[tuple[str, str]]:
+    """Analyses that can run with their default parameters when an IMP run finishes (transfer needs a target)."""
+    from trainer.analyses import ANALYSES
+    return [(name, analysis.title) for name, analysis in ANALYSES.items() if name != "transfer"]

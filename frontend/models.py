@@ -28,6 +28,8 @@ class Experiment(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     message = models.TextField(blank=True, help_text="Why the run failed, diverged or was cancelled")
     cancel_requested = models.BooleanField(default=False)
+    analyses = models.JSONField(default=list, blank=True,
+                                help_text="Analysis names queued with default parameters when the IMP run finishes")
 
     run_name = models.CharField(max_length=200, blank=True)
     run_dir = models.CharField(max_length=1000, blank=True)
@@ -93,3 +95,43 @@ class Curve(models.Model):
         ordering = ["network", "round_index"]
         constraints = [models.UniqueConstraint(fields=["experiment", "network", "round_index"],
                                                name="one_curve_per_network_round")]
+
+
+class AnalysisRun(models.Model):
+    """One analysis (trainer.analyses) of a finished experiment's run directory, with its parameters.
+
+    The result itself lives in the run directory (<run_dir>/analyses/<name>/<hash>/result.json); the
+    row keeps a copy for the result page and the live progress for the polling endpoint.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    DONE_STATUSES = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="analysis_runs")
+    name = models.CharField(max_length=50, help_text="a key of trainer.analyses.ANALYSES")
+    params = models.JSONField(help_text="validated parameters, defaults filled in")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    message = models.TextField(blank=True, help_text="Why the analysis failed or was cancelled")
+    result = models.JSONField(null=True, blank=True, help_text="result.json of the finished analysis")
+    cancel_requested = models.BooleanField(default=False)
+    progress_text = models.CharField(max_length=300, blank=True)
+    progress_fraction = models.FloatField(null=True, blank=True, help_text="of the training in flight, 0..1")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "-created_at", "-id"]
+
+    def __str__(self):
+        return f"AnalysisRun {self.pk} ({self.name} of experiment {self.experiment_id}, {self.status})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in self.DONE_STATUSES

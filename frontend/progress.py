@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from frontend.models import Curve, Experiment, RoundResult
+from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from trainer import events as trainer_events
 from trainer.rundir import RunDir
 
@@ -286,6 +286,96 @@ def cancel_checker(experiment_id: int, every_seconds: float = 1.0, clock: Callab
         if not state["cancel"] and clock() - state["checked_at"] >= every_seconds:
             state["checked_at"] = clock()
             state["cancel"] = Experiment.objects.filter(pk=experiment_id, cancel_requested=True).exists()
+        return state["cancel"]
+
+    return stop_requested
+
+
+# ---- analyses ---------------------------------------------------------------------------------
+
+class AnalysisProgressRecorder:
+    """Analysis events -> one short progress text (and the fraction of the training in flight) on the
+    AnalysisRun row, written at most `messages_per_second` times a second; the result page polls it.
+
+    The events arrive on the training thread; the write is a single-row UPDATE, so it happens inline.
+    """
+
+    def __init__(self, analysis_run_id: int, *, messages_per_second: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.analysis_run_id = analysis_run_id
+        self.min_interval = 1.0 / (messages_per_second or settings.LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND)
+        self.clock = clock
+        self.last_write = -math.inf
+        self.text = ""
+        self.fraction: float | None = None
+        self.trainings_done = 0
+        self.reused = 0
+        self._training: dict | None = None
+        self.writes = 0
+
+    def handle(self, event: dict) -> None:
+        from trainer import analysis_events
+        kind = event.get("type")
+        if kind == trainer_events.ROUND_STARTED:
+            self._training = {"network": event.get("network", ""), "round": event.get("round"),
+                              "remaining": event.get("remaining_fraction"),
+                              "start": event.get("start_iteration", 0), "end": event.get("end_iteration")}
+            self._describe(event.get("start_iteration", 0))
+        elif kind in (trainer_events.METRICS, trainer_events.EVAL) and self._training is not None:
+            self._describe(event.get("iteration", 0))
+        elif kind in (trainer_events.ROUND_FINISHED, trainer_events.ROUND_SKIPPED):
+            self.trainings_done += 1
+            self._training = None
+            self.fraction = None
+            self.text = f"{self.trainings_done} trainings done"
+        elif kind == analysis_events.UNIT_SKIPPED:
+            self.reused += 1
+            self.text = f"reused finished work: {event.get('unit', '')}"
+        elif kind == analysis_events.INTERPOLATION_POINT:
+            self.text = (f"interpolating from k={event.get('rewind_iteration')}: α={event.get('alpha', 0):.2f}, "
+                         f"test error {100 * (event.get('test_error') or 0):.1f}%")
+            self.fraction = event.get("alpha")
+        elif kind == analysis_events.ANALYSIS_STARTED:
+            self.text = "started"
+        else:
+            return
+        self.write_if_due()
+
+    def _describe(self, iteration: int) -> None:
+        training = self._training
+        end, start = training["end"], training["start"]
+        where = f"{training['network'].replace('_', ' ')}, round {training['round']}"
+        if training["remaining"] is not None:
+            where += f" ({100 * training['remaining']:.3g}% of weights)"
+        self.text = f"{where}: iteration {iteration}" + (f" of {end}" if end else "")
+        if self.trainings_done:
+            self.text += f" · {self.trainings_done} trainings done"
+        self.fraction = min(1.0, max(0.0, (iteration - start) / (end - start))) if end and end > start else None
+
+    def write_if_due(self) -> bool:
+        if self.clock() - self.last_write < self.min_interval:
+            return False
+        self.write()
+        return True
+
+    def write(self) -> None:
+        self.last_write = self.clock()
+        try:
+            AnalysisRun.objects.filter(pk=self.analysis_run_id).update(progress_text=self.text[:300],
+                                                                        progress_fraction=self.fraction)
+            self.writes += 1
+        except Exception:  # progress is a convenience; the analysis goes on without it
+            log.exception("could not write the progress of analysis run %s", self.analysis_run_id)
+
+
+def analysis_cancel_checker(analysis_run_id: int, every_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    """stop_requested() for an analysis: asks the database at most once per `every_seconds`."""
+    state = {"checked_at": -math.inf, "cancel": False}
+
+    def stop_requested() -> bool:
+        if not state["cancel"] and clock() - state["checked_at"] >= every_seconds:
+            state["checked_at"] = clock()
+            state["cancel"] = AnalysisRun.objects.filter(pk=analysis_run_id, cancel_requested=True).exists()
         return state["cancel"]
 
     return stop_requested

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from frontend.models import Curve, Experiment, RoundResult
+from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from frontend.progress import progress_of
 from trainer.events import TICKET
 
@@ -120,3 +120,36 @@ def layer_table(ticket_rounds: list[dict]) -> dict:
     total = [{"remaining": sum(l["remaining"] for l in row["layers"].values()),
               "percent": 100 * row["remaining_fraction"]} for row in ticket_rounds]
     return {"rounds": [row["round"] for row in ticket_rounds], "layers": layers, "total": total}
+
+
+def analysis_run_row(run: AnalysisRun) -> dict:
+    """What the polling endpoint sends of an analysis run (no result: that comes with the page)."""
+    return {"id": run.pk, "name": run.name, "status": run.status, "message": run.message,
+            "progress_text": run.progress_text, "progress_fraction": run.progress_fraction,
+            "done": run.is_done}
+
+
+def analysis_runs_by_name(experiment: Experiment) -> dict[str, list[AnalysisRun]]:
+    """name -> the experiment's analysis runs, newest first."""
+    grouped: dict[str, list[AnalysisRun]] = {}
+    for run in experiment.analysis_runs.order_by("-created_at", "-id"):
+        grouped.setdefault(run.name, []).append(run)
+    return grouped
+
+
+def params_label(params: dict, defaults: dict) -> str:
+    """'points=49, seed=1' of the parameters that differ from the defaults ('default parameters' if none)."""
+    def text(value) -> str:
+        if isinstance(value, list):
+            return ", ".join(map(str, value))
+        return value.rstrip("/").rsplit("/", 1)[-1] if isinstance(value, str) and "/" in value else str(value)
+    changed = [f"{name}={text(value)}" for name, value in params.items() if defaults.get(name) != value]
+    return "; ".join(changed) or "default parameters"
+
+
+def analyses_active(experiment: Experiment, runs: list[AnalysisRun]) -> bool:
+    """An analysis is queued or running, or one chosen on the new-experiment form is still to be queued."""
+    if any(not run.is_done for run in runs):
+        return True
+    chosen_but_missing = set(experiment.analyses or []) - {run.name for run in runs}
+    return bool(chosen_but_missing) and experiment.status == Experiment.Status.FINISHED

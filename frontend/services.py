@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from frontend.models import Experiment
+from frontend.models import AnalysisRun, Experiment
 from trainer import datasets
 from trainer.rundir import RunDir, RunDirError
 from trainer.spec import ExperimentSpec
@@ -15,12 +15,12 @@ class NotAvailable(Exception):
     """Asked for something that does not exist (yet); the message says what."""
 
 
-def create_experiment(spec: ExperimentSpec, preset: str = "") -> Experiment:
-    """Store the experiment and queue its Celery task."""
+def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = ()) -> Experiment:
+    """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes."""
     from frontend.tasks import run_experiment_task  # the Celery app is only needed here
 
     experiment = Experiment.objects.create(spec=spec.to_dict(), preset=preset, model_name=spec.model,
-                                           dataset_name=spec.dataset)
+                                           dataset_name=spec.dataset, analyses=list(analyses))
     try:
         run_experiment_task.delay(experiment.pk)
     except Exception as error:  # broker down: say so on the experiment's page instead of a 500
@@ -48,3 +48,50 @@ def round_mask(experiment: Experiment, round_index: int, network: str):
         raise NotAvailable(f"the mask of round {round_index} is not readable: {error}") from None
     entry = datasets.DATASETS.get(experiment.dataset_name)
     return masks, (tuple(entry.info.input_shape) if entry else None)
+
+
+def request_analysis(experiment: Experiment, name: str, params: dict) -> AnalysisRun:
+    """The analysis run for these (validated) parameters, queued unless the same one is queued, running or done.
+
+    The engine finds finished work by a hash of the parameters, so asking twice gives the same result;
+    a failed or cancelled request is queued again (it resumes from the units already on disk).
+    """
+    from frontend.tasks import run_analysis_task
+
+    existing = next((row for row in AnalysisRun.objects.filter(experiment=experiment, name=name)
+                     .exclude(status__in=(AnalysisRun.Status.FAILED, AnalysisRun.Status.CANCELLED))
+                     if row.params == params), None)  # compared as dicts: JSON key order must not matter
+    if existing is not None:
+        return existing
+    analysis_run = AnalysisRun.objects.create(experiment=experiment, name=name, params=params)
+    try:
+        run_analysis_task.delay(analysis_run.pk)
+    except Exception as error:  # broker down: say so on the page instead of a 500
+        log.exception("could not queue analysis run %s", analysis_run.pk)
+        AnalysisRun.objects.filter(pk=analysis_run.pk).update(
+            status=AnalysisRun.Status.FAILED, message=f"could not queue the analysis (is Redis running?): {error}")
+    analysis_run.refresh_from_db()
+    return analysis_run
+
+
+def queue_default_analyses(experiment: Experiment) -> list[AnalysisRun]:
+    """The analyses chosen on the new-experiment form, with default parameters, after the IMP run finished."""
+    from trainer.analyses import ANALYSES
+    from trainer.spec import SpecError
+
+    queued = []
+    for name in experiment.analyses or []:
+        analysis = ANALYSES.get(name)
+        if analysis is None:
+            continue
+        try:
+            params = analysis.validate({})
+        except SpecError:
+            log.exception("default parameters of %s do not validate", name)
+            continue
+        queued.append(request_analysis(experiment, name, params))
+    return queued
+
+
+def request_analysis_cancel(analysis_run: AnalysisRun) -> None:
+    AnalysisRun.objects.filter(pk=analysis_run.pk).update(cancel_requested=True)

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from frontend import progress
-from frontend.models import Experiment
+from frontend import progress, services
+from frontend.models import AnalysisRun, Experiment
 from trainer.imp import run_experiment
 from trainer.spec import ExperimentSpec
 
@@ -46,6 +46,8 @@ def run_experiment_task(experiment_id: int) -> str:
         _finish(experiment_id, Experiment.Status.FAILED, f"{type(error).__name__}: {error}", only_if_running=True)
         return Experiment.Status.FAILED
     _reconcile(experiment_id, results, runs_root / results["run_name"])
+    if results["status"] == Experiment.Status.FINISHED:
+        services.queue_default_analyses(Experiment.objects.get(pk=experiment_id))
     return results["status"]
 
 
@@ -73,3 +75,54 @@ def _reconcile(experiment_id: int, results: dict, run_path: Path) -> None:
             experiment.status = results["status"]
             experiment.finished_at = timezone.now()
         experiment.save()
+
+
+@shared_task(name="frontend.run_analysis")
+def run_analysis_task(analysis_run_id: int) -> str:
+    """Run one analysis on its experiment's run directory; the engine skips work already on disk."""
+    from trainer.analyses import run_analysis
+
+    close_old_connections()
+    analysis_run = AnalysisRun.objects.select_related("experiment").filter(pk=analysis_run_id).first()
+    if analysis_run is None:
+        log.warning("analysis run %s no longer exists; nothing to run", analysis_run_id)
+        return "missing"
+    if analysis_run.status != AnalysisRun.Status.QUEUED:
+        return analysis_run.status  # a duplicate delivery
+    rows = AnalysisRun.objects.filter(pk=analysis_run_id)
+    if analysis_run.cancel_requested:
+        rows.update(status=AnalysisRun.Status.CANCELLED, message="cancelled before it started", finished_at=timezone.now())
+        return AnalysisRun.Status.CANCELLED
+    run_dir = analysis_run.experiment.run_dir
+    if not run_dir or not Path(run_dir).is_dir():
+        rows.update(status=AnalysisRun.Status.FAILED, message="the experiment has no run directory", finished_at=timezone.now())
+        return AnalysisRun.Status.FAILED
+    rows.update(status=AnalysisRun.Status.RUNNING, started_at=timezone.now(), progress_text="starting")
+    if settings.LOTTERYWEB_TORCH_THREADS:
+        torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
+    recorder = progress.AnalysisProgressRecorder(analysis_run_id)
+    try:
+        result = run_analysis(analysis_run.name, run_dir, analysis_run.params, callback=recorder.handle,
+                              data_dir=settings.LOTTERYWEB_DATA_DIR,
+                              stop_requested=progress.analysis_cancel_checker(analysis_run_id))
+    except Exception as error:
+        log.exception("analysis run %s failed", analysis_run_id)
+        message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        rows.update(status=AnalysisRun.Status.FAILED, message=message, finished_at=timezone.now(), progress_fraction=None)
+        return AnalysisRun.Status.FAILED
+    if result.get("status") == "cancelled":
+        rows.update(status=AnalysisRun.Status.CANCELLED, message="cancelled; finished units are kept for a rerun",
+                    finished_at=timezone.now(), progress_fraction=None)
+        return AnalysisRun.Status.CANCELLED
+    rows.update(status=AnalysisRun.Status.FINISHED, result=slim_result(result), finished_at=timezone.now(),
+                progress_text="finished", progress_fraction=1.0)
+    return AnalysisRun.Status.FINISHED
+
+
+def slim_result(value):
+    """The result without per-iteration curves and per-layer tables (they stay in result.json on disk)."""
+    if isinstance(value, dict):
+        return {key: slim_result(item) for key, item in value.items() if key not in ("curve", "train_loss", "layers")}
+    if isinstance(value, list):
+        return [slim_result(item) for item in value]
+    return progress.json_safe(value)

@@ -11,4 +11,9 @@ urlpatterns = [
     path("e/<int:experiment_id>/results.json", views.results_download, name="results_download"),
     path("e/<int:experiment_id>/masks/<int:round_index>/", views.mask_data, name="mask_data"),
     path("e/<int:experiment_id>/cancel/", views.cancel_experiment, name="cancel_experiment"),
+    path("e/<int:experiment_id>/analyses/", views.analyses_fragment, name="analyses_fragment"),
+    path("e/<int:experiment_id>/analyses.json", views.analyses_state, name="analyses_state"),
+    path("e/<int:experiment_id>/analyses/<str:name>/", views.run_analysis, name="run_analysis"),
+    path("e/<int:experiment_id>/analyses/runs/<int:analysis_run_id>/cancel/", views.cancel_analysis,
+         name="cancel_analysis"),
 ]

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from frontend import catalog, charts, live, queries, services
-from frontend.forms import ExperimentForm, spec_to_initial, widget_values
-from frontend.models import Experiment
+from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
+from frontend.models import AnalysisRun, Experiment
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
+from trainer.analyses import ANALYSES
 from trainer.events import TICKET
 
 
@@ -56,7 +58,8 @@ def new_experiment(request):
     if request.method == "POST":
         form = ExperimentForm(request.POST)
         if form.is_valid():
-            experiment = services.create_experiment(form.spec, form.cleaned_data.get("preset", ""))
+            experiment = services.create_experiment(form.spec, form.cleaned_data.get("preset", ""),
+                                                    form.cleaned_data.get("analyses", []))
             return redirect("experiment_detail", experiment_id=experiment.pk)
         return render(request, "frontend/new.html", _form_context(form), status=400)
     key = request.GET.get("preset", DEFAULT_PRESET)
@@ -69,7 +72,7 @@ def new_experiment(request):
     return render(request, "frontend/new.html", _form_context(form))
 
 
-def _result_context(experiment: Experiment) -> dict:
+def _result_context(experiment: Experiment, bound_form: AnalysisForm | None = None) -> dict:
     rounds = queries.rounds_by_network(experiment)
     ticket_rounds = rounds[TICKET]
     remaining_by_round = {row["round"]: row["remaining_fraction"] for row in ticket_rounds}
@@ -88,7 +91,29 @@ def _result_context(experiment: Experiment) -> dict:
         "layer_table": queries.layer_table(ticket_rounds), "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
         "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
+        **_analyses_context(experiment, bound_form),
     }
+
+
+def _analyses_context(experiment: Experiment, bound_form: AnalysisForm | None = None) -> dict:
+    """The "Analyses" section: per analysis its runs (charts of finished ones) and its parameter form."""
+    runs_by_name = queries.analysis_runs_by_name(experiment)
+    can_run = experiment.status == Experiment.Status.FINISHED and bool(experiment.run_dir)
+    sections = []
+    for name, analysis in ANALYSES.items():
+        defaults = analysis.validate({})
+        runs = []
+        for run in runs_by_name.get(name, []):
+            figures = charts.analysis_figures(name, run.result) if run.status == AnalysisRun.Status.FINISHED else []
+            runs.append({"run": run, "params_label": queries.params_label(run.params, defaults),
+                         "warnings": charts.analysis_warnings(name, run.result) if run.result else [],
+                         "charts": [{"dom_id": f"analysis-{run.pk}-{item['id']}", "caption": item["caption"],
+                                     "figure_json": charts.figure_json(item["figure"])} for item in figures]})
+        form = bound_form if bound_form is not None and bound_form.analysis.name == name else None
+        sections.append({"name": name, "title": analysis.title, "description": analysis.description, "runs": runs,
+                         "form": form or (AnalysisForm(analysis, experiment) if can_run else None)})
+    active = queries.analyses_active(experiment, [run for runs in runs_by_name.values() for run in runs])
+    return {"analysis_sections": sections, "analyses_active": active, "analyses_can_run": can_run}
 
 
 def _best_ticket_label(ticket_rounds: list[dict]) -> str:
@@ -159,3 +184,43 @@ def cancel_experiment(request, experiment_id: int):
         services.request_cancel(experiment)
     return redirect("experiment_detail", experiment_id=experiment.pk)
 
+
+
+@require_POST
+def run_analysis(request, experiment_id: int, name: str):
+    """Validate one analysis's parameters (errors beside their fields, 400) and queue it."""
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    analysis = ANALYSES.get(name)
+    if analysis is None:
+        return _error_page(request, 404, "No such analysis", f"There is no analysis {name!r}.")
+    if experiment.status != Experiment.Status.FINISHED or not experiment.run_dir:
+        return _error_page(request, 409, "Not finished", "Analyses run on a finished experiment's run directory.")
+    form = AnalysisForm(analysis, experiment, request.POST)
+    if not form.is_valid():
+        return render(request, "frontend/result.html", _result_context(experiment, bound_form=form), status=400)
+    services.request_analysis(experiment, name, form.params)
+    return redirect(f"{reverse('experiment_detail', args=[experiment.pk])}#analysis-{name}")
+
+
+@require_GET
+def analyses_state(request, experiment_id: int):
+    """What the Analyses section polls every 2 s while an analysis is queued or running."""
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    runs = list(experiment.analysis_runs.order_by("created_at", "id"))
+    return JsonResponse({"runs": [queries.analysis_run_row(run) for run in runs],
+                         "active": queries.analyses_active(experiment, runs)})
+
+
+@require_GET
+def analyses_fragment(request, experiment_id: int):
+    """The Analyses section alone, re-fetched when a polled analysis has ended."""
+    experiment = get_object_or_404(Experiment, pk=experiment_id)
+    return render(request, "frontend/_analyses.html", {"experiment": experiment, **_analyses_context(experiment)})
+
+
+@require_POST
+def cancel_analysis(request, experiment_id: int, analysis_run_id: int):
+    analysis_run = get_object_or_404(AnalysisRun, pk=analysis_run_id, experiment_id=experiment_id)
+    if not analysis_run.is_done:
+        services.request_analysis_cancel(analysis_run)
+    return redirect(f"{reverse('experiment_detail', args=[experiment_id])}#analysis-{analysis_run.name}")

@@ -112,3 +112,60 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
     save_screenshot(page, "05_list", "list")
     assert not errors, errors
     page.close()
+
+
+FILL_ANALYSIS_FORM = """([name, params]) => {
+  const form = document.getElementById('analysis-form-' + name);
+  for (const [key, value] of Object.entries(params)) {
+    const inputs = form.querySelectorAll('[name="' + name + '-' + key + '"]');
+    if (inputs[0].type === 'checkbox') {
+      if (typeof value === 'boolean') inputs[0].checked = value;
+      else inputs.forEach(input => { input.checked = value.includes(input.value); });
+    } else {
+      inputs[0].value = Array.isArray(value) ? value.join(', ') : String(value);
+    }
+  }
+}"""
+CHART_TRACES = "id => { const chart = document.getElementById(id); return chart && chart.data ? chart.data.length : 0; }"
+
+
+def test_every_analysis_chart_renders_in_chromium(live_app, browser, analysis_results):
+    """Each analysis is asked for through its form on a finished experiment's page; the real Celery worker
+    finds the engine's stored result (the session ran the same parameters), and the polling section shows
+    every chart without a reload."""
+    from tests.web_analysis_fixtures import add_finished_experiment, analysis_params
+    from trainer.analyses import ANALYSES
+
+    by_run: dict = {}
+    for name in ANALYSES:
+        by_run.setdefault(analysis_results[name][1], []).append(name)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    for run_path, names in by_run.items():
+        experiment_id = add_finished_experiment(live_app.db_path, run_path)
+        url = f"{live_app.base_url}/e/{experiment_id}/"
+        for name in names:
+            page.goto(url)
+            page.click(f"#analysis-{name} summary")
+            page.evaluate(FILL_ANALYSIS_FORM, [name, analysis_params(name, run_path)])
+            page.click(f"#analysis-form-{name} button[type=submit]")
+            page.wait_for_url(re.compile(rf".*/e/{experiment_id}/#analysis-{name}$"))
+        page.evaluate("() => { window.sameDocument = true; }")
+        for name in names:
+            section = f"#analysis-{name}"
+            page.wait_for_selector(f"{section} .analysis-run[data-status=finished] .chart .main-svg", timeout=120_000)
+            chart_ids = page.eval_on_selector_all(f"{section} .analysis-run[data-status=finished] .chart",
+                                                  "charts => charts.map(chart => chart.id)")
+            assert chart_ids, name
+            for chart_id in chart_ids:
+                page.wait_for_selector(f"#{chart_id} .main-svg")
+                assert page.evaluate(CHART_TRACES, chart_id) > 0, chart_id
+            page.locator(section).screenshot(path=str(OUTPUT / f"06_analysis_{name}.png"))
+        assert page.evaluate("() => window.sameDocument === true"), "the page reloaded instead of polling"
+        if "connectivity" in names:
+            page.locator("#analysis-retraining").scroll_into_view_if_needed()
+            page.evaluate("() => document.getElementById('analysis-retraining').scrollIntoView()")
+            save_screenshot(page, "06_analyses", "analyses")
+    assert not errors, errors
+    page.close()

@@ -14,6 +14,55 @@ window.LotteryCharts = (function () {
       if (target) draw(target, JSON.parse(element.textContent));
     });
     root.querySelectorAll("[data-mask-viewer]").forEach(setUpMaskViewer);
+    const analyses = root.id === "analyses" ? root : root.querySelector("#analyses[data-analyses-poll]");
+    if (analyses && analyses.hasAttribute("data-analyses-poll")) pollAnalyses(analyses);
+  }
+
+  // While an analysis is queued or running, ask its state every 2 s; when one ends (or a new one
+  // appears), reload the Analyses section from the server, whose charts are drawn like the others.
+  const POLL_MILLISECONDS = 2000;
+
+  function pollAnalyses(section) {
+    async function tick() {
+      if (!document.body.contains(section)) return; // replaced meanwhile: its successor polls
+      let state;
+      try {
+        const response = await fetch(section.dataset.stateUrl);
+        state = await response.json();
+      } catch (error) {
+        setTimeout(tick, POLL_MILLISECONDS);
+        return;
+      }
+      let changed = false;
+      for (const run of state.runs) {
+        const element = document.getElementById("analysis-run-" + run.id);
+        if (!element) { changed = true; continue; }
+        if (element.dataset.status !== run.status) {
+          if (run.done) changed = true;
+          element.dataset.status = run.status;
+          const badge = element.querySelector(".analysis-status");
+          badge.textContent = run.status;
+          badge.className = "status status-" + run.status + " analysis-status";
+        }
+        const text = element.querySelector(".analysis-progress-text");
+        if (text && run.progress_text) text.textContent = run.progress_text;
+        const fill = element.querySelector(".analysis-progress-fill");
+        if (fill) fill.style.width = (100 * (run.progress_fraction || 0)).toFixed(1) + "%";
+      }
+      if (changed) {
+        const response = await fetch(section.dataset.fragmentUrl);
+        if (response.ok) {
+          const holder = document.createElement("div");
+          holder.innerHTML = await response.text();
+          const fresh = holder.firstElementChild;
+          section.replaceWith(fresh);
+          renderAll(fresh);
+          return;
+        }
+      }
+      if (state.active || changed) setTimeout(tick, POLL_MILLISECONDS);
+    }
+    setTimeout(tick, POLL_MILLISECONDS);
   }
 
   function setUpMaskViewer(viewer) {
