@@ -1,0 +1,237 @@
+"""The training loop for K stacked networks: trainer.train.train_segment, K networks per step.
+
+Each network keeps what it would have alone: its own data order and augmentation (seeded by
+its own data seed), its own mask, optimizer state and learning-rate multiplier, its own
+events (labelled by its network name), curves, early-stop point and status. A network that
+diverges is recorded as diverged at the iteration where it would have stopped alone, and
+from then on is held at zero with a zero learning rate: the others train on unaffected.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from trainer import datasets, events
+from trainer.masks import Mask, MaskEnforcer
+from trainer.seeds import generator
+from trainer.spec import ExperimentSpec
+from trainer.stacked import (StackedOptimizer, chunks, choose_stack_size, load_network_state, per_network_cross_entropy,
+                             repeat_inputs, stack_masks, stack_states, stack_inputs, unstack_state, unstack_states)
+from trainer.train import EVAL_BATCH_SIZE, PreparedData, Schedule, SegmentResult, _clean
+
+
+@torch.no_grad()
+def evaluate_stacked(stacked: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Each network's mean cross-entropy and accuracy on one shared split, in stacked forwards."""
+    size = stacked.stack_size
+    if x.shape[0] == 0:
+        return [float("nan")] * size, [float("nan")] * size
+    was_training = stacked.training
+    stacked.eval()
+    loss_sum = torch.zeros(size, device=x.device)
+    correct = torch.zeros(size, device=x.device, dtype=torch.long)
+    chunk = max(1, EVAL_BATCH_SIZE // size)  # the activation memory of one solo eval batch
+    for start in range(0, x.shape[0], chunk):
+        inputs, target = x[start:start + chunk], y[start:start + chunk]
+        batch = target.shape[0]
+        logits = stacked(repeat_inputs(inputs, size))
+        targets = target.unsqueeze(1).expand(batch, size)
+        loss_sum += per_network_cross_entropy(logits, targets, reduction="sum")
+        correct += (logits.view(batch, size, -1).argmax(dim=2) == targets).sum(0)
+    stacked.train(was_training)
+    count = x.shape[0]
+    return [value / count for value in loss_sum.tolist()], [value / count for value in correct.tolist()]
+
+
+def _batch(data: PreparedData, permutations: torch.Tensor, offset: int, data_seeds: Sequence[int], iteration: int
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K*C, H, W) inputs and (B, K) targets: network k's batch of its own permutation."""
+    batch_size = data.batch_size
+    indices = permutations[:, offset * batch_size:(offset + 1) * batch_size]  # (K, B)
+    targets = data.train_y[indices.t()]
+    if not data.info.augment:
+        return stack_inputs(data.train_x, indices), targets
+    device = data.train_x.device
+    gathered = data.train_x[indices]  # (K, B, C, H, W): one index op
+    augmented = [datasets.augment_batch(images, generator(seed, "augment", iteration, device=device))
+                 for images, seed in zip(gathered, data_seeds)]
+    inputs = torch.stack(augmented, dim=1)  # (B, K, C, H, W)
+    return inputs.view(batch_size, -1, *inputs.shape[3:]), targets
+
+
+def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Mask], data: PreparedData,
+                           spec: ExperimentSpec, start_iteration: int, end_iteration: int, *, round_index: int,
+                           networks: Sequence[str], data_seeds: Sequence[int] | None = None,
+                           lr_multipliers: Sequence[float] | None = None,
+                           callback: events.Callback = events.ignore, stop_requested: Callable[[], bool] = lambda: False,
+                           snapshot_at: int | None = None) -> tuple[list[SegmentResult], list[dict]]:
+    """Train the K `models` (same architecture, holding their starting weights) together.
+
+    Network k uses masks[k], data_seeds[k] (default: spec.data_seed) for its data order and
+    augmentation, lr_multipliers[k] (default 1) times the schedule's rate, and networks[k] as
+    its name in events. Returns the K SegmentResults and the K trained state dicts, which are
+    also loaded back into the given models (train_segment trains its model in place too).
+    """
+    size = len(models)
+    data_seeds = list(data_seeds) if data_seeds is not None else [spec.data_seed] * size
+    lr_multipliers = list(lr_multipliers) if lr_multipliers is not None else [1.0] * size
+    if not (len(masks) == len(networks) == len(data_seeds) == len(lr_multipliers) == size):
+        raise ValueError("models, masks, networks, data_seeds and lr_multipliers need one entry per network")
+    schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
+    device = data.train_x.device
+    stacked = stack_states(models).to(device)
+    enforcer = MaskEnforcer(stacked, stack_masks(stacked, list(masks)))
+    enforcer.mask_weights()
+    optimizer = StackedOptimizer.from_training_spec(stacked, spec.training)
+    multipliers = torch.tensor(lr_multipliers, dtype=torch.float64)
+    results = [SegmentResult(status="finished") for _ in range(size)]
+    finals: list[dict | None] = [None] * size  # state dicts of networks that stopped early
+    active = [True] * size
+    began = time.perf_counter()
+
+    def stop(index: int, status: str, message: str = "") -> None:
+        """Take network `index` out of training: keep its state as it is now, hold it at zero from here on."""
+        results[index].status, results[index].message = status, message
+        results[index].wall_seconds = time.perf_counter() - began
+        finals[index] = unstack_state(stacked, index)
+        active[index] = False
+        multipliers[index] = 0.0
+        zero_state = {name: torch.zeros(shape) for name, shape in stacked.stack_shapes.items()}
+        for name, value in finals[index].items():
+            if name.endswith("running_var"):
+                zero_state[name] = torch.ones_like(value)  # a neutral batch norm, no NaN from 0/0
+        load_network_state(stacked, index, zero_state)
+        optimizer.reset_network(index)
+
+    def diverge(index: int, iteration: int, what: str) -> None:
+        stop(index, "diverged", f"{what} became NaN/inf at iteration {iteration} of round {round_index}")
+
+    def record_eval(iteration: int) -> None:
+        val_losses, val_accuracies = evaluate_stacked(stacked, data.val_x, data.val_y)
+        test_losses, test_accuracies = evaluate_stacked(stacked, data.test_x, data.test_y)
+        for index in range(size):
+            if not active[index]:
+                continue
+            val_loss, val_accuracy = val_losses[index], val_accuracies[index]
+            test_loss, test_accuracy = test_losses[index], test_accuracies[index]
+            curve = results[index].curve
+            for key, value in (("iteration", iteration), ("val_loss", val_loss), ("val_accuracy", val_accuracy),
+                               ("test_loss", test_loss), ("test_accuracy", test_accuracy)):
+                curve[key].append(value)
+            callback(events.make_event(events.EVAL, networks[index], round=round_index, iteration=iteration,
+                                       val_loss=_clean(val_loss), val_accuracy=_clean(val_accuracy),
+                                       test_loss=_clean(test_loss), test_accuracy=_clean(test_accuracy)))
+            if not (math.isfinite(test_loss) and (math.isfinite(val_loss) or data.val_x.shape[0] == 0)):
+                diverge(index, iteration, "the evaluation loss")
+
+    def snapshot(iteration: int) -> None:
+        if snapshot_at == iteration:
+            for index in range(size):
+                if active[index]:
+                    results[index].snapshot = unstack_state(stacked, index)
+
+    def finish() -> tuple[list[SegmentResult], list[dict]]:
+        wall_seconds = time.perf_counter() - began
+        states = unstack_states(stacked)
+        for index in range(size):
+            if finals[index] is not None:
+                states[index] = finals[index]
+            if active[index]:
+                results[index].wall_seconds = wall_seconds
+            models[index].load_state_dict(states[index])
+        return results, states
+
+    snapshot(start_iteration)
+    stacked.train()
+    record_eval(start_iteration)
+
+    per_epoch = data.iterations_per_epoch
+    permutations, permutation_epoch = None, -1
+    running_loss = torch.zeros(size, device=device)
+    running_count = 0
+    rates, rates_key = None, None
+    for iteration in range(start_iteration, end_iteration):
+        if not any(active):
+            break
+        epoch, offset = divmod(iteration, per_epoch)
+        if epoch != permutation_epoch:
+            permutations = torch.stack([
+                torch.randperm(data.train_x.shape[0], device=device,
+                               generator=generator(seed, "order", epoch, device=device)) for seed in data_seeds])
+            permutation_epoch = epoch
+        inputs, targets = _batch(data, permutations, offset, data_seeds, iteration)
+        lr = schedule.lr_at(iteration)
+        losses = per_network_cross_entropy(stacked(inputs), targets)
+        optimizer.zero_grad()
+        losses.sum().backward()  # the sum of per-network means: each network gets its solo gradient
+        enforcer.mask_gradients()
+        if rates_key != (lr, tuple(active)):  # a host-to-device copy only when a rate changes
+            rates, rates_key = (multipliers * lr).to(device), (lr, tuple(active))
+        optimizer.step(rates)
+        running_loss += losses.detach()
+        running_count += 1
+        done = iteration + 1
+
+        if done % spec.training.metrics_interval == 0 or done == end_iteration:
+            mean_losses = [value / running_count for value in running_loss.tolist()]
+            running_loss.zero_()
+            running_count = 0
+            for index in range(size):
+                if not active[index]:
+                    continue
+                mean_loss, network_lr = mean_losses[index], lr * lr_multipliers[index]
+                if not math.isfinite(mean_loss):
+                    callback(events.make_event(events.METRICS, networks[index], round=round_index, iteration=done,
+                                               train_loss=None, lr=network_lr))
+                    diverge(index, done, "the training loss")
+                    continue
+                results[index].train_loss["iteration"].append(done)
+                results[index].train_loss["loss"].append(mean_loss)
+                callback(events.make_event(events.METRICS, networks[index], round=round_index, iteration=done,
+                                           train_loss=mean_loss, lr=network_lr))
+            if any(active) and stop_requested():
+                for index in range(size):
+                    if active[index]:
+                        stop(index, "cancelled")
+                return finish()
+        snapshot(done)
+        if schedule.is_eval_point(done, start_iteration) or done == end_iteration:
+            if any(active):
+                record_eval(done)
+    return finish()
+
+
+def train_segments(models: Sequence[torch.nn.Module], masks: Sequence[Mask], data: PreparedData, spec: ExperimentSpec,
+                   start_iteration: int, end_iteration: int, *, round_index: int, networks: Sequence[str],
+                   stack_size: int | None = None, data_seeds: Sequence[int] | None = None,
+                   lr_multipliers: Sequence[float] | None = None, callback: events.Callback = events.ignore,
+                   stop_requested: Callable[[], bool] = lambda: False,
+                   snapshot_at: int | None = None) -> tuple[list[SegmentResult], list[dict]]:
+    """train_segments_stacked over any number of networks, in chunks of at most `stack_size`
+    (default: choose_stack_size for the spec's model on the data's device). After a
+    cancellation the networks of later chunks are returned as cancelled, untrained."""
+    count = len(models)
+    if stack_size is None:
+        stack_size = choose_stack_size(spec.model, data.info.input_shape, data.batch_size, data.train_x.device,
+                                       data.info.num_classes, spec.training.optimizer)
+    data_seeds = list(data_seeds) if data_seeds is not None else [spec.data_seed] * count
+    lr_multipliers = list(lr_multipliers) if lr_multipliers is not None else [1.0] * count
+    results: list[SegmentResult] = []
+    states: list[dict] = []
+    for part in chunks(count, stack_size):
+        if results and any(result.status == "cancelled" for result in results):
+            for index in part:
+                results.append(SegmentResult(status="cancelled"))
+                states.append({name: value.detach().clone() for name, value in models[index].state_dict().items()})
+            continue
+        pick = lambda values: [values[index] for index in part]  # noqa: E731
+        part_results, part_states = train_segments_stacked(
+            pick(models), pick(masks), data, spec, start_iteration, end_iteration, round_index=round_index,
+            networks=pick(networks), data_seeds=pick(data_seeds), lr_multipliers=pick(lr_multipliers),
+            callback=callback, stop_requested=stop_requested, snapshot_at=snapshot_at)
+        results.extend(part_results)
+        states.extend(part_states)
+    return results, states
