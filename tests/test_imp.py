@@ -174,3 +174,25 @@ def test_cancel_stops_within_a_metrics_interval_and_keeps_finished_rounds(tmp_pa
     assert [r["round"] for r in results["rounds"]] == [0]
     round_1_metrics = [e for e in seen if e["type"] == events.METRICS and e["round"] == 1]
     assert len(round_1_metrics) == 1
+
+
+def test_controls_of_several_rounds_train_stacked_and_match_one_at_a_time(tmp_path):
+    spec = dict(controls=["random_reinit", "random_prune"])
+    seen, callback = collect()
+    stacked = run_experiment(tiny_spec(**spec), tmp_path / "stacked", callback=callback)
+    alone = run_experiment(tiny_spec(**spec, stack_size=1), tmp_path / "alone")
+    assert stacked["run_name"] == alone["run_name"], "stack size is not part of the run's identity"
+    control_events = [(e["network"], e["round"]) for e in seen if e["type"] == events.ROUND_FINISHED and e["network"] != "ticket"]
+    assert sorted(control_events) == [("random_prune", 1), ("random_prune", 2), ("random_reinit", 1), ("random_reinit", 2)]
+    evals = {(e["network"], e["round"]) for e in seen if e["type"] == events.EVAL and e["network"] != "ticket"}
+    assert evals == set(control_events), "every stacked network reports under its own kind and round"
+    a, b = RunDir.open(tmp_path / "stacked" / stacked["run_name"]), RunDir.open(tmp_path / "alone" / alone["run_name"])
+    for kind in ("random_reinit", "random_prune"):
+        for round_index in (1, 2):
+            assert all(torch.equal(a.mask(round_index, kind)[n], b.mask(round_index, kind)[n]) for n in a.mask(1))
+            weights_a, weights_b = a.final_weights(round_index, kind), b.final_weights(round_index, kind)
+            for name in weights_a:
+                assert torch.allclose(weights_a[name], weights_b[name], atol=1e-4), (kind, round_index, name)
+            accuracy_a = stacked["controls"][kind][round_index - 1]["final"]["test_accuracy"]
+            accuracy_b = alone["controls"][kind][round_index - 1]["final"]["test_accuracy"]
+            assert abs(accuracy_a - accuracy_b) <= 0.002

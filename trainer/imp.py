@@ -25,6 +25,8 @@ from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomi
 from trainer.seeds import derive_seed, generator
 from trainer.spec import ExperimentSpec
 from trainer.steps import Step
+from trainer.stacked import choose_stack_size, chunks
+from trainer.stacked_train import train_segments_stacked
 from trainer.train import PreparedData, prepare_data, resolve_device, train_segment
 
 RESULTS_SCHEMA_VERSION = 1
@@ -68,14 +70,20 @@ class Run:
     # ---- one round --------------------------------------------------------------------
     def train_round(self, round_index: int, network: str, model: torch.nn.Module, mask: masks.Mask,
                     start_iteration: int, snapshot_at: int | None = None, frozen_values: dict | None = None):
-        self.callback(events.make_event(events.ROUND_STARTED, network, round=round_index,
-                                        remaining_fraction=masks.remaining_fraction(mask),
-                                        start_iteration=start_iteration, end_iteration=self.total_iterations))
+        self.announce_round(round_index, network, mask, start_iteration)
         segment = train_segment(model, mask, self.data, self.spec, start_iteration, self.total_iterations,
                                 round_index=round_index, network=network, callback=self.callback,
                                 stop_requested=self.stop_requested, snapshot_at=snapshot_at,
                                 frozen_values=frozen_values)
-        record = {
+        return segment, self.round_record(round_index, network, mask, start_iteration, segment)
+
+    def announce_round(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int) -> None:
+        self.callback(events.make_event(events.ROUND_STARTED, network, round=round_index,
+                                        remaining_fraction=masks.remaining_fraction(mask),
+                                        start_iteration=start_iteration, end_iteration=self.total_iterations))
+
+    def round_record(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int, segment) -> dict:
+        return {
             "round": round_index, "network": network, "status": segment.status, "message": segment.message,
             "remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask),
             "start_iteration": start_iteration, "end_iteration": self.total_iterations,
@@ -83,7 +91,6 @@ class Run:
             "early_stop": _json_safe(segment.early_stop()), "final": _json_safe(segment.final()),
             "wall_seconds": round(segment.wall_seconds, 3),
         }
-        return segment, record
 
     def finish_round(self, round_index, network, mask, model, segment, record) -> None:
         if segment.status == "cancelled":
@@ -134,34 +141,65 @@ class Run:
         return "finished"
 
     # ---- controls ---------------------------------------------------------------------
-    def run_control(self, kind: str, round_index: int) -> str:
-        if self.run_dir.record(round_index, kind) is not None:
-            self.callback(events.make_event(events.ROUND_SKIPPED, kind, round=round_index))
-            return "finished"
+    def control_network(self, kind: str, round_index: int) -> tuple[torch.nn.Module, masks.Mask]:
+        """The starting network and mask of one control of a finished round."""
         ticket_mask = self.run_dir.mask(round_index)
-        theta_rewind = self.run_dir.load_state(self.run_dir.theta_rewind_path)
         if kind == "random_reinit":
-            model = self.fresh_model(derive_seed(self.spec.init_seed, "random_reinit", round_index) % (2**31))
-            mask = ticket_mask
-        elif kind == "random_prune":
-            model = self.model_with(theta_rewind)
-            mask = pruning.random_mask_like(ticket_mask, generator(self.spec.init_seed, "random_prune", round_index))
-        else:
-            raise ValueError(f"unknown control {kind!r}")
-        segment, record = self.train_round(round_index, kind, model, mask, self.rewind_iteration)
-        self.finish_round(round_index, kind, mask, model, segment, record)
-        return segment.status
+            return self.fresh_model(derive_seed(self.spec.init_seed, "random_reinit", round_index) % (2**31)), ticket_mask
+        if kind == "random_prune":
+            theta_rewind = self.run_dir.load_state(self.run_dir.theta_rewind_path)
+            return (self.model_with(theta_rewind),
+                    pruning.random_mask_like(ticket_mask, generator(self.spec.init_seed, "random_prune", round_index)))
+        raise ValueError(f"unknown control {kind!r}")
 
     def run_controls(self, kinds: list[str], rounds: list[int]) -> str:
+        """Train the missing controls of the chosen rounds, stacked: they all share the iterations k..T."""
         finished_rounds = [r["round"] for r in self.run_dir.records() if r["status"] == "finished" and r["round"] > 0]
+        todo = []
         for round_index in rounds or finished_rounds:
             if round_index not in finished_rounds:
                 continue
             for kind in kinds:
-                status = self.run_control(kind, round_index)
-                if status == "cancelled":
-                    return status
+                if self.run_dir.record(round_index, kind) is not None:
+                    self.callback(events.make_event(events.ROUND_SKIPPED, kind, round=round_index))
+                else:
+                    todo.append((round_index, kind))
+        stack_size = self.spec.stack_size or choose_stack_size(
+            self.spec.model, self.data.info.input_shape, self.data.batch_size, self.device,
+            self.data.info.num_classes, self.spec.training.optimizer)
+        for part in (chunks(len(todo), stack_size) if todo else []):
+            # Events carry the round, so one stack may mix rounds.
+            networks = [todo[index] for index in part]
+            built = [self.control_network(kind, round_index) for round_index, kind in networks]
+            for (round_index, kind), (_, mask) in zip(networks, built):
+                self.announce_round(round_index, kind, mask, self.rewind_iteration)
+            segments = self.train_stacked([model for model, _ in built], [mask for _, mask in built],
+                                          rounds=[r for r, _ in networks], labels=[k for _, k in networks])
+            for (round_index, kind), (model, mask), segment in zip(networks, built, segments):
+                record = self.round_record(round_index, kind, mask, self.rewind_iteration, segment)
+                self.finish_round(round_index, kind, mask, model, segment, record)
+            if any(segment.status == "cancelled" for segment in segments):
+                return "cancelled"
         return "finished"
+
+    def train_stacked(self, models_to_train, masks_to_use, rounds: list[int], labels: list[str]):
+        """Train networks that share start and end iterations in one stack (one per round label)."""
+        if len(set(rounds)) == 1:
+            segments, _ = train_segments_stacked(
+                models_to_train, masks_to_use, self.data, self.spec, self.rewind_iteration, self.total_iterations,
+                round_index=rounds[0], networks=labels, callback=self.callback, stop_requested=self.stop_requested)
+            return segments
+        # Mixed rounds: events must name each network's own round.
+        by_label = {f"{label}@{r}": (label, r) for label, r in zip(labels, rounds)}
+
+        def relabel(event: dict) -> None:
+            label, round_index = by_label.get(event.get("network"), (event.get("network"), event.get("round")))
+            self.callback({**event, "network": label, "round": round_index})
+
+        segments, _ = train_segments_stacked(
+            models_to_train, masks_to_use, self.data, self.spec, self.rewind_iteration, self.total_iterations,
+            round_index=rounds[0], networks=list(by_label), callback=relabel, stop_requested=self.stop_requested)
+        return segments
 
     # ---- results ----------------------------------------------------------------------
     def results(self, status: str) -> dict:

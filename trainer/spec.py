@@ -103,6 +103,9 @@ class ExperimentSpec:
                                   default_factory=list, choices=CONTROL_KINDS)
     control_rounds: list[int] = _option(help="Rounds that get controls; empty = every pruned round.",
                                         default_factory=list, minimum=1, maximum=100)
+    stack_size: int | None = _option(None, help="Networks trained together in one step (controls of a run); "
+                                                "null = chosen from the model and device (CPU: 8 for MLPs, 1 for convnets).",
+                                     minimum=1, maximum=64)
 
     # ---- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -133,7 +136,7 @@ class ExperimentSpec:
         with a no-op default leaves old hashes (and run directories) valid.
         """
         changed = _non_default(self, ExperimentSpec())
-        for branch_field in ("controls", "control_rounds"):
+        for branch_field in ("controls", "control_rounds", "stack_size"):
             changed.pop(branch_field, None)
         canonical = json.dumps(changed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
