@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from trainer import events as trainer_events
-from trainer.rundir import RunDir
+from trainer.rundir import RunDir, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,6 @@ def group_name(experiment_id: int) -> str:
 
 def send_to_group(experiment_id: int, message: dict) -> None:
     async_to_sync(get_channel_layer().group_send)(group_name(experiment_id), message)
-
-
-def json_safe(value):
-    """NaN and infinities (a diverging round) become null: browsers and JSON columns reject them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
 
 
 def empty_evals() -> dict:

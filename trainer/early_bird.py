@@ -25,7 +25,7 @@ from torch import nn
 
 from trainer import events, masks, pruning, structured
 from trainer.masks import Mask
-from trainer.rundir import RunDir, write_json_atomically
+from trainer.rundir import RunDir, json_safe, write_json_atomically
 from trainer.spec import ExperimentSpec
 from trainer.steps import Step
 from trainer.train import train_segment
@@ -252,14 +252,6 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
                                       "wall_seconds": round(imp_segment.wall_seconds, 3)}
         if imp_run_dir is not None:
             result["imp"] = _nearest_imp_round(Path(imp_run_dir), run.prunable, remaining)
-    return _json_safe(result)
+    return json_safe(result)
 
 
-def _json_safe(value):
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from trainer import events, masks, models, pruning
-from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomically
+from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import ExperimentSpec
 from trainer.steps import Step
@@ -87,8 +87,8 @@ class Run:
             "round": round_index, "network": network, "status": segment.status, "message": segment.message,
             "remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask),
             "start_iteration": start_iteration, "end_iteration": self.total_iterations,
-            "curve": _json_safe(segment.curve), "train_loss": _json_safe(segment.train_loss),
-            "early_stop": _json_safe(segment.early_stop()), "final": _json_safe(segment.final()),
+            "curve": json_safe(segment.curve), "train_loss": json_safe(segment.train_loss),
+            "early_stop": json_safe(segment.early_stop()), "final": json_safe(segment.final()),
             "wall_seconds": round(segment.wall_seconds, 3),
         }
 
@@ -103,14 +103,18 @@ class Run:
         """The mask of round r from round r-1's mask and trained weights."""
         return self.next_mask(self.run_dir.mask(round_index - 1), self.run_dir.final_weights(round_index - 1), round_index)
 
+    def round_fractions(self) -> tuple[float, dict[str, float]]:
+        """The fraction of survivors one round prunes, overall and per overridden layer."""
+        spec = self.spec.pruning
+        if spec.schedule == "one_shot":
+            return (pruning.one_shot_fraction(spec.fraction, spec.rounds),
+                    {n: pruning.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()})
+        return spec.fraction, dict(spec.layer_fractions)
+
     def next_mask(self, previous_mask: masks.Mask, trained: dict, round_index: int) -> masks.Mask:
         """Prune `previous_mask` by the run's rule (strategy, scope, fractions) on `trained` weights."""
         spec = self.spec.pruning
-        if spec.schedule == "one_shot":
-            fraction = pruning.one_shot_fraction(spec.fraction, spec.rounds)
-            layer_fractions = {n: pruning.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()}
-        else:
-            fraction, layer_fractions = spec.fraction, dict(spec.layer_fractions)
+        fraction, layer_fractions = self.round_fractions()
         if spec.strategy == "magnitude":
             scores = pruning.magnitude_scores({name: trained[name] for name in previous_mask})
         else:
@@ -272,16 +276,6 @@ def run_controls_on(run_path: Path, kinds: list[str], rounds: list[int], *, call
     write_json_atomically(run_dir.results_path, results)
     callback(events.make_event(events.RUN_FINISHED, status=status, results_path=str(run_dir.results_path)))
     return results
-
-
-def _json_safe(value):
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _summary(record: dict) -> dict:

@@ -52,11 +52,7 @@ def variant_mask(run, variant: Variant, previous_mask, trained: dict, start_stat
     """The next mask of `variant`: prune `previous_mask` by the run's fractions and scope, ranking
     the survivors by the variant's criterion on (start, trained) weights, or its units by norm."""
     spec = run.spec.pruning
-    if spec.schedule == "one_shot":
-        fraction = pruning.one_shot_fraction(spec.fraction, spec.rounds)
-        layer_fractions = {n: pruning.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()}
-    else:
-        fraction, layer_fractions = spec.fraction, dict(spec.layer_fractions)
+    fraction, layer_fractions = run.round_fractions()
     if variant.structure == "units":
         info = run.data.info
         names = [n for n in structured.structured_prunable_names(run.spec.model, info.input_shape, info.num_classes)

@@ -14,6 +14,7 @@ atomically, so a crash mid-round leaves that round to be redone and nothing else
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -26,6 +27,17 @@ from trainer.spec import ExperimentSpec, SpecError
 
 class RunDirError(ValueError):
     pass
+
+
+def json_safe(value):
+    """NaN and infinities (a diverging round) become null: JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def write_json_atomically(path: Path, data) -> None:

@@ -130,28 +130,3 @@ def summary_text(result: dict) -> str:
                                     for k in controls)
                          + f" {_pct(found['early_stop'].get('test_accuracy')) if found else '':>13}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m trainer.analyses.cli RUN_DIR NAME ...`) with trainer.cli's error handling."""
-    from trainer.cli import USER_ERRORS, UsageError, _Parser
-    parser = _Parser(prog="python -m trainer.analyses.cli")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    add_analysis_commands(commands)
-    try:
-        args = parser.parse_args(["analyze", *(sys.argv[1:] if argv is None else argv)])
-        from trainer.train import apply_thread_setting
-        apply_thread_setting()
-        return command_analyze(args)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

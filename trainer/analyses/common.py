@@ -12,7 +12,6 @@ or a cancel leaves only the unit in flight to redo, as IMP rounds do.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 from functools import cached_property
@@ -25,22 +24,11 @@ from trainer import analysis_events as aevents
 from trainer import events, masks
 from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
-from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomically
+from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import SpecError, TrainingSpec
 from trainer.train import PreparedData, SegmentResult, train_segment
 
 SCHEMA_VERSION = 1
-
-
-def json_safe(value):
-    """NaN/inf become null (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 class Cancelled(Exception):
