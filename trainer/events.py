@@ -4,8 +4,13 @@ Every event is a plain JSON-serializable dict with a "type" key. The trainer
 calls `callback(event)` synchronously; a slow consumer should throttle on its
 side (the web app does, the CLI only redraws a bar).
 
-Every event carries "network": which network produced it. Today that is
-"ticket" (the IMP run itself), "random_reinit" or "random_prune" (controls).
+Every event carries "network": which network produced it: "ticket" (the IMP
+run itself), "random_reinit" or "random_prune" (controls, which may train stacked
+in one step: each still reports under its own network and round). Analyses
+(trainer/analyses/) add their own labels, e.g. "lr_rewinding", "fine_tuning",
+"copy_a"/"copy_b", "transfer", "variant_<criterion>…", "pruning_at_init_<method>",
+"early_bird_search", plus an "analysis" key; their own event types are in
+trainer/analysis_events.py.
 
 Types and their keys (besides "type", "network", "round" where it applies):
   run_started     run_name, run_dir, spec, rounds_total, iterations_per_round, resumed_rounds
