@@ -196,3 +196,33 @@ def test_controls_of_several_rounds_train_stacked_and_match_one_at_a_time(tmp_pa
             accuracy_a = stacked["controls"][kind][round_index - 1]["final"]["test_accuracy"]
             accuracy_b = alone["controls"][kind][round_index - 1]["final"]["test_accuracy"]
             assert abs(accuracy_a - accuracy_b) <= 0.002
+
+
+def test_structured_scope_prunes_whole_neurons_and_reports_costs(tmp_path):
+    results = run_experiment(tiny_spec(pruning={"structure": "units", "unit_norm": "l2", "layer_fractions": {}}), tmp_path)
+    run_dir = RunDir.open(tmp_path / results["run_name"])
+    mask = run_dir.mask(1)
+    rows_alive = mask["fc1.weight"].any(dim=1)
+    assert int(rows_alive.sum()) == 300 - round(0.3 * 300)
+    assert bool((mask["fc1.weight"].all(dim=1) == rows_alive).all()), "a neuron is kept or pruned whole"
+    assert mask["fc3.weight"].all(), "the output layer is not pruned by units"
+    costs = results["rounds"][1]["costs"]
+    assert costs["dense"]["weights"] == 266200
+    assert costs["masked"]["weights"] == sum(layer["remaining"] for layer in results["rounds"][1]["layers"].values())
+    assert costs["effective"]["macs"] < costs["masked"]["macs"], "pruned neurons also remove the next layer's inputs"
+
+
+def test_masking_criterion_changes_the_ticket_and_needs_magnitude_strategy(tmp_path):
+    default = run_experiment(tiny_spec(), tmp_path / "a")
+    large_init = run_experiment(tiny_spec(pruning={"criterion": "large_init"}), tmp_path / "b")
+    assert default["run_name"] != large_init["run_name"]
+    a = RunDir.open(tmp_path / "a" / default["run_name"]).mask(1)
+    b = RunDir.open(tmp_path / "b" / large_init["run_name"]).mask(1)
+    assert not torch.equal(a["fc1.weight"], b["fc1.weight"])
+    theta_0 = RunDir.open(tmp_path / "b" / large_init["run_name"]).load_state(tmp_path / "b" / large_init["run_name"] / "theta_init.pt")
+    survivors, pruned = theta_0["fc1.weight"][b["fc1.weight"]].abs(), theta_0["fc1.weight"][~b["fc1.weight"]].abs()
+    assert survivors.min() >= pruned.max(), "large_init keeps the largest initial weights"
+    from trainer.spec import SpecError
+    with pytest.raises(SpecError) as caught:
+        tiny_spec(pruning={"criterion": "movement", "strategy": "random"})
+    assert caught.value.field == "pruning.strategy"

@@ -31,7 +31,7 @@ from trainer import models
 from trainer.masks import FrozenAtInitEnforcer, Mask, apply_mask  # noqa: F401  (the training loop needs it in masks.py)
 from trainer.train import evaluate
 
-CRITERIA = ("large_final", "large_init", "magnitude_increase", "movement")
+from trainer.spec import MASK_CRITERIA as CRITERIA  # noqa: E402  (one list, the spec's)
 REINITS = ("rewind", "sign_kept_constant", "reshuffled")
 MASKED_WEIGHTS = ("zero", "frozen_init")
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from trainer import events, masks, models, pruning
+from trainer import events, masks, models, pruning, structured
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import ExperimentSpec
@@ -90,7 +90,15 @@ class Run:
             "curve": json_safe(segment.curve), "train_loss": json_safe(segment.train_loss),
             "early_stop": json_safe(segment.early_stop()), "final": json_safe(segment.final()),
             "wall_seconds": round(segment.wall_seconds, 3),
+            "costs": self.costs(mask),
         }
+
+    def costs(self, mask: masks.Mask) -> dict:
+        """Parameters, weights and multiply-accumulates per example: dense, masked, and of the
+        shrunk network a structured mask amounts to ('effective')."""
+        info = self.data.info
+        counts = structured.count_flops_and_parameters(self.spec.model, info.input_shape, info.num_classes, mask)
+        return {view: counts[view] for view in ("dense", "masked", "effective")}
 
     def finish_round(self, round_index, network, mask, model, segment, record) -> None:
         if segment.status == "cancelled":
@@ -115,6 +123,11 @@ class Run:
         """Prune `previous_mask` by the run's rule (strategy, scope, fractions) on `trained` weights."""
         spec = self.spec.pruning
         fraction, layer_fractions = self.round_fractions()
+        if spec.strategy == "magnitude" and (spec.criterion != "large_final" or spec.structure != "unstructured"):
+            from trainer import imp_variants  # the variants build on this module's Run
+            variant = imp_variants.Variant(criterion=spec.criterion, structure=spec.structure, norm=spec.unit_norm)
+            theta_rewind = self.run_dir.load_state(self.run_dir.theta_rewind_path)
+            return imp_variants.variant_mask(self, variant, previous_mask, trained, theta_rewind)
         if spec.strategy == "magnitude":
             scores = pruning.magnitude_scores({name: trained[name] for name in previous_mask})
         else:

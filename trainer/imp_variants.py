@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from trainer import criteria, pruning, structured
 from trainer.seeds import generator
 
-STRUCTURES = ("unstructured", "units")
+from trainer.spec import PRUNING_STRUCTURES as STRUCTURES  # noqa: E402  (one list, the spec's)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ PRUNING_STRATEGIES = ("magnitude", "random")
 PRUNING_SCOPES = ("layerwise", "global")
 PRUNING_SCHEDULES = ("iterative", "one_shot")
 CONTROL_KINDS = ("random_reinit", "random_prune")
+MASK_CRITERIA = ("large_final", "large_init", "magnitude_increase", "movement")
+PRUNING_STRUCTURES = ("unstructured", "units")
+UNIT_NORMS = ("l1", "l2")
 
 
 @dataclass
@@ -80,6 +83,13 @@ class PruningSpec:
     prunable_layers: list[str] = _option(help="Parameter names that may be pruned; empty = every conv/linear weight of the model.",
                                          default_factory=list)
     rounds: int = _option(10, help="Pruning rounds after the dense round 0.", minimum=1, maximum=100)
+    criterion: str = _option("large_final", help="Which survivors to keep (Zhou et al. 2019): 'large_final' |w_T| (IMP), "
+                                                  "'large_init' |w_0|, 'magnitude_increase' |w_T|-|w_0|, 'movement' |w_T-w_0| "
+                                                  "(w_0 = the rewind point).", choices=MASK_CRITERIA)
+    structure: str = _option("unstructured", help="'unstructured' (single weights) or 'units' (whole neurons of fc layers and "
+                                                  "filters of conv layers, ranked by `unit_norm`; the output layer is not pruned).",
+                             choices=PRUNING_STRUCTURES)
+    unit_norm: str = _option("l1", help="Norm that ranks neurons/filters when structure is 'units'.", choices=UNIT_NORMS)
     schedule: str = _option("iterative", help="'iterative' (prune `fraction` each round) or 'one_shot' "
                                               "(one round straight to the sparsity `rounds` iterative rounds reach).",
                             choices=PRUNING_SCHEDULES)
@@ -169,6 +179,9 @@ class ExperimentSpec:
             if name not in allowed:
                 raise SpecError(f"pruning.layer_fractions.{name}",
                                 f"{name!r} is not a prunable layer of {self.model}; choose from {', '.join(allowed)}")
+        if self.pruning.strategy != "magnitude" and (self.pruning.criterion != "large_final"
+                                                     or self.pruning.structure != "unstructured"):
+            raise SpecError("pruning.strategy", "criterion and structure rank weights: they need strategy 'magnitude'")
         milestones = [Step.parse(text) for text in self.training.lr_milestones]
         if len({m.unit for m in milestones}) > 1:
             raise SpecError("training.lr_milestones", "use one unit ('it' or 'ep') for all milestones")

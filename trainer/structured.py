@@ -25,7 +25,7 @@ from torch import nn
 from trainer import models, pruning
 from trainer.masks import Mask
 
-NORMS = ("l1", "l2")
+from trainer.spec import UNIT_NORMS as NORMS  # noqa: E402  (one list, the spec's)
 
 
 # ---- structured masks ---------------------------------------------------------------------
