@@ -75,6 +75,8 @@ class RoundResult(models.Model):
     final_test_accuracy = models.FloatField(null=True)
     final_val_accuracy = models.FloatField(null=True)
     wall_seconds = models.FloatField(null=True)
+    costs = models.JSONField(default=dict, blank=True,
+                             help_text="dense/masked/effective -> {parameters, weights, macs} per example")
 
     class Meta:
         ordering = ["network", "round_index"]

@@ -60,7 +60,7 @@ def round_result_fields(record: dict) -> dict:
         "early_stop_val_accuracy": early_stop.get("val_accuracy"),
         "early_stop_test_accuracy": early_stop.get("test_accuracy"),
         "final_test_accuracy": final.get("test_accuracy"), "final_val_accuracy": final.get("val_accuracy"),
-        "wall_seconds": record.get("wall_seconds"),
+        "wall_seconds": record.get("wall_seconds"), "costs": record.get("costs") or {},
     })
 
 

@@ -18,7 +18,7 @@ def round_row(result: RoundResult) -> dict:
             "early_stop_test_accuracy": result.early_stop_test_accuracy,
             "early_stop_val_accuracy": result.early_stop_val_accuracy,
             "final_test_accuracy": result.final_test_accuracy, "wall_seconds": result.wall_seconds,
-            "layers": result.layers}
+            "layers": result.layers, "costs": result.costs}
 
 
 def best_ticket(ticket_rounds: list[dict]) -> dict | None:
@@ -71,7 +71,16 @@ def round_table_row(row: dict, control_rows: list[dict | None]) -> dict:
     return {**row, "remaining_percent": _percent(row["remaining_fraction"]),
             "early_stop_test_percent": _percent(row["early_stop_test_accuracy"]),
             "final_test_percent": _percent(row["final_test_accuracy"]),
-            "control_percents": [_percent(c["early_stop_test_accuracy"]) if c else None for c in control_rows]}
+            "control_percents": [_percent(c["early_stop_test_accuracy"]) if c else None for c in control_rows],
+            "macs_left_percent": _cost_percent(row.get("costs"), "masked"),
+            "effective_macs_left_percent": _cost_percent(row.get("costs"), "effective")}
+
+
+def _cost_percent(costs: dict | None, view: str) -> float | None:
+    """Multiply-accumulates per example left in `view`, as % of the dense network's."""
+    if not costs or not costs.get("dense", {}).get("macs"):
+        return None
+    return 100 * costs[view]["macs"] / costs["dense"]["macs"]
 
 
 def curve_row(curve: Curve) -> dict:

@@ -120,6 +120,10 @@ def test_result_page_has_every_chart_table_spec_and_download(client, finished_ex
     figure = json.loads(re.search(r'data-figure-for="chart-sparsity-accuracy">(.*?)</script>', html, re.S).group(1))
     assert figure["layout"]["xaxis"]["type"] == "log"
     assert {trace["name"] for trace in figure["data"]} >= {"winning ticket (early stop)", "random reinit (early stop)"}
+    # Round 2 keeps ~64% of the weights: the table shows the multiply-accumulates left beside it.
+    round_2 = re.search(r"<tr><td>2</td>(.*?)</tr>", html.split('id="round-table"')[1], re.S).group(1)
+    masked_macs, shrunk_macs = (float(v) for v in re.search(r"<td>([\d.]+) / ([\d.]+)</td>", round_2).groups())
+    assert 60 < masked_macs < 70 and shrunk_macs == 100.0, "unstructured pruning removes no whole neuron"
 
 
 def test_result_fragment_only_when_done(client, finished_experiment, queued):
