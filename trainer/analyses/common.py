@@ -26,6 +26,7 @@ from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import SpecError, TrainingSpec
+from trainer.stacked_train import train_segments
 from trainer.train import PreparedData, SegmentResult, train_segment
 
 SCHEMA_VERSION = 1
@@ -156,12 +157,22 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
     """Train each (model, mask) from start to end iteration; (segment, final state) per network.
 
     All networks share `training` (default: the spec's) and differ in weights, mask and data
-    order (`data_seeds`, default the spec's). That is exactly what stacked training does in one
-    step, so switching to trainer.stacked_train.train_segments is a change of this function only.
-    Stops after the first cancelled network (later ones are not trained).
+    order (`data_seeds`, default the spec's), so several of them (the two copies of a
+    connectivity test) train stacked in one step (trainer.stacked_train; the stack size is
+    chosen for the model and device). Stops after the first cancelled network.
     """
     data_seeds = data_seeds if data_seeds is not None else [spec.data_seed] * len(models)
     base = replace(spec, training=training) if training is not None else spec
+    if len(models) > 1:
+        segments, states = train_segments(models, mask_list, data, base, start_iteration, end_iteration,
+                                          round_index=round_index, networks=networks, data_seeds=data_seeds,
+                                          callback=callback, stop_requested=stop_requested)
+        done = []
+        for segment, state in zip(segments, states):
+            done.append((segment, state))
+            if segment.status == "cancelled":
+                break
+        return done
     done = []
     for model, mask, network, seed in zip(models, mask_list, networks, data_seeds):
         segment = train_segment(model, mask, data, replace(base, data_seed=seed), start_iteration, end_iteration,
