@@ -269,12 +269,18 @@ def recording(experiment_id: int, **recorder_options):
 
 def cancel_checker(experiment_id: int, every_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
     """A stop_requested() for the trainer that asks the database at most once per `every_seconds`."""
+    return _throttled_cancel_flag(Experiment.objects.filter(pk=experiment_id, cancel_requested=True),
+                                  every_seconds, clock)
+
+
+def _throttled_cancel_flag(cancelled_rows, every_seconds: float, clock: Callable[[], float]) -> Callable[[], bool]:
+    """True once `cancelled_rows` exists; the database is asked at most once per `every_seconds`."""
     state = {"checked_at": -math.inf, "cancel": False}
 
     def stop_requested() -> bool:
         if not state["cancel"] and clock() - state["checked_at"] >= every_seconds:
             state["checked_at"] = clock()
-            state["cancel"] = Experiment.objects.filter(pk=experiment_id, cancel_requested=True).exists()
+            state["cancel"] = cancelled_rows.exists()
         return state["cancel"]
 
     return stop_requested
@@ -359,12 +365,5 @@ class AnalysisProgressRecorder:
 
 def analysis_cancel_checker(analysis_run_id: int, every_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
     """stop_requested() for an analysis: asks the database at most once per `every_seconds`."""
-    state = {"checked_at": -math.inf, "cancel": False}
-
-    def stop_requested() -> bool:
-        if not state["cancel"] and clock() - state["checked_at"] >= every_seconds:
-            state["checked_at"] = clock()
-            state["cancel"] = AnalysisRun.objects.filter(pk=analysis_run_id, cancel_requested=True).exists()
-        return state["cancel"]
-
-    return stop_requested
+    return _throttled_cancel_flag(AnalysisRun.objects.filter(pk=analysis_run_id, cancel_requested=True),
+                                  every_seconds, clock)

@@ -32,14 +32,19 @@ def one_torch_thread_for_the_session():
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """(results dict, run directory path) of TINY_SPEC, trained once for the whole session."""
+    return train_spec_once(tmp_path_factory, TINY_SPEC, "runs")
+
+
+def train_spec_once(tmp_path_factory, spec: dict, directory: str):
+    """Train `spec` in a fresh session directory on one thread: (results dict, run directory path)."""
     from pathlib import Path
 
     from trainer.imp import run_experiment
     from trainer.spec import ExperimentSpec
 
-    runs_root = tmp_path_factory.mktemp("runs")
+    runs_root = tmp_path_factory.mktemp(directory)
     with single_torch_thread():
-        results = run_experiment(ExperimentSpec.from_dict(TINY_SPEC), runs_root)
+        results = run_experiment(ExperimentSpec.from_dict(spec), runs_root)
     return results, Path(runs_root) / results["run_name"]
 
 

@@ -43,14 +43,8 @@ def analysis_params(name: str, run_path: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def finished_bn_run(tmp_path_factory):
-    from tests.conftest import single_torch_thread
-    from trainer.imp import run_experiment
-    from trainer.spec import ExperimentSpec
-
-    runs_root = tmp_path_factory.mktemp("bn_runs")
-    with single_torch_thread():
-        results = run_experiment(ExperimentSpec.from_dict(BN_SPEC), runs_root)
-    return results, Path(runs_root) / results["run_name"]
+    from tests.conftest import train_spec_once
+    return train_spec_once(tmp_path_factory, BN_SPEC, "bn_runs")
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,6 @@ class MaskEnforcer:
         self.parameters = [parameters[name] for name, _ in pruned]
         self.multipliers = [m.to(device=parameters[name].device, dtype=parameters[name].dtype) for name, m in pruned]
 
-    def __bool__(self) -> bool:
-        return bool(self.parameters)
-
     @torch.no_grad()
     def mask_weights(self) -> None:
         if self.parameters:

@@ -66,7 +66,7 @@ class RunDir:
             stored = ExperimentSpec.from_json(spec_path.read_text())
             if stored.run_hash() != spec.run_hash():
                 raise RunDirError(f"{path} holds a different spec; refusing to mix runs")
-            # Keep the stored spec's branch fields (controls) merged with the new request.
+            # Same run: the new request's branch fields (controls, stack size) replace the stored ones.
         spec_path.write_text(spec.to_json())
         return cls(path, spec)
 
