@@ -50,10 +50,18 @@ def _remaining_axis() -> dict:
     return dict(title="% of weights remaining", type="log", autorange="reversed", tickformat=".3~g")
 
 
-def sparsity_vs_accuracy(rounds_by_network: dict[str, list[dict]]) -> go.Figure:
-    """Test accuracy at early stop (solid) and at the end of training (dotted) against % weights remaining."""
+def sparsity_vs_accuracy(rounds_by_network: dict[str, list[dict]], bands: dict[str, list[dict]] | None = None
+                         ) -> go.Figure:
+    """Test accuracy at early stop (solid) and at the end of training (dotted) against % weights remaining.
+
+    With replicates (`bands`, from queries.replicate_bands) each network is drawn as the mean across
+    replicates with a shaded min-max band instead of one run's line."""
     figure = go.Figure(layout=_layout("Test accuracy vs. sparsity", xaxis=_remaining_axis(),
                                       yaxis=dict(title="test accuracy (%)")))
+    if bands:
+        for network, rows in bands.items():
+            _add_band(figure, network, rows)
+        return figure
     for network, rows in rounds_by_network.items():
         rows = [row for row in rows if row["status"] == "finished"]
         if not rows:
@@ -73,6 +81,37 @@ def sparsity_vs_accuracy(rounds_by_network: dict[str, list[dict]]) -> go.Figure:
     return figure
 
 
+def _rgba(hex_color: str | None, alpha: float) -> str:
+    hex_color = (hex_color or "#7f7f7f").lstrip("#")
+    red, green, blue = (int(hex_color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({red}, {green}, {blue}, {alpha})"
+
+
+def _add_band(figure: go.Figure, network: str, rows: list[dict]) -> None:
+    """Mean early-stop accuracy across replicates with its min-max band, and the mean at the end (dotted)."""
+    color = NETWORK_COLORS.get(network)
+    x = [_percent(row["remaining_fraction"]) for row in rows]
+    early = [row["early_stop"] for row in rows]
+    count = max(row["replicates"] for row in rows)
+    title = network_title(network)
+    figure.add_trace(go.Scatter(
+        x=x + x[::-1], y=[_percent(b["max"]) for b in early] + [_percent(b["min"]) for b in early][::-1],
+        fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", legendgroup=network,
+        name=f"{title} min–max of {count} replicates", meta=f"band:{network}"))
+    figure.add_trace(go.Scatter(
+        x=x, y=[_percent(b["mean"]) for b in early], mode="lines+markers", legendgroup=network,
+        name=f"{title} (early stop, mean of {count})", line=dict(color=color), meta=f"mean:{network}",
+        customdata=[[row["round"], 100 * b["std"], 100 * b["min"], 100 * b["max"], b["count"]]
+                    for row, b in zip(rows, early)],
+        hovertemplate=("round %{customdata[0]}: %{x:.3g}% left, mean %{y:.2f}% ± %{customdata[1]:.2f} "
+                       "(min %{customdata[2]:.2f}, max %{customdata[3]:.2f}, n=%{customdata[4]})<extra></extra>")))
+    final = [(x_value, row["final"]) for x_value, row in zip(x, rows) if row["final"]]
+    figure.add_trace(go.Scatter(
+        x=[x_value for x_value, _ in final], y=[_percent(b["mean"]) for _, b in final], mode="lines+markers",
+        legendgroup=network, name=f"{title} (end of training, mean)", line=dict(color=color, dash="dot"),
+        marker=dict(symbol="circle-open"), hovertemplate="%{x:.3g}% left: mean %{y:.2f}% at the end<extra></extra>"))
+
+
 def early_stop_iterations(rounds_by_network: dict[str, list[dict]]) -> go.Figure:
     figure = go.Figure(layout=_layout("Early-stopping iteration vs. sparsity", xaxis=_remaining_axis(),
                                       yaxis=dict(title="early-stop iteration (min. validation loss)", rangemode="tozero")))
@@ -85,8 +124,11 @@ def early_stop_iterations(rounds_by_network: dict[str, list[dict]]) -> go.Figure
     return figure
 
 
-def curve_trace_name(network: str, round_index: int, remaining_fraction: float | None = None) -> str:
+def curve_trace_name(network: str, round_index: int, remaining_fraction: float | None = None,
+                     replicate: int = 0) -> str:
     name = f"round {round_index}" if network == TICKET else f"{network_title(network)}, round {round_index}"
+    if replicate:
+        name += f", replicate {replicate}"
     return name if remaining_fraction is None else f"{name} ({100 * remaining_fraction:.3g}%)"
 
 
@@ -107,24 +149,27 @@ def training_curves(curves: list[dict], remaining_by_round: dict[int, float] | N
     return figure
 
 
-def live_figures(curves: list[dict], planned: list[tuple[str, int]] = ()) -> dict[str, go.Figure]:
-    """The live page's two charts, with one (maybe still empty) line per planned training.
+def live_figures(curves: list[dict], planned: list[tuple[str, int, int]] = ()) -> dict[str, go.Figure]:
+    """The live page's two charts, with one (maybe still empty) line per planned training
+    (network, replicate, round).
 
-    Each trace's `meta` is "network:round", which is all the page's script needs to append points.
+    Each trace's `meta` is "network:replicate:round", all the page's script needs to append points.
     Lines without points stay out of the legend until their first point arrives.
     """
     accuracy = go.Figure(layout=_layout("Validation accuracy (live)", xaxis=dict(title="iteration"),
                                         yaxis=dict(title="validation accuracy (%)"), uirevision="live"))
     loss = go.Figure(layout=_layout("Training loss (live)", xaxis=dict(title="iteration"),
                                     yaxis=dict(title="train loss", type="log"), uirevision="live"))
-    by_key = {(curve["network"], curve["round"]): curve for curve in curves}
+    by_key = {(curve["network"], curve.get("replicate", 0), curve["round"]): curve for curve in curves}
     keys = list(planned) + [key for key in by_key if key not in planned]
-    for network, round_index in keys:
-        curve = by_key.get((network, round_index))
+    for network, replicate, round_index in keys:
+        curve = by_key.get((network, replicate, round_index))
         evals = curve["evals"] if curve else {"iteration": [], "val_accuracy": []}
         train_loss = curve["train_loss"] if curve else {"iteration": [], "loss": []}
-        common = dict(name=curve_trace_name(network, round_index), meta=f"{network}:{round_index}")
-        color = NETWORK_COLORS.get(network)
+        common = dict(name=curve_trace_name(network, round_index, replicate=replicate),
+                      meta=f"{network}:{replicate}:{round_index}")
+        # replicates share their network's colour, lighter the higher their number
+        color = _rgba(NETWORK_COLORS.get(network), 1.0 / (1 + 0.5 * replicate))
         accuracy.add_trace(go.Scatter(x=evals["iteration"], y=[_percent(v) for v in evals["val_accuracy"]],
                                       mode="lines+markers", line=dict(color=color),
                                       showlegend=bool(evals["iteration"]), **common))

@@ -19,7 +19,7 @@ FIELD_GROUPS: list[tuple[str, list[str]]] = [
                           "pruning.schedule", "pruning.strategy", "rewind_step"]),
     ("Training", ["training.training_steps", "training.optimizer", "training.lr", "training.momentum",
                   "training.weight_decay", "training.batch_size", "training.eval_interval"]),
-    ("Controls and seeds", ["controls", "control_rounds", "init_seed", "data_seed"]),
+    ("Controls, replicates and seeds", ["controls", "control_rounds", "replicates", "init_seed", "data_seed"]),
 ]
 ADVANCED_GROUP = "Advanced"
 
@@ -341,7 +341,7 @@ def model_has_batch_norm(model_name: str, dataset_name: str) -> bool:
 def check_analysis_against_experiment(name: str, params: dict, experiment) -> None:
     """What the engine would only find out in the worker, raised here as a SpecError naming the parameter."""
     from trainer import datasets
-    finished = set(experiment.round_results.filter(network="ticket", status="finished")
+    finished = set(experiment.round_results.filter(network="ticket", replicate=0, status="finished")
                    .values_list("round_index", flat=True))
     rounds = params.get("rounds")
     if isinstance(rounds, list):

@@ -12,13 +12,15 @@ from frontend.models import Experiment
 from trainer.events import TICKET
 
 
-def planned_trainings(spec: dict) -> list[tuple[str, int]]:
-    """(network, round) of every training the spec asks for, in the order the trainer runs them."""
+def planned_trainings(spec: dict) -> list[tuple[str, int, int]]:
+    """(network, replicate, round) of every training the spec asks for, in the order the trainer runs them."""
     pruning = spec.get("pruning", {})
     rounds_total = 1 if pruning.get("schedule") == "one_shot" else int(pruning.get("rounds", 0))
-    planned = [(TICKET, round_index) for round_index in range(rounds_total + 1)]
-    for round_index in spec.get("control_rounds") or range(1, rounds_total + 1):
-        planned += [(kind, round_index) for kind in spec.get("controls") or []]
+    replicates = range(int(spec.get("replicates") or 1))
+    planned = [(TICKET, replicate, round_index) for round_index in range(rounds_total + 1) for replicate in replicates]
+    for replicate in replicates:
+        for round_index in spec.get("control_rounds") or range(1, rounds_total + 1):
+            planned += [(kind, replicate, round_index) for kind in spec.get("controls") or []]
     return planned
 
 

@@ -1,4 +1,4 @@
-"""What the web app stores: experiments, one result row per round and network, one curve row per round.
+"""What the web app stores: experiments, one result row per (network, replicate, round), one curve row per training.
 
 The run directory (weights, masks, results.json) stays the trainer's; the database holds what pages
 and the live view read often. Curves are stored as one JSON record per (network, round), never one
@@ -41,6 +41,7 @@ class Experiment(models.Model):
     trainings_total = models.PositiveIntegerField(default=0, help_text="ticket rounds + control trainings")
     trainings_done = models.PositiveIntegerField(default=0)
     current_network = models.CharField(max_length=30, blank=True)
+    current_replicate = models.PositiveSmallIntegerField(default=0)
     current_round = models.IntegerField(null=True, blank=True)
     current_iteration = models.PositiveIntegerField(default=0)
     current_start_iteration = models.PositiveIntegerField(default=0)
@@ -64,6 +65,7 @@ class RoundResult(models.Model):
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="round_results")
     network = models.CharField(max_length=30)
+    replicate = models.PositiveSmallIntegerField(default=0, help_text="0 = the run's own seeds")
     round_index = models.PositiveIntegerField()
     status = models.CharField(max_length=20)
     message = models.TextField(blank=True)
@@ -79,24 +81,25 @@ class RoundResult(models.Model):
                              help_text="dense/masked/effective -> {parameters, weights, macs} per example")
 
     class Meta:
-        ordering = ["network", "round_index"]
-        constraints = [models.UniqueConstraint(fields=["experiment", "network", "round_index"],
-                                               name="one_result_per_network_round")]
+        ordering = ["network", "replicate", "round_index"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "network", "replicate", "round_index"],
+                                               name="one_result_per_training")]
 
 
 class Curve(models.Model):
-    """All evaluation points and train-loss points of one training (network, round), as parallel lists."""
+    """All evaluation points and train-loss points of one training (network, replicate, round), as parallel lists."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="curves")
     network = models.CharField(max_length=30)
+    replicate = models.PositiveSmallIntegerField(default=0)
     round_index = models.PositiveIntegerField()
     evals = models.JSONField(default=dict, help_text="{iteration: [...], val_loss, val_accuracy, test_loss, test_accuracy}")
     train_loss = models.JSONField(default=dict, help_text="{iteration: [...], loss: [...]}")
 
     class Meta:
-        ordering = ["network", "round_index"]
-        constraints = [models.UniqueConstraint(fields=["experiment", "network", "round_index"],
-                                               name="one_curve_per_network_round")]
+        ordering = ["network", "replicate", "round_index"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "network", "replicate", "round_index"],
+                                               name="one_curve_per_training")]
 
 
 class AnalysisRun(models.Model):

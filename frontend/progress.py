@@ -66,21 +66,22 @@ def round_result_fields(record: dict) -> dict:
 
 def store_record(experiment_id: int, record: dict) -> None:
     """Write one finished round (with its curves) exactly as the trainer recorded it."""
-    network, round_index = record.get("network", trainer_events.TICKET), record["round"]
-    RoundResult.objects.update_or_create(experiment_id=experiment_id, network=network, round_index=round_index,
-                                         defaults=round_result_fields(record))
+    identity = {"network": record.get("network", trainer_events.TICKET), "replicate": record.get("replicate", 0),
+                "round_index": record["round"]}
+    RoundResult.objects.update_or_create(experiment_id=experiment_id, **identity, defaults=round_result_fields(record))
     Curve.objects.update_or_create(
-        experiment_id=experiment_id, network=network, round_index=round_index,
+        experiment_id=experiment_id, **identity,
         defaults={"evals": json_safe(record.get("curve") or empty_evals()),
                   "train_loss": json_safe(record.get("train_loss") or empty_train_loss())})
 
 
 def trainings_total(run_started: dict) -> int:
-    """Ticket rounds 0..n plus one training per control and controlled round."""
+    """Per replicate: ticket rounds 0..n plus one training per control and controlled round."""
     spec = run_started.get("spec") or {}
     rounds_total = int(run_started.get("rounds_total", 0))
     controlled_rounds = len(spec.get("control_rounds") or []) or rounds_total
-    return rounds_total + 1 + len(spec.get("controls") or []) * controlled_rounds
+    replicates = int(spec.get("replicates") or 1)
+    return replicates * (rounds_total + 1 + len(spec.get("controls") or []) * controlled_rounds)
 
 
 def slim_event(event: dict) -> dict:
@@ -100,8 +101,9 @@ class ProgressRecorder:
         self._pending: list[dict] = []
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._curves: dict[tuple[str, int], dict] = {}  # live curves of trainings in flight
-        self._dirty: set[tuple[str, int]] = set()
+        # live curves of trainings in flight, by (network, replicate, round)
+        self._curves: dict[tuple[str, int, int], dict] = {}
+        self._dirty: set[tuple[str, int, int]] = set()
         self._run_dir: RunDir | None = None
         self.messages_sent = 0
 
@@ -144,6 +146,7 @@ class ProgressRecorder:
     def _apply(self, experiment: Experiment, event: dict) -> None:
         kind = event.get("type")
         network = event.get("network", trainer_events.TICKET)
+        replicate = event.get("replicate", 0)
         if kind == trainer_events.RUN_STARTED:
             self._run_dir = RunDir.open(Path(event["run_dir"]))
             experiment.status = Experiment.Status.RUNNING
@@ -154,30 +157,31 @@ class ProgressRecorder:
             experiment.trainings_total = trainings_total(event)
             experiment.trainings_done = 0
         elif kind == trainer_events.ROUND_STARTED:
-            key = (network, event["round"])
+            key = (network, replicate, event["round"])
             self._curves[key] = {"evals": empty_evals(), "train_loss": empty_train_loss()}
             self._dirty.add(key)
             experiment.current_network = network
+            experiment.current_replicate = replicate
             experiment.current_round = event["round"]
             experiment.current_start_iteration = event.get("start_iteration", 0)
             experiment.current_iteration = event.get("start_iteration", 0)
             experiment.current_remaining_fraction = event.get("remaining_fraction")
         elif kind == trainer_events.METRICS:
-            curve = self._curve(network, event["round"])
+            curve = self._curve((network, replicate, event["round"]))
             curve["train_loss"]["iteration"].append(event["iteration"])
             curve["train_loss"]["loss"].append(json_safe(event.get("train_loss")))
             experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
         elif kind == trainer_events.EVAL:
-            evals = self._curve(network, event["round"])["evals"]
+            evals = self._curve((network, replicate, event["round"]))["evals"]
             for key in evals:
                 evals[key].append(json_safe(event.get(key)))
             experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
         elif kind in (trainer_events.ROUND_FINISHED, trainer_events.ROUND_SKIPPED):
-            record = self._run_dir.record(event["round"], network) if self._run_dir else None
+            record = self._run_dir.replicate(replicate).record(event["round"], network) if self._run_dir else None
             if record is not None:
-                store_record(self.experiment_id, record)  # authoritative: replaces the live curve
-            self._curves.pop((network, event["round"]), None)
-            self._dirty.discard((network, event["round"]))
+                store_record(self.experiment_id, {**record, "replicate": replicate})  # authoritative: replaces the live curve
+            self._curves.pop((network, replicate, event["round"]), None)
+            self._dirty.discard((network, replicate, event["round"]))
             experiment.trainings_done += 1
         elif kind == trainer_events.RUN_FINISHED:
             experiment.status = event.get("status", Experiment.Status.FINISHED)
@@ -191,16 +195,15 @@ class ProgressRecorder:
             experiment.message = event.get("message", "")
             experiment.finished_at = timezone.now()
 
-    def _curve(self, network: str, round_index: int) -> dict:
-        key = (network, round_index)
+    def _curve(self, key: tuple[str, int, int]) -> dict:
         self._dirty.add(key)
         return self._curves.setdefault(key, {"evals": empty_evals(), "train_loss": empty_train_loss()})
 
     def _write_dirty_curves(self) -> None:
-        for network, round_index in self._dirty:
-            curve = self._curves[(network, round_index)]
-            Curve.objects.update_or_create(experiment_id=self.experiment_id, network=network, round_index=round_index,
-                                           defaults={"evals": curve["evals"], "train_loss": curve["train_loss"]})
+        for network, replicate, round_index in self._dirty:
+            curve = self._curves[(network, replicate, round_index)]
+            Curve.objects.update_or_create(experiment_id=self.experiment_id, network=network, replicate=replicate,
+                                           round_index=round_index, defaults={"evals": curve["evals"], "train_loss": curve["train_loss"]})
         self._dirty.clear()
 
 
@@ -217,7 +220,8 @@ def progress_of(experiment: Experiment) -> dict:
     return {
         "status": experiment.status, "message": experiment.message,
         "rounds_total": experiment.rounds_total, "iterations_per_round": experiment.iterations_per_round,
-        "network": experiment.current_network, "round": experiment.current_round,
+        "network": experiment.current_network, "replicate": experiment.current_replicate,
+        "round": experiment.current_round,
         "iteration": experiment.current_iteration, "remaining_fraction": experiment.current_remaining_fraction,
         "trainings_done": experiment.trainings_done, "trainings_total": experiment.trainings_total,
         "overall_fraction": overall,

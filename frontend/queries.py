@@ -5,6 +5,7 @@ from django.db import transaction
 
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from frontend.progress import progress_of
+from trainer import replicate_stats
 from trainer.events import TICKET
 
 # "Within one point of dense": the ticket may lose at most this much test accuracy.
@@ -12,7 +13,7 @@ BEST_TICKET_TOLERANCE = 0.01
 
 
 def round_row(result: RoundResult) -> dict:
-    return {"network": result.network, "round": result.round_index, "status": result.status,
+    return {"network": result.network, "replicate": result.replicate, "round": result.round_index, "status": result.status,
             "message": result.message, "remaining_fraction": result.remaining_fraction,
             "early_stop_iteration": result.early_stop_iteration,
             "early_stop_test_accuracy": result.early_stop_test_accuracy,
@@ -35,7 +36,8 @@ def experiment_list_rows(limit: int = 500) -> list[dict]:
     """Newest first, each with its best ticket; two queries whatever the number of experiments."""
     experiments = list(Experiment.objects.all()[:limit])
     rounds_by_experiment: dict[int, list[dict]] = {}
-    ticket_results = RoundResult.objects.filter(experiment__in=experiments, network=TICKET).order_by("round_index")
+    ticket_results = RoundResult.objects.filter(experiment__in=experiments, network=TICKET, replicate=0
+                                                ).order_by("round_index")
     for result in ticket_results:
         rounds_by_experiment.setdefault(result.experiment_id, []).append(round_row(result))
     rows = []
@@ -66,12 +68,27 @@ def matching_round(rows: list[dict], round_index: int) -> dict | None:
     return next((row for row in rows if row["round"] == round_index), None)
 
 
-def round_table_row(row: dict, control_rows: list[dict | None]) -> dict:
-    """A ticket round for the result page's table, in percent, with each control's early-stop accuracy."""
+def round_table_row(row: dict, control_rows: list[dict | None], bands: dict[str, list[dict]] | None = None) -> dict:
+    """A ticket round for the result page's table, in percent, with each control's early-stop accuracy
+    (the mean across replicates when there are several) and the ticket's band across replicates."""
+    bands = bands or {}
+
+    def band_of(network: str) -> dict | None:
+        found = next((b for b in bands.get(network, []) if b["round"] == row["round"]), None)
+        if found is None:
+            return None
+        early = found["early_stop"]
+        return {"count": early["count"], **{key: 100 * early[key] for key in ("mean", "std", "min", "max")}}
+
+    controls = []
+    for control in control_rows:
+        band = band_of(control["network"]) if control and bands else None
+        controls.append(band["mean"] if band else _percent(control["early_stop_test_accuracy"]) if control else None)
     return {**row, "remaining_percent": _percent(row["remaining_fraction"]),
             "early_stop_test_percent": _percent(row["early_stop_test_accuracy"]),
             "final_test_percent": _percent(row["final_test_accuracy"]),
-            "control_percents": [_percent(c["early_stop_test_accuracy"]) if c else None for c in control_rows],
+            "band": band_of(TICKET),
+            "control_percents": controls,
             "macs_left_percent": _cost_percent(row.get("costs"), "masked"),
             "effective_macs_left_percent": _cost_percent(row.get("costs"), "effective")}
 
@@ -84,7 +101,8 @@ def _cost_percent(costs: dict | None, view: str) -> float | None:
 
 
 def curve_row(curve: Curve) -> dict:
-    return {"network": curve.network, "round": curve.round_index, "evals": curve.evals, "train_loss": curve.train_loss}
+    return {"network": curve.network, "replicate": curve.replicate, "round": curve.round_index, "evals": curve.evals,
+            "train_loss": curve.train_loss}
 
 
 def snapshot(experiment_id: int) -> dict | None:
@@ -99,16 +117,41 @@ def snapshot(experiment_id: int) -> dict | None:
             "curves": curves, "rounds": rounds}
 
 
-def rounds_by_network(experiment: Experiment) -> dict[str, list[dict]]:
-    """network -> round rows in round order, the ticket first."""
+def rounds_by_network(experiment: Experiment, replicate: int = 0) -> dict[str, list[dict]]:
+    """network -> one replicate's round rows in round order, the ticket first."""
     grouped: dict[str, list[dict]] = {TICKET: []}
-    for result in experiment.round_results.order_by("round_index"):
+    for result in experiment.round_results.filter(replicate=replicate).order_by("round_index"):
         grouped.setdefault(result.network, []).append(round_row(result))
     return grouped
 
 
+def replicate_bands(experiment: Experiment) -> dict[str, list[dict]]:
+    """network -> per round across replicates: early-stop and final test accuracy bands
+    (trainer.replicate_stats.band: mean, std, min, max, count) and the mean remaining fraction.
+    Empty when the experiment has a single replicate."""
+    rows = [round_row(result) for result in experiment.round_results.order_by("round_index")]
+    if not any(row["replicate"] > 0 for row in rows):
+        return {}
+    grouped: dict[str, dict[int, list[dict]]] = {}
+    for row in rows:
+        grouped.setdefault(row["network"], {}).setdefault(row["round"], []).append(row)
+    bands: dict[str, list[dict]] = {}
+    for network, by_round in grouped.items():
+        for round_index, replicas in sorted(by_round.items()):
+            finished = [row for row in replicas if row["status"] == "finished"]
+            early = replicate_stats.band(row["early_stop_test_accuracy"] for row in finished)
+            if early is None:
+                continue
+            bands.setdefault(network, []).append({
+                "round": round_index, "early_stop": early,
+                "final": replicate_stats.band(row["final_test_accuracy"] for row in finished),
+                "remaining_fraction": sum(row["remaining_fraction"] for row in finished) / len(finished),
+                "replicates": len(replicas)})
+    return bands
+
+
 def ticket_curves(experiment: Experiment) -> list[dict]:
-    return [curve_row(c) for c in experiment.curves.filter(network=TICKET).order_by("round_index")]
+    return [curve_row(c) for c in experiment.curves.filter(network=TICKET, replicate=0).order_by("round_index")]
 
 
 def layer_table(ticket_rounds: list[dict]) -> dict:

@@ -39,7 +39,7 @@ def round_mask(experiment: Experiment, round_index: int, network: str):
     """The bool masks (name -> tensor) of one finished round, and the dataset's input shape."""
     if not experiment.run_dir:
         raise NotAvailable("this experiment has not started yet")
-    if not experiment.round_results.filter(network=network, round_index=round_index).exists():
+    if not experiment.round_results.filter(network=network, replicate=0, round_index=round_index).exists():
         raise NotAvailable(f"round {round_index} of {network} has not finished")
     try:
         run_dir = RunDir.open(experiment.run_dir)

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from frontend import progress, services
 from frontend.models import AnalysisRun, Experiment
+from trainer import replicate_stats
 from trainer.imp import run_experiment
 from trainer.spec import ExperimentSpec
 
@@ -62,11 +63,8 @@ def _reconcile(experiment_id: int, results: dict, run_path: Path) -> None:
     """results.json is the truth: rewrite every round and the run's location from it, whatever
     live updates were lost on the way (a failed flush, a restarted database)."""
     with transaction.atomic():
-        for record in results["rounds"]:
+        for record in replicate_stats.all_records(results):
             progress.store_record(experiment_id, record)
-        for records in results["controls"].values():
-            for record in records:
-                progress.store_record(experiment_id, record)
         experiment = Experiment.objects.get(pk=experiment_id)
         experiment.run_name = results["run_name"]
         experiment.run_dir = str(run_path)

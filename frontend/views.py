@@ -74,20 +74,21 @@ def new_experiment(request):
 
 def _result_context(experiment: Experiment, bound_form: AnalysisForm | None = None) -> dict:
     rounds = queries.rounds_by_network(experiment)
+    bands = queries.replicate_bands(experiment)
     ticket_rounds = rounds[TICKET]
     remaining_by_round = {row["round"]: row["remaining_fraction"] for row in ticket_rounds}
     figures = [
-        ("chart-sparsity-accuracy", charts.sparsity_vs_accuracy(rounds)),
+        ("chart-sparsity-accuracy", charts.sparsity_vs_accuracy(rounds, bands)),
         ("chart-early-stop", charts.early_stop_iterations(rounds)),
         ("chart-training-curves", charts.training_curves(queries.ticket_curves(experiment), remaining_by_round)),
     ]
     controls = [network for network in rounds if network != TICKET]
-    round_table = [queries.round_table_row(row, [queries.matching_round(rounds[n], row["round"]) for n in controls])
-                   for row in ticket_rounds]
+    round_table = [queries.round_table_row(row, [queries.matching_round(rounds[n], row["round"]) for n in controls],
+                                           bands) for row in ticket_rounds]
     mask_rounds = [row["round"] for row in ticket_rounds]
     return {
         "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
-        "round_table": round_table, "controls": controls, "best_ticket_label": _best_ticket_label(ticket_rounds),
+        "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1), "best_ticket_label": _best_ticket_label(ticket_rounds),
         "layer_table": queries.layer_table(ticket_rounds), "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
         "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),

@@ -70,8 +70,29 @@ def test_figure_json_is_safe_inside_a_script_element():
 def test_live_figures_have_one_line_per_planned_training():
     curves = [{"network": "ticket", "round": 0, "evals": {"iteration": [0, 50], "val_accuracy": [0.1, 0.5]},
                "train_loss": {"iteration": [10], "loss": [2.0]}}]
-    figures = charts.live_figures(curves, [("ticket", 0), ("ticket", 1), ("random_prune", 1)])
+    figures = charts.live_figures(curves, [("ticket", 0, 0), ("ticket", 1, 0), ("ticket", 0, 1), ("random_prune", 0, 1)])
     accuracy = figures["accuracy"]
-    assert [trace.meta for trace in accuracy.data] == ["ticket:0", "ticket:1", "random_prune:1"]
+    assert [trace.meta for trace in accuracy.data] == ["ticket:0:0", "ticket:1:0", "ticket:0:1", "random_prune:0:1"]
     assert list(accuracy.data[0].y) == [10.0, 50.0] and accuracy.data[0].showlegend
     assert not accuracy.data[1].showlegend  # empty lines join the legend with their first point
+    assert accuracy.data[1].name == "round 0, replicate 1"  # every replicate has its own line
+    assert accuracy.data[0].line.color != accuracy.data[1].line.color
+
+
+def test_with_replicates_the_sparsity_chart_draws_mean_and_min_max_band():
+    bands = {"ticket": [
+        {"round": 0, "remaining_fraction": 1.0, "replicates": 3,
+         "early_stop": {"mean": 0.8, "std": 0.01, "min": 0.79, "max": 0.81, "count": 3},
+         "final": {"mean": 0.78, "std": 0.01, "min": 0.77, "max": 0.79, "count": 3}},
+        {"round": 1, "remaining_fraction": 0.5, "replicates": 3,
+         "early_stop": {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.85, "count": 3},
+         "final": None}]}
+    figure = charts.sparsity_vs_accuracy({"ticket": rows("ticket", [0.9, 0.8])}, bands)
+    band, mean, final = figure.data
+    assert band.meta == "band:ticket" and band.fill == "toself"
+    # the band's outline: max left to right, then min right to left
+    assert list(band.x) == [100.0, 50.0, 50.0, 100.0]
+    assert list(band.y) == pytest.approx([81.0, 85.0, 80.0, 79.0])
+    assert mean.meta == "mean:ticket" and list(mean.y) == pytest.approx([80.0, 82.0])
+    assert "mean of 3" in mean.name
+    assert list(final.x) == [100.0], "a round without a finished final point is left out of the end line"

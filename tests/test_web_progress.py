@@ -187,3 +187,27 @@ def test_cancel_during_the_run_ends_it_as_cancelled(settings, tmp_path, monkeypa
         assert run_experiment_task(experiment.pk) == "cancelled"
     experiment.refresh_from_db()
     assert experiment.status == "cancelled" and experiment.finished_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replicates_get_their_own_rows_curves_and_a_band_on_the_result_page(settings, tmp_path, monkeypatch, client):
+    settings.LOTTERYWEB_RUNS_DIR = tmp_path
+    sent = []
+    monkeypatch.setattr(progress, "send_to_group", lambda experiment_id, message: sent.append(message))
+    experiment = new_experiment({**TINY_SPEC, "init_seed": 12, "replicates": 2, "control_rounds": [2]})
+    with single_torch_thread():
+        assert run_experiment_task(experiment.pk) == "finished"
+    experiment.refresh_from_db()
+    assert experiment.trainings_done == experiment.trainings_total == 2 * (3 + 1)
+    rows = set(RoundResult.objects.filter(experiment=experiment).values_list("network", "replicate", "round_index"))
+    assert rows == {(network, replicate, round_index) for replicate in (0, 1)
+                    for network, round_index in (("ticket", 0), ("ticket", 1), ("ticket", 2), ("random_reinit", 2))}
+    assert set(Curve.objects.filter(experiment=experiment).values_list("network", "replicate", "round_index")) == rows
+    live_keys = {(e["network"], e["replicate"], e["round"]) for m in sent for e in m["events"] if e["type"] == "eval"}
+    assert live_keys == rows, "live events name the replicate of every point"
+    accuracies = [r.early_stop_test_accuracy for r in RoundResult.objects.filter(
+        experiment=experiment, network="ticket", round_index=2).order_by("replicate")]
+    html = client.get(f"/e/{experiment.pk}/").content.decode()
+    assert "mean ± std of 2 replicates" in html
+    assert f"{100 * sum(accuracies) / 2:.2f} ±" in html
+    assert '"meta":"band:ticket"' in html and '"meta":"band:random_reinit"' in html

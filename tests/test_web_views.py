@@ -106,7 +106,7 @@ def test_live_page_of_a_queued_experiment(client, queued):
     assert state["type"] == "snapshot" and state["progress"]["status"] == "queued"
     # one (still empty) line per planned training: rounds 0..2 of the ticket, rounds 1..2 of the control
     assert [trace["meta"] for trace in state["figures"]["accuracy"]["data"]] == [
-        "ticket:0", "ticket:1", "ticket:2", "random_reinit:1", "random_reinit:2"]
+        "ticket:0:0", "ticket:0:1", "ticket:0:2", "random_reinit:0:1", "random_reinit:0:2"]
 
 
 def test_result_page_has_every_chart_table_spec_and_download(client, finished_experiment):

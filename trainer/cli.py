@@ -13,7 +13,7 @@ import types
 import typing
 from pathlib import Path
 
-from trainer import datasets, events, models
+from trainer import datasets, events, models, replicate_stats
 from trainer.analyses.cli import add_analysis_commands, command_analyze
 from trainer.rundir import RunDirError
 from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
@@ -148,7 +148,9 @@ class Progress:
         if self.quiet:
             return
         kind, network = event["type"], event.get("network", events.TICKET)
-        label = "" if network == events.TICKET else f" [{network}]"
+        names = ([] if network == events.TICKET else [network]) + ([f"replicate {event['replicate']}"]
+                                                                  if event.get("replicate") else [])
+        label = f" [{', '.join(names)}]" if names else ""
         if kind == events.RUN_STARTED:
             resumed = event["resumed_rounds"]
             self._line(f"run {event['run_name']} in {event['run_dir']}"
@@ -197,23 +199,35 @@ def _pct(value) -> str:
 
 
 def summary_table(results: dict) -> str:
+    """One row per round: the ticket's accuracy (mean and range when there are replicates) and its controls'."""
     kinds = sorted(results.get("controls", {}))
-    controls = {kind: {r["round"]: r for r in results["controls"][kind]} for kind in kinds}
-    header = ["round", "% remaining", "early-stop it", "test acc (early stop)", "test acc (end)"] + \
-             [f"{kind} (early stop)" for kind in kinds] + ["status"]
+    replicates = 1 + len(results.get("replicates", []))
+    bands = {network: replicate_stats.round_bands(results, network) for network in [events.TICKET, *kinds]}
+    own = "replicate 0 " if replicates > 1 else ""
+    header = ["round", "% remaining", "early-stop it", f"{own}test acc (early stop)", f"{own}test acc (end)"]
+    if replicates > 1:
+        header += [f"mean of {replicates} replicates", "min-max"]
+    header += [f"{kind} (early stop)" for kind in kinds] + ["status"]
     rows = []
     for record in results["rounds"]:
-        row = [str(record["round"]), f"{100 * record['remaining_fraction']:.1f}",
+        round_index = record["round"]
+        row = [str(round_index), f"{100 * record['remaining_fraction']:.1f}",
                str(record["early_stop"].get("iteration", "-")),
                _pct(record["early_stop"].get("test_accuracy")), _pct(record["final"].get("test_accuracy"))]
+        ticket = bands[events.TICKET].get(round_index)
+        if replicates > 1:
+            row += [_pct(ticket["mean"]) + f" (n={ticket['count']})" if ticket else "-",
+                    f"{_pct(ticket['min'])}-{_pct(ticket['max'])}" if ticket else "-"]
         for kind in kinds:
-            control = controls[kind].get(record["round"])
-            row.append(_pct(control["early_stop"].get("test_accuracy")) if control else "")
+            control = bands[kind].get(round_index)
+            row.append(_pct(control["mean"]) if control else "")
         row.append(record["status"])
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
     lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    if replicates > 1 and kinds:
+        lines.append("(control columns: mean over the replicates)")
     return "\n".join(lines)
 
 

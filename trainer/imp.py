@@ -6,6 +6,9 @@ trains them from iteration k to the end. Every finished round is on disk, so
 running the same spec again resumes after the last finished round; every
 random choice has its own derived seed, so the resumed run is identical.
 
+Replicates are independent copies of all this with their own seeds (replicate 0 is the run
+itself); the replicates of a round train stacked, as do the controls.
+
 Controls branch off a finished run (open_lth semantics: they train the same
 iterations k..T as the ticket they control):
   random_reinit  the round's mask on a fresh initialisation
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +34,23 @@ from trainer.stacked_train import train_segments_stacked
 from trainer.train import PreparedData, prepare_data, resolve_device, train_segment
 
 RESULTS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One independent copy of the experiment: its own seeds and its own part of the run directory."""
+    index: int
+    init_seed: int
+    data_seed: int
+    run_dir: RunDir
+
+
+def replicate_seeds(spec: ExperimentSpec, index: int) -> tuple[int, int]:
+    """(init seed, data seed) of replicate `index`; replicate 0 is the spec's own seeds."""
+    if index == 0:
+        return spec.init_seed, spec.data_seed
+    return (derive_seed(spec.init_seed, "replicate_init", index) % (2**31),
+            derive_seed(spec.data_seed, "replicate_data", index) % (2**31))
 
 
 class Run:
@@ -50,6 +71,12 @@ class Run:
         self.rewind_iteration = Step.parse(spec.rewind_step).to_iterations(per_epoch)
         self.prunable = spec.pruning.prunable_layers or models.prunable_parameter_names(
             spec.model, self.data.info.input_shape, self.data.info.num_classes)
+        self.replicates = [Replicate(index, *replicate_seeds(spec, index), run_dir.replicate(index))
+                           for index in range(spec.replicates)]
+
+    def _replicate(self, replicate: Replicate | None) -> Replicate:
+        """Analyses branch off replicate 0: it is the default everywhere."""
+        return replicate if replicate is not None else self.replicates[0]
 
     # ---- models -----------------------------------------------------------------------
     def fresh_model(self, init_seed: int) -> torch.nn.Module:
@@ -61,15 +88,22 @@ class Run:
         model.load_state_dict(state)
         return model
 
-    def theta_init(self) -> dict:
-        path = self.run_dir.theta_init_path
+    def theta_init(self, replicate: Replicate | None = None) -> dict:
+        replicate = self._replicate(replicate)
+        path = replicate.run_dir.theta_init_path
         if not path.exists():
-            save_tensor_dict_atomically(self.fresh_model(self.spec.init_seed).state_dict(), path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_tensor_dict_atomically(self.fresh_model(replicate.init_seed).state_dict(), path)
         return self.run_dir.load_state(path)
+
+    def theta_rewind(self, replicate: Replicate | None = None) -> dict:
+        replicate = self._replicate(replicate)
+        return replicate.run_dir.load_state(replicate.run_dir.theta_rewind_path)
 
     # ---- one round --------------------------------------------------------------------
     def train_round(self, round_index: int, network: str, model: torch.nn.Module, mask: masks.Mask,
                     start_iteration: int, snapshot_at: int | None = None, frozen_values: dict | None = None):
+        """One network alone (the analyses' variants: frozen pruned weights need the solo loop)."""
         self.announce_round(round_index, network, mask, start_iteration)
         segment = train_segment(model, mask, self.data, self.spec, start_iteration, self.total_iterations,
                                 round_index=round_index, network=network, callback=self.callback,
@@ -77,14 +111,17 @@ class Run:
                                 frozen_values=frozen_values)
         return segment, self.round_record(round_index, network, mask, start_iteration, segment)
 
-    def announce_round(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int) -> None:
-        self.callback(events.make_event(events.ROUND_STARTED, network, round=round_index,
+    def announce_round(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int,
+                       replicate: int = 0) -> None:
+        self.callback(events.make_event(events.ROUND_STARTED, network, round=round_index, replicate=replicate,
                                         remaining_fraction=masks.remaining_fraction(mask),
                                         start_iteration=start_iteration, end_iteration=self.total_iterations))
 
-    def round_record(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int, segment) -> dict:
+    def round_record(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int, segment,
+                     replicate: int = 0) -> dict:
         return {
-            "round": round_index, "network": network, "status": segment.status, "message": segment.message,
+            "round": round_index, "network": network, "replicate": replicate,
+            "status": segment.status, "message": segment.message,
             "remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask),
             "start_iteration": start_iteration, "end_iteration": self.total_iterations,
             "curve": json_safe(segment.curve), "train_loss": json_safe(segment.train_loss),
@@ -100,16 +137,20 @@ class Run:
         counts = structured.count_flops_and_parameters(self.spec.model, info.input_shape, info.num_classes, mask)
         return {view: counts[view] for view in ("dense", "masked", "effective")}
 
-    def finish_round(self, round_index, network, mask, model, segment, record) -> None:
+    def finish_round(self, round_index, network, mask, model, segment, record, replicate: Replicate | None = None) -> None:
         if segment.status == "cancelled":
             return  # the round in flight is not kept: a rerun redoes it
-        self.run_dir.save_round(round_index, network, mask, model.state_dict(), record)
-        self.callback(events.make_event(events.ROUND_FINISHED, network, round=round_index, summary=_summary(record)))
+        replicate = self._replicate(replicate)
+        replicate.run_dir.save_round(round_index, network, mask, model.state_dict(), record)
+        self.callback(events.make_event(events.ROUND_FINISHED, network, round=round_index, replicate=replicate.index,
+                                        summary=_summary(record)))
 
     # ---- IMP --------------------------------------------------------------------------
-    def round_mask(self, round_index: int) -> masks.Mask:
+    def round_mask(self, round_index: int, replicate: Replicate | None = None) -> masks.Mask:
         """The mask of round r from round r-1's mask and trained weights."""
-        return self.next_mask(self.run_dir.mask(round_index - 1), self.run_dir.final_weights(round_index - 1), round_index)
+        run_dir = self._replicate(replicate).run_dir
+        return self.next_mask(run_dir.mask(round_index - 1), run_dir.final_weights(round_index - 1), round_index,
+                              replicate)
 
     def round_fractions(self) -> tuple[float, dict[str, float]]:
         """The fraction of survivors one round prunes, overall and per overridden layer."""
@@ -119,103 +160,133 @@ class Run:
                     {n: pruning.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()})
         return spec.fraction, dict(spec.layer_fractions)
 
-    def next_mask(self, previous_mask: masks.Mask, trained: dict, round_index: int) -> masks.Mask:
+    def next_mask(self, previous_mask: masks.Mask, trained: dict, round_index: int,
+                  replicate: Replicate | None = None) -> masks.Mask:
         """Prune `previous_mask` by the run's rule (strategy, scope, fractions) on `trained` weights."""
         spec = self.spec.pruning
+        replicate = self._replicate(replicate)
         fraction, layer_fractions = self.round_fractions()
         if spec.strategy == "magnitude" and (spec.criterion != "large_final" or spec.structure != "unstructured"):
             from trainer import imp_variants  # the variants build on this module's Run
             variant = imp_variants.Variant(criterion=spec.criterion, structure=spec.structure, norm=spec.unit_norm)
-            theta_rewind = self.run_dir.load_state(self.run_dir.theta_rewind_path)
-            return imp_variants.variant_mask(self, variant, previous_mask, trained, theta_rewind)
+            return imp_variants.variant_mask(self, variant, previous_mask, trained, self.theta_rewind(replicate))
         if spec.strategy == "magnitude":
             scores = pruning.magnitude_scores({name: trained[name] for name in previous_mask})
         else:
-            scores = pruning.random_scores(previous_mask, generator(self.spec.init_seed, "random_pruning", round_index))
+            scores = pruning.random_scores(previous_mask, generator(replicate.init_seed, "random_pruning", round_index))
         return pruning.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
 
+    def stack_size(self) -> int:
+        return self.spec.stack_size or choose_stack_size(
+            self.spec.model, self.data.info.input_shape, self.data.batch_size, self.device,
+            self.data.info.num_classes, self.spec.training.optimizer)
+
     def run_ticket_rounds(self) -> str:
+        """Every replicate's IMP chain, round by round; the replicates of a round train stacked.
+        A diverged replicate ends its own chain only; the run diverges when all have."""
+        alive = list(self.replicates)
         for round_index in range(0, self.spec.rounds_total() + 1):
-            existing = self.run_dir.record(round_index)
-            if existing is not None and (round_index > 0 or self.run_dir.theta_rewind_path.exists()):
-                self.callback(events.make_event(events.ROUND_SKIPPED, round=round_index))
-                if existing["status"] == "diverged":
-                    return "diverged"
-                continue
-            if round_index == 0:
-                model = self.model_with(self.theta_init())
-                mask = masks.dense_mask(model, self.prunable)
-                segment, record = self.train_round(0, events.TICKET, model, mask, 0, snapshot_at=self.rewind_iteration)
-                if segment.snapshot is not None:
-                    save_tensor_dict_atomically(segment.snapshot, self.run_dir.theta_rewind_path)
-            else:
-                mask = self.round_mask(round_index)
-                model = self.model_with(self.run_dir.load_state(self.run_dir.theta_rewind_path))
-                segment, record = self.train_round(round_index, events.TICKET, model, mask, self.rewind_iteration)
-            self.finish_round(round_index, events.TICKET, mask, model, segment, record)
-            if segment.status != "finished":
-                return segment.status
+            todo = []
+            for replicate in alive:
+                existing = replicate.run_dir.record(round_index)
+                if existing is not None and (round_index > 0 or replicate.run_dir.theta_rewind_path.exists()):
+                    self.callback(events.make_event(events.ROUND_SKIPPED, round=round_index, replicate=replicate.index))
+                    if existing["status"] == "diverged":
+                        alive = [other for other in alive if other is not replicate]
+                else:
+                    todo.append(replicate)
+            for part in chunks(len(todo), self.stack_size()) if todo else []:
+                statuses = self.train_ticket_round(round_index, [todo[index] for index in part])
+                if "cancelled" in statuses.values():
+                    return "cancelled"
+                alive = [replicate for replicate in alive if statuses.get(replicate.index) != "diverged"]
+            if not alive:
+                return "diverged"
         return "finished"
 
+    def train_ticket_round(self, round_index: int, replicates: list[Replicate]) -> dict[int, str]:
+        """Round r of the given replicates, stacked; their statuses by replicate index."""
+        built = []
+        for replicate in replicates:
+            if round_index == 0:
+                model = self.model_with(self.theta_init(replicate))
+                built.append((model, masks.dense_mask(model, self.prunable)))
+            else:
+                mask = self.round_mask(round_index, replicate)
+                built.append((self.model_with(self.theta_rewind(replicate)), mask))
+        start = 0 if round_index == 0 else self.rewind_iteration
+        for replicate, (_, mask) in zip(replicates, built):
+            self.announce_round(round_index, events.TICKET, mask, start, replicate.index)
+        segments = self.train_networks(
+            [model for model, _ in built], [mask for _, mask in built], start,
+            [(events.TICKET, round_index, replicate) for replicate in replicates],
+            snapshot_at=self.rewind_iteration if round_index == 0 else None)
+        for replicate, (model, mask), segment in zip(replicates, built, segments):
+            if round_index == 0 and segment.snapshot is not None:
+                save_tensor_dict_atomically(segment.snapshot, replicate.run_dir.theta_rewind_path)
+            record = self.round_record(round_index, events.TICKET, mask, start, segment, replicate.index)
+            self.finish_round(round_index, events.TICKET, mask, model, segment, record, replicate)
+        return {replicate.index: segment.status for replicate, segment in zip(replicates, segments)}
+
     # ---- controls ---------------------------------------------------------------------
-    def control_network(self, kind: str, round_index: int) -> tuple[torch.nn.Module, masks.Mask]:
+    def control_network(self, kind: str, round_index: int,
+                        replicate: Replicate | None = None) -> tuple[torch.nn.Module, masks.Mask]:
         """The starting network and mask of one control of a finished round."""
-        ticket_mask = self.run_dir.mask(round_index)
+        replicate = self._replicate(replicate)
+        ticket_mask = replicate.run_dir.mask(round_index)
         if kind == "random_reinit":
-            return self.fresh_model(derive_seed(self.spec.init_seed, "random_reinit", round_index) % (2**31)), ticket_mask
+            return self.fresh_model(derive_seed(replicate.init_seed, "random_reinit", round_index) % (2**31)), ticket_mask
         if kind == "random_prune":
-            theta_rewind = self.run_dir.load_state(self.run_dir.theta_rewind_path)
-            return (self.model_with(theta_rewind),
-                    pruning.random_mask_like(ticket_mask, generator(self.spec.init_seed, "random_prune", round_index)))
+            return (self.model_with(self.theta_rewind(replicate)),
+                    pruning.random_mask_like(ticket_mask, generator(replicate.init_seed, "random_prune", round_index)))
         raise ValueError(f"unknown control {kind!r}")
 
     def run_controls(self, kinds: list[str], rounds: list[int]) -> str:
-        """Train the missing controls of the chosen rounds, stacked: they all share the iterations k..T."""
-        finished_rounds = [r["round"] for r in self.run_dir.records() if r["status"] == "finished" and r["round"] > 0]
+        """Train the missing controls of the chosen rounds of every replicate, stacked: they all
+        share the iterations k..T."""
         todo = []
-        for round_index in rounds or finished_rounds:
-            if round_index not in finished_rounds:
-                continue
-            for kind in kinds:
-                if self.run_dir.record(round_index, kind) is not None:
-                    self.callback(events.make_event(events.ROUND_SKIPPED, kind, round=round_index))
-                else:
-                    todo.append((round_index, kind))
-        stack_size = self.spec.stack_size or choose_stack_size(
-            self.spec.model, self.data.info.input_shape, self.data.batch_size, self.device,
-            self.data.info.num_classes, self.spec.training.optimizer)
-        for part in (chunks(len(todo), stack_size) if todo else []):
-            # Events carry the round, so one stack may mix rounds.
+        for replicate in self.replicates:
+            finished_rounds = [r["round"] for r in replicate.run_dir.records()
+                               if r["status"] == "finished" and r["round"] > 0]
+            for round_index in rounds or finished_rounds:
+                if round_index not in finished_rounds:
+                    continue
+                for kind in kinds:
+                    if replicate.run_dir.record(round_index, kind) is not None:
+                        self.callback(events.make_event(events.ROUND_SKIPPED, kind, round=round_index,
+                                                        replicate=replicate.index))
+                    else:
+                        todo.append((kind, round_index, replicate))
+        for part in chunks(len(todo), self.stack_size()) if todo else []:
             networks = [todo[index] for index in part]
-            built = [self.control_network(kind, round_index) for round_index, kind in networks]
-            for (round_index, kind), (_, mask) in zip(networks, built):
-                self.announce_round(round_index, kind, mask, self.rewind_iteration)
-            segments = self.train_stacked([model for model, _ in built], [mask for _, mask in built],
-                                          rounds=[r for r, _ in networks], labels=[k for _, k in networks])
-            for (round_index, kind), (model, mask), segment in zip(networks, built, segments):
-                record = self.round_record(round_index, kind, mask, self.rewind_iteration, segment)
-                self.finish_round(round_index, kind, mask, model, segment, record)
+            built = [self.control_network(kind, round_index, replicate) for kind, round_index, replicate in networks]
+            for (kind, round_index, replicate), (_, mask) in zip(networks, built):
+                self.announce_round(round_index, kind, mask, self.rewind_iteration, replicate.index)
+            segments = self.train_networks([model for model, _ in built], [mask for _, mask in built],
+                                           self.rewind_iteration, networks)
+            for (kind, round_index, replicate), (model, mask), segment in zip(networks, built, segments):
+                record = self.round_record(round_index, kind, mask, self.rewind_iteration, segment, replicate.index)
+                self.finish_round(round_index, kind, mask, model, segment, record, replicate)
             if any(segment.status == "cancelled" for segment in segments):
                 return "cancelled"
         return "finished"
 
-    def train_stacked(self, models_to_train, masks_to_use, rounds: list[int], labels: list[str]):
-        """Train networks that share start and end iterations in one stack (one per round label)."""
-        if len(set(rounds)) == 1:
-            segments, _ = train_segments_stacked(
-                models_to_train, masks_to_use, self.data, self.spec, self.rewind_iteration, self.total_iterations,
-                round_index=rounds[0], networks=labels, callback=self.callback, stop_requested=self.stop_requested)
-            return segments
-        # Mixed rounds: events must name each network's own round.
-        by_label = {f"{label}@{r}": (label, r) for label, r in zip(labels, rounds)}
+    def train_networks(self, models_to_train, masks_to_use, start_iteration: int,
+                       identities: list[tuple[str, int, Replicate]], snapshot_at: int | None = None):
+        """Train networks that share start and end iterations in one stack. `identities` names
+        each one (network, round, replicate); events go out under that identity, whatever the mix."""
+        labels = {f"{network}@{round_index}#{replicate.index}": (network, round_index, replicate.index)
+                  for network, round_index, replicate in identities}
 
         def relabel(event: dict) -> None:
-            label, round_index = by_label.get(event.get("network"), (event.get("network"), event.get("round")))
-            self.callback({**event, "network": label, "round": round_index})
+            network, round_index, replicate = labels[event["network"]]
+            self.callback({**event, "network": network, "round": round_index, "replicate": replicate})
 
         segments, _ = train_segments_stacked(
-            models_to_train, masks_to_use, self.data, self.spec, self.rewind_iteration, self.total_iterations,
-            round_index=rounds[0], networks=list(by_label), callback=relabel, stop_requested=self.stop_requested)
+            models_to_train, masks_to_use, self.data, self.spec, start_iteration, self.total_iterations,
+            round_index=identities[0][1], networks=list(labels), callback=relabel,
+            data_seeds=[replicate.data_seed for _, _, replicate in identities],
+            stop_requested=self.stop_requested, snapshot_at=snapshot_at)
         return segments
 
     # ---- results ----------------------------------------------------------------------
@@ -235,6 +306,12 @@ class Run:
             "rewind_iteration": self.rewind_iteration,
             "rounds": self.run_dir.records(),
             "controls": {kind: self.run_dir.records(kind) for kind in self.run_dir.control_kinds()},
+            # replicate 0 is "rounds" and "controls" above; the others follow in the same shape
+            "replicates": [{"replicate": replicate.index, "init_seed": replicate.init_seed,
+                            "data_seed": replicate.data_seed, "rounds": replicate.run_dir.records(),
+                            "controls": {kind: replicate.run_dir.records(kind)
+                                         for kind in replicate.run_dir.control_kinds()}}
+                           for replicate in self.replicates[1:]],
         }
 
 
@@ -261,7 +338,7 @@ def run_experiment(spec: ExperimentSpec, runs_root: Path, *, callback: events.Ca
         raise
     done_before = [r["round"] for r in run_dir.records()]
     callback(events.make_event(events.RUN_STARTED, run_name=run_dir.path.name, run_dir=str(run_dir.path),
-                               spec=spec.to_dict(), rounds_total=spec.rounds_total(),
+                               spec=spec.to_dict(), rounds_total=spec.rounds_total(), replicates=spec.replicates,
                                iterations_per_round=run.total_iterations, resumed_rounds=done_before))
     try:
         status = run.run_ticket_rounds()

@@ -6,7 +6,10 @@
         theta_rewind.pt          θk (the weights survivors are reset to)
         rounds/round_003/        mask.pt (bit-packed), final_weights.pt, record.json
         controls/random_reinit/round_003/ ...
+        replicates/replicate_01/ the same layout (theta_*.pt, rounds/, controls/) for replicate 1, ...
         results.json             assembled from the records
+
+Replicate 0 is the run itself, so a run with one replicate has the layout it always had.
 
 A round counts as done when its record.json exists; it is written last and
 atomically, so a crash mid-round leaves that round to be redone and nothing else.
@@ -81,6 +84,12 @@ class RunDir:
         except SpecError as error:
             raise RunDirError(f"{spec_path} is not a valid spec: {error}") from None
         return cls(path, spec)
+
+    def replicate(self, index: int) -> "RunDir":
+        """The run directory view of replicate `index` (0 is this directory itself)."""
+        if index == 0:
+            return self
+        return RunDir(self.path / "replicates" / f"replicate_{index:02d}", self.spec)
 
     # ---- paths ------------------------------------------------------------------------
     @property

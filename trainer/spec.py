@@ -113,7 +113,11 @@ class ExperimentSpec:
                                   default_factory=list, choices=CONTROL_KINDS)
     control_rounds: list[int] = _option(help="Rounds that get controls; empty = every pruned round.",
                                         default_factory=list, minimum=1, maximum=100)
-    stack_size: int | None = _option(None, help="Networks trained together in one step (controls of a run); "
+    replicates: int = _option(1, help="Independent copies of the whole experiment (ticket and controls), each with its own "
+                                      "init and data-order seeds; replicate 0 uses init_seed and data_seed. "
+                                      "Charts show their mean and min-max band. Adding replicates to a run keeps its rounds.",
+                              minimum=1, maximum=16)
+    stack_size: int | None = _option(None, help="Networks trained together in one step (replicates, controls); "
                                                 "null = chosen from the model and device (CPU: 8 for MLPs, 1 for convnets).",
                                      minimum=1, maximum=64)
 
@@ -142,11 +146,12 @@ class ExperimentSpec:
     def run_hash(self) -> str:
         """Hash of the non-default fields that change the ticket's results.
 
-        Controls are branches of a finished run, so they do not rename it; a new field
+        Controls and replicates are branches of a run (replicate 0 is the run itself), so
+        they do not rename it; a new field
         with a no-op default leaves old hashes (and run directories) valid.
         """
         changed = _non_default(self, ExperimentSpec())
-        for branch_field in ("controls", "control_rounds", "stack_size"):
+        for branch_field in ("controls", "control_rounds", "replicates", "stack_size"):
             changed.pop(branch_field, None)
         canonical = json.dumps(changed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

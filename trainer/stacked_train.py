@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
@@ -20,7 +21,7 @@ from trainer.seeds import generator
 from trainer.spec import ExperimentSpec
 from trainer.stacked import (StackedOptimizer, chunks, choose_stack_size, load_network_state, per_network_cross_entropy,
                              repeat_inputs, stack_masks, stack_states, stack_inputs, unstack_state, unstack_states)
-from trainer.train import EVAL_BATCH_SIZE, PreparedData, Schedule, SegmentResult, _clean
+from trainer.train import EVAL_BATCH_SIZE, PreparedData, Schedule, SegmentResult, _clean, train_segment
 
 
 @torch.no_grad()
@@ -74,12 +75,18 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
     augmentation, lr_multipliers[k] (default 1) times the schedule's rate, and networks[k] as
     its name in events. Returns the K SegmentResults and the K trained state dicts, which are
     also loaded back into the given models (train_segment trains its model in place too).
+    One network at the schedule's own rate trains in the single-network loop: K=1 is that path.
     """
     size = len(models)
     data_seeds = list(data_seeds) if data_seeds is not None else [spec.data_seed] * size
     lr_multipliers = list(lr_multipliers) if lr_multipliers is not None else [1.0] * size
     if not (len(masks) == len(networks) == len(data_seeds) == len(lr_multipliers) == size):
         raise ValueError("models, masks, networks, data_seeds and lr_multipliers need one entry per network")
+    if size == 1 and lr_multipliers[0] == 1.0:
+        result = train_segment(models[0], masks[0], data, replace(spec, data_seed=data_seeds[0]), start_iteration,
+                               end_iteration, round_index=round_index, network=networks[0], callback=callback,
+                               stop_requested=stop_requested, snapshot_at=snapshot_at)
+        return [result], [{name: value.detach().clone() for name, value in models[0].state_dict().items()}]
     schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
     device = data.train_x.device
     stacked = stack_states(models).to(device)

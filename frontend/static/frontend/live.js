@@ -87,7 +87,7 @@
       points[key].y.push(y);
     }
     events.forEach(function (event) {
-      const key = event.network + ":" + event.round;
+      const key = event.network + ":" + (event.replicate || 0) + ":" + event.round;
       if (event.type === "eval" && event.val_accuracy !== null) add(accuracyPoints, key, event.iteration, 100 * event.val_accuracy);
       if (event.type === "metrics" && event.train_loss !== null) add(lossPoints, key, event.iteration, event.train_loss);
     });
@@ -100,7 +100,8 @@
     if (progress.round === null || progress.round === undefined) return progress.status;
     const parts = [];
     const network = progress.network === "ticket" ? "ticket" : progress.network.replace("_", " ") + " control";
-    parts.push("round " + progress.round + " of " + progress.rounds_total + " (" + network + ")");
+    const replicate = progress.replicate ? ", replicate " + progress.replicate : "";
+    parts.push("round " + progress.round + " of " + progress.rounds_total + " (" + network + replicate + ")");
     parts.push("iteration " + progress.iteration + " / " + progress.iterations_per_round);
     if (progress.remaining_fraction !== null) parts.push((100 * progress.remaining_fraction).toPrecision(3) + "% of weights");
     parts.push("training " + Math.min(progress.trainings_done + 1, progress.trainings_total) + " of " + progress.trainings_total);
