@@ -46,16 +46,21 @@ def main() -> None:
             results = run_experiment(spec, Path(scratch) / label.replace(" ", "_"))
             timings[label] = time.perf_counter() - began
             runs[label] = RunDir.open(Path(scratch) / label.replace(" ", "_") / results["run_name"])
-        same_masks = all(
-            torch.equal(runs["stacked"].replicate(r).mask(k)[name], runs["one at a time"].replicate(r).mask(k)[name])
-            for r in range(args.replicates) for k in range(args.rounds + 1) for name in runs["stacked"].mask(0))
+        # Float reordering can swap two weights of near-equal magnitude at a pruning threshold.
+        differing = total = 0
+        for r in range(args.replicates):
+            for k in range(args.rounds + 1):
+                mine, theirs = runs["stacked"].replicate(r).mask(k), runs["one at a time"].replicate(r).mask(k)
+                differing += sum(int((mine[name] != theirs[name]).sum()) for name in mine)
+                total += sum(mine[name].numel() for name in mine)
     tickets = args.replicates * (args.rounds + 1)
     controls = args.replicates * args.rounds * 2
     print(f"lenet_300_100 on {args.dataset}, {args.steps} per round, torch threads {torch.get_num_threads()}: "
           f"{args.replicates} replicates x {args.rounds + 1} rounds = {tickets} ticket networks + {controls} controls")
     for label, seconds in timings.items():
         print(f"  {label:<14} {seconds:7.1f} s")
-    print(f"  stacked is {timings['one at a time'] / timings['stacked']:.2f}x faster; same masks: {same_masks}")
+    print(f"  stacked is {timings['one at a time'] / timings['stacked']:.2f}x faster; "
+          f"ticket mask entries that differ between the two: {differing} of {total} ({100 * differing / total:.4f}%)")
 
 
 if __name__ == "__main__":

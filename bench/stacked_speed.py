@@ -45,9 +45,14 @@ def random_data(input_shape, train_size: int, batch_size: int, device: torch.dev
     return PreparedData(info, x, y, held_x, held_y, held_x, held_y, batch_size)
 
 
+OPTIMIZER = {"name": "sgd"}  # set from --optimizer
+
+
 def make_spec(model_name: str, data: PreparedData, iterations: int) -> ExperimentSpec:
+    adam = OPTIMIZER["name"] == "adam"
     return ExperimentSpec.from_dict({"model": model_name, "dataset": "synthetic",
-                                     "training": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
+                                     "training": {"optimizer": OPTIMIZER["name"], "lr": 0.0012 if adam else 0.01,
+                                                  "momentum": 0.0 if adam else 0.9,
                                                   "batch_size": data.batch_size, "training_steps": f"{iterations}it",
                                                   "eval_interval": f"{iterations}it", "metrics_interval": iterations}})
 
@@ -99,11 +104,13 @@ def main() -> None:
     parser.add_argument("--models", default="lenet_300_100,conv2")
     parser.add_argument("--sizes", default="1,4,8")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     args = parser.parse_args()
+    OPTIMIZER["name"] = args.optimizer
     device = resolve_device(args.device)
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
-          f"medians of {args.repeats} interleaved repeats; SGD momentum, dense masks")
+          f"medians of {args.repeats} interleaved repeats; {args.optimizer}, dense masks")
     print(f"{'model':<15} {'batch':>5} {'K':>3} {'solo ms/step':>13} {'stacked ms/step':>16} "
           f"{'per-network speed-up':>21}")
     for model_name in args.models.split(","):

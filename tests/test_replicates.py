@@ -15,10 +15,14 @@ def strip_timing(record: dict) -> dict:
 
 
 def assert_same_network(run_a: RunDir, run_b: RunDir, round_index: int, network: str = "ticket",
-                        atol: float = 1e-4) -> None:
-    """Exact masks; weights equal up to the float reordering of a stacked step."""
+                        atol: float = 1e-4, swapped_at_threshold: int = 0) -> None:
+    """Masks equal (up to `swapped_at_threshold` entries), the same count per layer; weights equal
+    up to the float reordering of a stacked step."""
     mask_a, mask_b = run_a.mask(round_index, network), run_b.mask(round_index, network)
-    assert all(torch.equal(mask_a[name], mask_b[name]) for name in mask_a), (network, round_index)
+    for name in mask_a:
+        assert int(mask_a[name].sum()) == int(mask_b[name].sum()), (network, round_index, name)
+        differing = int((mask_a[name] != mask_b[name]).sum())
+        assert differing <= swapped_at_threshold, (network, round_index, name, differing)
     weights_a, weights_b = run_a.final_weights(round_index, network), run_b.final_weights(round_index, network)
     for name in weights_a:
         difference = (weights_a[name] - weights_b[name]).abs().max().item()
@@ -82,13 +86,17 @@ def test_each_replicate_equals_the_single_run_with_its_seeds(three_replicates, t
             tiny_spec(init_seed=init_seed, data_seed=data_seed, controls=["random_prune"], control_rounds=[2]),
             tmp_path / f"alone_{replicate}")
         alone = RunDir.open(tmp_path / f"alone_{replicate}" / alone_results["run_name"])
-        # Masks exact in every round. Weights: float32 reordering (~1e-7 after round 0) can grow
-        # chaotically within a round at lr 0.05 + momentum (seen: 1.5e-2 in round 2), so later
-        # rounds are compared by masks and accuracy; tests/test_stacked.py holds the 1e-9 float64 check.
+        # Float32 reordering leaves weights ~1e-7 apart after round 0; training amplifies it (seen:
+        # 1.5e-2 by round 2 at lr 0.05 + momentum), and two weights within that distance of the
+        # pruning threshold may swap (none did here; a handful is allowed, as another CPU's kernels
+        # may round differently). Later rounds are compared by masks and accuracy;
+        # tests/test_stacked.py holds the 1e-9 float64 check over a few dozen steps.
         assert_same_network(run_dir.replicate(replicate), alone, 0, atol=1e-5)
         for round_index in (1, 2):
-            assert_same_network(run_dir.replicate(replicate), alone, round_index, atol=float("inf"))
-        assert_same_network(run_dir.replicate(replicate), alone, 2, "random_prune", atol=float("inf"))
+            assert_same_network(run_dir.replicate(replicate), alone, round_index, atol=float("inf"),
+                                swapped_at_threshold=10)
+        assert_same_network(run_dir.replicate(replicate), alone, 2, "random_prune", atol=float("inf"),
+                            swapped_at_threshold=0)  # a random mask: drawn, not ranked
         mine = results["rounds"] if replicate == 0 else results["replicates"][replicate - 1]["rounds"]
         for a, b in zip(mine, alone_results["rounds"]):
             assert a["final"]["test_accuracy"] == pytest.approx(b["final"]["test_accuracy"], abs=0.01)

@@ -6,14 +6,16 @@ side (the web app does, the CLI only redraws a bar).
 
 Every event carries "network": which network produced it: "ticket" (the IMP
 run itself), "random_reinit" or "random_prune" (controls, which may train stacked
-in one step: each still reports under its own network and round). Analyses
+in one step: each still reports under its own network and round). The IMP run's
+events also carry "replicate" (0 = the run's own seeds; spec.replicates > 1 adds
+1, 2, ...), so (network, replicate, round) names one training. Analyses
 (trainer/analyses/) add their own labels, e.g. "lr_rewinding", "fine_tuning",
 "copy_a"/"copy_b", "transfer", "variant_<criterion>…", "pruning_at_init_<method>",
 "early_bird_search", plus an "analysis" key; their own event types are in
 trainer/analysis_events.py.
 
 Types and their keys (besides "type", "network", "round" where it applies):
-  run_started     run_name, run_dir, spec, rounds_total, iterations_per_round, resumed_rounds
+  run_started     run_name, run_dir, spec, rounds_total, replicates, iterations_per_round, resumed_rounds
   round_started   round, remaining_fraction, start_iteration, end_iteration
   metrics         round, iteration, train_loss, lr
   eval            round, iteration, val_loss, val_accuracy, test_loss, test_accuracy

@@ -322,14 +322,22 @@ class StackedOptimizer:
         return tensor.view(self.stack_size, -1)
 
     @torch.no_grad()
-    def step(self, lrs: torch.Tensor) -> None:
-        """One step; `lrs` is the (K,) learning rate of each network (on the parameters' device)."""
+    def step(self, lrs) -> None:
+        """One step; `lrs` holds the K learning rates (floats, or a host tensor)."""
+        lrs = tuple(float(lr) for lr in lrs)
         self.steps += 1
-        lr_column = lrs.to(dtype=self.parameters[0].dtype).view(self.stack_size, 1)
         if self.kind == "sgd":
-            self._sgd(lr_column)
+            self._sgd(self._lr_column(lrs))
         else:
-            self._adam(lr_column)
+            self._adam(lrs)
+
+    def _lr_column(self, lrs: tuple[float, ...]) -> torch.Tensor:
+        """The (K, 1) rates on the parameters' device; copied to the device only when they change."""
+        if getattr(self, "_column_key", None) != lrs:
+            first = self.parameters[0]
+            self._column = torch.tensor(lrs, dtype=first.dtype, device=first.device).view(self.stack_size, 1)
+            self._column_key = lrs
+        return self._column
 
     def _sgd(self, lr_column: torch.Tensor) -> None:
         negative_lr = -lr_column
@@ -343,20 +351,29 @@ class StackedOptimizer:
                 grad = buffer
             self._rows(p).addcmul_(self._rows(grad), negative_lr)
 
-    def _adam(self, lr_column: torch.Tensor) -> None:
-        beta1, beta2 = self.betas
-        bias_correction1 = 1 - beta1 ** self.steps
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.steps)
-        negative_step_size = -lr_column / bias_correction1
-        for index, p in enumerate(self.parameters):
-            if p.grad is None:
-                continue
-            grad = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
-            exp_avg, exp_avg_sq = self.exp_avg[index], self.exp_avg_sq[index]
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            self._rows(p).addcmul_(self._rows(exp_avg / denom), negative_step_size)
+    def _adam(self, lrs: tuple[float, ...]) -> None:
+        """torch's fused Adam kernel (one pass over each tensor, as the single-network loop uses),
+        once per distinct rate: on the whole stack when all networks share it, else on row slices.
+        A network at rate 0 (taken out of training) is skipped."""
+        first = self.parameters[0]
+        if getattr(self, "_step_tensor", None) is None:
+            self._step_tensor = torch.zeros((), dtype=torch.float32, device=first.device)
+        self._step_tensor.fill_(float(self.steps))  # the kernel reads the step for its bias corrections
+        # per parameter: (weights, gradient, first moment, second moment)
+        tensors = [(p, p.grad, self.exp_avg[i], self.exp_avg_sq[i])
+                   for i, p in enumerate(self.parameters) if p.grad is not None]
+        groups: dict[float, list[int]] = {}
+        for network, lr in enumerate(lrs):
+            if lr != 0.0:
+                groups.setdefault(lr, []).append(network)
+        for lr, networks in groups.items():
+            if len(networks) == self.stack_size:
+                lists = [list(column) for column in zip(*tensors)]
+            else:
+                lists = [[self._rows(tensor)[k] for tensor in column for k in networks] for column in zip(*tensors)]
+            torch._fused_adam_(*lists, [], [self._step_tensor] * len(lists[0]), lr=lr, beta1=self.betas[0],
+                               beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
+                               maximize=False)
 
     @torch.no_grad()
     def reset_network(self, index: int) -> None:

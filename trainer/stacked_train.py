@@ -175,8 +175,8 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
         optimizer.zero_grad()
         losses.sum().backward()  # the sum of per-network means: each network gets its solo gradient
         enforcer.mask_gradients()
-        if rates_key != (lr, tuple(active)):  # a host-to-device copy only when a rate changes
-            rates, rates_key = (multipliers * lr).to(device), (lr, tuple(active))
+        if rates_key != (lr, tuple(active)):
+            rates, rates_key = (multipliers * lr).tolist(), (lr, tuple(active))
         optimizer.step(rates)
         running_loss += losses.detach()
         running_count += 1
