@@ -96,7 +96,8 @@ def _add_band(figure: go.Figure, network: str, rows: list[dict]) -> None:
     title = network_title(network)
     figure.add_trace(go.Scatter(
         x=x + x[::-1], y=[_percent(b["max"]) for b in early] + [_percent(b["min"]) for b in early][::-1],
-        fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", legendgroup=network,
+        mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+        legendgroup=network,
         name=f"{title} min–max of {count} replicates", meta=f"band:{network}"))
     figure.add_trace(go.Scatter(
         x=x, y=[_percent(b["mean"]) for b in early], mode="lines+markers", legendgroup=network,

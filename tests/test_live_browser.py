@@ -64,6 +64,7 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
     page.fill("#id_pruning__rounds", "2")
     page.fill("#id_training__training_steps", "1000it")
     page.fill("#id_init_seed", "202")
+    page.fill("#id_replicates", "2")
     page.wait_for_function("() => document.querySelectorAll('#remaining-preview tbody tr').length === 3")
     assert page.is_disabled('button[data-preset="conv2_cifar"]')  # CIFAR-10 is not installed
     page.evaluate("() => window.scrollTo(0, 0)")
@@ -77,6 +78,10 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
     first_progress = page.evaluate(PROGRESS)
     first_points = page.evaluate(LIVE_POINTS)
     page.wait_for_function(f"() => ({PROGRESS})() > {first_progress} && ({LIVE_POINTS})() > {first_points}",
+                           timeout=60_000)
+    # replicate 1 trains beside replicate 0 (stacked) and has its own live line
+    page.wait_for_function("() => { const chart = document.getElementById('live-accuracy'); if (!chart) return true;"
+                           " const trace = chart.data.find(t => t.meta === 'ticket:1:0'); return trace && trace.x.length > 0; }",
                            timeout=60_000)
     save_screenshot(page, "02_live", "live")
 
@@ -92,7 +97,10 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
     assert page.evaluate("() => window.sameDocument === true"), "the page reloaded instead of turning into the results"
     page.wait_for_selector("#chart-sparsity-accuracy .main-svg")
     traces = page.evaluate("() => document.getElementById('chart-sparsity-accuracy').data.map(t => t.name)")
-    assert "winning ticket (early stop)" in traces and "random reinit (early stop)" in traces
+    # two replicates: each network is its mean across replicates with a min-max band
+    assert "winning ticket (early stop, mean of 2)" in traces and "random reinit (early stop, mean of 2)" in traces
+    assert "winning ticket min–max of 2 replicates" in traces
+    assert "mean ± std of 2 replicates" in page.inner_text("#round-table")
     page.wait_for_selector("#mask-figures #mask-layer-0 .main-svg")
     assert page.evaluate("() => document.getElementById('mask-layer-0').data[0].type") == "heatmap"
     page.wait_for_selector("#mask-input-pixels .main-svg")
