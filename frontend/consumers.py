@@ -5,28 +5,47 @@ between the two; the browser drops live messages whose seq the snapshot already 
 """
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
 
-from frontend import live
+from frontend import access, live
 from frontend.progress import group_name
 
 CLOSE_NOT_FOUND = 4404  # application close code: no such experiment (the browser stops retrying)
 
 
+def _allowed_experiment_id(scope) -> int | None:
+    """The experiment this socket may follow (by id for a signed-in user, or by share token), else None."""
+    kwargs = scope["url_route"]["kwargs"]
+    try:
+        if "token" in kwargs:
+            return access.shared_experiment(kwargs["token"]).pk
+        return access.experiment_for(scope["user"], kwargs["experiment_id"]).pk
+    except Http404:
+        return None
+
+
 class ExperimentConsumer(AsyncJsonWebsocketConsumer):
+    group = None
+
     async def connect(self):
-        self.experiment_id = self.scope["url_route"]["kwargs"]["experiment_id"]
+        self.experiment_id = await database_sync_to_async(_allowed_experiment_id)(self.scope)
+        await self.accept()
+        if self.experiment_id is None:  # missing and not allowed look the same
+            await self.send_json({"type": "error", "message": "there is no such experiment"})
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
         self.group = group_name(self.experiment_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
         state = await database_sync_to_async(live.live_state)(self.experiment_id)
-        if state is None:
-            await self.send_json({"type": "error", "message": f"there is no experiment {self.experiment_id}"})
+        if state is None:  # deleted meanwhile
+            await self.send_json({"type": "error", "message": "there is no such experiment"})
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.send_json(state)
 
     async def disconnect(self, code):
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:

@@ -177,6 +177,11 @@ class ExperimentForm(forms.Form):
             label="analyses to run when the IMP run finishes",
             help_text="Each runs with its default parameters on the finished run (early-bird needs a batch-norm "
                       "model); more, with other parameters, from the result page.")
+        from frontend.models import Experiment
+        self.fields["visibility"] = forms.ChoiceField(
+            choices=Experiment.Visibility.choices, initial=Experiment.Visibility.PRIVATE, widget=forms.RadioSelect,
+            required=False,
+            label="who can see it", help_text="Changeable later on the experiment's page.")
         self.spec: ExperimentSpec | None = None
 
     def groups(self):
@@ -185,7 +190,11 @@ class ExperimentForm(forms.Form):
         groups = [(title, [self[form_name(name)] for name in names if name in SPEC_FIELDS])
                   for title, names in FIELD_GROUPS]
         advanced = [self[form_name(name)] for name in SPEC_FIELDS if name not in listed]
-        return groups + [("Analyses", [self["analyses"]]), (ADVANCED_GROUP, advanced)]
+        return groups + [("Analyses", [self["analyses"]]), ("Sharing", [self["visibility"]]), (ADVANCED_GROUP, advanced)]
+
+    def clean_visibility(self):
+        from frontend.models import Experiment
+        return self.cleaned_data.get("visibility") or Experiment.Visibility.PRIVATE  # omitted: private
 
     def clean_preset(self):
         key = self.cleaned_data.get("preset", "")

@@ -4,7 +4,16 @@ The run directory (weights, masks, results.json) stays the trainer's; the databa
 and the live view read often. Curves are stored as one JSON record per (network, round), never one
 row per point, so a result page with many rounds and controls is a handful of queries.
 """
+import hashlib
+import secrets
+
+from django.conf import settings
 from django.db import models
+
+
+def new_share_token() -> str:
+    """An unguessable link token (256 bits)."""
+    return secrets.token_urlsafe(32)
 
 
 class Experiment(models.Model):
@@ -18,6 +27,15 @@ class Experiment(models.Model):
 
     DONE_STATUSES = (Status.FINISHED, Status.DIVERGED, Status.CANCELLED, Status.FAILED)
 
+    class Visibility(models.TextChoices):
+        PRIVATE = "private", "private (only me)"
+        TEAM = "team", "team (every account on this server)"
+        LINK = "link", "public by link (anyone with the share link, no account needed)"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="experiments", help_text="null: imported or made before accounts (team-visible)")
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    share_token = models.CharField(max_length=64, unique=True, default=new_share_token, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -140,3 +158,23 @@ class AnalysisRun(models.Model):
     @property
     def is_done(self) -> bool:
         return self.status in self.DONE_STATUSES
+
+
+class ApiToken(models.Model):
+    """A user's key for the JSON API ("Authorization: Token <key>"). Only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user, label: str = "") -> tuple["ApiToken", str]:
+        """A new token for `user` and its key, which is shown once and never stored."""
+        key = secrets.token_urlsafe(32)
+        return cls.objects.create(user=user, key_hash=cls.hash_key(key), label=label), key

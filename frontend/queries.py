@@ -32,9 +32,11 @@ def best_ticket(ticket_rounds: list[dict]) -> dict | None:
     return min(good, key=lambda r: r["remaining_fraction"])
 
 
-def experiment_list_rows(limit: int = 500) -> list[dict]:
-    """Newest first, each with its best ticket; two queries whatever the number of experiments."""
-    experiments = list(Experiment.objects.all()[:limit])
+def experiment_list_rows(user, limit: int = 500) -> list[dict]:
+    """The experiments `user` may see, newest first, each with its best ticket; two queries whatever
+    the number of experiments."""
+    from frontend.access import can_change, visible_to
+    experiments = list(Experiment.objects.filter(visible_to(user)).select_related("owner")[:limit])
     rounds_by_experiment: dict[int, list[dict]] = {}
     ticket_results = RoundResult.objects.filter(experiment__in=experiments, network=TICKET, replicate=0
                                                 ).order_by("round_index")
@@ -45,6 +47,8 @@ def experiment_list_rows(limit: int = 500) -> list[dict]:
         progress = progress_of(experiment)
         ticket = best_ticket(rounds_by_experiment.get(experiment.pk, []))
         rows.append({"experiment": experiment, "progress": progress, "best_ticket": ticket,
+                     "owner": experiment.owner.get_username() if experiment.owner else "",
+                     "mine": can_change(user, experiment),
                      "progress_label": progress_label(progress) if experiment.status == "running" else "",
                      "best_ticket_label": best_ticket_label(ticket) if ticket else ""})
     return rows

@@ -15,12 +15,14 @@ class NotAvailable(Exception):
     """Asked for something that does not exist (yet); the message says what."""
 
 
-def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = ()) -> Experiment:
+def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = (), *, owner=None,
+                      visibility: str = Experiment.Visibility.PRIVATE) -> Experiment:
     """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes."""
     from frontend.tasks import run_experiment_task  # the Celery app is only needed here
 
     experiment = Experiment.objects.create(spec=spec.to_dict(), preset=preset, model_name=spec.model,
-                                           dataset_name=spec.dataset, analyses=list(analyses))
+                                           dataset_name=spec.dataset, analyses=list(analyses), owner=owner,
+                                           visibility=visibility)
     try:
         run_experiment_task.delay(experiment.pk)
     except Exception as error:  # broker down: say so on the experiment's page instead of a 500

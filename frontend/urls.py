@@ -1,19 +1,33 @@
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
 
 from frontend import views
 
+# The read-only views of one experiment, under /e/<id>/ (signed in) and /s/<share token>/ (public link).
+experiment_read_patterns = [
+    path("", views.experiment_detail, name="experiment_detail"),
+    path("result/", views.experiment_result_fragment, name="experiment_result_fragment"),
+    path("state.json", views.experiment_state, name="experiment_state"),
+    path("results.json", views.results_download, name="results_download"),
+    path("masks/<int:round_index>/", views.mask_data, name="mask_data"),
+    path("analyses/", views.analyses_fragment, name="analyses_fragment"),
+    path("analyses.json", views.analyses_state, name="analyses_state"),
+]
+shared_read_patterns = [
+    path(route.pattern._route, route.callback, name=f"shared_{route.name}") for route in experiment_read_patterns
+]
+
 urlpatterns = [
     path("", views.experiment_list, name="experiment_list"),
+    path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("new/", views.new_experiment, name="new_experiment"),
-    path("e/<int:experiment_id>/", views.experiment_detail, name="experiment_detail"),
-    path("e/<int:experiment_id>/result/", views.experiment_result_fragment, name="experiment_result_fragment"),
-    path("e/<int:experiment_id>/state.json", views.experiment_state, name="experiment_state"),
-    path("e/<int:experiment_id>/results.json", views.results_download, name="results_download"),
-    path("e/<int:experiment_id>/masks/<int:round_index>/", views.mask_data, name="mask_data"),
+    path("e/<int:experiment_id>/", include(experiment_read_patterns)),
     path("e/<int:experiment_id>/cancel/", views.cancel_experiment, name="cancel_experiment"),
-    path("e/<int:experiment_id>/analyses/", views.analyses_fragment, name="analyses_fragment"),
-    path("e/<int:experiment_id>/analyses.json", views.analyses_state, name="analyses_state"),
+    path("e/<int:experiment_id>/delete/", views.delete_experiment, name="delete_experiment"),
+    path("e/<int:experiment_id>/visibility/", views.set_visibility, name="set_visibility"),
     path("e/<int:experiment_id>/analyses/<str:name>/", views.run_analysis, name="run_analysis"),
     path("e/<int:experiment_id>/analyses/runs/<int:analysis_run_id>/cancel/", views.cancel_analysis,
          name="cancel_analysis"),
+    path("s/<str:token>/", include(shared_read_patterns)),
 ]

@@ -1,15 +1,19 @@
 """Thin views: parse the request, call frontend.queries / services / charts, render."""
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from django.http import FileResponse, HttpResponse, JsonResponse
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from frontend import catalog, charts, live, queries, services
+from frontend import access, catalog, charts, live, queries, services
 from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
 from frontend.models import AnalysisRun, Experiment
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
@@ -29,13 +33,49 @@ def not_found(request, exception=None):
     return _error_page(request, 404, "Not found", "There is nothing at this address.")
 
 
+def forbidden(request, exception=None):
+    return _error_page(request, 403, "Not yours", str(exception or "Only the experiment's owner can do that."))
+
+
 def server_error(request):
     return _error_page(request, 500, "Server error", "Something went wrong on the server; the log has the details.")
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """How the current request sees an experiment: its URL base, websocket path and rights."""
+    base: str          # "/e/<id>/" or, through a share link, "/s/<token>/"
+    socket_path: str
+    can_change: bool
+    via_share_link: bool
+
+
+def experiment_view(change: bool = False, shareable: bool = False):
+    """Resolve a view's experiment: by id for signed-in users (access rules; change=True needs the
+    owner), or, for read-only `shareable` views, by a share-link token for anyone."""
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(request, experiment_id: int | None = None, token: str | None = None, **kwargs):
+            if token is not None:
+                if not shareable:
+                    raise Http404("not available through a share link")
+                experiment = access.shared_experiment(token)
+                request.viewer = Viewer(f"/s/{token}/", f"/ws/s/{token}/", can_change=False, via_share_link=True)
+            else:
+                if not request.user.is_authenticated:
+                    return redirect_to_login(request.get_full_path())
+                experiment = access.experiment_for(request.user, experiment_id, change=change)
+                request.viewer = Viewer(f"/e/{experiment.pk}/", f"/ws/e/{experiment.pk}/",
+                                        can_change=access.can_change(request.user, experiment), via_share_link=False)
+            return view(request, experiment, **kwargs)
+        return wrapper
+    return decorate
+
+
 @require_GET
+@login_required
 def experiment_list(request):
-    return render(request, "frontend/list.html", {"rows": queries.experiment_list_rows()})
+    return render(request, "frontend/list.html", {"rows": queries.experiment_list_rows(request.user)})
 
 
 def _form_context(form: ExperimentForm) -> dict:
@@ -54,12 +94,14 @@ def _form_context(form: ExperimentForm) -> dict:
 
 
 @require_http_methods(["GET", "POST"])
+@login_required
 def new_experiment(request):
     if request.method == "POST":
         form = ExperimentForm(request.POST)
         if form.is_valid():
             experiment = services.create_experiment(form.spec, form.cleaned_data.get("preset", ""),
-                                                    form.cleaned_data.get("analyses", []))
+                                                    form.cleaned_data.get("analyses", []), owner=request.user,
+                                                    visibility=form.cleaned_data["visibility"])
             return redirect("experiment_detail", experiment_id=experiment.pk)
         return render(request, "frontend/new.html", _form_context(form), status=400)
     key = request.GET.get("preset", DEFAULT_PRESET)
@@ -72,7 +114,7 @@ def new_experiment(request):
     return render(request, "frontend/new.html", _form_context(form))
 
 
-def _result_context(experiment: Experiment, bound_form: AnalysisForm | None = None) -> dict:
+def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
     rounds = queries.rounds_by_network(experiment)
     bands = queries.replicate_bands(experiment)
     ticket_rounds = rounds[TICKET]
@@ -92,14 +134,16 @@ def _result_context(experiment: Experiment, bound_form: AnalysisForm | None = No
         "layer_table": queries.layer_table(ticket_rounds), "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
         "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
-        **_analyses_context(experiment, bound_form),
+        "viewer": viewer, "visibility_choices": Experiment.Visibility.choices,
+        "share_url": f"/s/{experiment.share_token}/" if experiment.visibility == Experiment.Visibility.LINK else "",
+        **_analyses_context(experiment, viewer, bound_form),
     }
 
 
-def _analyses_context(experiment: Experiment, bound_form: AnalysisForm | None = None) -> dict:
+def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
     """The "Analyses" section: per analysis its runs (charts of finished ones) and its parameter form."""
     runs_by_name = queries.analysis_runs_by_name(experiment)
-    can_run = experiment.status == Experiment.Status.FINISHED and bool(experiment.run_dir)
+    can_run = experiment.status == Experiment.Status.FINISHED and bool(experiment.run_dir) and viewer.can_change
     sections = []
     for name, analysis in ANALYSES.items():
         defaults = analysis.validate({})
@@ -114,7 +158,7 @@ def _analyses_context(experiment: Experiment, bound_form: AnalysisForm | None = 
         sections.append({"name": name, "title": analysis.title, "description": analysis.description, "runs": runs,
                          "form": form or (AnalysisForm(analysis, experiment) if can_run else None)})
     active = queries.analyses_active(experiment, [run for runs in runs_by_name.values() for run in runs])
-    return {"analysis_sections": sections, "analyses_active": active, "analyses_can_run": can_run}
+    return {"analysis_sections": sections, "analyses_active": active, "analyses_can_run": can_run, "viewer": viewer}
 
 
 def _best_ticket_label(ticket_rounds: list[dict]) -> str:
@@ -122,41 +166,39 @@ def _best_ticket_label(ticket_rounds: list[dict]) -> str:
     return queries.best_ticket_label(ticket) if ticket else ""
 
 
-def _live_context(experiment: Experiment) -> dict:
+def _live_context(experiment: Experiment, viewer: Viewer) -> dict:
     state = live.live_state(experiment.pk)
-    return {"experiment": experiment, "progress": state["progress"], "live_state": state,
+    return {"experiment": experiment, "progress": state["progress"], "live_state": state, "viewer": viewer,
             "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True)}
 
 
 @require_GET
-def experiment_detail(request, experiment_id: int):
+@experiment_view(shareable=True)
+def experiment_detail(request, experiment: Experiment):
     """The permalink: a live page while running, the result page once done (the live page turns into it)."""
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
     if experiment.is_done:
-        return render(request, "frontend/result.html", _result_context(experiment))
-    return render(request, "frontend/live.html", _live_context(experiment))
+        return render(request, "frontend/result.html", _result_context(experiment, request.viewer))
+    return render(request, "frontend/live.html", _live_context(experiment, request.viewer))
 
 
 @require_GET
-def experiment_result_fragment(request, experiment_id: int):
+@experiment_view(shareable=True)
+def experiment_result_fragment(request, experiment: Experiment):
     """The result page's content alone, fetched by the live page when the run ends."""
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
     if not experiment.is_done:
         return _error_page(request, 409, "Still running", "The results are shown once the run has ended.")
-    return render(request, "frontend/_result_content.html", _result_context(experiment))
+    return render(request, "frontend/_result_content.html", _result_context(experiment, request.viewer))
 
 
 @require_GET
-def experiment_state(request, experiment_id: int):
-    state = live.live_state(experiment_id)
-    if state is None:
-        return JsonResponse({"error": f"there is no experiment {experiment_id}"}, status=404)
-    return JsonResponse(state)
+@experiment_view(shareable=True)
+def experiment_state(request, experiment: Experiment):
+    return JsonResponse(live.live_state(experiment.pk))
 
 
 @require_GET
-def results_download(request, experiment_id: int):
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
+@experiment_view(shareable=True)
+def results_download(request, experiment: Experiment):
     path = Path(experiment.results_path) if experiment.results_path else None
     if path is None or not path.is_file():
         return _error_page(request, 404, "No results yet", "results.json is written when the run ends.")
@@ -165,8 +207,8 @@ def results_download(request, experiment_id: int):
 
 
 @require_GET
-def mask_data(request, experiment_id: int, round_index: int):
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
+@experiment_view(shareable=True)
+def mask_data(request, experiment: Experiment, round_index: int):
     network = request.GET.get("network", TICKET)
     if not network.replace("_", "").isalnum() or len(network) > 30:
         return JsonResponse({"error": f"bad network name {network!r}"}, status=400)
@@ -179,18 +221,40 @@ def mask_data(request, experiment_id: int, round_index: int):
 
 
 @require_POST
-def cancel_experiment(request, experiment_id: int):
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
+@experiment_view(change=True)
+def cancel_experiment(request, experiment: Experiment):
     if not experiment.is_done:
         services.request_cancel(experiment)
     return redirect("experiment_detail", experiment_id=experiment.pk)
 
 
+@require_POST
+@experiment_view(change=True)
+def delete_experiment(request, experiment: Experiment):
+    """Delete the row (rounds, curves, analyses). The run directory stays: other experiments with
+    the same spec share it, and it is the CLI's too."""
+    if not experiment.is_done:
+        return _error_page(request, 409, "Still running", "Cancel the run before deleting the experiment.")
+    experiment.delete()
+    return redirect("experiment_list")
+
 
 @require_POST
-def run_analysis(request, experiment_id: int, name: str):
+@experiment_view(change=True)
+def set_visibility(request, experiment: Experiment):
+    visibility = request.POST.get("visibility", "")
+    if visibility not in Experiment.Visibility.values:
+        return _error_page(request, 400, "Unknown visibility",
+                           f"Choose one of {', '.join(Experiment.Visibility.values)} (got {visibility[:40]!r}).")
+    Experiment.objects.filter(pk=experiment.pk).update(visibility=visibility)
+    return redirect("experiment_detail", experiment_id=experiment.pk)
+
+
+
+@require_POST
+@experiment_view(change=True)
+def run_analysis(request, experiment: Experiment, name: str):
     """Validate one analysis's parameters (errors beside their fields, 400) and queue it."""
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
     analysis = ANALYSES.get(name)
     if analysis is None:
         return _error_page(request, 404, "No such analysis", f"There is no analysis {name!r}.")
@@ -198,30 +262,33 @@ def run_analysis(request, experiment_id: int, name: str):
         return _error_page(request, 409, "Not finished", "Analyses run on a finished experiment's run directory.")
     form = AnalysisForm(analysis, experiment, request.POST)
     if not form.is_valid():
-        return render(request, "frontend/result.html", _result_context(experiment, bound_form=form), status=400)
+        return render(request, "frontend/result.html", _result_context(experiment, request.viewer, bound_form=form),
+                      status=400)
     services.request_analysis(experiment, name, form.params)
     return redirect(f"{reverse('experiment_detail', args=[experiment.pk])}#analysis-{name}")
 
 
 @require_GET
-def analyses_state(request, experiment_id: int):
+@experiment_view(shareable=True)
+def analyses_state(request, experiment: Experiment):
     """What the Analyses section polls every 2 s while an analysis is queued or running."""
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
     runs = list(experiment.analysis_runs.order_by("created_at", "id"))
     return JsonResponse({"runs": [queries.analysis_run_row(run) for run in runs],
                          "active": queries.analyses_active(experiment, runs)})
 
 
 @require_GET
-def analyses_fragment(request, experiment_id: int):
+@experiment_view(shareable=True)
+def analyses_fragment(request, experiment: Experiment):
     """The Analyses section alone, re-fetched when a polled analysis has ended."""
-    experiment = get_object_or_404(Experiment, pk=experiment_id)
-    return render(request, "frontend/_analyses.html", {"experiment": experiment, **_analyses_context(experiment)})
+    return render(request, "frontend/_analyses.html",
+                  {"experiment": experiment, **_analyses_context(experiment, request.viewer)})
 
 
 @require_POST
-def cancel_analysis(request, experiment_id: int, analysis_run_id: int):
-    analysis_run = get_object_or_404(AnalysisRun, pk=analysis_run_id, experiment_id=experiment_id)
+@experiment_view(change=True)
+def cancel_analysis(request, experiment: Experiment, analysis_run_id: int):
+    analysis_run = get_object_or_404(AnalysisRun, pk=analysis_run_id, experiment=experiment)
     if not analysis_run.is_done:
         services.request_analysis_cancel(analysis_run)
-    return redirect(f"{reverse('experiment_detail', args=[experiment_id])}#analysis-{analysis_run.name}")
+    return redirect(f"{reverse('experiment_detail', args=[experiment.pk])}#analysis-{analysis_run.name}")

@@ -6,6 +6,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lotteryweb.settings")
 django_http = get_asgi_application()  # sets Django up before the consumers import models
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
@@ -13,7 +14,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from frontend.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({
-    # A single-user lab tool: Django serves its own static files (plotly.js) rather than needing a proxy.
+    # Django serves its own static files (plotly.js), so no proxy is needed in front of it.
     "http": ASGIStaticFilesHandler(django_http),
-    "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+    # the session cookie tells the consumer who is asking (frontend.access decides what they see)
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

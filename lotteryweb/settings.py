@@ -40,7 +40,11 @@ ALLOWED_HOSTS = _env_list("LOTTERYWEB_ALLOWED_HOSTS", ["localhost", "127.0.0.1",
 
 INSTALLED_APPS = [
     "daphne",  # first, so `manage.py runserver` serves ASGI (websockets included)
+    "django.contrib.admin",  # accounts are managed at /admin/ by a superuser
+    "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
     "frontend",
@@ -48,10 +52,16 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "experiment_list"
+LOGOUT_REDIRECT_URL = "login"
 
 ROOT_URLCONF = "lotteryweb.urls"
 TEMPLATES = [
@@ -59,7 +69,9 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request",
+                                           "django.contrib.auth.context_processors.auth",
+                                           "django.contrib.messages.context_processors.messages"]},
     },
 ]
 WSGI_APPLICATION = None

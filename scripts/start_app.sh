@@ -47,6 +47,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 "$python" manage.py migrate --noinput >"$log_dir/migrate.log" 2>&1 || { cat "$log_dir/migrate.log" >&2; exit 1; }
+# The first administrator: created once, with a generated password kept (mode 600) in .lotteryweb/.
+mkdir -p .lotteryweb
+"$python" manage.py ensure_user admin --superuser --password-file .lotteryweb/admin-password >/dev/null
 
 if [ "$start_redis" = yes ]; then
   if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
@@ -68,6 +71,9 @@ wait_for 60 "the web server on port $port" "$python" -c \
   "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://$host:$port/', timeout=2).status != 200)"
 
 echo "lotteryweb is running at http://$host:$port/  (logs: $log_dir; Ctrl-C stops it)"
+if [ -f .lotteryweb/admin-password ]; then
+  echo "sign in as admin, password: $(cat .lotteryweb/admin-password)  (add accounts at http://$host:$port/admin/)"
+fi
 # Stop everything as soon as any of the processes ends by itself.
 status=0
 wait -n "${started[@]}" || status=$?

@@ -63,15 +63,16 @@ def single_torch_thread():
 
 
 @pytest.fixture
-def finished_experiment(db, finished_run):
-    """An Experiment row for the session's finished run, with its rounds and curves stored."""
+def finished_experiment(db, finished_run, user):
+    """An Experiment row of `user` (the signed-in test client's) for the session's finished run,
+    with its rounds and curves stored."""
     from frontend import progress
     from frontend.models import Experiment
 
     results, run_path = finished_run
     spec = results["spec"]
     experiment = Experiment.objects.create(
-        spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], status=Experiment.Status.FINISHED,
+        spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], status=Experiment.Status.FINISHED, owner=user,
         run_name=results["run_name"], run_dir=str(run_path), results_path=str(run_path / "results.json"),
         rounds_total=spec["pruning"]["rounds"], iterations_per_round=results["total_iterations"])
     for record in results["rounds"] + [r for records in results["controls"].values() for r in records]:
@@ -88,3 +89,34 @@ def form_data(spec_overrides: dict | None = None, **field_values) -> dict:
     data = widget_values(spec)
     data.update(field_values)
     return data
+
+
+# ---- accounts: the web tests run signed in unless they ask otherwise ---------------------------
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-password-1")
+
+
+@pytest.fixture
+def client(client, user):
+    """pytest-django's test client, signed in as `user`."""
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def anonymous_client():
+    from django.test import Client
+    return Client()
+
+
+def session_cookie_header(client) -> tuple[bytes, bytes]:
+    """The (name, value) header that carries `client`'s session to a websocket communicator."""
+    from django.conf import settings
+    return b"cookie", f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()

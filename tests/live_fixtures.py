@@ -104,6 +104,9 @@ def redis_server(tmp_path_factory):
         managed.stop()
 
 
+LIVE_USER, LIVE_PASSWORD = "tester", "tester-password-1"
+
+
 @dataclass
 class LiveApp:
     base_url: str
@@ -112,6 +115,8 @@ class LiveApp:
     runs_dir: Path
     log_dir: Path
     processes: list[ManagedProcess] = field(default_factory=list)
+    username: str = LIVE_USER
+    password: str = LIVE_PASSWORD
 
     @property
     def ws_base(self) -> str:
@@ -146,6 +151,18 @@ class HttpSession:
     def cookie(self, name: str) -> str | None:
         return next((c.value for c in self.cookies if c.name == name), None)
 
+    def login(self, username: str = LIVE_USER, password: str = LIVE_PASSWORD) -> None:
+        status, _, _ = self.request("/login/")
+        assert status == 200
+        status, headers, body = self.request(
+            "/login/", {"username": username, "password": password, "csrfmiddlewaretoken": self.cookie("csrftoken")},
+            headers={"Referer": self.base_url + "/login/"})
+        assert status == 302, body.decode(errors="replace")[:500]
+
+    def session_cookie_header(self) -> dict:
+        """For a websocket opened on behalf of this session."""
+        return {"Cookie": f"sessionid={self.cookie('sessionid')}"}
+
     def json(self, path: str):
         status, _, body = self.request(path)
         assert status == 200, (path, status, body[:300])
@@ -162,6 +179,8 @@ def live_app(redis_server, tmp_path_factory):
                 "PYTHONUNBUFFERED": "1", "LOTTERYWEB_TORCH_THREADS": "1"})
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env, check=True,
                    capture_output=True)
+    subprocess.run([sys.executable, "manage.py", "ensure_user", LIVE_USER, "--password", LIVE_PASSWORD], cwd=REPO,
+                   env=env, check=True, capture_output=True)
     port = free_port()
     worker = start_process("celery", [sys.executable, "-m", "celery", "-A", "lotteryweb", "worker", "--pool=solo",
                                       "--loglevel=INFO", "--without-gossip", "--without-mingle"], root, env)

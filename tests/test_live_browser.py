@@ -49,8 +49,20 @@ def browser():
         launched.close()
 
 
+def signed_in_page(browser, live_app, **options):
+    """A new page (own cookie jar) signed in through the login form."""
+    page = browser.new_page(**options)
+    page.goto(live_app.base_url + "/e/1/")  # any page: signed-out visitors land on the login form
+    page.wait_for_url(re.compile(r".*/login/\?next=.*"))
+    page.fill("#id_username", live_app.username)
+    page.fill("#id_password", live_app.password)
+    page.click("#sign-in")
+    page.wait_for_load_state()
+    return page
+
+
 def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
-    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 860})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
 
@@ -147,11 +159,11 @@ def test_every_analysis_chart_renders_in_chromium(live_app, browser, analysis_re
     by_run: dict = {}
     for name in ANALYSES:
         by_run.setdefault(analysis_results[name][1], []).append(name)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     for run_path, names in by_run.items():
-        experiment_id = add_finished_experiment(live_app.db_path, run_path)
+        experiment_id = add_finished_experiment(live_app.db_path, run_path, live_app.username)
         url = f"{live_app.base_url}/e/{experiment_id}/"
         for name in names:
             page.goto(url)

@@ -24,17 +24,19 @@ def submit(session: HttpSession, **field_values) -> int:
     return int(re.fullmatch(r"/e/(\d+)/", headers["Location"]).group(1))
 
 
-def socket_to(live_app, experiment_id):
-    return connect(f"{live_app.ws_base}/ws/e/{experiment_id}/", origin=live_app.base_url, open_timeout=10)
+def socket_to(live_app, experiment_id, session: HttpSession):
+    return connect(f"{live_app.ws_base}/ws/e/{experiment_id}/", origin=live_app.base_url, open_timeout=10,
+                   additional_headers=session.session_cookie_header())
 
 
 def test_experiment_through_form_worker_websocket_database_and_result_page(live_app):
     session = HttpSession(live_app.base_url)
+    session.login()
     experiment_id = submit(session, init_seed="101", training__training_steps="300it", training__eval_interval="50it")
 
     received = []
     late_joiner = None
-    with socket_to(live_app, experiment_id) as websocket:
+    with socket_to(live_app, experiment_id, session) as websocket:
         first = json.loads(websocket.recv(timeout=10))
         assert first["type"] == "snapshot"
         last_seq = first["seq"]
@@ -50,7 +52,7 @@ def test_experiment_through_form_worker_websocket_database_and_result_page(live_
             if late_joiner is None and any(e["type"] == "eval" for e in message["events"]) \
                     and message["progress"]["status"] == "running":
                 # a second browser joins mid-run: state first, then the next live message, no gap
-                late_joiner = socket_to(live_app, experiment_id)
+                late_joiner = socket_to(live_app, experiment_id, session)
                 snapshot = json.loads(late_joiner.recv(timeout=10))
                 assert snapshot["type"] == "snapshot" and snapshot["seq"] >= message["seq"]
                 assert any(curve["evals"]["iteration"] for curve in snapshot["curves"])
@@ -103,6 +105,6 @@ def test_experiment_through_form_worker_websocket_database_and_result_page(live_
     assert status == 200 and len(body) > 1_000_000 and "javascript" in headers["Content-Type"]
 
     # A browser that arrives after the end gets the finished state right away.
-    with socket_to(live_app, experiment_id) as websocket:
+    with socket_to(live_app, experiment_id, session) as websocket:
         snapshot = json.loads(websocket.recv(timeout=10))
         assert snapshot["progress"]["status"] == "finished" and len(snapshot["rounds"]) == 5

@@ -26,10 +26,10 @@ def queued(monkeypatch):
 
 
 @pytest.fixture
-def finished_bn_experiment(db, finished_bn_run):
+def finished_bn_experiment(db, finished_bn_run, user):
     results, run_path = finished_bn_run
     spec = results["spec"]
-    experiment = Experiment.objects.create(spec=spec, model_name=spec["model"], dataset_name=spec["dataset"],
+    experiment = Experiment.objects.create(spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], owner=user,
                                            status=Experiment.Status.FINISHED, run_name=results["run_name"],
                                            run_dir=str(run_path), results_path=str(run_path / "results.json"))
     for record in results["rounds"]:
@@ -131,7 +131,8 @@ def test_early_bird_on_a_model_without_batch_norm_is_a_400(client, finished_expe
 
 def test_unknown_analysis_is_a_404_and_an_unfinished_experiment_a_409(client, finished_experiment, queued):
     assert client.post(f"/e/{finished_experiment.pk}/analyses/astrology/", {}).status_code == 404
-    running = Experiment.objects.create(spec={}, model_name="lenet_300_100", dataset_name="synthetic", status="running")
+    running = Experiment.objects.create(spec={}, model_name="lenet_300_100", dataset_name="synthetic", status="running",
+                                        owner=finished_experiment.owner)
     assert client.post(f"/e/{running.pk}/analyses/retraining/", post_data("retraining", {})).status_code == 409
     assert client.get(f"/e/{finished_experiment.pk}/analyses/retraining/").status_code == 405
     assert not queued

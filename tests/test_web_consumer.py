@@ -10,7 +10,7 @@ from frontend import progress
 from frontend.consumers import CLOSE_NOT_FOUND
 from frontend.models import Experiment
 from lotteryweb.asgi import application
-from tests.conftest import TINY_SPEC
+from tests.conftest import TINY_SPEC, session_cookie_header
 from trainer import events
 from trainer.spec import ExperimentSpec
 
@@ -34,11 +34,11 @@ def running_experiment_with_points() -> Experiment:
     return experiment
 
 
-def test_late_join_gets_the_snapshot_first_then_live_events():
+def test_late_join_gets_the_snapshot_first_then_live_events(client):
     experiment = running_experiment_with_points()
 
     async def scenario():
-        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/", headers=ORIGIN)
+        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/", headers=ORIGIN + [session_cookie_header(client)])
         connected, _ = await communicator.connect()
         assert connected
         snapshot = await communicator.receive_json_from(timeout=5)
@@ -56,11 +56,11 @@ def test_late_join_gets_the_snapshot_first_then_live_events():
     run(scenario)
 
 
-def test_snapshot_request_resends_the_state_and_bad_json_is_answered_not_fatal():
+def test_snapshot_request_resends_the_state_and_bad_json_is_answered_not_fatal(client):
     experiment = running_experiment_with_points()
 
     async def scenario():
-        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/", headers=ORIGIN)
+        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/", headers=ORIGIN + [session_cookie_header(client)])
         await communicator.connect()
         await communicator.receive_json_from(timeout=5)
         await communicator.send_to(text_data="this is not json")
@@ -73,9 +73,9 @@ def test_snapshot_request_resends_the_state_and_bad_json_is_answered_not_fatal()
     run(scenario)
 
 
-def test_unknown_experiment_closes_with_not_found():
+def test_unknown_experiment_closes_with_not_found(client):
     async def scenario():
-        communicator = WebsocketCommunicator(application, "/ws/e/424242/", headers=ORIGIN)
+        communicator = WebsocketCommunicator(application, "/ws/e/424242/", headers=ORIGIN + [session_cookie_header(client)])
         connected, _ = await communicator.connect()
         assert connected
         assert (await communicator.receive_json_from(timeout=5))["type"] == "error"
@@ -104,3 +104,43 @@ def test_snapshot_is_json_serializable_with_non_finite_values():
     recorder.flush()
     from frontend.live import live_state
     json.dumps(live_state(experiment.pk), allow_nan=False)
+
+
+def socket_outcome(path: str, headers: list) -> tuple[bool, dict | None, int | None]:
+    """(accepted, first message, close code) of one websocket connection attempt."""
+    async def scenario():
+        communicator = WebsocketCommunicator(application, path, headers=ORIGIN + headers)
+        connected, _ = await communicator.connect()
+        if not connected:
+            return False, None, None
+        first = await communicator.receive_json_from(timeout=5)
+        closed = None
+        if first.get("type") == "error":
+            closed = (await communicator.receive_output(timeout=5)).get("code")
+        await communicator.disconnect()
+        return True, first, closed
+
+    return async_to_sync(scenario)()
+
+
+def test_the_websocket_follows_the_sharing_rules(client, other_user):
+    """A private experiment streams to its owner only; a share link streams to anyone while it is public."""
+    experiment = running_experiment_with_points()
+    experiment.owner = other_user
+    experiment.save()
+    mine = [session_cookie_header(client)]  # signed in as alice, the experiment is bob's
+    _, first, code = socket_outcome(f"/ws/e/{experiment.pk}/", mine)
+    assert first["type"] == "error" and code == CLOSE_NOT_FOUND, "bob's private experiment is invisible to alice"
+    _, first, code = socket_outcome(f"/ws/e/{experiment.pk}/", [])
+    assert code == CLOSE_NOT_FOUND, "and to nobody signed in"
+    _, first, code = socket_outcome(f"/ws/s/{experiment.share_token}/", [])
+    assert code == CLOSE_NOT_FOUND, "a private experiment's token opens nothing"
+
+    Experiment.objects.filter(pk=experiment.pk).update(visibility="team")
+    _, first, _ = socket_outcome(f"/ws/e/{experiment.pk}/", mine)
+    assert first["type"] == "snapshot", "team-visible: every account follows it"
+    Experiment.objects.filter(pk=experiment.pk).update(visibility="link")
+    _, first, _ = socket_outcome(f"/ws/s/{experiment.share_token}/", [])
+    assert first["type"] == "snapshot" and first["curves"], "public by link: no account needed"
+    _, first, code = socket_outcome("/ws/s/not-the-token/", [])
+    assert code == CLOSE_NOT_FOUND

@@ -61,16 +61,18 @@ def analysis_results(finished_run, finished_bn_run):
     return found
 
 
-def add_finished_experiment(db_path: Path, run_path: Path) -> int:
-    """Store a finished run as an Experiment (with its rounds) in another process's SQLite database."""
+def add_finished_experiment(db_path: Path, run_path: Path, owner: str) -> int:
+    """Store a finished run as `owner`'s Experiment (with its rounds) in another process's SQLite database."""
     code = f"""
 import json, django
 django.setup()
+from django.contrib.auth import get_user_model
 from frontend import progress
 from frontend.models import Experiment
 results = json.loads(open({str(run_path / 'results.json')!r}).read())
 spec = results["spec"]
 experiment = Experiment.objects.create(spec=spec, model_name=spec["model"], dataset_name=spec["dataset"],
+    owner=get_user_model().objects.get(username={owner!r}),
     status="finished", run_name=results["run_name"], run_dir={str(run_path)!r},
     results_path={str(run_path / 'results.json')!r}, rounds_total=spec["pruning"]["rounds"],
     iterations_per_round=results["total_iterations"])

@@ -1,0 +1,55 @@
+"""Who may see and change which experiment: the one place the sharing rules live.
+
+- private: its owner only;
+- team: every signed-in account of this server (the lab);
+- public by link: the team, plus anyone holding the experiment's share link (read-only, no account).
+Only the owner changes an experiment (cancel, delete, analyses, visibility); an experiment without
+an owner (imported with `manage.py import_run`, or made before accounts) is team-visible and
+changed by superusers. Anything a user may not see answers 404, as if it did not exist.
+"""
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import Http404
+
+from frontend.models import Experiment
+
+SHARED_VISIBILITIES = (Experiment.Visibility.TEAM, Experiment.Visibility.LINK)
+
+
+def visible_to(user) -> Q:
+    """The experiments `user` may see, as a filter."""
+    if not user.is_authenticated:
+        return Q(pk__in=[])
+    return Q(owner=user) | Q(owner__isnull=True) | Q(visibility__in=SHARED_VISIBILITIES)
+
+
+def can_view(user, experiment: Experiment) -> bool:
+    if not user.is_authenticated:
+        return False
+    return (experiment.owner_id in (None, user.pk)) or experiment.visibility in SHARED_VISIBILITIES
+
+
+def can_change(user, experiment: Experiment) -> bool:
+    if not user.is_authenticated:
+        return False
+    return experiment.owner_id == user.pk or (experiment.owner_id is None and user.is_superuser)
+
+
+def experiment_for(user, experiment_id: int, change: bool = False) -> Experiment:
+    """The experiment if `user` may see it (404 otherwise); with change=True they must also own it (403)."""
+    experiment = Experiment.objects.filter(pk=experiment_id).select_related("owner").first()
+    if experiment is None or not can_view(user, experiment):
+        raise Http404(f"there is no experiment {experiment_id}")
+    if change and not can_change(user, experiment):
+        raise PermissionDenied("only the experiment's owner can change it")
+    return experiment
+
+
+def shared_experiment(token: str) -> Experiment:
+    """The experiment behind a share link; 404 unless it is public by link."""
+    experiment = Experiment.objects.filter(share_token=token, visibility=Experiment.Visibility.LINK).first()
+    if experiment is None or not token:
+        raise Http404("this share link does not exist or was withdrawn")
+    return experiment
