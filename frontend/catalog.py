@@ -25,6 +25,16 @@ def dataset_choices() -> list[dict]:
     return found
 
 
+def check_runnable_here(spec) -> None:
+    """What the trainer would only find once the data is loaded, as a SpecError naming the field:
+    the dataset must be installed on this server and fit the spec (validation split, batch size)."""
+    from trainer.spec import SpecError
+    entry = datasets.DATASETS[spec.dataset]
+    if not entry.is_installed(data_dir()):
+        raise SpecError("dataset", f"{entry.info.title} is not installed; put its files in {entry.location_hint(data_dir())}")
+    spec.check_dataset_fit()
+
+
 def installed_dataset_names() -> list[str]:
     return [choice["name"] for choice in dataset_choices() if choice["installed"]]
 

@@ -213,7 +213,7 @@ class ExperimentForm(forms.Form):
             target[parts[-1]] = cleaned.get(form_name(dotted))
         try:
             spec = ExperimentSpec.from_dict(nested)
-            self._check_against_dataset(spec)
+            catalog.check_runnable_here(spec)
             if "early_bird" in cleaned.get("analyses", []) and not model_has_batch_norm(spec.model, spec.dataset):
                 raise SpecError("analyses", f"early-bird tickets need a model with batch norm (vgg16, resnet20), "
                                             f"not {spec.model}")
@@ -222,14 +222,6 @@ class ExperimentForm(forms.Form):
             return cleaned
         self.spec = spec
         return cleaned
-
-    def _check_against_dataset(self, spec: ExperimentSpec) -> None:
-        """What the trainer only finds once the data is loaded: fail here, next to the field, instead."""
-        from trainer import datasets
-        entry = datasets.DATASETS[spec.dataset]
-        if not entry.is_installed(catalog.data_dir()):
-            raise SpecError("dataset", f"{entry.info.title} is not installed; put its files in {entry.location_hint(catalog.data_dir())}")
-        spec.check_dataset_fit()
 
     def _add_spec_error(self, error: SpecError) -> None:
         """SpecError.field is a dotted path, maybe with an index or a dict key: find the form field it is in."""

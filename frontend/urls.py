@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from frontend import views
+from frontend import api, views
 
 # The read-only views of one experiment, under /e/<id>/ (signed in) and /s/<share token>/ (public link).
 experiment_read_patterns = [
@@ -10,11 +10,15 @@ experiment_read_patterns = [
     path("state.json", views.experiment_state, name="experiment_state"),
     path("results.json", views.results_download, name="results_download"),
     path("masks/<int:round_index>/", views.mask_data, name="mask_data"),
+    path("export/metrics.csv", views.export_csv, {"what": "metrics"}, name="export_metrics"),
+    path("export/curves.csv", views.export_csv, {"what": "curves"}, name="export_curves"),
+    path("export/ticket/<int:round_index>.pt", views.export_ticket, name="export_ticket"),
     path("analyses/", views.analyses_fragment, name="analyses_fragment"),
     path("analyses.json", views.analyses_state, name="analyses_state"),
 ]
 shared_read_patterns = [
-    path(route.pattern._route, route.callback, name=f"shared_{route.name}") for route in experiment_read_patterns
+    path(route.pattern._route, route.callback, route.default_args, name=f"shared_{route.name}")
+    for route in experiment_read_patterns
 ]
 
 urlpatterns = [
@@ -30,4 +34,9 @@ urlpatterns = [
     path("e/<int:experiment_id>/analyses/runs/<int:analysis_run_id>/cancel/", views.cancel_analysis,
          name="cancel_analysis"),
     path("s/<str:token>/", include(shared_read_patterns)),
+    path("account/token/", views.api_tokens, name="api_tokens"),
+    path("api/experiments/", api.experiments, name="api_experiments"),
+    path("api/experiments/<int:experiment_id>/", api.experiment_detail, name="api_experiment"),
+    path("api/experiments/<int:experiment_id>/cancel/", api.experiment_cancel, name="api_experiment_cancel"),
+    path("api/experiments/<int:experiment_id>/results/", api.experiment_results, name="api_experiment_results"),
 ]

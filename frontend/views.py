@@ -208,6 +208,39 @@ def results_download(request, experiment: Experiment):
 
 @require_GET
 @experiment_view(shareable=True)
+def export_csv(request, experiment: Experiment, what: str):
+    from frontend import exports
+    text = exports.metrics_csv(experiment) if what == "metrics" else exports.curves_csv(experiment)
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="experiment_{experiment.pk}_{what}.csv"'
+    return response
+
+
+@require_GET
+@experiment_view(shareable=True)
+def export_ticket(request, experiment: Experiment, round_index: int):
+    """A round's mask and θk as a file `python -m trainer retrain` trains again."""
+    import io
+
+    from trainer.rundir import RunDir, RunDirError
+    from trainer.tickets import TicketError, save_ticket, ticket_payload
+    replicate = request.GET.get("replicate", "0")
+    if not replicate.isdigit() or int(replicate) > 64:
+        return _error_page(request, 400, "Bad replicate", f"replicate must be a small whole number (got {replicate[:20]!r}).")
+    try:
+        payload = ticket_payload(RunDir.open(experiment.run_dir), round_index, int(replicate))
+    except (TicketError, RunDirError, OSError) as error:
+        return _error_page(request, 404, "No such ticket", str(error))
+    buffer = io.BytesIO()
+    save_ticket(payload, buffer)
+    response = HttpResponse(buffer.getvalue(), content_type="application/octet-stream")
+    response["Content-Disposition"] = (f'attachment; filename="experiment_{experiment.pk}_round_{round_index}'
+                                       f'_replicate_{replicate}_ticket.pt"')
+    return response
+
+
+@require_GET
+@experiment_view(shareable=True)
 def mask_data(request, experiment: Experiment, round_index: int):
     network = request.GET.get("network", TICKET)
     if not network.replace("_", "").isalnum() or len(network) > 30:
@@ -292,3 +325,20 @@ def cancel_analysis(request, experiment: Experiment, analysis_run_id: int):
     if not analysis_run.is_done:
         services.request_analysis_cancel(analysis_run)
     return redirect(f"{reverse('experiment_detail', args=[experiment.pk])}#analysis-{analysis_run.name}")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def api_tokens(request):
+    """The user's API keys: make one (shown once), revoke one."""
+    from frontend.models import ApiToken
+    new_key = ""
+    if request.method == "POST":
+        if "revoke" in request.POST:
+            revoke = request.POST["revoke"]
+            if revoke.isdigit():
+                ApiToken.objects.filter(user=request.user, pk=int(revoke)).delete()
+        else:
+            _, new_key = ApiToken.issue(request.user, request.POST.get("label", "")[:100])
+    tokens = ApiToken.objects.filter(user=request.user).order_by("-created_at")
+    return render(request, "frontend/api_tokens.html", {"tokens": tokens, "new_key": new_key})

@@ -18,8 +18,9 @@ from trainer.analyses.cli import add_analysis_commands, command_analyze
 from trainer.rundir import RunDirError
 from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
 from trainer.steps import StepFormatError
+from trainer.tickets import TicketError
 
-USER_ERRORS = (SpecError, datasets.DatasetError, RunDirError, StepFormatError)
+USER_ERRORS = (SpecError, datasets.DatasetError, RunDirError, StepFormatError, TicketError)
 
 
 class UsageError(Exception):
@@ -65,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_dir", type=Path)
 
     commands.add_parser("list", help="List models and datasets (and which datasets are installed).")
+
+    ticket = commands.add_parser("export-ticket", help="Write one round's ticket (mask + rewind weights) to a file.")
+    ticket.add_argument("run_dir", type=Path)
+    ticket.add_argument("round", type=int)
+    ticket.add_argument("output", type=Path)
+    ticket.add_argument("--replicate", type=int, default=0)
+
+    retrain = commands.add_parser("retrain", help="Train a ticket file again (its mask on θk, iterations k..T).")
+    retrain.add_argument("ticket", type=Path)
+    retrain.add_argument("--data-dir", type=Path, default=None)
+    retrain.add_argument("--quiet", action="store_true")
     add_analysis_commands(commands)
     return parser
 
@@ -277,8 +289,29 @@ def command_list(args) -> int:
     return 0
 
 
+def command_export_ticket(args) -> int:
+    from trainer.rundir import RunDir
+    from trainer.tickets import save_ticket, ticket_payload
+    payload = ticket_payload(RunDir.open(args.run_dir), args.round, args.replicate)
+    save_ticket(payload, args.output)
+    print(f"wrote {args.output}: round {args.round} of replicate {args.replicate}, "
+          f"{100 * payload['remaining_fraction']:.3g}% of weights, rewinds to iteration {payload['rewind_iteration']}")
+    return 0
+
+
+def command_retrain(args) -> int:
+    from trainer.tickets import load_ticket, train_ticket
+    payload = load_ticket(args.ticket)
+    record = train_ticket(payload, data_dir=args.data_dir, callback=Progress(quiet=args.quiet))
+    before = payload.get("test_accuracy")
+    print(f"ticket of round {payload['round']} ({100 * record['remaining_fraction']:.3g}% of weights): "
+          f"test accuracy {_pct(record['early_stop'].get('test_accuracy'))} at early stop "
+          f"(iteration {record['early_stop'].get('iteration')}); in its run: {_pct(before)}")
+    return 0 if record["status"] == "finished" else 1
+
+
 COMMANDS = {"run": command_run, "controls": command_controls, "show": command_show, "list": command_list,
-            "analyze": command_analyze}
+            "analyze": command_analyze, "export-ticket": command_export_ticket, "retrain": command_retrain}
 
 
 def main(argv: list[str] | None = None) -> int:

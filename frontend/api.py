@@ -1,0 +1,153 @@
+"""The JSON API: list, create, get, cancel experiments and read their results, with token auth.
+
+Every request carries "Authorization: Token <key>" (keys come from /account/token/ or
+`manage.py api_token USER`). The sharing rules are the web pages' (frontend.access): what a user
+may not see is a 404, what they may see but not change a 403. Errors are JSON: {"error": ...,
+"field": ...} with a 4xx status, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from frontend import access, catalog, queries, services
+from frontend.models import ApiToken, Experiment
+from frontend.progress import progress_of
+from trainer.spec import ExperimentSpec, SpecError
+
+MAX_BODY_BYTES = 64 * 1024  # a spec is a few hundred bytes
+
+
+def error(status: int, message: str, field: str | None = None) -> JsonResponse:
+    body = {"error": message}
+    if field:
+        body["field"] = field
+    return JsonResponse(body, status=status)
+
+
+def _token_user(request):
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "token" or not key.strip():
+        return None
+    token = ApiToken.objects.filter(key_hash=ApiToken.hash_key(key.strip())).select_related("user").first()
+    if token is None or not token.user.is_active:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user
+
+
+def api_view(methods: tuple[str, ...]):
+    """Token auth, allowed methods, and every refusal as a JSON 4xx."""
+    def decorate(view):
+        @csrf_exempt  # token-authenticated: no cookies involved, so no cross-site request forgery
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method not in methods:
+                response = error(405, f"{request.method} is not allowed here; use {' or '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            user = _token_user(request)
+            if user is None:
+                return error(401, "send 'Authorization: Token <key>' with a valid API key (see /account/token/)")
+            request.user = user
+            try:
+                return view(request, *args, **kwargs)
+            except Http404 as missing:
+                return error(404, str(missing) or "not found")
+            except PermissionDenied as denied:
+                return error(403, str(denied) or "not allowed")
+        return wrapper
+    return decorate
+
+
+def experiment_json(experiment: Experiment, detail: bool = False) -> dict:
+    data = {"id": experiment.pk, "status": experiment.status, "message": experiment.message,
+            "model": experiment.model_name, "dataset": experiment.dataset_name,
+            "owner": experiment.owner.get_username() if experiment.owner else None,
+            "visibility": experiment.visibility, "created_at": experiment.created_at.isoformat(),
+            "finished_at": experiment.finished_at.isoformat() if experiment.finished_at else None,
+            "url": f"/e/{experiment.pk}/", "progress": progress_of(experiment)}
+    if experiment.visibility == Experiment.Visibility.LINK:
+        data["share_url"] = f"/s/{experiment.share_token}/"
+    if detail:
+        data["spec"] = experiment.spec
+        data["rounds"] = [queries.round_row(row) for row in experiment.round_results.order_by(
+            "network", "replicate", "round_index")]
+        data["analyses"] = [{"id": run.pk, "name": run.name, "status": run.status, "params": run.params}
+                            for run in experiment.analysis_runs.all()]
+    return data
+
+
+def _parse_body(request) -> dict | JsonResponse:
+    if len(request.body) > MAX_BODY_BYTES:
+        return error(413, f"the request body is {len(request.body)} bytes; at most {MAX_BODY_BYTES} are accepted")
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError) as problem:
+        return error(400, f"the body is not valid JSON: {problem}")
+    if not isinstance(body, dict):
+        return error(400, 'the body must be a JSON object: {"spec": {...}, "visibility": "private"}')
+    return body
+
+
+@api_view(("GET", "POST"))
+def experiments(request):
+    if request.method == "GET":
+        rows = Experiment.objects.filter(access.visible_to(request.user)).select_related("owner")[:500]
+        return JsonResponse({"experiments": [experiment_json(row) for row in rows]})
+    body = _parse_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    unknown = set(body) - {"spec", "visibility", "analyses"}
+    if unknown:
+        return error(400, f"unknown keys {sorted(unknown)}; send spec, visibility, analyses", field=sorted(unknown)[0])
+    visibility = body.get("visibility", Experiment.Visibility.PRIVATE)
+    if visibility not in Experiment.Visibility.values:
+        return error(400, f"visibility must be one of {', '.join(Experiment.Visibility.values)}", field="visibility")
+    analyses = body.get("analyses", [])
+    from trainer.analyses import ANALYSES
+    if not isinstance(analyses, list) or any(name not in ANALYSES for name in analyses):
+        return error(400, f"analyses must be a list of {', '.join(ANALYSES)}", field="analyses")
+    try:
+        spec = ExperimentSpec.from_dict(body.get("spec", {}))
+        catalog.check_runnable_here(spec)
+    except SpecError as problem:
+        return error(400, problem.message, field=f"spec.{problem.field}")
+    experiment = services.create_experiment(spec, analyses=analyses, owner=request.user, visibility=visibility)
+    return JsonResponse(experiment_json(experiment, detail=True), status=201)
+
+
+@api_view(("GET",))
+def experiment_detail(request, experiment_id: int):
+    return JsonResponse(experiment_json(access.experiment_for(request.user, experiment_id), detail=True))
+
+
+@api_view(("POST",))
+def experiment_cancel(request, experiment_id: int):
+    experiment = access.experiment_for(request.user, experiment_id, change=True)
+    if experiment.is_done:
+        return error(409, f"experiment {experiment.pk} has already ended ({experiment.status})")
+    services.request_cancel(experiment)
+    experiment.refresh_from_db()
+    return JsonResponse(experiment_json(experiment))
+
+
+@api_view(("GET",))
+def experiment_results(request, experiment_id: int):
+    """The trainer's results.json of a run that has ended."""
+    experiment = access.experiment_for(request.user, experiment_id)
+    path = experiment.results_path
+    if not path:
+        return error(404, f"experiment {experiment.pk} has no results yet ({experiment.status})")
+    try:
+        with open(path, "rb") as handle:
+            return JsonResponse(json.load(handle), safe=False)
+    except (OSError, ValueError):
+        return error(404, f"the results file of experiment {experiment.pk} is missing or unreadable")
+

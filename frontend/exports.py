@@ -1,0 +1,50 @@
+"""Downloads of one experiment: its metrics and curves as CSV, and a round's ticket as a file
+that `python -m trainer retrain` trains again (trainer/tickets.py)."""
+from __future__ import annotations
+
+import csv
+import io
+
+from frontend.models import Curve, Experiment, RoundResult
+
+METRIC_COLUMNS = ["network", "replicate", "round", "status", "remaining_fraction", "early_stop_iteration",
+                  "early_stop_val_accuracy", "early_stop_test_accuracy", "final_val_accuracy", "final_test_accuracy",
+                  "params_masked", "macs_masked", "macs_effective", "wall_seconds"]
+CURVE_COLUMNS = ["network", "replicate", "round", "kind", "iteration", "val_loss", "val_accuracy", "test_loss",
+                 "test_accuracy", "train_loss"]
+
+
+def _csv(header: list[str], rows) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def metrics_csv(experiment: Experiment) -> str:
+    """One row per training (network, replicate, round)."""
+    def row(result: RoundResult) -> list:
+        costs = result.costs or {}
+        return [result.network, result.replicate, result.round_index, result.status, result.remaining_fraction,
+                result.early_stop_iteration, result.early_stop_val_accuracy, result.early_stop_test_accuracy,
+                result.final_val_accuracy, result.final_test_accuracy,
+                costs.get("masked", {}).get("parameters"), costs.get("masked", {}).get("macs"),
+                costs.get("effective", {}).get("macs"), result.wall_seconds]
+    results = experiment.round_results.order_by("network", "replicate", "round_index")
+    return _csv(METRIC_COLUMNS, (row(result) for result in results))
+
+
+def curves_csv(experiment: Experiment) -> str:
+    """Every evaluation point and train-loss point, long format (kind 'eval' or 'train')."""
+    def rows(curve: Curve):
+        identity = [curve.network, curve.replicate, curve.round_index]
+        evals = curve.evals or {}
+        for index, iteration in enumerate(evals.get("iteration", [])):
+            yield identity + ["eval", iteration] + [evals.get(key, [None] * (index + 1))[index]
+                                                    for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")] + [None]
+        train = curve.train_loss or {}
+        for iteration, loss in zip(train.get("iteration", []), train.get("loss", [])):
+            yield identity + ["train", iteration, None, None, None, None, loss]
+    curves = experiment.curves.order_by("network", "replicate", "round_index")
+    return _csv(CURVE_COLUMNS, (row for curve in curves for row in rows(curve)))
