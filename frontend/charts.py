@@ -515,3 +515,32 @@ def analysis_figures(name: str, result: dict) -> list[dict]:
 def analysis_warnings(name: str, result: dict) -> list[str]:
     builder = ANALYSIS_WARNINGS.get(name)
     return builder(result) if builder and result else []
+
+
+def compare_sparsity_vs_accuracy(series: list[dict]) -> go.Figure:
+    """Experiments side by side: each one's ticket (early-stop test accuracy vs % remaining), as the mean
+    with its min-max band when it has replicates. `series`: [{label, rounds, band}] (band may be None)."""
+    figure = go.Figure(layout=_layout("Test accuracy vs. sparsity (compared)", xaxis=_remaining_axis(),
+                                      yaxis=dict(title="test accuracy at early stop (%)")))
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    for index, item in enumerate(series):
+        color = palette[index % len(palette)]
+        if item.get("band"):
+            rows = item["band"]
+            x = [_percent(row["remaining_fraction"]) for row in rows]
+            early = [row["early_stop"] for row in rows]
+            figure.add_trace(go.Scatter(
+                x=x + x[::-1], y=[_percent(b["max"]) for b in early] + [_percent(b["min"]) for b in early][::-1],
+                mode="lines", fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
+                legendgroup=item["label"], showlegend=False, meta=f"band:{item['label']}"))
+            y = [_percent(b["mean"]) for b in early]
+            name = f"{item['label']} (mean of {max(row['replicates'] for row in rows)})"
+        else:
+            rows = [row for row in item["rounds"] if row["status"] == "finished"]
+            x = [_percent(row["remaining_fraction"]) for row in rows]
+            y = [_percent(row["early_stop_test_accuracy"]) for row in rows]
+            name = item["label"]
+        figure.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(color=color),
+                                    legendgroup=item["label"], meta=f"experiment:{item['id']}",
+                                    hovertemplate="%{x:.3g}% left: %{y:.2f}%<extra>" + item["label"] + "</extra>"))
+    return figure

@@ -1,6 +1,8 @@
 """Read-side functions for pages and the websocket: small queries, plain dicts out."""
 from __future__ import annotations
 
+import json
+
 from django.db import transaction
 
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
@@ -209,3 +211,29 @@ def analyses_active(experiment: Experiment, runs: list[AnalysisRun]) -> bool:
         return True
     chosen_but_missing = set(experiment.analyses or []) - {run.name for run in runs}
     return bool(chosen_but_missing) and experiment.status == Experiment.Status.FINISHED
+
+
+def flatten_spec(spec: dict, prefix: str = "") -> dict[str, object]:
+    """{"training.lr": 0.1, ...}: nested spec dicts as dotted keys (lists and per-layer dicts as values)."""
+    flat: dict[str, object] = {}
+    for key, value in spec.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("layer_fractions",):
+            flat.update(flatten_spec(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def spec_comparison(experiments: list[Experiment]) -> list[dict]:
+    """One row per spec field: each experiment's value and whether they differ (differing rows first)."""
+    flats = [flatten_spec(experiment.spec) for experiment in experiments]
+    keys = sorted(set().union(*flats))
+    missing = object()
+    rows = []
+    for key in keys:
+        values = [flat.get(key, missing) for flat in flats]
+        shown = ["–" if value is missing else json.dumps(value) if not isinstance(value, str) else value
+                 for value in values]
+        rows.append({"field": key, "values": shown, "differs": len(set(shown)) > 1})
+    return sorted(rows, key=lambda row: not row["differs"])

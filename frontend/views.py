@@ -342,3 +342,29 @@ def api_tokens(request):
             _, new_key = ApiToken.issue(request.user, request.POST.get("label", "")[:100])
     tokens = ApiToken.objects.filter(user=request.user).order_by("-created_at")
     return render(request, "frontend/api_tokens.html", {"tokens": tokens, "new_key": new_key})
+
+
+COMPARE_MIN, COMPARE_MAX = 2, 6
+
+
+@require_GET
+@login_required
+def compare(request):
+    """2-6 experiments: their tickets' sparsity-vs-accuracy curves on one chart, their specs side by
+    side with the differing fields marked. ?ids=3,5,8 (or ids=3&ids=5...)."""
+    raw = [part for value in request.GET.getlist("ids") for part in value.split(",") if part.strip()]
+    if not all(part.strip().isdigit() for part in raw):
+        return _error_page(request, 400, "Bad selection", "ids must be experiment numbers, e.g. ?ids=3,5.")
+    ids = list(dict.fromkeys(int(part) for part in raw))
+    if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
+        return _error_page(request, 400, "Pick 2 to 6 experiments",
+                           f"Compare takes {COMPARE_MIN} to {COMPARE_MAX} experiments; {len(ids)} were picked.")
+    experiments = [access.experiment_for(request.user, experiment_id) for experiment_id in ids]
+    series = [{"id": e.pk, "label": f"#{e.pk} {e.model_name} on {e.dataset_name}",
+               "rounds": queries.rounds_by_network(e)[TICKET], "band": queries.replicate_bands(e).get(TICKET)}
+              for e in experiments]
+    figure = charts.compare_sparsity_vs_accuracy(series)
+    return render(request, "frontend/compare.html", {
+        "experiments": experiments, "figure_json": charts.figure_json(figure),
+        "spec_rows": queries.spec_comparison(experiments),
+        "best_labels": [_best_ticket_label(item["rounds"]) or "–" for item in series]})
