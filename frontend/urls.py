@@ -26,6 +26,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("new/", views.new_experiment, name="new_experiment"),
+    path("new/upload/", views.upload_spec, name="upload_spec"),
     path("compare/", views.compare, name="compare"),
     path("e/<int:experiment_id>/", include(experiment_read_patterns)),
     path("e/<int:experiment_id>/cancel/", views.cancel_experiment, name="cancel_experiment"),

@@ -17,6 +17,7 @@ from frontend import access, catalog, charts, live, queries, services
 from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
 from frontend.models import AnalysisRun, Experiment
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
+from trainer.spec import ExperimentSpec
 from trainer.analyses import ANALYSES
 from trainer.events import TICKET
 
@@ -368,3 +369,33 @@ def compare(request):
         "experiments": experiments, "figure_json": charts.figure_json(figure),
         "spec_rows": queries.spec_comparison(experiments),
         "best_labels": [_best_ticket_label(item["rounds"]) or "–" for item in series]})
+
+
+MAX_SPEC_FILE_BYTES = 64 * 1024
+
+
+@require_POST
+@login_required
+def upload_spec(request):
+    """A spec.json (from `python -m trainer`, results.json's "spec", or a colleague) fills in the
+    new-experiment form for review; nothing is queued until that form is submitted."""
+    from trainer.spec import SpecError
+    upload = request.FILES.get("spec_file")
+    if upload is None:
+        return _error_page(request, 400, "No file", "Choose a spec file (JSON) to load.")
+    if upload.size > MAX_SPEC_FILE_BYTES:
+        return _error_page(request, 400, "File too large",
+                           f"{upload.name} is {upload.size} bytes; a spec file is at most {MAX_SPEC_FILE_BYTES}.")
+    try:
+        text = upload.read().decode("utf-8")
+        data = json.loads(text)
+        if isinstance(data, dict) and isinstance(data.get("spec"), dict) and "rounds" in data:
+            data = data["spec"]  # a results.json: use the spec it was run with
+        spec = ExperimentSpec.from_dict(data)
+    except UnicodeDecodeError:
+        return _error_page(request, 400, "Not a text file", f"{upload.name} is not UTF-8 text; a spec file is JSON.")
+    except ValueError as error:  # json.JSONDecodeError and SpecError are both ValueErrors
+        where = f"{error.field}: {error.message}" if isinstance(error, SpecError) else f"not valid JSON ({error})"
+        return _error_page(request, 400, "Not a valid spec", f"{upload.name}: {where}")
+    form = ExperimentForm(initial=spec_to_initial(spec))
+    return render(request, "frontend/new.html", _form_context(form))
