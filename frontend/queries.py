@@ -44,6 +44,8 @@ def experiment_list_rows(user, limit: int = 500) -> list[dict]:
                                                 ).order_by("round_index")
     for result in ticket_results:
         rounds_by_experiment.setdefault(result.experiment_id, []).append(round_row(result))
+    from frontend.queues import queue_for_spec, queue_positions
+    positions = queue_positions(experiments)
     rows = []
     for experiment in experiments:
         progress = progress_of(experiment)
@@ -51,6 +53,7 @@ def experiment_list_rows(user, limit: int = 500) -> list[dict]:
         rows.append({"experiment": experiment, "progress": progress, "best_ticket": ticket,
                      "owner": experiment.owner.get_username() if experiment.owner else "",
                      "mine": can_change(user, experiment),
+                     "queue": queue_for_spec(experiment.spec), "queue_position": positions.get(experiment.pk),
                      "progress_label": progress_label(progress) if experiment.status == "running" else "",
                      "best_ticket_label": best_ticket_label(ticket) if ticket else ""})
     return rows

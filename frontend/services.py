@@ -33,6 +33,22 @@ def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str
     return experiment
 
 
+def requeue(experiment: Experiment) -> None:
+    """Queue a failed or cancelled experiment again; the trainer resumes its run directory."""
+    from frontend.tasks import run_experiment_task
+
+    before = experiment.status
+    Experiment.objects.filter(pk=experiment.pk).update(
+        status=Experiment.Status.QUEUED, cancel_requested=False, finished_at=None,
+        message=f"re-queued after it was {before}; finished rounds are kept")
+    try:
+        run_experiment_task.delay(experiment.pk)
+    except Exception as error:  # broker down: back to failed, with the reason
+        log.exception("could not re-queue experiment %s", experiment.pk)
+        Experiment.objects.filter(pk=experiment.pk).update(
+            status=Experiment.Status.FAILED, message=f"could not queue the run (is Redis running?): {error}")
+
+
 def request_cancel(experiment: Experiment) -> None:
     Experiment.objects.filter(pk=experiment.pk).update(cancel_requested=True)
 

@@ -31,6 +31,7 @@ urlpatterns = [
     path("e/<int:experiment_id>/", include(experiment_read_patterns)),
     path("e/<int:experiment_id>/cancel/", views.cancel_experiment, name="cancel_experiment"),
     path("e/<int:experiment_id>/delete/", views.delete_experiment, name="delete_experiment"),
+    path("e/<int:experiment_id>/requeue/", views.requeue_experiment, name="requeue_experiment"),
     path("e/<int:experiment_id>/visibility/", views.set_visibility, name="set_visibility"),
     path("e/<int:experiment_id>/analyses/<str:name>/", views.run_analysis, name="run_analysis"),
     path("e/<int:experiment_id>/analyses/runs/<int:analysis_run_id>/cancel/", views.cancel_analysis,

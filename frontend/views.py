@@ -264,6 +264,17 @@ def cancel_experiment(request, experiment: Experiment):
 
 @require_POST
 @experiment_view(change=True)
+def requeue_experiment(request, experiment: Experiment):
+    """Run a failed or cancelled experiment again: it resumes after its last finished round."""
+    if experiment.status not in (Experiment.Status.FAILED, Experiment.Status.CANCELLED):
+        return _error_page(request, 409, "Not re-queueable",
+                           f"Only failed or cancelled experiments are re-queued; this one is {experiment.status}.")
+    services.requeue(experiment)
+    return redirect("experiment_detail", experiment_id=experiment.pk)
+
+
+@require_POST
+@experiment_view(change=True)
 def delete_experiment(request, experiment: Experiment):
     """Delete the row (rounds, curves, analyses). The run directory stays: other experiments with
     the same spec share it, and it is the CLI's too."""

@@ -119,6 +119,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one long experiment at a time; others wait in Redis
 CELERY_TASK_ACKS_LATE = False
 
+CELERY_TASK_ROUTES = ("frontend.queues.route_task",)  # device "cuda*" -> the gpu queue
+LOTTERYWEB_GPU_QUEUE = os.environ.get("LOTTERYWEB_GPU_QUEUE", "gpu")
+
 LOTTERYWEB_RUNS_DIR = Path(os.environ.get("LOTTERYWEB_RUNS_DIR") or BASE_DIR / "runs")
 LOTTERYWEB_DATA_DIR = os.environ.get("LOTTERYWEB_DATA_DIR") or None  # None: the trainer's default
 LOTTERYWEB_TORCH_THREADS = int(os.environ.get("LOTTERYWEB_TORCH_THREADS") or 0) or None

@@ -1,0 +1,46 @@
+"""Queues: GPU experiments route to the gpu queue, the list shows queue positions, re-queueing."""
+import pytest
+
+from frontend.models import Experiment
+from frontend.queues import DEFAULT_QUEUE, queue_positions, route_task
+from tests.test_web_views import queued  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+def queued_experiment(device: str, owner=None) -> Experiment:
+    return Experiment.objects.create(spec={"device": device, "model": "lenet_300_100"}, model_name="lenet_300_100",
+                                     dataset_name="synthetic", owner=owner, visibility="team")
+
+
+def test_experiments_and_their_analyses_route_by_device():
+    gpu, cpu, auto = queued_experiment("cuda:1"), queued_experiment("cpu"), queued_experiment("auto")
+    assert route_task("frontend.run_experiment", [gpu.pk], {}, {}) == {"queue": "gpu"}
+    assert route_task("frontend.run_experiment", [cpu.pk], {}, {}) == {"queue": DEFAULT_QUEUE}
+    assert route_task("frontend.run_experiment", [auto.pk], {}, {}) == {"queue": DEFAULT_QUEUE}
+    run = gpu.analysis_runs.create(name="retraining", params={})
+    assert route_task("frontend.run_analysis", [run.pk], {}, {}) == {"queue": "gpu"}
+    assert route_task("something.else", [1], {}, {}) is None
+
+
+def test_queue_positions_count_per_queue_oldest_first(client):
+    first_cpu, first_gpu, second_cpu = queued_experiment("cpu"), queued_experiment("cuda"), queued_experiment("auto")
+    running = queued_experiment("cpu")
+    Experiment.objects.filter(pk=running.pk).update(status="running")
+    positions = queue_positions([first_cpu, first_gpu, second_cpu, running])
+    assert positions == {first_cpu.pk: 1, first_gpu.pk: 1, second_cpu.pk: 2}
+    assert "#2 in the celery queue" in client.get("/").content.decode()
+
+
+def test_a_failed_experiment_is_requeued_by_its_owner_only(client, user, other_user, queued):
+    mine = queued_experiment("cpu", owner=user)
+    Experiment.objects.filter(pk=mine.pk).update(status="failed", message="boom")
+    assert 'id="requeue-form"' in client.get(f"/e/{mine.pk}/").content.decode()
+    assert client.post(f"/e/{mine.pk}/requeue/").status_code == 302
+    mine.refresh_from_db()
+    assert mine.status == "queued" and "re-queued after it was failed" in mine.message and queued == [mine.pk]
+    assert client.post(f"/e/{mine.pk}/requeue/").status_code == 409, "a queued one is not queued twice"
+    theirs = queued_experiment("cpu", owner=other_user)
+    Experiment.objects.filter(pk=theirs.pk).update(status="cancelled")
+    assert client.post(f"/e/{theirs.pk}/requeue/").status_code == 403
+    assert Experiment.objects.get(pk=theirs.pk).status == "cancelled" and queued == [mine.pk]
