@@ -411,8 +411,10 @@ def early_bird_figures(result: dict) -> list[dict]:
     heatmap = go.Figure(
         go.Heatmap(z=matrix, x=epochs, y=epochs, zmin=0, colorscale="Viridis", colorbar=dict(title="distance", thickness=12),
                    hovertemplate="epochs %{y} and %{x}: %{z:.3f}<extra></extra>"),
-        layout=_layout("Channel-mask distance between epochs" + (f": early bird at epoch {found}" if found else
-                                                                  ": no early bird found"),
+        layout=_layout("Channel-mask distance between epochs" + (
+            f": early bird at epoch {found} ({100 * result['search_fraction_at_early_bird']:.0f}% of the search)"
+            if found and result.get("search_fraction_at_early_bird") else
+            f": early bird at epoch {found}" if found else ": no early bird found"),
                        xaxis=dict(title="epoch", dtick=max(1, len(epochs) // 10)),
                        yaxis=dict(title="epoch", autorange="reversed", dtick=max(1, len(epochs) // 10))))
     if found is not None:

@@ -116,6 +116,7 @@ def test_run_early_bird_end_to_end_on_a_tiny_batch_norm_model(tmp_path, monkeypa
     assert result["epochs"] == [1, 2, 3, 4]
     assert len(result["consecutive_distances"]) == 3
     assert result["early_bird_epoch"] == 3, "window 2 under threshold 1 (every distance here): the third epoch's mask"
+    assert result["search_fraction_at_early_bird"] == 3 / 4
     matrix = result["distance_matrix"]
     assert [matrix[i][i] for i in range(4)] == [0.0] * 4
     assert [matrix[i][i + 1] for i in range(3)] == result["consecutive_distances"]

@@ -211,6 +211,9 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
         "threshold": threshold, "window": window, "bn_l1": bn_l1, "train_examples": int(data.train_x.shape[0]),
         "epochs": epochs, "consecutive_distances": consecutive, "distance_matrix": distance_matrix(epoch_masks),
         "early_bird_epoch": early_bird_epoch,
+        # The search trains on to the end (the one-shot IMP baseline prunes its final weights); an
+        # early-bird user would stop here: the share of the search's training that would have taken.
+        "search_fraction_at_early_bird": early_bird_epoch / epochs[-1] if early_bird_epoch and epochs else None,
         "search": {"status": search.status, "final": search.final(), "early_stop": search.early_stop(),
                    "wall_seconds": round(search.wall_seconds, 3)},
     }
