@@ -146,7 +146,9 @@ def import_run_directory(path) -> tuple[Experiment, bool, int]:
     with transaction.atomic():
         experiment, created = Experiment.objects.get_or_create(
             run_dir=str(run_dir.path),
-            defaults={"spec": spec.to_dict(), "model_name": spec.model, "dataset_name": spec.dataset})
+            # no owner: the team sees it (frontend.access), and the page should say so
+            defaults={"spec": spec.to_dict(), "model_name": spec.model, "dataset_name": spec.dataset,
+                      "visibility": Experiment.Visibility.TEAM})
         experiment.spec = {**spec.to_dict(), **{key: results["spec"][key] for key in ("controls", "replicates")
                                                 if key in results.get("spec", {})}}
         experiment.status = results.get("status", Experiment.Status.FINISHED)
