@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need (first run installs), then runs the whole suite.
+# Sets up everything the tests need (first run installs), then runs the whole suite on SQLite and
+# the database-backed tests once more on a throwaway PostgreSQL server (scripts/with_postgres.sh).
+# Options are passed to pytest; with a selection (paths, -k, -m) only that selection runs, on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh test
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+for arg in "$@"; do
+  case "$arg" in
+    -q|-x|-v|-s|-qq|-vv) ;;
+    *) exit 0 ;;
+  esac
+done
+echo "test.sh: the database-backed tests again, on PostgreSQL"
+exec scripts/with_postgres.sh .venv/bin/python -m pytest "$@" tests/test_database.py tests/test_web_*.py

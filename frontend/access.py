@@ -9,12 +9,15 @@ changed by superusers. Anything a user may not see answers 404, as if it did not
 """
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
 
 from frontend.models import Experiment
 
+SHARE_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # secrets.token_urlsafe's alphabet
 SHARED_VISIBILITIES = (Experiment.Visibility.TEAM, Experiment.Visibility.LINK)
 
 
@@ -49,7 +52,9 @@ def experiment_for(user, experiment_id: int, change: bool = False) -> Experiment
 
 def shared_experiment(token: str) -> Experiment:
     """The experiment behind a share link; 404 unless it is public by link."""
+    if not SHARE_TOKEN_SHAPE.fullmatch(token or ""):  # e.g. a NUL byte, which PostgreSQL refuses to compare
+        raise Http404("this share link does not exist or was withdrawn")
     experiment = Experiment.objects.filter(share_token=token, visibility=Experiment.Visibility.LINK).first()
-    if experiment is None or not token:
+    if experiment is None:
         raise Http404("this share link does not exist or was withdrawn")
     return experiment

@@ -204,7 +204,9 @@ def params_label(params: dict, defaults: dict) -> str:
         if isinstance(value, list):
             return ", ".join(map(str, value))
         return value.rstrip("/").rsplit("/", 1)[-1] if isinstance(value, str) and "/" in value else str(value)
-    changed = [f"{name}={text(value)}" for name, value in params.items() if defaults.get(name) != value]
+    # in the schema's order: PostgreSQL's jsonb does not keep the stored key order
+    order = list(defaults) + [name for name in params if name not in defaults]
+    changed = [f"{name}={text(params[name])}" for name in order if name in params and defaults.get(name) != params[name]]
     return "; ".join(changed) or "default parameters"
 
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 want_tests=${1:-}
 apt_packages=(dataset-fashion-mnist redis-server)
 if [ "$want_tests" = "test" ]; then
-  apt_packages+=(chromium)
+  apt_packages+=(chromium postgresql)  # the browser test; the suite's PostgreSQL pass
 fi
 
 missing=()

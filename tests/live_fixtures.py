@@ -173,7 +173,8 @@ class HttpSession:
 def live_app(redis_server, tmp_path_factory):
     """Migrated database, one Celery worker and daphne, all on the private Redis; yields a LiveApp."""
     root = tmp_path_factory.mktemp("live_app")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "LOTTERYWEB_"))}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL"}  # its own SQLite
     env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", "LOTTERYWEB_DB_PATH": str(root / "db.sqlite3"),
                 "LOTTERYWEB_RUNS_DIR": str(root / "runs"), "LOTTERYWEB_REDIS_URL": redis_server,
                 "PYTHONUNBUFFERED": "1", "LOTTERYWEB_TORCH_THREADS": "1"})

@@ -181,6 +181,8 @@ def test_broker_down_marks_the_analysis_failed_instead_of_a_500(client, finished
 
 # ---- the task (eager Celery) ------------------------------------------------------------------
 
+# the task closes stale database connections, which would end a test transaction
+@pytest.mark.django_db(transaction=True)
 def test_task_runs_the_analysis_and_stores_the_engines_result(client, finished_experiment, analysis_results):
     stored, run_path = analysis_results["structured_pruning"]
     data = post_data("structured_pruning", {"norms": ["l1", "l2"]})
@@ -195,6 +197,8 @@ def test_task_runs_the_analysis_and_stores_the_engines_result(client, finished_e
     assert "data-analyses-poll" not in html  # nothing left to poll
 
 
+# the task closes stale database connections, which would end a test transaction
+@pytest.mark.django_db(transaction=True)
 def test_task_reports_progress_while_it_trains(finished_experiment, settings):
     settings.LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND = 1000
     run = AnalysisRun.objects.create(experiment=finished_experiment, name="connectivity",
@@ -217,6 +221,8 @@ def test_task_reports_progress_while_it_trains(finished_experiment, settings):
     assert run.status == "finished" and len(run.result["curves"][0]["alpha"]) == 5
 
 
+# the task closes stale database connections, which would end a test transaction
+@pytest.mark.django_db(transaction=True)
 def test_task_failure_and_cancel_before_start(finished_experiment):
     failing = AnalysisRun.objects.create(experiment=finished_experiment, name="transfer",
                                          params={"target_dataset": None})  # no target: the engine refuses
@@ -229,6 +235,8 @@ def test_task_failure_and_cancel_before_start(finished_experiment):
     assert run_analysis_task(123456) == "missing"
 
 
+# the task closes stale database connections, which would end a test transaction
+@pytest.mark.django_db(transaction=True)
 def test_analyses_chosen_on_the_new_form_run_after_the_imp_run(client):
     data = form_data(analyses=["structured_pruning"])
     with single_torch_thread():
