@@ -1,9 +1,14 @@
 """One settings module, driven by the environment with safe local defaults.
 
 Environment variables (all optional):
+  LOTTERYWEB_PRODUCTION   "1" on a lab server: requires the secret key, HTTPS-only cookies, HSTS, SSL redirect
   LOTTERYWEB_SECRET_KEY   Django secret key (a fixed development key otherwise)
-  LOTTERYWEB_DEBUG        "1" for Django debug pages (default off)
+  LOTTERYWEB_DEBUG        "1" for Django debug pages (default off; never in production)
   LOTTERYWEB_ALLOWED_HOSTS  comma-separated host names (default localhost, 127.0.0.1, [::1])
+  LOTTERYWEB_CSRF_TRUSTED_ORIGINS  e.g. https://lottery.lab.example.org (behind a TLS proxy)
+  LOTTERYWEB_SSL_REDIRECT, LOTTERYWEB_HSTS_SECONDS, LOTTERYWEB_HSTS_INCLUDE_SUBDOMAINS, LOTTERYWEB_HSTS_PRELOAD
+                          production HTTPS details (defaults: on, one year, on, on)
+  LOTTERYWEB_GPU_QUEUE    Celery queue of device-cuda experiments (default "gpu")
   DATABASE_URL            e.g. postgres://user:pass@host/db (default: SQLite file)
   LOTTERYWEB_DB_PATH      the SQLite file when DATABASE_URL is unset (default <repo>/db.sqlite3)
   LOTTERYWEB_REDIS_URL    Celery broker and channel layer (default redis://127.0.0.1:6379/0)
@@ -33,10 +38,25 @@ def _env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()] if value else default
 
 
-# A lab tool that listens on localhost by default; set LOTTERYWEB_SECRET_KEY when exposing it.
+# Local use (run.sh) listens on localhost with a fixed development key. A lab server sets
+# LOTTERYWEB_PRODUCTION=1 (the Docker image does): a real secret key is then required, and the
+# HTTPS-only cookie and HSTS settings below are on (the server sits behind a TLS proxy).
+PRODUCTION = _env_flag("LOTTERYWEB_PRODUCTION")
 SECRET_KEY = os.environ.get("LOTTERYWEB_SECRET_KEY") or "lotteryweb-local-development-key-change-me-when-exposed"
-DEBUG = _env_flag("LOTTERYWEB_DEBUG")
+if PRODUCTION and (len(SECRET_KEY) < 50 or "development" in SECRET_KEY):
+    from django.core.exceptions import ImproperlyConfigured
+    raise ImproperlyConfigured("LOTTERYWEB_PRODUCTION=1 needs LOTTERYWEB_SECRET_KEY: at least 50 random characters, e.g. "
+                               "python -c 'import secrets; print(secrets.token_urlsafe(64))'")
+DEBUG = _env_flag("LOTTERYWEB_DEBUG") and not PRODUCTION
 ALLOWED_HOSTS = _env_list("LOTTERYWEB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _env_list("LOTTERYWEB_CSRF_TRUSTED_ORIGINS", [])  # e.g. https://lottery.lab.example.org
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # the TLS proxy says the request was HTTPS
+    SECURE_SSL_REDIRECT = _env_flag("LOTTERYWEB_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("LOTTERYWEB_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_flag("LOTTERYWEB_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_flag("LOTTERYWEB_HSTS_PRELOAD", True)
 
 INSTALLED_APPS = [
     "daphne",  # first, so `manage.py runserver` serves ASGI (websockets included)
