@@ -46,6 +46,9 @@ class Experiment(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     message = models.TextField(blank=True, help_text="Why the run failed, diverged or was cancelled")
     cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True, help_text="the Celery worker running (or last running) it")
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="written every few seconds while a worker runs it (frontend.recovery)")
     analyses = models.JSONField(default=list, blank=True,
                                 help_text="Analysis names queued with default parameters when the IMP run finishes")
 

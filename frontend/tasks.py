@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from frontend import progress, services
+from frontend import progress, recovery, services
 from frontend.models import AnalysisRun, Experiment
 from trainer import replicate_stats
 from trainer.imp import run_experiment
@@ -19,8 +19,8 @@ from trainer.spec import ExperimentSpec
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="frontend.run_experiment")
-def run_experiment_task(experiment_id: int) -> str:
+@shared_task(name="frontend.run_experiment", bind=True)
+def run_experiment_task(self, experiment_id: int) -> str:
     close_old_connections()
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     if experiment is None:
@@ -31,7 +31,11 @@ def run_experiment_task(experiment_id: int) -> str:
     if experiment.cancel_requested:
         _finish(experiment_id, Experiment.Status.CANCELLED, "cancelled before it started")
         return Experiment.Status.CANCELLED
-    Experiment.objects.filter(pk=experiment_id).update(status=Experiment.Status.RUNNING, started_at=timezone.now())
+    now = timezone.now()
+    claimed = Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.QUEUED).update(
+        status=Experiment.Status.RUNNING, started_at=now, heartbeat_at=now, worker=self.request.hostname or "")
+    if not claimed:
+        return "duplicate"  # another worker took it between the read and here
     if settings.LOTTERYWEB_TORCH_THREADS:
         # Small models on a shared machine train faster on fewer threads than torch picks.
         torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
@@ -39,7 +43,7 @@ def run_experiment_task(experiment_id: int) -> str:
     runs_root.mkdir(parents=True, exist_ok=True)
     try:
         spec = ExperimentSpec.from_dict(experiment.spec)
-        with progress.recording(experiment_id) as recorder:
+        with recovery.heartbeat(experiment_id), progress.recording(experiment_id) as recorder:
             results = run_experiment(spec, runs_root, callback=recorder.handle, data_dir=settings.LOTTERYWEB_DATA_DIR,
                                      stop_requested=progress.cancel_checker(experiment_id))
     except Exception as error:  # the trainer already sent run_failed; make sure the row says so too

@@ -137,7 +137,11 @@ CELERY_TASK_ALWAYS_EAGER = _env_flag("LOTTERYWEB_CELERY_EAGER")
 CELERY_TASK_IGNORE_RESULT = True  # results live in the database and the run directory
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one long experiment at a time; others wait in Redis
-CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_ACKS_LATE = False  # a lost worker's runs come back through frontend.recovery instead
+# Crash recovery (frontend/recovery.py): heartbeats of running experiments, and how old one may get.
+LOTTERYWEB_HEARTBEAT_SECONDS = float(os.environ.get("LOTTERYWEB_HEARTBEAT_SECONDS", "5"))
+LOTTERYWEB_HEARTBEAT_TIMEOUT = float(os.environ.get("LOTTERYWEB_HEARTBEAT_TIMEOUT", "60"))
+LOTTERYWEB_RECOVERY_INTERVAL = float(os.environ.get("LOTTERYWEB_RECOVERY_INTERVAL", "15"))
 
 CELERY_TASK_ROUTES = ("frontend.queues.route_task",)  # device "cuda*" -> the gpu queue
 LOTTERYWEB_GPU_QUEUE = os.environ.get("LOTTERYWEB_GPU_QUEUE", "gpu")

@@ -1,0 +1,45 @@
+"""Crash recovery in-process: heartbeats, and which running experiments count as lost."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from frontend import recovery
+from frontend.models import Experiment
+from tests.test_web_views import queued  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def running(heartbeat_age_seconds: float | None, current_round: int = 3) -> Experiment:
+    now = timezone.now()
+    return Experiment.objects.create(
+        spec={}, model_name="lenet_300_100", dataset_name="synthetic", status="running", worker="celery@gpu-host-2",
+        current_round=current_round, started_at=now - timedelta(hours=1),
+        heartbeat_at=None if heartbeat_age_seconds is None else now - timedelta(seconds=heartbeat_age_seconds))
+
+
+def test_only_runs_with_a_stale_heartbeat_are_requeued_with_a_message(settings, queued):
+    settings.LOTTERYWEB_HEARTBEAT_TIMEOUT = 60
+    lost, alive, never_beat = running(300), running(5), running(None)
+    finished = running(300)
+    Experiment.objects.filter(pk=finished.pk).update(status="finished")
+    assert sorted(recovery.requeue_lost_runs()) == sorted([lost.pk, never_beat.pk])
+    assert sorted(queued) == sorted([lost.pk, never_beat.pk])
+    lost.refresh_from_db()
+    assert lost.status == "queued"
+    assert "worker celery@gpu-host-2 stopped answering during round 3" in lost.message
+    assert "resume from round 3 (rounds 0-2 kept)" in lost.message
+    assert Experiment.objects.get(pk=alive.pk).status == "running"
+    assert recovery.requeue_lost_runs() == [], "a re-queued run is not queued twice"
+
+
+def test_the_heartbeat_is_written_while_a_run_is_in_progress(settings):
+    settings.LOTTERYWEB_HEARTBEAT_SECONDS = 0.05
+    experiment = running(300)
+    before = experiment.heartbeat_at
+    import time
+    with recovery.heartbeat(experiment.pk):
+        time.sleep(0.3)
+    experiment.refresh_from_db()
+    assert experiment.heartbeat_at > before + timedelta(seconds=200)
