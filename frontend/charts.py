@@ -509,9 +509,28 @@ ANALYSIS_FIGURES = {
 ANALYSIS_WARNINGS = {"pruning_at_init": pruning_at_init_warnings}
 
 
-def analysis_figures(name: str, result: dict) -> list[dict]:
+def analysis_figures(name: str, result: dict, imp_band: list[dict] | None = None) -> list[dict]:
+    """The analysis's charts. Analyses branch off replicate 0; with replicates, `imp_band` (the
+    ticket's rows of queries.replicate_bands) shades the IMP ticket's min-max across replicates
+    behind every accuracy-vs-sparsity chart, so a single-seed difference can be read against it."""
     builder = ANALYSIS_FIGURES.get(name)
-    return builder(result) if builder and result else []
+    items = builder(result) if builder and result else []
+    if imp_band:
+        for item in items:
+            if item["figure"].layout.xaxis.title.text == _remaining_axis()["title"]:
+                _add_imp_band(item["figure"], imp_band)
+    return items
+
+
+def _add_imp_band(figure: go.Figure, rows: list[dict]) -> None:
+    x = [_percent(row["remaining_fraction"]) for row in rows]
+    early = [row["early_stop"] for row in rows]
+    count = max(row["replicates"] for row in rows)
+    band = go.Scatter(x=x + x[::-1], y=[_percent(b["max"]) for b in early] + [_percent(b["min"]) for b in early][::-1],
+                      mode="lines", fill="toself", fillcolor="rgba(0, 0, 0, 0.08)", line=dict(width=0),
+                      hoverinfo="skip", name=f"IMP ticket, min–max of {count} replicates", meta="band:imp")
+    figure.add_trace(band)
+    figure.data = (figure.data[-1],) + figure.data[:-1]  # underneath the lines
 
 
 def analysis_warnings(name: str, result: dict) -> list[str]:

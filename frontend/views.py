@@ -144,13 +144,15 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
 def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
     """The "Analyses" section: per analysis its runs (charts of finished ones) and its parameter form."""
     runs_by_name = queries.analysis_runs_by_name(experiment)
+    imp_band = queries.replicate_bands(experiment).get(TICKET)
     can_run = experiment.status == Experiment.Status.FINISHED and bool(experiment.run_dir) and viewer.can_change
     sections = []
     for name, analysis in ANALYSES.items():
         defaults = analysis.validate({})
         runs = []
         for run in runs_by_name.get(name, []):
-            figures = charts.analysis_figures(name, run.result) if run.status == AnalysisRun.Status.FINISHED else []
+            figures = (charts.analysis_figures(name, run.result, imp_band)
+                       if run.status == AnalysisRun.Status.FINISHED else [])
             runs.append({"run": run, "params_label": queries.params_label(run.params, defaults),
                          "warnings": charts.analysis_warnings(name, run.result) if run.result else [],
                          "charts": [{"dom_id": f"analysis-{run.pk}-{item['id']}", "caption": item["caption"],

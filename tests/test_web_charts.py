@@ -96,3 +96,22 @@ def test_with_replicates_the_sparsity_chart_draws_mean_and_min_max_band():
     assert mean.meta == "mean:ticket" and list(mean.y) == pytest.approx([80.0, 82.0])
     assert "mean of 3" in mean.name
     assert list(final.x) == [100.0], "a round without a finished final point is left out of the end line"
+
+
+def test_with_replicates_every_accuracy_vs_sparsity_analysis_chart_shades_the_imp_band(analysis_results):
+    band = [{"round": 0, "remaining_fraction": 1.0, "replicates": 3,
+             "early_stop": {"mean": 0.8, "std": 0.01, "min": 0.79, "max": 0.81, "count": 3}},
+            {"round": 1, "remaining_fraction": 0.5, "replicates": 3,
+             "early_stop": {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.85, "count": 3}}]
+    shaded = 0
+    for name, (result, _) in analysis_results.items():
+        for item in charts.analysis_figures(name, result, band):
+            figure = item["figure"]
+            is_sparsity_chart = figure.layout.xaxis.title.text == "% of weights remaining"
+            has_band = any(trace.meta == "band:imp" for trace in figure.data)
+            assert has_band == is_sparsity_chart, (name, item["id"])
+            if has_band:
+                assert figure.data[0].meta == "band:imp", "drawn underneath the lines"
+                shaded += 1
+        assert all(trace.meta != "band:imp" for item in charts.analysis_figures(name, result) for trace in item["figure"].data)
+    assert shaded >= 5  # retraining, masking criteria, pruning at init, structured, transfer
