@@ -137,14 +137,15 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
         "viewer": viewer, "visibility_choices": Experiment.Visibility.choices,
         "share_url": f"/s/{experiment.share_token}/" if experiment.visibility == Experiment.Visibility.LINK else "",
-        **_analyses_context(experiment, viewer, bound_form),
+        **_analyses_context(experiment, viewer, bound_form, bands),
     }
 
 
-def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
+def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None,
+                      bands: dict | None = None) -> dict:
     """The "Analyses" section: per analysis its runs (charts of finished ones) and its parameter form."""
     runs_by_name = queries.analysis_runs_by_name(experiment)
-    imp_band = queries.replicate_bands(experiment).get(TICKET)
+    imp_band = (bands if bands is not None else queries.replicate_bands(experiment)).get(TICKET)
     can_run = experiment.status == Experiment.Status.FINISHED and bool(experiment.run_dir) and viewer.can_change
     sections = []
     for name, analysis in ANALYSES.items():
