@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need (first run installs), then runs the whole suite on SQLite and
-# the database-backed tests once more on a throwaway PostgreSQL server (scripts/with_postgres.sh).
+# the database-backed tests (and the live integration test, whose web server and worker then share
+# a PostgreSQL database) once more on a throwaway PostgreSQL server (scripts/with_postgres.sh).
 # Options are passed to pytest; with a selection (paths, -k, -m) only that selection runs, on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,4 +14,5 @@ for arg in "$@"; do
   esac
 done
 echo "test.sh: the database-backed tests again, on PostgreSQL"
-exec scripts/with_postgres.sh .venv/bin/python -m pytest "$@" tests/test_database.py tests/test_web_*.py
+exec scripts/with_postgres.sh .venv/bin/python -m pytest "$@" tests/test_database.py tests/test_web_*.py \
+  tests/test_live_integration.py

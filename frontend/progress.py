@@ -106,6 +106,7 @@ class ProgressRecorder:
         self._dirty: set[tuple[str, int, int]] = set()
         self._run_dir: RunDir | None = None
         self.messages_sent = 0
+        self.failed_sends = 0  # in a row: the channel layer (Redis) is away
 
     # ---- called by the trainer ----------------------------------------------------------
     def handle(self, event: dict) -> None:
@@ -137,9 +138,17 @@ class ProgressRecorder:
                        "events": [slim_event(event) for event in batch], "progress": progress_of(experiment)}
             try:
                 self.send(self.experiment_id, message)
-                self.messages_sent += 1
             except Exception:  # a live view is a convenience; the run and its database rows go on without it
-                log.exception("could not send progress of experiment %s to its channel group", self.experiment_id)
+                self.failed_sends += 1
+                if self.failed_sends == 1:  # once, not ten times a second for as long as Redis is away
+                    log.exception("could not send progress of experiment %s to its channel group; the run goes on, "
+                                  "and its live view catches up from the database", self.experiment_id)
+            else:
+                self.messages_sent += 1
+                if self.failed_sends:
+                    log.warning("progress of experiment %s reaches its channel group again, after %d messages that "
+                                "could not be sent", self.experiment_id, self.failed_sends)
+                    self.failed_sends = 0
             return True
 
     # ---- event -> rows ----------------------------------------------------------------------

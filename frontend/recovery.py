@@ -3,10 +3,20 @@ running experiments whose heartbeat went stale (their worker was killed, lost it
 lost the database) and queues them again. The trainer resumes a run directory after its last
 finished round, so a crash costs at most the round in flight.
 
-Why not Celery's own redelivery (acks_late + Redis visibility timeout)? Redis re-delivers any
-message unacknowledged for longer than the visibility timeout, including those of workers that
-are alive and in the middle of a long run, so it would start a second copy of every run longer
-than the timeout. The heartbeat tells a dead worker from a busy one.
+Why not Celery's own redelivery (acks_late + Redis visibility timeout)? kombu's Redis transport
+(5.7) keeps a delivered, unacknowledged message in the `unacked` hash, and any worker that is
+waiting for work puts back into the queue every message delivered longer than
+`visibility_timeout` ago, whether its worker is dead or alive and in the middle of a long run: a
+run longer than the timeout is delivered a second time. The second copy would have to be dropped,
+which acknowledges the message, so a later crash of the first worker would find nothing left to
+re-deliver. And `task_reject_on_worker_lost` only acts when a prefork child dies under a living
+parent; with `--pool=solo` the process that would re-queue the message is the one killed. So a
+message is acknowledged when its task starts (CELERY_TASK_ACKS_LATE = False) and the heartbeat
+tells a dead worker from a busy one.
+
+Redis itself keeps no experiment: rows live in the database. A Redis without persistence (run.sh
+starts one) forgets the queue when it restarts; `BrokerRestartWatch` notices and sends the tasks
+of every queued experiment and analysis again.
 """
 from __future__ import annotations
 
@@ -62,48 +72,78 @@ def requeue_lost_runs() -> list[int]:
         round_index = experiment.current_round or 0
         kept = f"rounds 0-{round_index - 1} kept" if round_index > 0 else "nothing finished yet"
         last = timezone.localtime(experiment.heartbeat_at or experiment.started_at).strftime("%H:%M:%S")
-        message = (f"worker {experiment.worker or '?'} stopped answering during round {round_index} "
-                   f"(last heartbeat {last}); re-queued at {timezone.localtime(now).strftime('%H:%M:%S')} to resume "
-                   f"from round {round_index} ({kept})")
+        lost_text = (f"worker {experiment.worker or '?'} stopped answering during round {round_index} "
+                     f"(last heartbeat {last})")
+        if experiment.cancel_requested:  # the owner asked to stop it: do so instead of resuming
+            update = {"status": Experiment.Status.CANCELLED, "finished_at": now,
+                      "message": f"cancelled; {lost_text} ({kept})"}
+        else:
+            update = {"status": Experiment.Status.QUEUED,
+                      "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')} to "
+                                  f"resume from round {round_index} ({kept})")}
         # Only if nobody else re-queued or revived it meanwhile.
         claimed = Experiment.objects.filter(pk=experiment.pk, status=Experiment.Status.RUNNING,
-                                            heartbeat_at=experiment.heartbeat_at).update(
-            status=Experiment.Status.QUEUED, message=message)
+                                            heartbeat_at=experiment.heartbeat_at).update(**update)
         if claimed:
-            log.warning("experiment %s: %s", experiment.pk, message)
-            run_experiment_task.delay(experiment.pk)
-            requeued.append(experiment.pk)
+            log.warning("experiment %s: %s", experiment.pk, update["message"])
+            if update["status"] == Experiment.Status.QUEUED:
+                run_experiment_task.delay(experiment.pk)
+                requeued.append(experiment.pk)
     return requeued
 
 
+BROKER_MARKER_KEY = "lotteryweb:broker-marker"
+
+
 class BrokerRestartWatch:
-    """Notices a Redis restart (its run_id changes) and sends the queued experiments' tasks again:
-    a Redis without persistence forgets its queue. A duplicate is harmless: a task only runs an
-    experiment it can move from queued to running."""
+    """Notices that Redis lost its data and sends the tasks of queued experiments and analyses again.
 
-    def __init__(self):
-        self.run_id = None
+    The sign is a marker key that this watch sets: gone means Redis restarted without persistence,
+    was flushed or is new, and took its queue with it. That also holds when no worker was up while
+    it restarted (a reboot), and a Redis that keeps its data on disk keeps the marker with its queue
+    and is left alone. A duplicate task is harmless: a task only runs a row it moves from queued to
+    running."""
 
-    def check(self) -> list[int]:
-        import redis
+    def __init__(self, url: str | None = None):
+        self.url = url or settings.REDIS_URL
+        self._client = None
 
-        from frontend.tasks import run_experiment_task
-        run_id = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5).info("server")["run_id"]
-        restarted = self.run_id is not None and run_id != self.run_id
-        self.run_id = run_id
-        if not restarted:
-            return []
-        resent = list(Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
-                      .values_list("pk", flat=True))
-        for experiment_id in resent:
-            run_experiment_task.delay(experiment_id)
-        log.warning("Redis restarted: sent the tasks of %d queued experiments again", len(resent))
-        return resent
+    def check(self) -> dict[str, list[int]]:
+        """{"experiments": [...], "analyses": [...]} whose tasks were sent again (empty: Redis kept its data)."""
+        if self._client is None:
+            import redis
+            self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        if not self._client.set(BROKER_MARKER_KEY, timezone.now().isoformat(), nx=True):
+            return {}  # the marker is still there, so is the queue
+        try:
+            return resend_queued_tasks()
+        except Exception:
+            with contextlib.suppress(Exception):  # Redis went away again: its marker went with it
+                self._client.delete(BROKER_MARKER_KEY)  # otherwise: try again next time
+            raise
+
+
+def resend_queued_tasks() -> dict[str, list[int]]:
+    from frontend.models import AnalysisRun
+    from frontend.tasks import run_analysis_task, run_experiment_task
+
+    experiments = list(Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
+                       .values_list("pk", flat=True))
+    for experiment_id in experiments:
+        run_experiment_task.delay(experiment_id)
+    analyses = list(AnalysisRun.objects.filter(status=AnalysisRun.Status.QUEUED).order_by("created_at", "id")
+                    .values_list("pk", flat=True))
+    for analysis_run_id in analyses:
+        run_analysis_task.delay(analysis_run_id)
+    if experiments or analyses:
+        log.warning("Redis has lost its queue (restarted without persistence, or new): sent the tasks of %d queued "
+                    "experiments and %d queued analyses again", len(experiments), len(analyses))
+    return {"experiments": experiments, "analyses": analyses}
 
 
 def start_watchdog() -> threading.Thread:
     """A worker's daemon thread that, every LOTTERYWEB_RECOVERY_INTERVAL seconds, re-queues lost runs
-    and re-sends queued ones after a Redis restart."""
+    and re-sends the queued ones' tasks when Redis has lost its queue."""
     broker = BrokerRestartWatch()
 
     def watch() -> None:
@@ -111,7 +151,7 @@ def start_watchdog() -> threading.Thread:
             try:
                 broker.check()
             except Exception:  # Redis is away right now: look again next time
-                log.info("could not ask Redis whether it restarted", exc_info=True)
+                log.info("could not ask Redis whether it lost its queue", exc_info=True)
             try:
                 requeue_lost_runs()
             except Exception:  # the database or the broker is away: look again next time

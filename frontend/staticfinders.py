@@ -23,7 +23,7 @@ class PlotlyJsFinder(BaseFinder):
 
     def find(self, path, find_all=False, **kwargs):
         if path != PLOTLY_STATIC_PATH:
-            return [] if find_all else None
+            return []  # "not here" is [] either way: Django's finders.find would serve a None
         found = str(_PLOTLY_PACKAGE_DATA / "plotly.min.js")
         return [found] if find_all else found
 

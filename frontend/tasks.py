@@ -32,8 +32,13 @@ def run_experiment_task(self, experiment_id: int) -> str:
         _finish(experiment_id, Experiment.Status.CANCELLED, "cancelled before it started")
         return Experiment.Status.CANCELLED
     now = timezone.now()
+    worker = self.request.hostname or ""
+    message = experiment.message
+    if experiment.worker:  # it ran before (re-queued after its worker was lost, or after it failed): resuming
+        message = f"{message}; " if message else ""
+        message += f"resumed by {worker or 'a worker'} at {timezone.localtime(now):%H:%M:%S}"
     claimed = Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.QUEUED).update(
-        status=Experiment.Status.RUNNING, started_at=now, heartbeat_at=now, worker=self.request.hostname or "")
+        status=Experiment.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker, message=message)
     if not claimed:
         return "duplicate"  # another worker took it between the read and here
     if settings.LOTTERYWEB_TORCH_THREADS:
@@ -99,7 +104,9 @@ def run_analysis_task(analysis_run_id: int) -> str:
     if not run_dir or not Path(run_dir).is_dir():
         rows.update(status=AnalysisRun.Status.FAILED, message="the experiment has no run directory", finished_at=timezone.now())
         return AnalysisRun.Status.FAILED
-    rows.update(status=AnalysisRun.Status.RUNNING, started_at=timezone.now(), progress_text="starting")
+    if not rows.filter(status=AnalysisRun.Status.QUEUED).update(status=AnalysisRun.Status.RUNNING,
+                                                                started_at=timezone.now(), progress_text="starting"):
+        return "duplicate"  # another worker took it between the read and here
     if settings.LOTTERYWEB_TORCH_THREADS:
         torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
     recorder = progress.AnalysisProgressRecorder(analysis_run_id)

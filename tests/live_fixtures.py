@@ -1,16 +1,19 @@
 """Real processes for the integration and browser tests: redis-server, a Celery worker, daphne.
 
-Each starts once per test session on free ports, in temporary directories, with its own SQLite
-database and runs directory, and is stopped (TERM, then KILL) at the end. Their logs go to files
+Each starts once per test session on free ports, in temporary directories, with its own database
+(a SQLite file, or a fresh database on the PostgreSQL server that DATABASE_URL names: see
+scripts/with_postgres.sh) and runs directory, and is stopped (TERM, then KILL) at the end. Their logs go to files
 under the session's temporary directory; a process that dies early fails the test with its log.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -107,11 +110,33 @@ def redis_server(tmp_path_factory):
 LIVE_USER, LIVE_PASSWORD = "tester", "tester-password-1"
 
 
+@pytest.fixture(scope="session")
+def live_database(tmp_path_factory):
+    """The live processes' own database; yields the environment variables that select it. With a
+    PostgreSQL DATABASE_URL (the suite's PostgreSQL pass), a fresh database on that server, dropped
+    at the end; otherwise a SQLite file."""
+    server_url = os.environ.get("DATABASE_URL", "")
+    if not server_url.startswith(("postgres://", "postgresql://")):
+        yield {"LOTTERYWEB_DB_PATH": str(tmp_path_factory.mktemp("live_database") / "db.sqlite3")}
+        return
+    import psycopg
+
+    name = f"lotteryweb_live_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as server:
+        server.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        server.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"DATABASE_URL": urlunsplit(urlsplit(server_url)._replace(path="/" + name))}
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as server:
+            server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @dataclass
 class LiveApp:
     base_url: str
     port: int
-    db_path: Path
+    database_env: dict  # LOTTERYWEB_DB_PATH or DATABASE_URL: the processes' database
     runs_dir: Path
     log_dir: Path
     processes: list[ManagedProcess] = field(default_factory=list)
@@ -121,6 +146,17 @@ class LiveApp:
     @property
     def ws_base(self) -> str:
         return self.base_url.replace("http://", "ws://")
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        """The rows of `sql` (placeholders `?`) read straight from the processes' database.
+        JSON columns come back as text from SQLite and already decoded from PostgreSQL."""
+        if "DATABASE_URL" in self.database_env:
+            import psycopg
+
+            with psycopg.connect(self.database_env["DATABASE_URL"]) as database:
+                return database.execute(sql.replace("?", "%s"), parameters).fetchall()
+        with contextlib.closing(sqlite3.connect(self.database_env["LOTTERYWEB_DB_PATH"], timeout=20)) as database:
+            return database.execute(sql, parameters).fetchall()
 
     def check_alive(self) -> None:
         for managed in self.processes:
@@ -170,12 +206,12 @@ class HttpSession:
 
 
 @pytest.fixture(scope="session")
-def live_app(redis_server, tmp_path_factory):
+def live_app(redis_server, live_database, tmp_path_factory):
     """Migrated database, one Celery worker and daphne, all on the private Redis; yields a LiveApp."""
     root = tmp_path_factory.mktemp("live_app")
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL"}  # its own SQLite
-    env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", "LOTTERYWEB_DB_PATH": str(root / "db.sqlite3"),
+           if not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL"}
+    env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", **live_database,
                 "LOTTERYWEB_RUNS_DIR": str(root / "runs"), "LOTTERYWEB_REDIS_URL": redis_server,
                 "PYTHONUNBUFFERED": "1", "LOTTERYWEB_TORCH_THREADS": "1"})
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env, check=True,
@@ -187,7 +223,7 @@ def live_app(redis_server, tmp_path_factory):
                                       "--loglevel=INFO", "--without-gossip", "--without-mingle"], root, env)
     server = start_process("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                       "lotteryweb.asgi:application"], root, env)
-    app = LiveApp(f"http://127.0.0.1:{port}", port, root / "db.sqlite3", root / "runs", root, [worker, server])
+    app = LiveApp(f"http://127.0.0.1:{port}", port, live_database, root / "runs", root, [worker, server])
 
     def serves_pages() -> bool:
         try:

@@ -2,8 +2,8 @@
 
 Docker cannot run here, so these tests read the files and check what they name: every program
 a service runs exists, every file the image copies is in the repository, every setting the
-compose file passes is one the settings read, and `manage.py check --deploy` passes with the
-production environment.
+compose file passes is one the settings read, `manage.py check --deploy` passes with the
+production environment, and the production application serves the static files itself.
 """
 import os
 import re
@@ -63,6 +63,16 @@ def test_the_dockerfile_builds_from_a_cpu_base_by_default_and_copies_what_exists
     assert "USER" in [kind for kind, _ in instructions], "the services do not run as root"
 
 
+def test_the_build_context_leaves_out_secrets_and_local_state_but_not_what_the_image_copies():
+    ignored = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {"lab.env", ".env", ".git", ".venv", "runs", "data", ".lotteryweb"} <= ignored
+    for kind, value in dockerfile_instructions():
+        if kind == "COPY":
+            for source in value.split()[:-1]:
+                assert Path(source).parts[0] not in ignored, f"COPY {source} is left out of the build context"
+
+
 def test_compose_has_the_lab_services_and_their_commands_exist():
     services = compose()["services"]
     assert {"web", "worker", "gpu-worker", "redis", "postgres"} <= set(services)
@@ -83,6 +93,9 @@ def test_compose_has_the_lab_services_and_their_commands_exist():
         if argv[0] == "daphne":
             module, attribute = argv[-1].split(":")
             assert attribute in (REPO / (module.replace(".", "/") + ".py")).read_text()
+    for name in ("web", "worker", "gpu-worker"):  # the web container migrates at start
+        assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
+    assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
     assert services["gpu-worker"]["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert "-Q" in services["gpu-worker"]["command"] and "gpu" in services["gpu-worker"]["command"]
 
@@ -111,6 +124,59 @@ def test_check_deploy_passes_with_the_production_settings():
     done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=REPO,
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Fetches paths from lotteryweb.asgi.application (what daphne serves) and prints "status content-type" per path.
+_ASGI_GET = """
+import asyncio, sys
+from lotteryweb.asgi import application
+
+async def get(path):
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"lottery.lab.example.org"), (b"x-forwarded-proto", b"https")],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    requests = [{"type": "http.request", "body": b""}]
+    sent = []
+
+    async def receive():  # the request, then a client that stays connected
+        return requests.pop() if requests else await asyncio.Event().wait()
+
+    async def send(message):
+        sent.append(message)
+
+    await application(scope, receive, send)
+    headers = {name.decode().lower(): value.decode() for name, value in sent[0]["headers"]}
+    print(sent[0]["status"], headers.get("content-type", "").split(";")[0])
+
+for path in sys.argv[1:]:
+    asyncio.run(get(path))
+"""
+
+
+def asgi_get(*paths: str) -> dict[str, str]:
+    """{path: "status content-type"} from the production application, in a fresh process."""
+    env = _production_env(LOTTERYWEB_SECRET_KEY=secrets.token_urlsafe(64))
+    done = subprocess.run([sys.executable, "-c", _ASGI_GET, *paths], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return dict(zip(paths, done.stdout.splitlines()))
+
+
+def test_the_production_server_serves_the_static_files_itself():
+    """No collectstatic and no extra package: daphne's application wraps Django in ASGIStaticFilesHandler,
+    which serves /static/ from the finders (the apps' static directories, plotly.js from the plotly
+    package) also with DEBUG off."""
+    answers = asgi_get("/static/vendor/plotly.min.js", "/static/frontend/live.js", "/static/frontend/style.css",
+                       "/static/admin/css/base.css")  # the admin's too: accounts are managed there
+    for path, answer in answers.items():
+        status, content_type = answer.split()
+        assert status == "200", (path, answer)
+        assert content_type.endswith("javascript" if path.endswith(".js") else "css"), (path, answer)
+
+
+def test_a_missing_static_file_is_a_404():
+    assert asgi_get("/static/frontend/missing.js") == {"/static/frontend/missing.js": "404 text/html"}
 
 
 @pytest.mark.parametrize("key", [None, "short", "lotteryweb-local-development-key-change-me-when-exposed"])

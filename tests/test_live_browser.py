@@ -163,7 +163,7 @@ def test_every_analysis_chart_renders_in_chromium(live_app, browser, analysis_re
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     for run_path, names in by_run.items():
-        experiment_id = add_finished_experiment(live_app.db_path, run_path, live_app.username)
+        experiment_id = add_finished_experiment(live_app.database_env, run_path, live_app.username)
         url = f"{live_app.base_url}/e/{experiment_id}/"
         for name in names:
             page.goto(url)

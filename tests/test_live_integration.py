@@ -2,7 +2,6 @@
 layer -> websocket -> result page. Real redis-server, Celery worker and daphne processes."""
 import json
 import re
-import sqlite3
 import time
 
 import pytest
@@ -79,17 +78,18 @@ def test_experiment_through_form_worker_websocket_database_and_result_page(live_
                 assert message["seq"] == late_seq + 1
                 late_seq = message["seq"]
 
-    with sqlite3.connect(live_app.db_path) as database:
-        rounds = database.execute("SELECT network, round_index, status, remaining_fraction FROM frontend_roundresult "
-                                  "WHERE experiment_id = ? ORDER BY network, round_index", (experiment_id,)).fetchall()
-        curves = database.execute("SELECT network, round_index, evals FROM frontend_curve WHERE experiment_id = ?",
-                                  (experiment_id,)).fetchall()
-        status = database.execute("SELECT status FROM frontend_experiment WHERE id = ?", (experiment_id,)).fetchone()
-    assert status == ("finished",)
+    # What the worker stored, read straight from the database the processes share (SQLite or PostgreSQL).
+    rounds = live_app.query("SELECT network, round_index, status, remaining_fraction FROM frontend_roundresult "
+                            "WHERE experiment_id = ? ORDER BY network, round_index", (experiment_id,))
+    curves = live_app.query("SELECT network, round_index, evals FROM frontend_curve WHERE experiment_id = ?",
+                            (experiment_id,))
+    status = live_app.query("SELECT status FROM frontend_experiment WHERE id = ?", (experiment_id,))
+    assert status == [("finished",)]
     assert [(n, r, s) for n, r, s, _ in rounds] == [("random_reinit", 1, "finished"), ("random_reinit", 2, "finished"),
                                                      ("ticket", 0, "finished"), ("ticket", 1, "finished"),
                                                      ("ticket", 2, "finished")]
-    assert len(curves) == 5 and all(json.loads(evals)["iteration"][-1] == 300 for _, _, evals in curves)
+    evals = [json.loads(value) if isinstance(value, str) else value for _, _, value in curves]
+    assert len(evals) == 5 and all(curve["iteration"][-1] == 300 for curve in evals)
 
     status, _, body = session.request(f"/e/{experiment_id}/")
     html = body.decode()

@@ -111,6 +111,27 @@ def test_a_failing_channel_layer_does_not_stop_the_recording():
     assert Curve.objects.get(experiment=experiment).evals["iteration"] == [50]
 
 
+@pytest.mark.django_db
+def test_a_channel_layer_that_stays_away_is_logged_once_and_its_return_once(caplog):
+    experiment = new_experiment()
+    redis_up = {"now": False}
+
+    def send(*_):
+        if not redis_up["now"]:
+            raise ConnectionError("redis went away")
+    recorder = progress.ProgressRecorder(experiment.pk, send=send)
+    for iteration in (50, 100, 150):
+        recorder.handle(evaluation(iteration, 0.5))
+        assert recorder.flush()
+    redis_up["now"] = True
+    recorder.handle(evaluation(200, 0.5))
+    recorder.flush()
+    messages = [record.getMessage() for record in caplog.records if record.name == "frontend.progress"]
+    assert len(messages) == 2 and messages[0].startswith(f"could not send progress of experiment {experiment.pk}")
+    assert "again, after 3 messages that could not be sent" in messages[1]
+    assert recorder.messages_sent == 1 and recorder.failed_sends == 0
+
+
 def test_trainings_total_counts_ticket_rounds_and_controls():
     spec = ExperimentSpec.from_dict(TINY_SPEC).to_dict()
     assert progress.trainings_total({"rounds_total": 2, "spec": spec}) == 3 + 2

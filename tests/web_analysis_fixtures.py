@@ -61,8 +61,9 @@ def analysis_results(finished_run, finished_bn_run):
     return found
 
 
-def add_finished_experiment(db_path: Path, run_path: Path, owner: str) -> int:
-    """Store a finished run as `owner`'s Experiment (with its rounds) in another process's SQLite database."""
+def add_finished_experiment(database_env: dict, run_path: Path, owner: str) -> int:
+    """Store a finished run as `owner`'s Experiment (with its rounds) in another process's database
+    (`database_env`: its LOTTERYWEB_DB_PATH or DATABASE_URL, as LiveApp.database_env)."""
     code = f"""
 import json, django
 django.setup()
@@ -80,7 +81,7 @@ for record in results["rounds"] + [r for records in results["controls"].values()
     progress.store_record(experiment.pk, record)
 print(experiment.pk)
 """
-    env = {"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", "LOTTERYWEB_DB_PATH": str(db_path), "PATH": "/usr/bin:/bin"}
+    env = {"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", **database_env, "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
                           capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1])
