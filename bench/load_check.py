@@ -12,7 +12,6 @@ The times are measured by the client on localhost, so they bound the server time
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.live_fixtures import HttpSession, free_port, start_process, wait_until  # noqa: E402
+from tests.live_fixtures import HttpSession, app_environment, free_port, start_process, wait_until  # noqa: E402
 
 
 def manage(env: dict, *args: str) -> str:
@@ -50,10 +49,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         redis_port, web_port = free_port(), free_port()
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "LOTTERYWEB_"))}
-        env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", "LOTTERYWEB_DB_PATH": str(root / "db.sqlite3"),
-                    "LOTTERYWEB_RUNS_DIR": str(root / "runs"), "LOTTERYWEB_LOG_LEVEL": "WARNING",
-                    "LOTTERYWEB_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOTTERYWEB_TORCH_THREADS": "1"})
+        env = app_environment(LOTTERYWEB_DB_PATH=str(root / "db.sqlite3"), LOTTERYWEB_RUNS_DIR=str(root / "runs"),
+                              LOTTERYWEB_LOG_LEVEL="WARNING", LOTTERYWEB_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+                              LOTTERYWEB_TORCH_THREADS="1")
         redis = start_process("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                                         "--save", "", "--appendonly", "no"], root)
         processes = [redis]
@@ -78,7 +76,7 @@ def main() -> None:
             processes.append(server)
             base = f"http://127.0.0.1:{web_port}"
             session = HttpSession(base)
-            wait_until(lambda: _answers(session), 60, "daphne", processes)
+            wait_until(session.answers, 60, "daphne", processes)
             session.login("bench", "bench-password-1")
             finished_id = 1
             sockets, stop = [], threading.Event()
@@ -114,12 +112,6 @@ def main() -> None:
             for managed in reversed(processes):
                 managed.stop()
 
-
-def _answers(session: HttpSession) -> bool:
-    try:
-        return session.request("/login/")[0] == 200
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -87,6 +87,13 @@ def _rgba(hex_color: str | None, alpha: float) -> str:
     return f"rgba({red}, {green}, {blue}, {alpha})"
 
 
+def _min_max_band(x: list, bands: list[dict], fillcolor: str, name: str, meta: str, **options) -> go.Scatter:
+    """A shaded area between each point's min and max (max left to right, then min back)."""
+    return go.Scatter(x=x + x[::-1], y=[_percent(b["max"]) for b in bands] + [_percent(b["min"]) for b in bands][::-1],
+                      mode="lines", fill="toself", fillcolor=fillcolor, line=dict(width=0), hoverinfo="skip",
+                      name=name, meta=meta, **options)
+
+
 def _add_band(figure: go.Figure, network: str, rows: list[dict]) -> None:
     """Mean early-stop accuracy across replicates with its min-max band, and the mean at the end (dotted)."""
     color = NETWORK_COLORS.get(network)
@@ -94,11 +101,8 @@ def _add_band(figure: go.Figure, network: str, rows: list[dict]) -> None:
     early = [row["early_stop"] for row in rows]
     count = max(row["replicates"] for row in rows)
     title = network_title(network)
-    figure.add_trace(go.Scatter(
-        x=x + x[::-1], y=[_percent(b["max"]) for b in early] + [_percent(b["min"]) for b in early][::-1],
-        mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
-        legendgroup=network,
-        name=f"{title} min–max of {count} replicates", meta=f"band:{network}"))
+    figure.add_trace(_min_max_band(x, early, _rgba(color, 0.18), f"{title} min–max of {count} replicates",
+                                   f"band:{network}", legendgroup=network))
     figure.add_trace(go.Scatter(
         x=x, y=[_percent(b["mean"]) for b in early], mode="lines+markers", legendgroup=network,
         name=f"{title} (early stop, mean of {count})", line=dict(color=color), meta=f"mean:{network}",
@@ -526,10 +530,8 @@ def _add_imp_band(figure: go.Figure, rows: list[dict]) -> None:
     x = [_percent(row["remaining_fraction"]) for row in rows]
     early = [row["early_stop"] for row in rows]
     count = max(row["replicates"] for row in rows)
-    band = go.Scatter(x=x + x[::-1], y=[_percent(b["max"]) for b in early] + [_percent(b["min"]) for b in early][::-1],
-                      mode="lines", fill="toself", fillcolor="rgba(0, 0, 0, 0.08)", line=dict(width=0),
-                      hoverinfo="skip", name=f"IMP ticket, min–max of {count} replicates", meta="band:imp")
-    figure.add_trace(band)
+    figure.add_trace(_min_max_band(x, early, "rgba(0, 0, 0, 0.08)", f"IMP ticket, min–max of {count} replicates",
+                                   "band:imp"))
     figure.data = (figure.data[-1],) + figure.data[:-1]  # underneath the lines
 
 
@@ -550,10 +552,8 @@ def compare_sparsity_vs_accuracy(series: list[dict]) -> go.Figure:
             rows = item["band"]
             x = [_percent(row["remaining_fraction"]) for row in rows]
             early = [row["early_stop"] for row in rows]
-            figure.add_trace(go.Scatter(
-                x=x + x[::-1], y=[_percent(b["max"]) for b in early] + [_percent(b["min"]) for b in early][::-1],
-                mode="lines", fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
-                legendgroup=item["label"], showlegend=False, meta=f"band:{item['label']}"))
+            figure.add_trace(_min_max_band(x, early, _rgba(color, 0.15), item["label"], f"band:{item['label']}",
+                                           legendgroup=item["label"], showlegend=False))
             y = [_percent(b["mean"]) for b in early]
             name = f"{item['label']} (mean of {max(row['replicates'] for row in rows)})"
         else:

@@ -8,7 +8,6 @@ and saves the result page (and, with --analysis-shots, each analysis section) as
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.live_fixtures import HttpSession, free_port, start_process, wait_until  # noqa: E402
+from tests.live_fixtures import HttpSession, app_environment, free_port, start_process, wait_until  # noqa: E402
 
 
 def main() -> None:
@@ -28,9 +27,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "LOTTERYWEB_"))}
-        env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", "LOTTERYWEB_DB_PATH": str(root / "db.sqlite3"),
-                    "LOTTERYWEB_CHANNEL_LAYER": "memory", "LOTTERYWEB_LOG_LEVEL": "WARNING"})
+        env = app_environment(LOTTERYWEB_DB_PATH=str(root / "db.sqlite3"), LOTTERYWEB_CHANNEL_LAYER="memory",
+                              LOTTERYWEB_LOG_LEVEL="WARNING")
         for command in (["migrate", "--noinput"], ["ensure_user", "shot", "--password", "shot-password-1", "--superuser"],
                         ["import_run", str(args.run_dir.resolve())]):
             subprocess.run([sys.executable, "manage.py", *command], cwd=REPO, env=env, check=True, capture_output=True)
@@ -40,7 +38,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             session = HttpSession(base)
-            wait_until(lambda: _answers(session), 60, "daphne", [server])
+            wait_until(session.answers, 60, "daphne", [server])
             from playwright.sync_api import sync_playwright
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
@@ -64,12 +62,6 @@ def main() -> None:
             server.stop()
     print(f"wrote {args.output}")
 
-
-def _answers(session: HttpSession) -> bool:
-    try:
-        return session.request("/login/")[0] == 200
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

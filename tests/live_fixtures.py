@@ -199,21 +199,34 @@ class HttpSession:
         """For a websocket opened on behalf of this session."""
         return {"Cookie": f"sessionid={self.cookie('sessionid')}"}
 
+    def answers(self, path: str = "/login/") -> bool:
+        """The server is up and serves `path` (a page needing no account by default)."""
+        try:
+            return self.request(path)[0] == 200
+        except OSError:
+            return False
+
     def json(self, path: str):
         status, _, body = self.request(path)
         assert status == 200, (path, status, body[:300])
         return json.loads(body)
 
 
+def app_environment(**settings: str) -> dict:
+    """This process's environment without its own app settings (DJANGO_*, LOTTERYWEB_*, DATABASE_URL),
+    plus `settings`: the environment of an app process that must use only what it is given."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL"}
+    env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", **settings})
+    return env
+
+
 @pytest.fixture(scope="session")
 def live_app(redis_server, live_database, tmp_path_factory):
     """Migrated database, one Celery worker and daphne, all on the private Redis; yields a LiveApp."""
     root = tmp_path_factory.mktemp("live_app")
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL"}
-    env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", **live_database,
-                "LOTTERYWEB_RUNS_DIR": str(root / "runs"), "LOTTERYWEB_REDIS_URL": redis_server,
-                "PYTHONUNBUFFERED": "1", "LOTTERYWEB_TORCH_THREADS": "1"})
+    env = app_environment(**live_database, LOTTERYWEB_RUNS_DIR=str(root / "runs"), LOTTERYWEB_REDIS_URL=redis_server,
+                          PYTHONUNBUFFERED="1", LOTTERYWEB_TORCH_THREADS="1")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env, check=True,
                    capture_output=True)
     subprocess.run([sys.executable, "manage.py", "ensure_user", LIVE_USER, "--password", LIVE_PASSWORD], cwd=REPO,
@@ -225,14 +238,8 @@ def live_app(redis_server, live_database, tmp_path_factory):
                                       "lotteryweb.asgi:application"], root, env)
     app = LiveApp(f"http://127.0.0.1:{port}", port, live_database, root / "runs", root, [worker, server])
 
-    def serves_pages() -> bool:
-        try:
-            return urllib.request.urlopen(app.base_url + "/", timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(serves_pages, 60, "daphne to serve /", app.processes)
+        wait_until(HttpSession(app.base_url).answers, 60, "daphne to serve /login/", app.processes)
         wait_until(lambda: b" ready." in worker.log_path.read_bytes(), 90, "the Celery worker to be ready", app.processes)
         yield app
     finally:

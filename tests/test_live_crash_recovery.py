@@ -4,7 +4,6 @@ the session's live app is untouched). Prints how long recovery took and what was
 import asyncio
 import contextlib
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from frontend.progress import MESSAGE_TYPE, group_name
-from tests.live_fixtures import REPO, free_port, start_process, wait_until
+from tests.live_fixtures import REPO, app_environment, free_port, start_process, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -31,13 +30,10 @@ class Lab:
         self.root = root
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        self.env = {key: value for key, value in os.environ.items()
-                    if not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL"}
-        self.env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", "LOTTERYWEB_DB_PATH": str(root / "db.sqlite3"),
-                         "LOTTERYWEB_RUNS_DIR": str(root / "runs"), "PYTHONUNBUFFERED": "1",
-                         "LOTTERYWEB_REDIS_URL": self.redis_url,
-                         "LOTTERYWEB_TORCH_THREADS": "1", "LOTTERYWEB_HEARTBEAT_SECONDS": "0.5",
-                         "LOTTERYWEB_HEARTBEAT_TIMEOUT": "3", "LOTTERYWEB_RECOVERY_INTERVAL": "0.5"})
+        self.env = app_environment(
+            LOTTERYWEB_DB_PATH=str(root / "db.sqlite3"), LOTTERYWEB_RUNS_DIR=str(root / "runs"), PYTHONUNBUFFERED="1",
+            LOTTERYWEB_REDIS_URL=self.redis_url, LOTTERYWEB_TORCH_THREADS="1", LOTTERYWEB_HEARTBEAT_SECONDS="0.5",
+            LOTTERYWEB_HEARTBEAT_TIMEOUT="3", LOTTERYWEB_RECOVERY_INTERVAL="0.5")
         self.processes = []
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=self.env, check=True,
                        capture_output=True)
