@@ -68,6 +68,12 @@ def sparsity_vs_accuracy(rounds_by_network: dict[str, list[dict]], bands: dict[s
             continue
         color = NETWORK_COLORS.get(network)
         x = [_percent(row["remaining_fraction"]) for row in rows]
+        if all(row["early_stop_iteration"] is None for row in rows):
+            # No validation split: nothing is early-stopped, the end-of-training line below is the result.
+            figure.add_trace(go.Scatter(
+                x=x, y=[_percent(row["final_test_accuracy"]) for row in rows], mode="lines+markers",
+                name=f"{network_title(network)} (end of training, no early stop)", line=dict(color=color)))
+            continue
         figure.add_trace(go.Scatter(
             x=x, y=[_percent(row["early_stop_test_accuracy"]) for row in rows], mode="lines+markers",
             name=f"{network_title(network)} (early stop)", line=dict(color=color),
@@ -98,14 +104,14 @@ def _add_band(figure: go.Figure, network: str, rows: list[dict]) -> None:
     """Mean early-stop accuracy across replicates with its min-max band, and the mean at the end (dotted)."""
     color = NETWORK_COLORS.get(network)
     x = [_percent(row["remaining_fraction"]) for row in rows]
-    early = [row["early_stop"] for row in rows]
+    early = [row["reported"] for row in rows]
     count = max(row["replicates"] for row in rows)
     title = network_title(network)
     figure.add_trace(_min_max_band(x, early, _rgba(color, 0.18), f"{title} min–max of {count} replicates",
                                    f"band:{network}", legendgroup=network))
     figure.add_trace(go.Scatter(
         x=x, y=[_percent(b["mean"]) for b in early], mode="lines+markers", legendgroup=network,
-        name=f"{title} (early stop, mean of {count})", line=dict(color=color), meta=f"mean:{network}",
+        name=f"{title} ({rows[0].get('point', 'early stop')}, mean of {count})", line=dict(color=color), meta=f"mean:{network}",
         customdata=[[row["round"], 100 * b["std"], 100 * b["min"], 100 * b["max"], b["count"]]
                     for row, b in zip(rows, early)],
         hovertemplate=("round %{customdata[0]}: %{x:.3g}% left, mean %{y:.2f}% ± %{customdata[1]:.2f} "
@@ -528,7 +534,7 @@ def analysis_figures(name: str, result: dict, imp_band: list[dict] | None = None
 
 def _add_imp_band(figure: go.Figure, rows: list[dict]) -> None:
     x = [_percent(row["remaining_fraction"]) for row in rows]
-    early = [row["early_stop"] for row in rows]
+    early = [row["reported"] for row in rows]
     count = max(row["replicates"] for row in rows)
     figure.add_trace(_min_max_band(x, early, "rgba(0, 0, 0, 0.08)", f"IMP ticket, min–max of {count} replicates",
                                    "band:imp"))
@@ -551,7 +557,7 @@ def compare_sparsity_vs_accuracy(series: list[dict]) -> go.Figure:
         if item.get("band"):
             rows = item["band"]
             x = [_percent(row["remaining_fraction"]) for row in rows]
-            early = [row["early_stop"] for row in rows]
+            early = [row["reported"] for row in rows]
             figure.add_trace(_min_max_band(x, early, _rgba(color, 0.15), item["label"], f"band:{item['label']}",
                                            legendgroup=item["label"], showlegend=False))
             y = [_percent(b["mean"]) for b in early]
@@ -559,7 +565,7 @@ def compare_sparsity_vs_accuracy(series: list[dict]) -> go.Figure:
         else:
             rows = [row for row in item["rounds"] if row["status"] == "finished"]
             x = [_percent(row["remaining_fraction"]) for row in rows]
-            y = [_percent(row["early_stop_test_accuracy"]) for row in rows]
+            y = [_percent(row["reported_test_accuracy"]) for row in rows]
             name = item["label"]
         figure.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(color=color),
                                     legendgroup=item["label"], meta=f"experiment:{item['id']}",

@@ -5,6 +5,7 @@ import json
 
 from django.db import transaction
 
+from frontend import listeners
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from frontend.progress import progress_of
 from trainer import replicate_stats
@@ -21,16 +22,20 @@ def round_row(result: RoundResult) -> dict:
             "early_stop_test_accuracy": result.early_stop_test_accuracy,
             "early_stop_val_accuracy": result.early_stop_val_accuracy,
             "final_test_accuracy": result.final_test_accuracy, "wall_seconds": result.wall_seconds,
-            "layers": result.layers, "costs": result.costs}
+            "layers": result.layers, "costs": result.costs,
+            # The accuracy the pages report: at early stop, or at the end of training for a run without
+            # a validation split (never a point picked on test data).
+            "reported_test_accuracy": (result.early_stop_test_accuracy if result.early_stop_iteration is not None
+                                       else result.final_test_accuracy)}
 
 
 def best_ticket(ticket_rounds: list[dict]) -> dict | None:
-    """The sparsest finished ticket round whose early-stop test accuracy is within one point of round 0's."""
-    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["early_stop_test_accuracy"] is not None]
+    """The sparsest finished ticket round whose reported test accuracy is within one point of round 0's."""
+    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_accuracy"] is not None]
     dense = next((r for r in finished if r["round"] == 0), None)
     if dense is None:
         return None
-    good = [r for r in finished if r["early_stop_test_accuracy"] >= dense["early_stop_test_accuracy"] - BEST_TICKET_TOLERANCE]
+    good = [r for r in finished if r["reported_test_accuracy"] >= dense["reported_test_accuracy"] - BEST_TICKET_TOLERANCE]
     return min(good, key=lambda r: r["remaining_fraction"])
 
 
@@ -46,6 +51,8 @@ def experiment_list_rows(user, limit: int = 500) -> list[dict]:
         rounds_by_experiment.setdefault(result.experiment_id, []).append(round_row(result))
     from frontend.queues import queue_for_spec, queue_positions
     positions = queue_positions(experiments)
+    waiting = [e for e in experiments if e.status == Experiment.Status.QUEUED]
+    listening = listeners.listening_queues() if waiting else None
     rows = []
     for experiment in experiments:
         progress = progress_of(experiment)
@@ -54,6 +61,8 @@ def experiment_list_rows(user, limit: int = 500) -> list[dict]:
                      "owner": experiment.owner.get_username() if experiment.owner else "",
                      "mine": can_change(user, experiment),
                      "queue": queue_for_spec(experiment.spec), "queue_position": positions.get(experiment.pk),
+                     "queue_notice": (listeners.unserved_queue_notice(queue_for_spec(experiment.spec), listening)
+                                      if experiment.status == Experiment.Status.QUEUED else ""),
                      "progress_label": progress_label(progress) if experiment.status == "running" else "",
                      "best_ticket_label": best_ticket_label(ticket) if ticket else ""})
     return rows
@@ -65,7 +74,7 @@ def progress_label(progress: dict) -> str:
 
 
 def best_ticket_label(ticket: dict) -> str:
-    return (f"{100 * ticket['remaining_fraction']:.3g}% of weights: {100 * ticket['early_stop_test_accuracy']:.2f}% "
+    return (f"{100 * ticket['remaining_fraction']:.3g}% of weights: {100 * ticket['reported_test_accuracy']:.2f}% "
             f"test accuracy (round {ticket['round']})")
 
 
@@ -86,15 +95,16 @@ def round_table_row(row: dict, control_rows: list[dict | None], bands: dict[str,
         found = next((b for b in bands.get(network, []) if b["round"] == row["round"]), None)
         if found is None:
             return None
-        early = found["early_stop"]
-        return {"count": early["count"], **{key: 100 * early[key] for key in ("mean", "std", "min", "max")}}
+        reported = found["reported"]
+        return {"count": reported["count"], **{key: 100 * reported[key] for key in ("mean", "std", "min", "max")}}
 
     controls = []
     for control in control_rows:
         band = band_of(control["network"]) if control and bands else None
-        controls.append(band["mean"] if band else _percent(control["early_stop_test_accuracy"]) if control else None)
+        controls.append(band["mean"] if band else _percent(control["reported_test_accuracy"]) if control else None)
     return {**row, "remaining_percent": _percent(row["remaining_fraction"]),
             "early_stop_test_percent": _percent(row["early_stop_test_accuracy"]),
+            "reported_test_percent": _percent(row["reported_test_accuracy"]),
             "final_test_percent": _percent(row["final_test_accuracy"]),
             "band": band_of(TICKET),
             "control_percents": controls,
@@ -135,7 +145,7 @@ def rounds_by_network(experiment: Experiment, replicate: int = 0) -> dict[str, l
 
 
 def replicate_bands(experiment: Experiment) -> dict[str, list[dict]]:
-    """network -> per round across replicates: early-stop and final test accuracy bands
+    """network -> per round across replicates: reported (early stop, else end of training) and final test accuracy bands
     (trainer.replicate_stats.band: mean, std, min, max, count) and the mean remaining fraction.
     Empty when the experiment has a single replicate."""
     rows = [round_row(result) for result in experiment.round_results.order_by("round_index")]
@@ -148,11 +158,13 @@ def replicate_bands(experiment: Experiment) -> dict[str, list[dict]]:
     for network, by_round in grouped.items():
         for round_index, replicas in sorted(by_round.items()):
             finished = [row for row in replicas if row["status"] == "finished"]
-            early = replicate_stats.band(row["early_stop_test_accuracy"] for row in finished)
-            if early is None:
+            reported = replicate_stats.band(row["reported_test_accuracy"] for row in finished)
+            if reported is None:
                 continue
             bands.setdefault(network, []).append({
-                "round": round_index, "early_stop": early,
+                "round": round_index, "reported": reported,
+                "point": "early stop" if all(row["early_stop_iteration"] is not None for row in finished)
+                         else "end of training",
                 "final": replicate_stats.band(row["final_test_accuracy"] for row in finished),
                 "remaining_fraction": sum(row["remaining_fraction"] for row in finished) / len(finished),
                 "replicates": len(replicas)})

@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from frontend import access, catalog, charts, live, queries, services
+from frontend import access, catalog, charts, listeners, live, queries, services
 from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
 from frontend.models import AnalysisRun, Experiment
+from frontend.queues import queue_for_spec
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
 from trainer.spec import ExperimentSpec
 from trainer.analyses import ANALYSES
@@ -131,7 +132,8 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
     mask_rounds = [row["round"] for row in ticket_rounds]
     return {
         "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
-        "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1), "best_ticket_label": _best_ticket_label(ticket_rounds),
+        "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1),
+        "no_early_stop": experiment.spec.get("validation_size") == 0, "best_ticket_label": _best_ticket_label(ticket_rounds),
         "layer_table": queries.layer_table(ticket_rounds), "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
         "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
@@ -172,8 +174,11 @@ def _best_ticket_label(ticket_rounds: list[dict]) -> str:
 
 def _live_context(experiment: Experiment, viewer: Viewer) -> dict:
     state = live.live_state(experiment.pk)
+    queue_notice = ""
+    if experiment.status == Experiment.Status.QUEUED:
+        queue_notice = listeners.unserved_queue_notice(queue_for_spec(experiment.spec), listeners.listening_queues())
     return {"experiment": experiment, "progress": state["progress"], "live_state": state, "viewer": viewer,
-            "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True)}
+            "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True), "queue_notice": queue_notice}
 
 
 @require_GET

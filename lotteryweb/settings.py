@@ -9,6 +9,7 @@ Environment variables (all optional):
   LOTTERYWEB_SSL_REDIRECT, LOTTERYWEB_HSTS_SECONDS, LOTTERYWEB_HSTS_INCLUDE_SUBDOMAINS, LOTTERYWEB_HSTS_PRELOAD
                           production HTTPS details (defaults: on, one year, on, on)
   LOTTERYWEB_GPU_QUEUE    Celery queue of device-cuda experiments (default "gpu")
+  LOTTERYWEB_LISTENER_SECONDS  how often workers announce their queues in Redis (default 5)
   DATABASE_URL            e.g. postgres://user:pass@host/db (default: SQLite file)
   LOTTERYWEB_DB_PATH      the SQLite file when DATABASE_URL is unset (default <repo>/db.sqlite3)
   LOTTERYWEB_REDIS_URL    Celery broker and channel layer (default redis://127.0.0.1:6379/0)
@@ -142,6 +143,8 @@ CELERY_TASK_ACKS_LATE = False  # a lost worker's runs come back through frontend
 LOTTERYWEB_HEARTBEAT_SECONDS = float(os.environ.get("LOTTERYWEB_HEARTBEAT_SECONDS", "5"))
 LOTTERYWEB_HEARTBEAT_TIMEOUT = float(os.environ.get("LOTTERYWEB_HEARTBEAT_TIMEOUT", "60"))
 LOTTERYWEB_RECOVERY_INTERVAL = float(os.environ.get("LOTTERYWEB_RECOVERY_INTERVAL", "15"))
+# Workers announce their queues this often (a silent worker drops out after 3 intervals).
+LOTTERYWEB_LISTENER_SECONDS = float(os.environ.get("LOTTERYWEB_LISTENER_SECONDS", "5"))
 
 CELERY_TASK_ROUTES = ("frontend.queues.route_task",)  # device "cuda*" -> the gpu queue
 LOTTERYWEB_GPU_QUEUE = os.environ.get("LOTTERYWEB_GPU_QUEUE", "gpu")

@@ -108,3 +108,20 @@ def test_experiment_through_form_worker_websocket_database_and_result_page(live_
     with socket_to(live_app, experiment_id, session) as websocket:
         snapshot = json.loads(websocket.recv(timeout=10))
         assert snapshot["progress"]["status"] == "finished" and len(snapshot["rounds"]) == 5
+
+
+def test_the_real_worker_announces_the_queue_it_listens_on(live_app, redis_server):
+    """The Celery worker of live_app consumes from the default queue only: its announcement is in Redis
+    (frontend.listeners), so a cuda experiment would be shown as having no worker on 'gpu'."""
+    import redis
+
+    from frontend.listeners import KEY_PREFIX
+
+    client = redis.Redis.from_url(redis_server)
+    deadline = time.monotonic() + 30
+    keys = []
+    while time.monotonic() < deadline and not keys:
+        keys = [key.decode() for key in client.scan_iter(match=f"{KEY_PREFIX}*")]
+        time.sleep(0.2)
+    assert keys and all(key.startswith(f"{KEY_PREFIX}celery:") for key in keys), keys
+    assert 0 < client.ttl(keys[0]) <= 15

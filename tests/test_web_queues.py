@@ -44,3 +44,39 @@ def test_a_failed_experiment_is_requeued_by_its_owner_only(client, user, other_u
     Experiment.objects.filter(pk=theirs.pk).update(status="cancelled")
     assert client.post(f"/e/{theirs.pk}/requeue/").status_code == 403
     assert Experiment.objects.get(pk=theirs.pk).status == "cancelled" and queued == [mine.pk]
+
+
+@pytest.mark.live
+def test_pages_say_when_no_worker_listens_on_an_experiments_queue(client, settings, redis_server):
+    """Workers announce their queues in Redis (frontend.listeners): a cuda experiment is accepted
+    with no GPU worker up, and the list and experiment pages say that nothing listens on 'gpu'."""
+    import redis
+
+    from frontend import listeners
+
+    settings.REDIS_URL = redis_server
+    client_redis = redis.Redis.from_url(redis_server)
+    client_redis.flushdb()
+    gpu, cpu = queued_experiment("cuda"), queued_experiment("cpu")
+    listeners.announce(client_redis, "worker_a@host", ["celery"], ttl_seconds=30)
+    assert listeners.listening_queues() == {"celery"}
+    page = client.get("/").content.decode()
+    assert page.count("no worker is listening on the &#x27;gpu&#x27; queue") == 1
+    assert "listening on the &#x27;celery&#x27;" not in page
+    assert "no worker is listening on the &#x27;gpu&#x27; queue" in client.get(f"/e/{gpu.pk}/").content.decode()
+    assert 'id="queue-notice"' not in client.get(f"/e/{cpu.pk}/").content.decode()
+    listeners.announce(client_redis, "gpu0@host", ["gpu"], ttl_seconds=30)
+    assert "no worker is listening" not in client.get("/").content.decode()
+    client_redis.flushdb()  # every worker gone (their keys expire): the default queue is unserved too
+    assert listeners.listening_queues() == set()
+    assert "no worker is listening on the &#x27;celery&#x27; queue" in client.get(f"/e/{cpu.pk}/").content.decode()
+
+
+def test_pages_say_nothing_about_listeners_when_redis_cannot_be_asked(client, settings):
+    from frontend import listeners
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing answers there
+    gpu = queued_experiment("cuda")
+    assert listeners.listening_queues() is None
+    assert 'id="queue-notice"' not in client.get(f"/e/{gpu.pk}/").content.decode()
+    assert client.get("/").status_code == 200

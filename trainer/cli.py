@@ -188,9 +188,10 @@ class Progress:
             self._close_bar()
             summary = event["summary"]
             self._line(f"round {event['round']}{label} {summary['status']}: {100 * summary['remaining_fraction']:.1f}% left, "
-                       f"early stop at it {summary['early_stop'].get('iteration')}, "
-                       f"test acc {_pct(summary['early_stop'].get('test_accuracy'))} "
-                       f"({summary['wall_seconds']:.1f} s)")
+                       + (f"early stop at it {summary['early_stop'].get('iteration')}, "
+                          f"test acc {_pct(summary['early_stop'].get('test_accuracy'))} " if summary["early_stop"] else
+                          f"no early stop, test acc at the end {_pct(summary['final'].get('test_accuracy'))} ")
+                       + f"({summary['wall_seconds']:.1f} s)")
         elif kind == events.ROUND_SKIPPED:
             self._line(f"round {event['round']}{label}: already done, skipped")
         elif kind == events.RUN_FINISHED:
@@ -219,7 +220,9 @@ def summary_table(results: dict) -> str:
     header = ["round", "% remaining", "early-stop it", f"{own}test acc (early stop)", f"{own}test acc (end)"]
     if replicates > 1:
         header += [f"mean of {replicates} replicates", "min-max"]
-    header += [f"{kind} (early stop)" for kind in kinds] + ["status"]
+    early_stopping = results.get("dataset", {}).get("validation_size", 1) > 0
+    point = "early stop" if early_stopping else "end"
+    header += [f"{kind} ({point})" for kind in kinds] + ["status"]
     rows = []
     for record in results["rounds"]:
         round_index = record["round"]
@@ -240,6 +243,8 @@ def summary_table(results: dict) -> str:
     lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     if replicates > 1 and kinds:
         lines.append("(control columns: mean over the replicates)")
+    if not early_stopping:
+        lines.append("(no validation split: no early stop; every accuracy is at the end of training)")
     return "\n".join(lines)
 
 

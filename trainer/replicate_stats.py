@@ -29,14 +29,22 @@ def band(values: Iterable[float]) -> dict | None:
     return {"mean": mean, "std": std, "min": min(finite), "max": max(finite), "count": len(finite)}
 
 
-def metric(record: dict, point: str = "early_stop", name: str = "test_accuracy") -> float | None:
-    """A record's metric at 'early_stop' or 'final' (None for a diverged round)."""
+def reported(record: dict) -> dict:
+    """The point of a record whose numbers are reported: its early stop (minimum validation loss),
+    or the end of training when the run has no validation split (never a point picked on test data)."""
+    return record.get("early_stop") or record.get("final") or {}
+
+
+def metric(record: dict, point: str = "reported", name: str = "test_accuracy") -> float | None:
+    """A record's metric at 'reported' (early stop, else end of training), 'early_stop' or 'final'
+    (None for a diverged round)."""
     if record.get("status") != "finished":
         return None
-    return (record.get(point) or {}).get(name)
+    values = reported(record) if point == "reported" else (record.get(point) or {})
+    return values.get(name)
 
 
-def round_bands(results: dict, network: str = TICKET, point: str = "early_stop",
+def round_bands(results: dict, network: str = TICKET, point: str = "reported",
                 name: str = "test_accuracy") -> dict[int, dict]:
     """{round: band of the metric across replicates, plus the mean remaining fraction}."""
     by_round: dict[int, list[dict]] = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import events
+from trainer import events, replicate_stats
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec, SpecError
 
@@ -42,7 +42,7 @@ def ticket_payload(run_dir: RunDir, round_index: int, replicate: int = 0) -> dic
             "round": round_index, "replicate": replicate,
             "rewind_iteration": record.get("start_iteration", 0) if round_index else 0,
             "remaining_fraction": record["remaining_fraction"],
-            "test_accuracy": (record.get("early_stop") or {}).get("test_accuracy"),
+            "test_accuracy": replicate_stats.reported(record).get("test_accuracy"),
             "mask": {name: tensor.bool() for name, tensor in part.mask(round_index).items()},
             "theta_rewind": part.load_state(part.theta_rewind_path)}
 

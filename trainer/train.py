@@ -131,12 +131,13 @@ class SegmentResult:
     snapshot: dict | None = None  # state dict captured at `snapshot_at` (θk)
 
     def early_stop(self) -> dict:
-        """The eval point with the lowest validation loss (test loss when there is no validation split)."""
+        """The eval point with the lowest validation loss; {} without a validation split.
+
+        Never selected on the test set (that would report a test accuracy chosen by test loss):
+        a run without validation examples reports its end-of-training results instead (`reported`).
+        """
         curve = self.curve
-        if not curve["iteration"]:
-            return {}
-        criterion = curve["val_loss"] if not all(math.isnan(v) for v in curve["val_loss"]) else curve["test_loss"]
-        finite = [(value, i) for i, value in enumerate(criterion) if math.isfinite(value)]
+        finite = [(value, i) for i, value in enumerate(curve["val_loss"]) if math.isfinite(value)]
         if not finite:
             return {}
         _, best = min(finite)
