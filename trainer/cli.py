@@ -119,17 +119,25 @@ def _parse_flag(text: str, hint, dotted: str):
     return text
 
 
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON object from a file; SpecError(what, ...) says what is wrong with the file."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise SpecError(what, f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(what, f"{path} is not UTF-8 text (byte {error.start}); it must be a JSON file") from None
+    except json.JSONDecodeError as error:
+        raise SpecError(what, f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict):
+        raise SpecError(what, f"{path} must hold a JSON object")
+    return data
+
+
 def spec_from_args(args) -> ExperimentSpec:
     data: dict = {}
     if args.spec is not None:
-        try:
-            data = json.loads(args.spec.read_text())
-        except OSError as error:
-            raise SpecError("--spec", f"cannot read {args.spec}: {error.strerror}") from None
-        except json.JSONDecodeError as error:
-            raise SpecError("--spec", f"{args.spec} is not valid JSON ({error.msg} at line {error.lineno})") from None
-        if not isinstance(data, dict):
-            raise SpecError("--spec", f"{args.spec} must hold a JSON object")
+        data = read_json_object(args.spec, "--spec")
     for dotted, _, hint in spec_fields():
         text = getattr(args, f"spec:{dotted}")
         if text is None:
@@ -278,7 +286,12 @@ def command_show(args) -> int:
     path = args.run_dir / "results.json"
     if not path.is_file():
         raise RunDirError(f"{args.run_dir} has no results.json (not a run directory, or the run never finished a round)")
-    print(summary_table(json.loads(path.read_text())))
+    results = read_json_object(path, "results.json")
+    try:
+        table = summary_table(results)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise RunDirError(f"{path} is not a results file of this tool (missing or wrong field {error})") from None
+    print(table)
     return 0
 
 

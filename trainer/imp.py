@@ -62,7 +62,6 @@ class Run:
         self.run_dir = run_dir
         self.callback = callback
         self.stop_requested = stop_requested
-        spec.check_dataset_fit()
         self.device = resolve_device(spec.device)
         _make_deterministic(self.device)
         self.data: PreparedData = prepare_data(spec, self.device, data_dir)

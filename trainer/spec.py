@@ -39,6 +39,10 @@ def _option(default: Any = dataclasses.MISSING, *, help: str, choices: tuple | N
     return field(default=default, metadata=metadata)
 
 
+# The most iterations one experiment may train in all (iterations per round × trainings): about 15
+# times a paper-scale ResNet-20 experiment with 20 rounds, 16 replicates and both controls (63K × 21 × 16 × 3).
+MAX_TOTAL_ITERATIONS = 1_000_000_000
+
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "multistep")
 PRUNING_STRATEGIES = ("magnitude", "random")
@@ -201,34 +205,63 @@ class ExperimentSpec:
         for index, round_number in enumerate(self.control_rounds):
             if round_number > self.rounds_total():
                 raise SpecError(f"control_rounds[{index}]", f"round {round_number} does not exist; the run has rounds 1..{self.rounds_total()}")
+        # Early, with the registry's size: a form, the API and the CLI refuse it before any data is loaded.
+        self.check_workload(self.iterations_per_epoch())
 
-    def resolved_validation_size(self) -> int:
+    def resolved_validation_size(self, train_size: int | None = None) -> int:
+        """Validation examples held out of a training set of `train_size` examples (default: the
+        registry's size; a run passes the size of the data it actually loaded)."""
         from trainer import datasets
         if self.validation_size is not None:
             return self.validation_size
+        if train_size is None:
+            train_size = datasets.DATASETS[self.dataset].info.train_size
         # Frankle & Carbin hold out 5000 of MNIST's 60000; small sets keep a sixth.
-        return min(5000, datasets.DATASETS[self.dataset].info.train_size // 6)
+        return min(5000, train_size // 6)
 
     def rounds_total(self) -> int:
         """Pruned rounds actually run (one-shot runs have a single pruned round)."""
         return 1 if self.pruning.schedule == "one_shot" else self.pruning.rounds
 
-    def training_examples(self) -> int:
+    def training_examples(self, train_size: int | None = None) -> int:
         from trainer import datasets
-        return datasets.DATASETS[self.dataset].info.train_size - self.resolved_validation_size()
+        if train_size is None:
+            train_size = datasets.DATASETS[self.dataset].info.train_size
+        return train_size - self.resolved_validation_size(train_size)
 
-    def iterations_per_epoch(self) -> int:
-        return full_batches(self.training_examples(), self.training.batch_size)
+    def iterations_per_epoch(self, train_size: int | None = None) -> int:
+        return full_batches(self.training_examples(train_size), self.training.batch_size)
 
-    def check_dataset_fit(self) -> None:
-        """Checks that need the dataset's size: batch size, rewind point, warmup."""
-        if self.training.batch_size > self.training_examples():
+    def check_dataset_fit(self, train_size: int | None = None) -> None:
+        """Checks that need the dataset's size (`train_size` examples before the validation split;
+        default the registry's): validation split, batch size, rewind point, warmup."""
+        examples = self.training_examples(train_size)
+        if examples < 1:
+            raise SpecError("validation_size", f"must be smaller than the {examples + self.resolved_validation_size(train_size)} "
+                                               f"training examples of {self.dataset}")
+        if self.training.batch_size > examples:
             raise SpecError("training.batch_size",
-                            f"larger than the {self.training_examples()} training examples of {self.dataset}")
-        self.check_lengths(self.iterations_per_epoch())
+                            f"larger than the {examples} training examples of {self.dataset}")
+        self.check_lengths(self.iterations_per_epoch(train_size))
+
+    def trainings(self) -> int:
+        """Networks the experiment trains: every replicate's rounds 0..R and its controls."""
+        control_rounds = len(self.control_rounds) if self.control_rounds else self.rounds_total()
+        return self.replicates * (self.rounds_total() + 1 + len(self.controls) * control_rounds)
+
+    def check_workload(self, iterations_per_epoch: int) -> None:
+        """Refuse an absurd but well-typed request (e.g. 10^20 iterations) instead of running it."""
+        per_round = Step.parse(self.training.training_steps).to_iterations(iterations_per_epoch)
+        total = per_round * self.trainings()
+        if total > MAX_TOTAL_ITERATIONS:
+            raise SpecError("training.training_steps",
+                            f"{self.training.training_steps} is {per_round:,} iterations per round; with "
+                            f"{self.trainings()} trainings (replicates × (rounds + 1 + controls)) that is {total:,} "
+                            f"iterations in all, above the limit of {MAX_TOTAL_ITERATIONS:,}")
 
     def check_lengths(self, iterations_per_epoch: int) -> None:
-        """Checks that need the dataset size: rewind point inside training, etc."""
+        """Checks that need the dataset size: workload bound, rewind point inside training, etc."""
+        self.check_workload(iterations_per_epoch)
         total = Step.parse(self.training.training_steps).to_iterations(iterations_per_epoch)
         rewind = Step.parse(self.rewind_step).to_iterations(iterations_per_epoch)
         if rewind >= total:

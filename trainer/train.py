@@ -60,7 +60,9 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare_data(spec: ExperimentSpec, device: torch.device, data_dir=None) -> PreparedData:
     tensors = datasets.load_dataset(spec.dataset, data_dir)
-    train_x, train_y, val_x, val_y = datasets.split_validation(tensors, spec.resolved_validation_size())
+    # The hold-out comes from the data actually loaded (a data directory may hold a smaller set).
+    spec.check_dataset_fit(len(tensors.train_y))
+    train_x, train_y, val_x, val_y = datasets.split_validation(tensors, spec.resolved_validation_size(len(tensors.train_y)))
     move = lambda t: t.to(device)  # noqa: E731
     return PreparedData(tensors.info, move(train_x), move(train_y), move(val_x), move(val_y),
                         move(tensors.test_x), move(tensors.test_y), spec.training.batch_size)
