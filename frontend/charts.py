@@ -15,8 +15,10 @@ import torch.nn.functional as F
 
 from trainer.events import TICKET
 
-NETWORK_COLORS = {TICKET: "#1f77b4", "random_reinit": "#d62728", "random_prune": "#2ca02c"}
-NETWORK_TITLES = {TICKET: "winning ticket", "random_reinit": "random reinit", "random_prune": "random prune"}
+NETWORK_COLORS = {TICKET: "#1f77b4", "random_reinit": "#d62728", "random_reinit_from_scratch": "#ff7f0e",
+                  "random_prune": "#2ca02c"}
+NETWORK_TITLES = {TICKET: "winning ticket", "random_reinit": "random reinit", "random_reinit_from_scratch":
+                  "random reinit from scratch", "random_prune": "random prune"}
 # Heatmaps are downsampled to at most this many cells a side (fraction of survivors per cell).
 HEATMAP_MAX_ROWS = 100
 HEATMAP_MAX_COLUMNS = 200

@@ -8,18 +8,16 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from trainer import models
 from trainer.spec import ExperimentSpec
 
-# Frankle & Carbin (2019), Figure 2 and Appendix: Adam, batch 60, per-layer pruning rates.
+# Frankle & Carbin (2019), Figure 2 and Appendix: Adam, batch 60.
 _LENET_TRAINING = {"optimizer": "adam", "lr": 0.0012, "batch_size": 60}
-_LENET_PRUNING = {"scope": "layerwise", "fraction": 0.2, "layer_fractions": {"fc3.weight": 0.1}}
 
 
-def _conv_pruning(conv_layers: int, conv_fraction: float) -> dict:
-    # Conv layers and the output layer are pruned at their own rates; hidden fc layers at 20%.
-    layer_fractions = {f"conv{index}.weight": conv_fraction for index in range(1, conv_layers + 1)}
-    layer_fractions["fc3.weight"] = 0.1
-    return {"scope": "layerwise", "fraction": 0.2, "layer_fractions": layer_fractions}
+def _paper_pruning(model: str) -> dict:
+    # One home for the papers' pruning rates: the model registry (a bare spec gets the same).
+    return models.paper_pruning_fields(model, (3, 32, 32), 10)
 
 
 # Frankle et al. (2020, "Linear mode connectivity and the LTH"): SGD, 63K iterations, global pruning,
@@ -31,23 +29,21 @@ _CIFAR_SGD_TRAINING = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_d
 ARCHITECTURE_DEFAULTS: dict[str, dict] = {
     "lenet_300_100": {"training": {**_LENET_TRAINING, "training_steps": "50000it", "eval_interval": "1000it",
                                    "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant", "lr_milestones": []},
-                      "pruning": _LENET_PRUNING, "rewind_step": "0it"},
+                      "pruning": _paper_pruning("lenet_300_100"), "rewind_step": "0it"},
     "conv2": {"training": {"optimizer": "adam", "lr": 0.0002, "batch_size": 60, "training_steps": "20000it",
                            "eval_interval": "1000it", "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant",
                            "lr_milestones": []},
-              "pruning": _conv_pruning(2, 0.1), "rewind_step": "0it"},
+              "pruning": _paper_pruning("conv2"), "rewind_step": "0it"},
     "conv4": {"training": {"optimizer": "adam", "lr": 0.0003, "batch_size": 60, "training_steps": "25000it",
                            "eval_interval": "1000it", "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant",
                            "lr_milestones": []},
-              "pruning": _conv_pruning(4, 0.1), "rewind_step": "0it"},
+              "pruning": _paper_pruning("conv4"), "rewind_step": "0it"},
     "conv6": {"training": {"optimizer": "adam", "lr": 0.0003, "batch_size": 60, "training_steps": "30000it",
                            "eval_interval": "1000it", "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant",
                            "lr_milestones": []},
-              "pruning": _conv_pruning(6, 0.15), "rewind_step": "0it"},
-    "vgg16": {"training": _CIFAR_SGD_TRAINING,
-              "pruning": {"scope": "global", "fraction": 0.2, "layer_fractions": {}}, "rewind_step": "2000it"},
-    "resnet20": {"training": _CIFAR_SGD_TRAINING,
-                 "pruning": {"scope": "global", "fraction": 0.2, "layer_fractions": {}}, "rewind_step": "2000it"},
+              "pruning": _paper_pruning("conv6"), "rewind_step": "0it"},
+    "vgg16": {"training": _CIFAR_SGD_TRAINING, "pruning": _paper_pruning("vgg16"), "rewind_step": "2000it"},
+    "resnet20": {"training": _CIFAR_SGD_TRAINING, "pruning": _paper_pruning("resnet20"), "rewind_step": "2000it"},
 }
 
 
@@ -108,12 +104,12 @@ PRESETS: dict[str, Preset] = {preset.key: preset for preset in [
            "As in the paper: Adam 3e-4, 30K iterations, conv 15% / fc 20% / output 10% per round.",
            _with_architecture("conv6", "cifar10", pruning={"rounds": 15}, controls=["random_reinit"])),
     Preset("vgg16_cifar_rewind", "VGG-16, CIFAR-10, late rewinding (after Frankle et al. 2020)",
-           "SGD 0.1 with momentum, 63K iterations, LR x0.1 at 32K and 48K, global 20% per round, "
-           "rewind to iteration 2000.",
+           "SGD 0.1 with momentum, 63K iterations, LR x0.1 at 32K and 48K, global 20% per round "
+           "(output layer not pruned), rewind to iteration 2000.",
            _with_architecture("vgg16", "cifar10", pruning={"rounds": 12}, controls=["random_reinit"])),
     Preset("resnet20_cifar_rewind", "ResNet-20, CIFAR-10, late rewinding (after Frankle et al. 2020)",
-           "SGD 0.1 with momentum, 63K iterations, LR x0.1 at 32K and 48K, global 20% per round, "
-           "rewind to iteration 2000.",
+           "SGD 0.1 with momentum, 63K iterations, LR x0.1 at 32K and 48K, global 20% per round "
+           "(output layer not pruned), rewind to iteration 2000.",
            _with_architecture("resnet20", "cifar10", pruning={"rounds": 8}, controls=["random_reinit"])),
 ]}
 

@@ -2,6 +2,8 @@
 run reports its end-of-training results and says there is no early stop; nothing is picked by test loss."""
 import math
 
+import pytest
+
 from tests.test_imp import tiny_spec
 from trainer import replicate_stats
 from trainer.cli import summary_table
@@ -46,3 +48,25 @@ def test_run_with_validation_reports_early_stop(tmp_path):
         assert record["early_stop"]["iteration"] in record["curve"]["iteration"]
         assert replicate_stats.metric(record) == record["early_stop"]["test_accuracy"]
     assert "no early stop" not in summary_table(results)
+
+
+@pytest.mark.django_db
+def test_result_page_of_a_run_without_validation_reports_the_end_of_training(client, user, tmp_path):
+    """The page says there is no early stop; the best ticket and the chart use end-of-training accuracy."""
+    from frontend import progress, queries
+    from frontend.models import Experiment
+
+    results = run_experiment(tiny_spec(validation_size=0, pruning={"rounds": 1}), tmp_path)
+    spec = results["spec"]
+    experiment = Experiment.objects.create(
+        spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], status=Experiment.Status.FINISHED,
+        owner=user, run_name=results["run_name"], rounds_total=1, iterations_per_round=results["total_iterations"])
+    for record in results["rounds"]:
+        progress.store_record(experiment.pk, record)
+    page = client.get(f"/e/{experiment.pk}/").content.decode()
+    assert 'id="no-early-stop"' in page and "Nothing is selected on the test set" in page
+    assert "end of training, no early stop" in page
+    rows = queries.rounds_by_network(experiment)["ticket"]
+    assert all(row["early_stop_test_accuracy"] is None for row in rows)
+    assert [row["reported_test_accuracy"] for row in rows] == [r["final"]["test_accuracy"] for r in results["rounds"]]
+    assert queries.best_ticket(rows) is not None

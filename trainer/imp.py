@@ -10,9 +10,11 @@ Replicates are independent copies of all this with their own seeds (replicate 0 
 itself); the replicates of a round train stacked, as do the controls.
 
 Controls branch off a finished run (open_lth semantics: they train the same
-iterations k..T as the ticket they control):
-  random_reinit  the round's mask on a fresh initialisation
-  random_prune   a random mask with the round's per-layer sparsity, on θk
+iterations k..T as the ticket they control), and one trains from scratch:
+  random_reinit               the round's mask on a fresh initialisation, iterations k..T
+  random_reinit_from_scratch  the same network, iterations 0..T (Frankle & Carbin 2019's control;
+                              equal to random_reinit when k = 0)
+  random_prune                a random mask with the round's per-layer sparsity, on θk
 """
 from __future__ import annotations
 
@@ -233,7 +235,7 @@ class Run:
         """The starting network and mask of one control of a finished round."""
         replicate = self._replicate(replicate)
         ticket_mask = replicate.run_dir.mask(round_index)
-        if kind == "random_reinit":
+        if kind in ("random_reinit", "random_reinit_from_scratch"):  # the same fresh init; they differ in start
             return self.fresh_model(derive_seed(replicate.init_seed, "random_reinit", round_index) % (2**31)), ticket_mask
         if kind == "random_prune":
             return (self.model_with(self.theta_rewind(replicate)),
@@ -256,19 +258,27 @@ class Run:
                                                         replicate=replicate.index))
                     else:
                         todo.append((kind, round_index, replicate))
-        for part in chunks(len(todo), self.stack_size()) if todo else []:
-            networks = [todo[index] for index in part]
-            built = [self.control_network(kind, round_index, replicate) for kind, round_index, replicate in networks]
-            for (kind, round_index, replicate), (_, mask) in zip(networks, built):
-                self.announce_round(round_index, kind, mask, self.rewind_iteration, replicate.index)
-            segments = self.train_networks([model for model, _ in built], [mask for _, mask in built],
-                                           self.rewind_iteration, networks)
-            for (kind, round_index, replicate), (model, mask), segment in zip(networks, built, segments):
-                record = self.round_record(round_index, kind, mask, self.rewind_iteration, segment, replicate.index)
-                self.finish_round(round_index, kind, mask, model, segment, record, replicate)
-            if any(segment.status == "cancelled" for segment in segments):
-                return "cancelled"
+        # Networks that share their start iteration train in one stack.
+        by_start: dict[int, list] = {}
+        for network in todo:
+            by_start.setdefault(self.control_start(network[0]), []).append(network)
+        for start, group in sorted(by_start.items()):
+            for part in chunks(len(group), self.stack_size()):
+                networks = [group[index] for index in part]
+                built = [self.control_network(kind, round_index, replicate) for kind, round_index, replicate in networks]
+                for (kind, round_index, replicate), (_, mask) in zip(networks, built):
+                    self.announce_round(round_index, kind, mask, start, replicate.index)
+                segments = self.train_networks([model for model, _ in built], [mask for _, mask in built], start, networks)
+                for (kind, round_index, replicate), (model, mask), segment in zip(networks, built, segments):
+                    record = self.round_record(round_index, kind, mask, start, segment, replicate.index)
+                    self.finish_round(round_index, kind, mask, model, segment, record, replicate)
+                if any(segment.status == "cancelled" for segment in segments):
+                    return "cancelled"
         return "finished"
+
+    def control_start(self, kind: str) -> int:
+        """The iteration a control starts training at: the ticket's k, or 0 for the from-scratch reinit."""
+        return 0 if kind == "random_reinit_from_scratch" else self.rewind_iteration
 
     def train_networks(self, models_to_train, masks_to_use, start_iteration: int,
                        identities: list[tuple[str, int, Replicate]], snapshot_at: int | None = None):

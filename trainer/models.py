@@ -198,11 +198,29 @@ class ResNet20(nn.Module):
 
 # ---- registry -----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class PaperPruning:
+    """The pruning rates a model's paper used; a spec that leaves a pruning field out gets them."""
+    source: str
+    scope: str = "layerwise"
+    fraction: float = 0.2  # hidden fully connected layers (and every layer under global scope)
+    conv_fraction: float | None = None  # every conv layer, when it differs
+    output_fraction: float | None = None  # the output layer, when it differs
+    prune_output: bool = True
+
+
+# Frankle & Carbin 2019, Figure 2 / Appendix: fc 20%, output 10%; Conv-2/4 conv 10%, Conv-6 conv 15%.
+_FRANKLE_CARBIN = "Frankle & Carbin 2019 (ICLR), Figure 2 and Appendix"
+# Frankle et al. 2020 (linear mode connectivity) and open_lth's CIFAR defaults: global 20%, output layer not pruned.
+_FRANKLE_2020 = "Frankle et al. 2020 (ICML), Table 1; open_lth CIFAR defaults (output layer not pruned)"
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     description: str  # one line, shown in the CLI help and the web form
     architecture: Callable[[InputShape, int], nn.Module]  # layers only; values come from init_weight
     init_weight: Callable[[torch.Tensor, torch.Generator], None]  # for Conv2d/Linear weights; biases are 0
+    paper_pruning: PaperPruning = PaperPruning(_FRANKLE_CARBIN)
 
     def build(self, input_shape: InputShape, num_classes: int, init_seed: int) -> nn.Module:
         """The initialized model on the CPU; see build_model."""
@@ -225,17 +243,18 @@ def _register(entry: ModelEntry) -> None:
 
 _register(ModelEntry(
     "lenet_300_100", "LeNet-300-100: fully connected 300-100 (Frankle & Carbin 2019), Glorot init",
-    LeNet300100, _glorot_normal))
-for _name, _depth in (("conv2", 2), ("conv4", 4), ("conv6", 6)):
+    LeNet300100, _glorot_normal, PaperPruning(_FRANKLE_CARBIN, output_fraction=0.1)))
+for _name, _depth, _conv_fraction in (("conv2", 2, 0.1), ("conv4", 4, 0.1), ("conv6", 6, 0.15)):
     _register(ModelEntry(
         _name, f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
-        functools.partial(ConvNet, _CONV_PLANS[_name], model_name=_name), _glorot_normal))
+        functools.partial(ConvNet, _CONV_PLANS[_name], model_name=_name), _glorot_normal,
+        PaperPruning(_FRANKLE_CARBIN, conv_fraction=_conv_fraction, output_fraction=0.1)))
 _register(ModelEntry(
     "vgg16", "VGG-16 for CIFAR: 13 conv+batch-norm layers, global average pool, one FC; Kaiming init",
-    VGG16, _kaiming_normal))
+    VGG16, _kaiming_normal, PaperPruning(_FRANKLE_2020, scope="global", prune_output=False)))
 _register(ModelEntry(
     "resnet20", "ResNet-20 for CIFAR (He et al. 2016): 3 stages x 3 residual blocks, widths 16-32-64; Kaiming init",
-    ResNet20, _kaiming_normal))
+    ResNet20, _kaiming_normal, PaperPruning(_FRANKLE_2020, scope="global", prune_output=False)))
 
 
 # ---- public functions ---------------------------------------------------------------------
@@ -290,3 +309,23 @@ def output_parameter_name(name: str, input_shape: InputShape, num_classes: int) 
     _entry(name)
     shape, classes = _check_shape(input_shape, num_classes)
     return _layer_names(name, shape, classes)[1]
+
+
+def paper_pruning_fields(name: str, input_shape: InputShape, num_classes: int) -> dict:
+    """The PruningSpec fields of the model's paper rates: scope, fraction, layer_fractions, prunable_layers
+    (empty = every conv/linear weight)."""
+    paper = _entry(name).paper_pruning
+    names = prunable_parameter_names(name, input_shape, num_classes)
+    output = output_parameter_name(name, input_shape, num_classes)
+    with torch.device("meta"):
+        modules = dict(_entry(name).architecture(*_check_shape(input_shape, num_classes)).named_modules())
+    layer_fractions = {}
+    for weight_name in names:
+        module = modules[weight_name.rsplit(".", 1)[0]]
+        if weight_name == output and paper.output_fraction is not None:
+            layer_fractions[weight_name] = paper.output_fraction
+        elif isinstance(module, nn.Conv2d) and paper.conv_fraction is not None:
+            layer_fractions[weight_name] = paper.conv_fraction
+    prunable = [] if paper.prune_output else [weight_name for weight_name in names if weight_name != output]
+    return {"scope": paper.scope, "fraction": paper.fraction, "layer_fractions": layer_fractions,
+            "prunable_layers": prunable}

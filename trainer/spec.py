@@ -48,7 +48,7 @@ LR_SCHEDULES = ("constant", "multistep")
 PRUNING_STRATEGIES = ("magnitude", "random")
 PRUNING_SCOPES = ("layerwise", "global")
 PRUNING_SCHEDULES = ("iterative", "one_shot")
-CONTROL_KINDS = ("random_reinit", "random_prune")
+CONTROL_KINDS = ("random_reinit", "random_reinit_from_scratch", "random_prune")
 MASK_CRITERIA = ("large_final", "large_init", "magnitude_increase", "movement")
 PRUNING_STRUCTURES = ("unstructured", "units")
 UNIT_NORMS = ("l1", "l2")
@@ -113,7 +113,10 @@ class ExperimentSpec:
                                                      "null = 5000, or a sixth of a smaller training set.",
                                           minimum=0, maximum=1_000_000)
     device: str = _option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
-    controls: list[str] = _option(help="Control experiments run on the finished IMP run: 'random_reinit', 'random_prune'.",
+    controls: list[str] = _option(help="Control experiments run on the finished IMP run: 'random_reinit' (the round's mask "
+                                       "on a fresh init, trained k..T like the ticket), 'random_reinit_from_scratch' (the same, "
+                                       "trained 0..T: Frankle & Carbin's control), 'random_prune' (a random mask of the "
+                                       "round's per-layer sparsity on θk).",
                                   default_factory=list, choices=CONTROL_KINDS)
     control_rounds: list[int] = _option(help="Rounds that get controls; empty = every pruned round.",
                                         default_factory=list, minimum=1, maximum=100)
@@ -134,7 +137,7 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, data: Any) -> "ExperimentSpec":
-        spec = _build(cls, data, "")
+        spec = _build(cls, _with_paper_pruning(data), "")
         spec.validate()
         return spec
 
@@ -269,6 +272,29 @@ class ExperimentSpec:
         warmup = Step.parse(self.training.warmup_steps).to_iterations(iterations_per_epoch)
         if warmup > total:
             raise SpecError("training.warmup_steps", f"warmup ({warmup} iterations) is longer than training ({total} iterations)")
+
+
+def _with_paper_pruning(data: Any) -> Any:
+    """`data` with the pruning fields it leaves out taken from its model's paper rates
+    (trainer.models.PaperPruning): a bare spec for Conv-6 prunes convs at 15%, fc at 20%, the output
+    layer at 10%. A field given (even `layer_fractions: {}` for uniform rates) is kept as given."""
+    from trainer import datasets, models
+    if not isinstance(data, dict) or not isinstance(data.get("pruning", {}), dict):
+        return data  # _build reports the wrong type
+    model, dataset = data.get("model", ExperimentSpec.model), data.get("dataset", ExperimentSpec.dataset)
+    if model not in models.MODELS or dataset not in datasets.DATASETS:
+        return data  # validate() names the unknown one
+    info = datasets.DATASETS[dataset].info
+    paper = models.paper_pruning_fields(model, info.input_shape, info.num_classes)
+    given = data.get("pruning", {})
+    missing = {key: value for key, value in paper.items() if key not in given}
+    if "layer_fractions" in missing and given.get("prunable_layers"):
+        missing["layer_fractions"] = {name: fraction for name, fraction in missing["layer_fractions"].items()
+                                      if name in given["prunable_layers"]}
+    if "layer_fractions" in missing and given.get("structure") == "units":
+        output = models.output_parameter_name(model, info.input_shape, info.num_classes)
+        missing["layer_fractions"].pop(output, None)  # structured pruning never prunes the output layer
+    return {**data, "pruning": {**given, **missing}} if missing else data
 
 
 # ---- generic field machinery -------------------------------------------------------------
