@@ -13,7 +13,7 @@ TINY_RUN = {
     "training": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "training_steps": "40it",
                  "eval_interval": "20it", "metrics_interval": 10, "lr_schedule": "multistep",
                  "lr_milestones": ["30it"], "lr_gamma": 0.1},
-    "pruning": {"fraction": 0.5, "rounds": 2},
+    "pruning": {"fraction": 0.5, "rounds": 2, "layer_fractions": {}},  # uniform: every layer at 50%
 }
 
 

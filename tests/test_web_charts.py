@@ -82,10 +82,10 @@ def test_live_figures_have_one_line_per_planned_training():
 def test_with_replicates_the_sparsity_chart_draws_mean_and_min_max_band():
     bands = {"ticket": [
         {"round": 0, "remaining_fraction": 1.0, "replicates": 3,
-         "early_stop": {"mean": 0.8, "std": 0.01, "min": 0.79, "max": 0.81, "count": 3},
+         "reported": {"mean": 0.8, "std": 0.01, "min": 0.79, "max": 0.81, "count": 3},
          "final": {"mean": 0.78, "std": 0.01, "min": 0.77, "max": 0.79, "count": 3}},
         {"round": 1, "remaining_fraction": 0.5, "replicates": 3,
-         "early_stop": {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.85, "count": 3},
+         "reported": {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.85, "count": 3},
          "final": None}]}
     figure = charts.sparsity_vs_accuracy({"ticket": rows("ticket", [0.9, 0.8])}, bands)
     band, mean, final = figure.data
@@ -100,9 +100,9 @@ def test_with_replicates_the_sparsity_chart_draws_mean_and_min_max_band():
 
 def test_with_replicates_every_accuracy_vs_sparsity_analysis_chart_shades_the_imp_band(analysis_results):
     band = [{"round": 0, "remaining_fraction": 1.0, "replicates": 3,
-             "early_stop": {"mean": 0.8, "std": 0.01, "min": 0.79, "max": 0.81, "count": 3}},
+             "reported": {"mean": 0.8, "std": 0.01, "min": 0.79, "max": 0.81, "count": 3}},
             {"round": 1, "remaining_fraction": 0.5, "replicates": 3,
-             "early_stop": {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.85, "count": 3}}]
+             "reported": {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.85, "count": 3}}]
     shaded = 0
     for name, (result, _) in analysis_results.items():
         for item in charts.analysis_figures(name, result, band):
