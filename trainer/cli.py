@@ -13,7 +13,7 @@ import types
 import typing
 from pathlib import Path
 
-from trainer import datasets, events, models, replicate_stats
+from trainer import datasets, events, models, replicate_stats, verdict
 from trainer.analyses.cli import add_analysis_commands, command_analyze
 from trainer.rundir import RunDirError
 from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
@@ -253,6 +253,8 @@ def summary_table(results: dict) -> str:
         lines.append("(control columns: mean over the replicates)")
     if not early_stopping:
         lines.append("(no validation split: no early stop; every accuracy is at the end of training)")
+    # a results.json written before the verdicts existed gets them computed from its rounds
+    lines += verdict.summary_lines(results.get("verdicts") or verdict.of_results(results))
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from trainer import events, masks, models, pruning, structured
+from trainer import events, masks, models, pruning, structured, verdict
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import ExperimentSpec
@@ -300,7 +300,7 @@ class Run:
 
     # ---- results ----------------------------------------------------------------------
     def results(self, status: str) -> dict:
-        return {
+        results = {
             "schema": RESULTS_SCHEMA_VERSION,
             "run_name": self.run_dir.path.name,
             "status": status,
@@ -322,6 +322,8 @@ class Run:
                                          for kind in replicate.run_dir.control_kinds()}}
                            for replicate in self.replicates[1:]],
         }
+        results["verdicts"] = verdict.of_results(results)  # winning-ticket verdict per round (trainer.verdict)
+        return results
 
 
 def _make_deterministic(device: torch.device) -> None:
