@@ -144,11 +144,16 @@ def rounds_by_network(experiment: Experiment, replicate: int = 0) -> dict[str, l
     return grouped
 
 
-def replicate_bands(experiment: Experiment) -> dict[str, list[dict]]:
+def all_round_rows(experiment: Experiment) -> list[dict]:
+    """Every network's and replicate's round rows in round order (one query)."""
+    return [round_row(result) for result in experiment.round_results.order_by("round_index")]
+
+
+def replicate_bands(experiment: Experiment, rows: list[dict] | None = None) -> dict[str, list[dict]]:
     """network -> per round across replicates: reported (early stop, else end of training) and final test accuracy bands
     (trainer.replicate_stats.band: mean, std, min, max, count) and the mean remaining fraction.
-    Empty when the experiment has a single replicate."""
-    rows = [round_row(result) for result in experiment.round_results.order_by("round_index")]
+    Empty when the experiment has a single replicate. `rows`: all_round_rows, when the caller has them."""
+    rows = all_round_rows(experiment) if rows is None else rows
     if not any(row["replicate"] > 0 for row in rows):
         return {}
     grouped: dict[str, dict[int, list[dict]]] = {}

@@ -18,6 +18,7 @@ from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget
 from frontend.models import AnalysisRun, Experiment
 from frontend.queues import queue_for_spec
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
+from frontend import verdict_table
 from trainer.spec import ExperimentSpec
 from trainer.analyses import ANALYSES
 from trainer.events import TICKET
@@ -118,7 +119,8 @@ def new_experiment(request):
 
 def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
     rounds = queries.rounds_by_network(experiment)
-    bands = queries.replicate_bands(experiment)
+    all_rows = queries.all_round_rows(experiment)  # one query for the bands and the verdict
+    bands = queries.replicate_bands(experiment, all_rows)
     ticket_rounds = rounds[TICKET]
     remaining_by_round = {row["round"]: row["remaining_fraction"] for row in ticket_rounds}
     figures = [
@@ -134,6 +136,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
         "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1),
         "no_early_stop": experiment.spec.get("validation_size") == 0, "best_ticket_label": _best_ticket_label(ticket_rounds),
+        "verdict": verdict_table.verdict_section(all_rows, experiment.iterations_per_round),
         "layer_table": queries.layer_table(ticket_rounds), "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
         "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),

@@ -23,8 +23,10 @@ def test_run_writes_results_and_prints_the_summary_table_then_controls_extend_it
     assert done.returncode == 0, done.stderr
     header = done.stdout.splitlines()[0]
     assert "round" in header and "% remaining" in header and "early-stop it" in header
-    rows = done.stdout.splitlines()[2:]
+    table, verdicts = done.stdout.split("\n\n")  # the table, then the winning-ticket verdicts (trainer.verdict)
+    rows = table.splitlines()[2:]
     assert [row.split("|")[0].strip() for row in rows] == ["0", "1", "2"]
+    assert verdicts.count("-> more replicates needed") == 2  # one replicate, rounds 1 and 2
     assert rows[1].split("|")[1].strip() == "80.0"
     # Not a TTY: plain progress lines, no bar characters.
     assert "round 1 finished" in done.stderr and "\r" not in done.stderr

@@ -302,10 +302,10 @@ def _mean_remaining(ticket_records: list[dict]) -> dict[int, float]:
 # ---- text ---------------------------------------------------------------------------------
 
 def summary_lines(result: dict) -> list[str]:
-    """The CLI's lines: one per pruned round, after a header that states the test and tolerance."""
+    """The CLI's lines: a blank line, a header that states the test and tolerance, one line per pruned round."""
     if not result["rounds"]:
         return []
-    lines = [f"Winning-ticket verdict ({result['test']}; {round(100 * result['confidence'])}% CI; matching = within "
+    lines = ["", f"Winning-ticket verdict ({result['test']}; {round(100 * result['confidence'])}% CI; matching = within "
              f"{_points(result['tolerance'])} of dense [{result['tolerance_rule']}] at no more iterations; "
              f"n >= {result['minimum_replicates']}; accuracy at {result['point']}):"]
     for row in result["rounds"]:
