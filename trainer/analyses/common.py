@@ -40,11 +40,11 @@ class AnalysisContext:
     """One analysis of one run directory: its parameters, its files, and (lazily) the loaded run."""
 
     def __init__(self, name: str, schema: tuple[Param, ...], run_path, params: dict, *,
-                 callback: events.Callback, data_dir, stop_requested: Callable[[], bool]):
+                 callback: events.Callback, data_dir, stop_requested: Callable[[], bool], version: int = 1):
         self.name = name
         self.params = validate_params(schema, params)
         self.run_dir = RunDir.open(run_path)
-        self.directory = self.run_dir.path / "analyses" / name / params_hash(name, schema, self.params)
+        self.directory = self.run_dir.path / "analyses" / name / params_hash(name, schema, self.params, version)
         self.data_dir = data_dir
         self.stop_requested = stop_requested
         self.raw_callback = callback
@@ -215,16 +215,17 @@ def round_finished(callback: events.Callback, record: dict, **fields) -> None:
 
 def execute(name: str, schema: tuple[Param, ...], run_path, params: dict, body: Callable[[AnalysisContext], dict], *,
             callback: events.Callback, data_dir, stop_requested: Callable[[], bool],
-            prepare: Callable[[dict], dict] | None = None) -> dict:
+            prepare: Callable[[dict], dict] | None = None, version: int = 1) -> dict:
     """Open the analysis and run `body`: cancellation is a status, errors leave an analysis_failed event.
 
-    `prepare` may complete the raw parameters before they are validated and hashed.
+    `prepare` may complete the raw parameters before they are validated and hashed; `version`
+    is the analysis's results version (trainer.analyses.params.params_hash).
     """
     try:
         if prepare is not None:
             params = prepare(params)
         context = AnalysisContext(name, schema, run_path, params, callback=callback, data_dir=data_dir,
-                                  stop_requested=stop_requested)
+                                  stop_requested=stop_requested, version=version)
     except Exception as error:
         callback(aevents.make_event(aevents.ANALYSIS_FAILED, name, message=_message(error)))
         raise

@@ -32,6 +32,12 @@ class Param:
     optional: bool = False  # None is allowed (and is then the default)
     in_hash: bool = True  # False: the parameter only adds to the report, it does not change what is trained
     unordered: bool = False  # a list whose order means nothing: stored sorted, so any order finds the same work
+    labels: tuple = ()  # what the web form shows for each choice; default: the choice itself
+
+    def choice_labels(self) -> list[tuple]:
+        """(choice, label) pairs for a form."""
+        labels = self.labels or tuple(str(choice).replace("_", " ") for choice in self.choices)
+        return list(zip(self.choices, labels))
 
     @property
     def item_kind(self) -> str:
@@ -109,9 +115,13 @@ def _order_key(param: Param, item):
     return item
 
 
-def params_hash(analysis: str, schema: tuple[Param, ...], params: dict) -> str:
-    """12 hex digits from the non-default parameters that change what is trained."""
+def params_hash(analysis: str, schema: tuple[Param, ...], params: dict, version: int = 1) -> str:
+    """12 hex digits from the non-default parameters that change what is trained. An analysis whose
+    results or defaults change meaning raises its `version`, so stored work of the old meaning is not
+    found again (version 1 adds nothing: existing hashes stay valid)."""
     changed = {p.name: params[p.name] for p in schema if p.in_hash and params[p.name] != _normal_default(p)}
+    if version != 1:
+        changed["version"] = version
     canonical = json.dumps({"analysis": analysis, **changed}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -147,5 +157,6 @@ def parse_text(param: Param, text: str) -> Any:
 def describe(schema: tuple[Param, ...]) -> list[dict]:
     """The schema as JSON (for the web form and `--help`)."""
     return [{"name": p.name, "kind": p.kind, "default": _normal_default(p), "help": p.help,
-             "choices": list(p.choices), "minimum": p.minimum, "maximum": p.maximum, "optional": p.optional}
+             "choices": list(p.choices), "choice_labels": [label for _, label in p.choice_labels()],
+             "minimum": p.minimum, "maximum": p.maximum, "optional": p.optional}
             for p in schema]
