@@ -35,3 +35,17 @@ def one_torch_thread():
 def collector():
     seen = []
     return seen, seen.append
+
+
+
+def keeps_larger_half(new_mask: dict, mask: dict, scores: dict) -> bool:
+    """The tiny run's pruning rule, checked by hand: every layer of `new_mask` kept round(n/2) (halves
+    down) of the n survivors of `mask`, none scoring below a weight it pruned (ties may go either way)."""
+    for name, keep in mask.items():
+        kept, pruned = new_mask[name] & keep, keep & ~new_mask[name]
+        survivors = int(keep.sum())
+        if not torch.equal(kept, new_mask[name]) or int(kept.sum()) != survivors - int(survivors * 0.5 + 0.5):
+            return False
+        if scores[name][kept].min() < scores[name][pruned].max():
+            return False
+    return True

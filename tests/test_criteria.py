@@ -1,13 +1,15 @@
 """Zhou et al. (2019): masking criteria, survivor re-initialisations, frozen pruned weights, supermasks."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from tests.analysis_helpers import TINY_RUN, keeps_larger_half, one_torch_thread, tiny_run  # noqa: F401  (autouse fixture)
 from trainer import criteria, models
 from trainer.criteria import FrozenAtInitEnforcer, criterion_scores, reinit_survivors, supermask_score
 from trainer.analyses.masking_criteria import run_masking_criteria
-from trainer.imp import run_experiment
+from trainer.imp import Run, run_experiment
 from trainer.masks import apply_mask, load_mask
 from trainer.pruning import prune_by_scores
 from trainer.rundir import RunDir
@@ -26,6 +28,8 @@ DENSE = {"w": torch.ones(4, dtype=torch.bool)}
     ("magnitude_increase", [1.0, -1.0, 2.5, 0.5], [True, False, True, False]),
     # |wT - w0| = 1, 1, 3.5, 0.5: the tie between the first two goes to position (the first is pruned)
     ("movement", [1.0, 1.0, 3.5, 0.5], [False, True, True, False]),
+    # the third flipped sign (0.5 -> -3): pruned first despite the second-largest |wT|
+    ("large_final_same_sign", [2.0, 1.0, -1.0, 3.5], [True, False, False, True]),
 ])
 def test_each_criterion_scores_and_masks_exactly(criterion, expected_scores, expected_keep):
     scores = criterion_scores(criterion, W0, WT, ["w"])
@@ -113,6 +117,19 @@ def test_supermask_score_equals_evaluate_of_the_masked_start_network():
     assert score == evaluate(model, x, y)[1]
 
 
+def test_a_frozen_supermask_keeps_the_pruned_weights_at_their_frozen_values():
+    model, state, mask = lenet_state_and_mask()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g)
+    frozen = {name: torch.full_like(value, 0.01) for name, value in state.items()}
+    by_hand = models.build_model("lenet_300_100", (1, 28, 28), 10, 0)
+    by_hand.load_state_dict({name: torch.where(mask[name], value, frozen[name]) if name in mask else value
+                             for name, value in state.items()})
+    assert supermask_score(model, mask, x, y, frozen_values=frozen) == evaluate(by_hand, x, y)[1]
+    assert supermask_score(model, mask, x, y, frozen_values=state) == evaluate(model, x, y)[1], \
+        "frozen at their own values, nothing is masked"
+
+
 def tiny_spec() -> ExperimentSpec:
     return ExperimentSpec.from_dict({
         "dataset": "synthetic", "validation_size": 500, "device": "cpu",
@@ -139,6 +156,7 @@ def test_masking_criteria_analysis_branches_chains_off_a_finished_run(tmp_path):
 
     run_dir = RunDir.open(path)
     theta = run_dir.load_state(run_dir.theta_rewind_path)
+    assert all(torch.equal(theta[k], v) for k, v in run_dir.load_state(run_dir.theta_init_path).items()), "k = 0"
     units = path / "analyses" / "masking_criteria"
     [unit_root] = [d for d in units.iterdir() if d.is_dir()]
     frozen = unit_root / "units" / "variant_large_init-frozen_init" / "round_001"
@@ -157,3 +175,84 @@ def test_masking_criteria_analysis_branches_chains_off_a_finished_run(tmp_path):
                                  rounds=1, callback=seen.append)
     assert again["variants"] == result["variants"], "the same request finds the finished work"
     assert not any(e["type"] == "round_started" for e in seen)
+
+
+# ---- late rewinding: each round's start weights, supermasks at θ0 ------------------------------------
+def glorot_std(weight: torch.Tensor) -> float:
+    fan_out, fan_in = weight.shape
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def masked_theta(state: dict, mask: dict, survivors=lambda name, value: value, pruned=lambda name, value: 0 * value):
+    """`state` with survivors and pruned weights of `mask` replaced as told (unmasked tensors kept)."""
+    return {name: torch.where(mask[name], survivors(name, value), pruned(name, value)) if name in mask else value
+            for name, value in state.items()}
+
+
+def test_the_tickets_criterion_compares_with_the_weights_each_round_started_from(tmp_path):
+    path = tiny_run(tmp_path, pruning={**TINY_RUN["pruning"], "criterion": "movement"})
+    run_dir = RunDir.open(path)
+    theta_0, theta_k = run_dir.load_state(run_dir.theta_init_path), run_dir.load_state(run_dir.theta_rewind_path)
+    final_0, final_1 = run_dir.final_weights(0), run_dir.final_weights(1)
+    mask_0, mask_1, mask_2 = run_dir.mask(0), run_dir.mask(1), run_dir.mask(2)
+    movement = lambda final, start: {n: (final[n] - start[n]).abs() for n in mask_0}  # noqa: E731
+    # round 0 trained from θ0 (not θk); round 1 from θk
+    assert keeps_larger_half(mask_1, mask_0, movement(final_0, theta_0))
+    assert not keeps_larger_half(mask_1, mask_0, movement(final_0, theta_k)), "against θk the mask would differ"
+    assert keeps_larger_half(mask_2, mask_1, movement(final_1, theta_k))
+
+
+@pytest.fixture(scope="module")
+def late_rewinding(tmp_path_factory):
+    """A run rewinding to θk, k = 10 of 40, and masking-criteria chains off it."""
+    path = tiny_run(tmp_path_factory.mktemp("late"))
+    criteria_result = run_masking_criteria(path, criteria=["large_final", "magnitude_increase", "large_final_same_sign"],
+                                           reinits=["rewind", "sign_kept_constant"])
+    frozen_result = run_masking_criteria(path, criteria=["large_final"], masked_weights=["frozen_init"])
+    return path, criteria_result, frozen_result
+
+
+def unit(result, name, round_index):
+    return Path(result["result_dir"]) / "units" / name / f"round_{round_index:03d}"
+
+
+def accuracy_at(run, state) -> float:
+    return evaluate(run.model_with(state), run.data.test_x, run.data.test_y)[1]
+
+
+def test_variant_criteria_compare_with_the_start_of_the_round_they_prune(late_rewinding):
+    path, result, _ = late_rewinding
+    run_dir = RunDir.open(path)
+    theta_0, theta_k = run_dir.load_state(run_dir.theta_init_path), run_dir.load_state(run_dir.theta_rewind_path)
+    final_0, mask_0 = run_dir.final_weights(0), run_dir.mask(0)
+    increase = lambda final, start: {n: final[n].abs() - start[n].abs() for n in mask_0}  # noqa: E731
+    same_sign = lambda final, start: {n: torch.where(torch.sign(final[n]) == torch.sign(start[n]),  # noqa: E731
+                                                     final[n].abs(), torch.tensor(-1.0)) for n in mask_0}
+    sign_kept = lambda name, value: torch.sign(value) * glorot_std(value)  # noqa: E731
+    for name, score, reinit in (("variant_magnitude_increase", increase, lambda n, v: v),
+                                ("variant_large_final_same_sign-sign_kept_constant", same_sign, sign_kept)):
+        mask_1 = load_mask(unit(result, name, 1) / "mask.pt")
+        mask_2 = load_mask(unit(result, name, 2) / "mask.pt")
+        final_1 = run_dir.load_state(unit(result, name, 1) / "final_weights.pt")
+        start_1 = masked_theta(theta_k, mask_1, survivors=reinit, pruned=lambda n, v: v)
+        assert keeps_larger_half(mask_1, mask_0, score(final_0, theta_0)), name
+        assert keeps_larger_half(mask_2, mask_1, score(final_1, start_1)), name
+        if name == "variant_magnitude_increase":
+            assert not keeps_larger_half(mask_1, mask_0, score(final_0, theta_k)), "against θk the mask would differ"
+
+
+def test_supermask_scores_are_the_masked_theta_0_untrained(late_rewinding):
+    path, result, frozen = late_rewinding
+    run_dir = RunDir.open(path)
+    run = Run(run_dir.spec, run_dir)
+    theta_0 = run_dir.load_state(run_dir.theta_init_path)
+    for entry in result["ticket"]:
+        assert entry["supermask_test_accuracy"] == accuracy_at(run, masked_theta(theta_0, run_dir.mask(entry["round"])))
+    chain = result["variants"]["variant_large_final_same_sign-sign_kept_constant"]["rounds"]
+    for record in chain:
+        mask = load_mask(unit(result, "variant_large_final_same_sign-sign_kept_constant", record["round"]) / "mask.pt")
+        signed_constant = masked_theta(theta_0, mask, survivors=lambda n, v: torch.sign(v) * glorot_std(v))
+        assert record["supermask_test_accuracy"] == accuracy_at(run, signed_constant)
+    dense_theta_0 = accuracy_at(run, theta_0)
+    for record in frozen["variants"]["variant_large_final-frozen_init"]["rounds"]:
+        assert record["supermask_test_accuracy"] == dense_theta_0, "pruned weights frozen at θ0: the whole θ0"

@@ -1,10 +1,11 @@
+import hashlib
 import json
 import subprocess
 import sys
 
 import pytest
 
-from trainer.spec import ExperimentSpec, SpecError
+from trainer.spec import ExperimentSpec, SpecError, _non_default
 from trainer.steps import Step, StepFormatError
 
 
@@ -21,6 +22,19 @@ def test_json_round_trip_keeps_every_field():
     again = ExperimentSpec.from_json(spec.to_json())
     assert again == spec
     assert again.to_dict() == json.loads(spec.to_json())
+
+
+def hash_of_non_default_fields(spec: ExperimentSpec) -> str:
+    canonical = json.dumps(_non_default(spec, ExperimentSpec()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def test_a_criterion_run_with_late_rewinding_does_not_resume_masks_of_the_old_start_weights():
+    """Round 1 of such a run once scored the dense weights against θk: it must not find that directory."""
+    late = ExperimentSpec.from_dict({"dataset": "synthetic", "rewind_step": "10it", "pruning": {"criterion": "movement"}})
+    assert late.run_hash() != hash_of_non_default_fields(late)
+    at_theta_0 = ExperimentSpec.from_dict({"dataset": "synthetic", "pruning": {"criterion": "movement"}})
+    assert at_theta_0.run_hash() == hash_of_non_default_fields(at_theta_0), "unchanged where nothing changed"
 
 
 def test_same_spec_same_hash_and_controls_do_not_rename_the_run():

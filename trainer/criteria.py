@@ -1,14 +1,22 @@
-"""Masking criteria, survivor re-initialisations and supermasks (Zhou et al. 2019).
+"""Masking criteria, survivor re-initialisations and supermasks (Zhou, Lan, Liu & Yosinski 2019,
+"Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask", NeurIPS; their code:
+uber-research/deconstructing-lottery-tickets, get_weight_init.py).
 
-A criterion turns a round's start weights w0 (θk, = θ0 without late rewinding)
-and its trained weights wT into keep-scores: higher survives. They plug into
-IMP through `pruning.prune_by_scores`, which prunes the lowest scores with
-exact counts and positional tie-breaking, exactly like magnitude pruning:
+A criterion turns the weights a training started from (w_0) and its trained weights (w_T)
+into keep-scores: higher survives. In an iterative chain w_0 is the start of the round that
+produced w_T: θ0 for the dense round 0, θk (re-initialised as the variant says) for a pruned
+round; that is also what the paper's code compares (the first and last stored weights of
+the training it prunes). They plug into IMP through `pruning.prune_by_scores`, which prunes
+the lowest scores with exact counts and positional tie-breaking, like magnitude pruning:
 
-    large_final         |wT|            (IMP itself)
-    large_init          |w0|
-    magnitude_increase  |wT| - |w0|
-    movement            |wT - w0|
+    large_final            |w_T|            (IMP itself)
+    large_init             |w_0|
+    magnitude_increase     |w_T| - |w_0|
+    movement               |w_T - w_0|
+    large_final_same_sign  |w_T| where sign(w_T) = sign(w_0), else -1 (pruned first)
+
+The paper scores a sign changer 0 and breaks ties at random; -1 and position keep the
+changers strictly below every same-sign weight and the mask deterministic.
 
 A re-initialisation decides what the survivors restart from:
 
@@ -17,8 +25,9 @@ A re-initialisation decides what the survivors restart from:
     reshuffled          the survivors' start values permuted within the layer (seeded)
 
 Pruned weights are zero (`MaskEnforcer`) or frozen at their start values
-(`FrozenAtInitEnforcer`). The supermask score is the accuracy of the masked,
-untrained start network.
+(`FrozenAtInitEnforcer`). The supermask score is the accuracy of the masked network at
+its untrained init (θ0, re-initialised as the variant says), with pruned weights zero or,
+for a frozen variant, at their frozen values.
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ import math
 import torch
 
 from trainer import models
-from trainer.masks import FrozenAtInitEnforcer, Mask, apply_mask  # noqa: F401  (the training loop needs it in masks.py)
+from trainer.masks import FrozenAtInitEnforcer, Mask, apply_mask
 from trainer.train import evaluate
 
 from trainer.spec import MASK_CRITERIA as CRITERIA  # noqa: E402  (one list, the spec's)
@@ -39,7 +48,8 @@ MASKED_WEIGHTS = ("zero", "frozen_init")
 # ---- criteria -----------------------------------------------------------------------------
 def criterion_scores(criterion: str, start: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
                      names) -> dict[str, torch.Tensor]:
-    """Keep-scores (higher survives) of the named weights; float32 on the CPU."""
+    """Keep-scores (higher survives) of the named weights; float32 on the CPU. `start` holds the
+    weights the training that produced `final` started from."""
     scores = {}
     for name in names:
         w0 = start[name].detach().float().cpu()
@@ -52,6 +62,8 @@ def criterion_scores(criterion: str, start: dict[str, torch.Tensor], final: dict
             scores[name] = w_final.abs() - w0.abs()
         elif criterion == "movement":
             scores[name] = (w_final - w0).abs()
+        elif criterion == "large_final_same_sign":
+            scores[name] = torch.where(torch.sign(w_final) == torch.sign(w0), w_final.abs(), torch.tensor(-1.0))
         else:
             raise ValueError(f"unknown masking criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     return scores
@@ -123,10 +135,14 @@ def reinit_survivors(mode: str, start: dict[str, torch.Tensor], mask: Mask, *, m
     raise ValueError(f"unknown re-initialisation {mode!r}; choose one of {', '.join(REINITS)}")
 
 
-# ---- pruned weights frozen at their start values -------------------------------------------
 # ---- supermask ----------------------------------------------------------------------------
-def supermask_score(start_model: torch.nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy of the masked (pruned = 0), untrained start network on (x, y); `start_model` is not changed."""
-    masked = copy.deepcopy(start_model)
-    apply_mask(masked, mask)
+def supermask_score(untrained_model: torch.nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor,
+                    frozen_values: dict[str, torch.Tensor] | None = None) -> float:
+    """Accuracy on (x, y) of `untrained_model` masked: pruned weights zero, or held at `frozen_values`
+    (a frozen variant's network). `untrained_model` is not changed."""
+    masked = copy.deepcopy(untrained_model)
+    if frozen_values is None:
+        apply_mask(masked, mask)
+    else:
+        FrozenAtInitEnforcer(masked, mask, frozen_values).mask_weights()
     return evaluate(masked, x, y)[1]

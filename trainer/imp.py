@@ -162,15 +162,21 @@ class Run:
         return spec.fraction, dict(spec.layer_fractions)
 
     def next_mask(self, previous_mask: masks.Mask, trained: dict, round_index: int,
-                  replicate: Replicate | None = None) -> masks.Mask:
-        """Prune `previous_mask` by the run's rule (strategy, scope, fractions) on `trained` weights."""
+                  replicate: Replicate | None = None, started_from: dict | None = None) -> masks.Mask:
+        """Prune `previous_mask` by the run's rule (strategy, scope, fractions) on `trained` weights.
+
+        `started_from`: the weights the training that produced `trained` started from, which
+        criteria other than large_final compare with; default the ticket chain's (θ0 when
+        `trained` is the dense round 0, θk after)."""
         spec = self.spec.pruning
         replicate = self._replicate(replicate)
         fraction, layer_fractions = self.round_fractions()
         if spec.strategy == "magnitude" and (spec.criterion != "large_final" or spec.structure != "unstructured"):
             from trainer import imp_variants  # the variants build on this module's Run
             variant = imp_variants.Variant(criterion=spec.criterion, structure=spec.structure, norm=spec.unit_norm)
-            return imp_variants.variant_mask(self, variant, previous_mask, trained, self.theta_rewind(replicate))
+            if started_from is None:
+                started_from = self.theta_init(replicate) if round_index == 1 else self.theta_rewind(replicate)
+            return imp_variants.variant_mask(self, variant, previous_mask, trained, started_from)
         if spec.strategy == "magnitude":
             scores = pruning.magnitude_scores({name: trained[name] for name in previous_mask})
         else:

@@ -3,11 +3,14 @@ frozen pruned weights (Zhou et al. 2019), and structured (neuron/filter) pruning
 
 A variant shares the ticket's round 0 (θ0, the dense training, θk) and replays rounds 1..R
 with its own rule, exactly like IMP otherwise: round r scores round r-1's trained weights
-(the variant's own), prunes the spec's fraction of the survivors, resets them to θk (then
-re-initialises them as the variant says) and trains iterations k..T. Each round's record adds
-the supermask score (test accuracy of the masked start network, untrained) and the network's
-cost (trainer.structured.count_flops_and_parameters). The analyses `masking_criteria` and
-`structured_pruning` (trainer/analyses/) run the chains and store them.
+(the variant's own) against the weights round r-1 started from (θ0 for round 0, else the
+variant's re-initialised θk), prunes the spec's fraction of the survivors, resets them to θk
+(then re-initialises them as the variant says) and trains iterations k..T. Each round's record
+adds the supermask score (test accuracy of the masked network at its untrained init: θ0
+re-initialised as the variant says, pruned weights zero or frozen at their θ0 values; Zhou
+et al. score the masked θ0, which late rewinding would otherwise replace by θk) and the
+network's cost (trainer.structured.count_flops_and_parameters). The analyses
+`masking_criteria` and `structured_pruning` (trainer/analyses/) run the chains and store them.
 
 The default variant (large_final, rewind, zero, unstructured) reproduces the ticket's rounds.
 """
@@ -48,9 +51,10 @@ class Variant:
         return "variant_" + "-".join(parts)
 
 
-def variant_mask(run, variant: Variant, previous_mask, trained: dict, start_state: dict):
+def variant_mask(run, variant: Variant, previous_mask, trained: dict, started_from: dict):
     """The next mask of `variant`: prune `previous_mask` by the run's fractions and scope, ranking
-    the survivors by the variant's criterion on (start, trained) weights, or its units by norm."""
+    the survivors by the variant's criterion on `trained` against the weights their training
+    `started_from`, or its units by norm."""
     spec = run.spec.pruning
     fraction, layer_fractions = run.round_fractions()
     if variant.structure == "units":
@@ -59,21 +63,38 @@ def variant_mask(run, variant: Variant, previous_mask, trained: dict, start_stat
                  if n in previous_mask]
         return structured.prune_units(previous_mask, trained, fraction, names=names, norm=variant.norm,
                                       scope=spec.scope, layer_fractions=layer_fractions)
-    scores = criteria.criterion_scores(variant.criterion, start_state, trained, list(previous_mask))
+    scores = criteria.criterion_scores(variant.criterion, started_from, trained, list(previous_mask))
     return pruning.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
 
 
-def train_variant_round(run, variant: Variant, round_index: int, previous_mask, trained: dict, theta_rewind: dict):
-    """Round r of `variant` from round r-1's mask and trained weights: prune, re-initialise the
-    survivors from θk, score the supermask, train k..T. Returns (segment, record, mask, model)."""
-    mask = variant_mask(run, variant, previous_mask, trained, theta_rewind)
-    state = criteria.reinit_survivors(variant.reinit, theta_rewind, mask, model_name=run.spec.model,
-                                      generator=generator(run.spec.init_seed, "reinit", variant.name, round_index))
+def round_start_state(run, variant: Variant, round_index: int, mask, base: dict) -> dict:
+    """`base` with the survivors of `mask` re-initialised as `variant` says (one seeded draw per
+    round, so θk for training and θ0 for the supermask get the same permutation)."""
+    return criteria.reinit_survivors(variant.reinit, base, mask, model_name=run.spec.model,
+                                     generator=generator(run.spec.init_seed, "reinit", variant.name, round_index))
+
+
+def round_started_from(run, variant: Variant, round_index: int, mask) -> dict:
+    """The weights round `round_index` of `variant` trained from: θ0 for the dense round 0, else
+    θk re-initialised by the variant (what the next round's criterion compares with)."""
+    if round_index == 0:
+        return run.theta_init()
+    return round_start_state(run, variant, round_index, mask, run.theta_rewind())
+
+
+def train_variant_round(run, variant: Variant, round_index: int, previous_mask, trained: dict, trained_from: dict):
+    """Round r of `variant` from round r-1's mask, trained weights and the weights they trained
+    from: prune, re-initialise the survivors from θk, score the supermask at θ0, train k..T.
+    Returns (segment, record, mask, model)."""
+    mask = variant_mask(run, variant, previous_mask, trained, trained_from)
+    frozen = variant.masked_weights == "frozen_init"
+    untrained = round_start_state(run, variant, round_index, mask, run.theta_init())
+    supermask = criteria.supermask_score(run.model_with(untrained), mask, run.data.test_x, run.data.test_y,
+                                         frozen_values=untrained if frozen else None)
+    state = round_start_state(run, variant, round_index, mask, run.theta_rewind())
     model = run.model_with(state)
-    supermask = criteria.supermask_score(model, mask, run.data.test_x, run.data.test_y)
-    frozen_values = state if variant.masked_weights == "frozen_init" else None
     segment, record = run.train_round(round_index, variant.name, model, mask, run.rewind_iteration,
-                                      frozen_values=frozen_values)
+                                      frozen_values=state if frozen else None)
     info = run.data.info
     costs = structured.count_flops_and_parameters(run.spec.model, info.input_shape, info.num_classes, mask)
     record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask,

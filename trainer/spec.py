@@ -49,9 +49,10 @@ PRUNING_STRATEGIES = ("magnitude", "random")
 PRUNING_SCOPES = ("layerwise", "global")
 PRUNING_SCHEDULES = ("iterative", "one_shot")
 CONTROL_KINDS = ("random_reinit", "random_reinit_from_scratch", "random_prune")
-MASK_CRITERIA = ("large_final", "large_init", "magnitude_increase", "movement")
+MASK_CRITERIA = ("large_final", "large_init", "magnitude_increase", "movement", "large_final_same_sign")
 PRUNING_STRUCTURES = ("unstructured", "units")
 UNIT_NORMS = ("l1", "l2")
+_CRITERIA_ONCE_SCORED_AGAINST_THETA_K = ("large_init", "magnitude_increase", "movement")
 
 
 @dataclass
@@ -88,8 +89,10 @@ class PruningSpec:
                                          default_factory=list)
     rounds: int = _option(10, help="Pruning rounds after the dense round 0.", minimum=1, maximum=100)
     criterion: str = _option("large_final", help="Which survivors to keep (Zhou et al. 2019): 'large_final' |w_T| (IMP), "
-                                                  "'large_init' |w_0|, 'magnitude_increase' |w_T|-|w_0|, 'movement' |w_T-w_0| "
-                                                  "(w_0 = the rewind point).", choices=MASK_CRITERIA)
+                                                  "'large_init' |w_0|, 'magnitude_increase' |w_T|-|w_0|, 'movement' |w_T-w_0|, "
+                                                  "'large_final_same_sign' |w_T| where w_T kept the sign of w_0 (sign "
+                                                  "changers go first). w_0 = the weights the pruned round started from: "
+                                                  "θ0 for round 0, θk after.", choices=MASK_CRITERIA)
     structure: str = _option("unstructured", help="'unstructured' (single weights) or 'units' (whole neurons of fc layers and "
                                                   "filters of conv layers, ranked by `unit_norm`; the output layer is not pruned).",
                              choices=PRUNING_STRUCTURES)
@@ -160,6 +163,10 @@ class ExperimentSpec:
         changed = _non_default(self, ExperimentSpec())
         for branch_field in ("controls", "control_rounds", "replicates", "stack_size"):
             changed.pop(branch_field, None)
+        if self.pruning.criterion in _CRITERIA_ONCE_SCORED_AGAINST_THETA_K and Step.parse(self.rewind_step).amount > 0:
+            # Their round-1 masks once compared the dense weights with θk instead of θ0: such a run gets a
+            # new directory rather than resuming masks of the old definition.
+            changed["criterion_start"] = "round_start"
         canonical = json.dumps(changed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -1,14 +1,17 @@
-"""Masking criteria, survivor re-initialisations and supermasks (Zhou et al. 2019), on a finished IMP run.
+"""Masking criteria, survivor re-initialisations and supermasks (Zhou, Lan, Liu & Yosinski 2019,
+"Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask"), on a finished IMP run.
 
 Every combination of a criterion (large_final = IMP, large_init, magnitude_increase,
-movement), a re-initialisation (rewind to θk, sign_kept_constant, reshuffled) and what
-pruned weights hold (zero, frozen_init) is one chain of rounds branching off the run's
-dense round 0: round r prunes the chain's round r-1 result with the run's fractions and
-scope, re-initialises the survivors, and trains iterations k..T (trainer.imp_variants).
+movement, large_final_same_sign; trainer.criteria), a re-initialisation (rewind to θk,
+sign_kept_constant, reshuffled) and what pruned weights hold (zero, frozen_init) is one chain
+of rounds branching off the run's dense round 0: round r prunes the chain's round r-1 result
+(compared with the weights round r-1 started from) with the run's fractions and scope,
+re-initialises the survivors, and trains iterations k..T (trainer.imp_variants).
 large_final + rewind + zero is the IMP run itself: its records are reused, not retrained.
 
-Every round reports its supermask score: the test accuracy of the masked start network
-with no training. The run's own tickets get theirs too (their masks on θk).
+Every round reports its supermask score: the test accuracy of the masked network at its
+untrained init θ0 (re-initialised as the variant says; pruned weights zero, or at their θ0
+values for a frozen variant). The run's own tickets get theirs too (their masks on θ0).
 """
 from __future__ import annotations
 
@@ -18,18 +21,22 @@ from dataclasses import asdict
 from trainer import criteria, events, structured
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, json_safe, round_finished, summary)
 from trainer.analyses.params import Param
-from trainer.imp_variants import Variant, train_variant_round
+from trainer.imp_variants import Variant, round_started_from, train_variant_round
 from trainer.spec import SpecError
 
 NAME = "masking_criteria"
+# 2: supermask scores at θ0 (were θk), criteria against each round's start (were θk), large_final_same_sign
+RESULTS_VERSION = 2
 
 PARAMS = (
-    Param("criteria", "str_list", criteria.CRITERIA, "Masking criteria: large_final (IMP), large_init |w0|, "
-          "magnitude_increase |wT|-|w0|, movement |wT-w0|.", choices=criteria.CRITERIA, unordered=True),
+    Param("criteria", "str_list", criteria.CRITERIA, "Masking criteria: large_final (IMP) |wT|, large_init |w0|, "
+          "magnitude_increase |wT|-|w0|, movement |wT-w0|, large_final_same_sign |wT| of the weights that kept "
+          "the sign of w0 (w0: the weights the pruned round started from).", choices=criteria.CRITERIA, unordered=True),
     Param("reinits", "str_list", ("rewind",), "Survivor re-initialisations: rewind (θk), sign_kept_constant "
           "(sign(w0)·σ of the layer's init), reshuffled (survivor values permuted within the layer).",
           choices=criteria.REINITS, unordered=True),
-    Param("masked_weights", "str_list", ("zero",), "What pruned weights hold: zero, or frozen_init (their start values).",
+    Param("masked_weights", "str_list", ("zero",), "What pruned weights hold: zero, or frozen_init (their start values, "
+          "θk; in the supermask score, θ0).",
           choices=criteria.MASKED_WEIGHTS, unordered=True),
     Param("rounds", "int", None, "Pruned rounds per chain; default: the run's.", minimum=1, maximum=100, optional=True),
 )
@@ -43,7 +50,7 @@ def run_masking_criteria(run_path, criteria=criteria.CRITERIA, reinits=("rewind"
     params = {"criteria": list(criteria), "reinits": list(reinits), "masked_weights": list(masked_weights),
               "rounds": rounds}
     return execute(NAME, PARAMS, run_path, params, _body, callback=callback, data_dir=data_dir,
-                   stop_requested=stop_requested)
+                   stop_requested=stop_requested, version=RESULTS_VERSION)
 
 
 def _body(context: AnalysisContext) -> dict:
@@ -96,8 +103,8 @@ def _chain(context: AnalysisContext, variant: Variant, rounds: int) -> list[dict
         else:
             previous_unit = _unit(variant, round_index - 1)
             previous_mask, trained = context.unit_mask(previous_unit), context.unit_state(previous_unit)
-        theta_rewind = run_dir.load_state(run_dir.theta_rewind_path)
-        segment, record, mask, model = train_variant_round(run, variant, round_index, previous_mask, trained, theta_rewind)
+        trained_from = round_started_from(run, variant, round_index - 1, previous_mask)
+        segment, record, mask, model = train_variant_round(run, variant, round_index, previous_mask, trained, trained_from)
         if segment.status == "cancelled":
             raise Cancelled()
         record = json_safe(record)
@@ -111,7 +118,7 @@ def _chain(context: AnalysisContext, variant: Variant, rounds: int) -> list[dict
 
 def _with_supermask(context: AnalysisContext, record: dict) -> dict:
     mask = context.run_dir.mask(record["round"])
-    model = context.run.model_with(context.run_dir.load_state(context.run_dir.theta_rewind_path))
+    model = context.run.model_with(context.run.theta_init())
     return {**record, "supermask_test_accuracy": criteria.supermask_score(model, mask, context.run.data.test_x,
                                                                            context.run.data.test_y)}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from trainer import events, structured
 from trainer.analyses.common import AnalysisContext, execute
-from trainer.analyses.masking_criteria import run_chains
+from trainer.analyses.masking_criteria import RESULTS_VERSION, run_chains
 from trainer.analyses.params import Param
 from trainer.imp_variants import Variant
 from trainer.spec import SpecError
@@ -30,7 +30,7 @@ def run_structured_pruning(run_path, norms=("l1",), rounds=None, *, callback: ev
                            data_dir=None, stop_requested=lambda: False) -> dict:
     """Result as masking_criteria's: {"variants": {"variant_units_l1": {...}}, "ticket": [...], "rounds"}."""
     return execute(NAME, PARAMS, run_path, {"norms": list(norms), "rounds": rounds}, _body, callback=callback,
-                   data_dir=data_dir, stop_requested=stop_requested)
+                   data_dir=data_dir, stop_requested=stop_requested, version=RESULTS_VERSION)  # run_chains' results
 
 
 def _body(context: AnalysisContext) -> dict:
