@@ -319,9 +319,16 @@ def retraining_figures(result: dict) -> list[dict]:
     dense = [result["dense"]] if result.get("dense") else []
     for index, (mode, records) in enumerate((result.get("modes") or {}).items()):
         _add_records(figure, dense + list(records), _label(mode), _color(index))
+    if result.get("mask_chain") == "own":
+        masks = ("each mode prunes its own retrained weights round after round, so each has its own masks "
+                 "(Renda et al. 2020; weight rewinding's chain is the IMP run)")
+    else:
+        masks = "every mode retrains the IMP ticket's masks (not Renda et al.'s procedure, where each mode finds its own)"
+    budget = result.get("retraining_iterations")
     return [{"id": "accuracy", "figure": figure,
-             "caption": "Test accuracy at early stop against % of weights remaining, one line per retraining mode "
-                        "(all start from the dense round 0)."}]
+             "caption": "Test accuracy at early stop against % of weights remaining, one line per retraining mode, "
+                        f"all from the dense round 0: {masks}; each mode retrains "
+                        + (f"{budget} iterations per round." if budget else "the same iterations k..T per round.")}]
 
 
 def connectivity_figures(result: dict) -> list[dict]:
@@ -390,7 +397,8 @@ def masking_criteria_figures(result: dict) -> list[dict]:
          "caption": "Test accuracy at early stop against % of weights remaining, one line per masking variant "
                     "(criterion, survivor re-initialisation, what pruned weights hold)."},
         {"id": "supermask", "figure": supermask,
-         "caption": "Supermask score: test accuracy of each variant's mask applied to θ0 with no training at all."},
+         "caption": "Supermask score: test accuracy of each variant's mask on θ0 (survivors re-initialised as the "
+                    "variant says; pruned weights zero, or at their θ0 values when frozen) with no training at all."},
     ]
 
 

@@ -280,10 +280,10 @@ class AnalysisForm(forms.Form):
         if param.kind == "bool":
             return forms.BooleanField(required=False, initial=default, **common)
         if param.kind == "str_list" and param.choices:
-            return forms.MultipleChoiceField(choices=[(c, c.replace("_", " ")) for c in param.choices], required=False,
+            return forms.MultipleChoiceField(choices=param.choice_labels(), required=False,
                                              initial=default, widget=forms.CheckboxSelectMultiple, **common)
         if param.kind == "str" and param.choices:
-            return forms.ChoiceField(choices=[(c, c.replace("_", " ")) for c in param.choices], initial=default, **common)
+            return forms.ChoiceField(choices=param.choice_labels(), initial=default, **common)
         if param.name == "target_dataset":
             choices = [("", "—")] + [(d["name"], d["title"]) for d in catalog.dataset_choices() if d["installed"]]
             return forms.ChoiceField(choices=choices, required=False, initial=default or "", **common)

@@ -57,6 +57,15 @@ def post_data(name: str, values: dict) -> dict:
     return data
 
 
+def test_the_retraining_form_defaults_to_each_modes_own_masks_and_names_the_other_honestly():
+    field = AnalysisForm(ANALYSES["retraining"]).fields["mask_chain"]
+    assert field.initial == "own"
+    labels = dict(field.choices)
+    assert "Renda" in labels["own"] and "not Renda et al.'s procedure" in labels["imp_masks"]
+    criteria = dict(AnalysisForm(ANALYSES["masking_criteria"]).fields["criteria"].choices)
+    assert criteria["large_final_same_sign"] == "large final same sign"
+
+
 def field_error(html: str, name: str, field_name: str) -> str:
     block = re.search(rf'<div class="field has-error" id="field-{name}-{field_name}">(.*?)</small>', html, re.S)
     assert block, f"no error shown next to {name}.{field_name}"

@@ -98,6 +98,9 @@ def summary_text(result: dict) -> str:
         return f"{result['analysis']}: {result['status']} (run the same command again to resume)"
     lines = [f"{result['analysis']}: {result['result_dir']}/result.json"]
     if result["analysis"] == "retraining":
+        lines.append("masks: " + ("each mode's own chain (Renda et al.)" if result.get("mask_chain") == "own"
+                                  else "the IMP ticket's, for every mode (not Renda et al.'s procedure)")
+                     + f"; {result.get('retraining_iterations')} retraining iterations per round for every mode")
         lines.append(f"{'mode':<18} {'round':>5} {'% remaining':>11} {'early-stop acc':>14} {'final acc':>9}")
         for mode, entries in result["modes"].items():
             for entry in entries:

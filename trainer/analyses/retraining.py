@@ -1,21 +1,27 @@
-"""Retraining modes after pruning (Renda, Frankle & Carbin 2020), on a finished IMP run.
+"""Retraining modes after pruning (Renda, Frankle & Carbin 2020, "Comparing Rewinding and
+Fine-tuning in Neural Network Pruning", ICLR), on a finished IMP run.
 
-For each chosen round r (mask m_r) the pruned network is retrained three ways, all over
-the same iterations k..T and the same data order as the IMP run's own retraining:
+After each pruning, the pruned network is retrained one of three ways, all for the same
+budget of T-k iterations (iterations k..T, the same data order as the IMP run's rounds):
 
-  weight_rewinding  survivors reset to θk, the LR schedule from k: this IS the IMP run, so
-                    its stored round records are reused, nothing is retrained
-  lr_rewinding      start from round r-1's FINAL weights masked by m_r, replay the LR
-                    schedule from iteration k to T
-  fine_tuning       start from round r-1's final weights masked by m_r, train T-k iterations
-                    at the schedule's final learning rate (the rate of iteration T-1)
+  weight_rewinding  survivors reset to θk, the LR schedule replayed from k
+  lr_rewinding      the previous round's FINAL weights (masked), the LR schedule replayed from k
+  fine_tuning       the previous round's final weights (masked), T-k iterations at the schedule's
+                    final learning rate (the rate of iteration T-1)
 
-mask_chain "imp" (default) retrains the IMP run's own masks with each mode: the simple,
-directly comparable variant (only the retraining differs). Renda et al. prune each mode's
-own trained weights, which gives each mode its own chain of masks: mask_chain "own" does
-that for lr_rewinding and fine_tuning (round r's mask prunes the mode's round r-1 result
-with the run's pruning settings; round 1 prunes the run's dense round 0, so it equals the
-IMP mask). Rounds of an own chain are computed from 1 up to the highest requested round.
+mask_chain "own" (default, Renda et al.'s procedure): each mode is its own iterative chain:
+round r prunes THAT MODE's round r-1 weights (compared, for criteria other than large_final,
+with the weights that round started from) with the run's pruning settings, then retrains
+them by the mode. Round 1 prunes the run's dense round 0, so every chain's first mask is the
+IMP mask; from round 2 on the masks differ as the modes' weights do. Weight rewinding's own
+chain is the IMP run itself (same procedure, seeds, data order and pruning rule: prune the
+previous round's trained weights, reset to θk, train k..T), so its stored rounds are reused
+exactly, not retrained. Rounds of an own chain are computed from 1 up to the highest
+requested round.
+
+mask_chain "imp_masks": every mode retrains the IMP ticket's masks (round r's mask applied to
+the IMP run's round r-1 final weights): it isolates the retraining from the mask, which is a
+different question from Renda et al.'s, where each procedure also finds its own masks.
 """
 from __future__ import annotations
 
@@ -29,32 +35,38 @@ from trainer.spec import SpecError
 from trainer.train import Schedule
 
 NAME = "retraining"
+# 2: the default mask chain became each mode's own (it was the IMP run's masks)
+RESULTS_VERSION = 2
 MODES = ("weight_rewinding", "lr_rewinding", "fine_tuning")
 TRAINED_MODES = ("lr_rewinding", "fine_tuning")
-MASK_CHAINS = ("imp", "own")
+MASK_CHAINS = ("own", "imp_masks")
 
 PARAMS = (
     Param("rounds", "int_list", (), "Pruned rounds of the run to retrain; empty = every finished pruned round.",
           minimum=1, maximum=100, unordered=True),
-    Param("modes", "str_list", MODES, "Retraining modes: weight_rewinding (the IMP run itself), lr_rewinding "
-          "(final weights, LR schedule replayed from k), fine_tuning (final weights, final LR).", choices=MODES, unordered=True),
-    Param("mask_chain", "str", "imp", "'imp': every mode retrains the IMP run's masks; 'own': lr_rewinding and "
-          "fine_tuning prune their own retrained weights round after round (Renda et al.).", choices=MASK_CHAINS),
+    Param("modes", "str_list", MODES, "Retraining modes: weight_rewinding (θk, LR schedule from k: the IMP run itself), "
+          "lr_rewinding (final weights, LR schedule replayed from k), fine_tuning (final weights, final LR); "
+          "each retrains T-k iterations.", choices=MODES, unordered=True),
+    Param("mask_chain", "str", "own", "'own' (Renda et al.): each mode prunes its own retrained weights round after "
+          "round, so each has its own masks (weight rewinding's own chain is the IMP run). 'imp_masks': every mode "
+          "retrains the IMP ticket's masks from the IMP run's weights, which compares retraining on equal masks "
+          "and is not Renda et al.'s procedure.", choices=MASK_CHAINS,
+          labels=("each mode's own masks (Renda et al.)", "the IMP ticket's masks (not Renda et al.'s procedure)")),
 )
 
 
-def run_retraining(run_path, rounds=(), modes=MODES, mask_chain="imp", *, callback: events.Callback = events.ignore,
+def run_retraining(run_path, rounds=(), modes=MODES, mask_chain="own", *, callback: events.Callback = events.ignore,
                    data_dir=None, stop_requested=lambda: False) -> dict:
     """Retrain the masks of a finished IMP run with each mode; the result JSON (also in result.json).
 
     Result: {"modes": {mode: [entry per round]}, "dense": round 0 summary, "rewind_iteration",
-    "total_iterations", "final_lr", "rounds", "mask_chain", ...}; an entry is a round record
-    (remaining_fraction, early_stop, final, curve, train_loss, ...) plus "source" ("imp_run" or
-    "retrained"), "start_weights" and "lr".
+    "total_iterations", "retraining_iterations", "final_lr", "rounds", "mask_chain", ...}; an entry
+    is a round record (remaining_fraction, early_stop, final, curve, train_loss, ...) plus "source"
+    ("imp_run" or "retrained"), "masks" ("own chain" or "imp run"), "start_weights" and "lr".
     """
     params = {"rounds": list(rounds), "modes": list(modes), "mask_chain": mask_chain}
     return execute(NAME, PARAMS, run_path, params, _body, callback=callback, data_dir=data_dir,
-                   stop_requested=stop_requested)
+                   stop_requested=stop_requested, version=RESULTS_VERSION)
 
 
 def _body(context: AnalysisContext) -> dict:
@@ -86,13 +98,14 @@ def _body(context: AnalysisContext) -> dict:
         "mask_chain": params["mask_chain"], "rounds": rounds, "modes": results,
         "dense": summary(records[0]) if 0 in records else None,
         "rewind_iteration": first["start_iteration"], "total_iterations": first["end_iteration"],
+        "retraining_iterations": first["end_iteration"] - first["start_iteration"],
         "final_lr": _final_lr(context) if "fine_tuning" in trained_modes else None,
     })
 
 
 def _imp_entry(record: dict) -> dict:
-    return {**record, "network": "weight_rewinding", "source": "imp_run", "start_weights": "theta_rewind",
-            "lr": "schedule from the rewind iteration"}
+    return {**record, "network": "weight_rewinding", "source": "imp_run", "masks": "imp run",
+            "start_weights": "theta_rewind", "lr": "schedule from the rewind iteration"}
 
 
 def _unit(mode: str, round_index: int) -> str:
@@ -116,15 +129,12 @@ def _retrain(context: AnalysisContext, mode: str, round_index: int, own_chain: b
         return stored
     context.check_stop()
     run, run_dir = context.run, context.run_dir
-    if own_chain and round_index > 1:
-        previous_state = context.unit_state(_unit(mode, round_index - 1))
-        mask = prune_next(run, context.unit_mask(_unit(mode, round_index - 1)), previous_state, round_index)
-    elif own_chain:
-        previous_state = run_dir.final_weights(0)
-        mask = prune_next(run, run_dir.mask(0), previous_state, round_index)
+    if own_chain:
+        previous_mask, previous_state = _own_round(context, mode, round_index - 1)
+        trained_from = run.theta_init() if round_index == 1 else _own_start(context, mode, round_index - 1)
+        mask = run.next_mask(previous_mask, previous_state, round_index, started_from=trained_from)
     else:
-        previous_state = run_dir.final_weights(round_index - 1)
-        mask = run_dir.mask(round_index)
+        previous_state, mask = run_dir.final_weights(round_index - 1), run_dir.mask(round_index)
     if mode == "lr_rewinding":
         training, lr = run.spec.training, "schedule from the rewind iteration"
     else:
@@ -138,14 +148,27 @@ def _retrain(context: AnalysisContext, mode: str, round_index: int, own_chain: b
                                         stop_requested=context.stop_requested)
     if segment.status == "cancelled":
         raise Cancelled()
-    start_weights = f"round {round_index - 1} final weights" + (f" ({mode} chain)" if own_chain and round_index > 1 else "")
+    chain = "dense" if round_index == 1 else (f"{mode} chain" if own_chain else "imp run")
     record = segment_record(segment, mask, round_index=round_index, network=mode, start_iteration=start,
-                            end_iteration=end, source="retrained", start_weights=start_weights, lr=lr)
+                            end_iteration=end, source="retrained", masks="own chain" if own_chain else "imp run",
+                            start_weights=f"round {round_index - 1} final weights ({chain})", lr=lr)
     context.save_unit(unit, record, state if own_chain else None, mask if own_chain else None)
     round_finished(context.callback, record)
     return record
 
 
-def prune_next(run, previous_mask: masks.Mask, trained: dict, round_index: int) -> masks.Mask:
-    """Round `round_index`'s mask from `previous_mask` and weights that are not the run's own."""
-    return run.next_mask(previous_mask, trained, round_index)
+def _own_round(context: AnalysisContext, mode: str, round_index: int) -> tuple[masks.Mask, dict]:
+    """(mask, final weights) of round `round_index` of `mode`'s own chain; round 0 is the run's dense round."""
+    if round_index == 0:
+        return context.run_dir.mask(0), context.run_dir.final_weights(0)
+    unit = _unit(mode, round_index)
+    return context.unit_mask(unit), context.unit_state(unit)
+
+
+def _own_start(context: AnalysisContext, mode: str, round_index: int) -> dict:
+    """The weights round `round_index` (>= 1) of `mode`'s own chain trained from: the chain's
+    previous final weights with the round's mask applied."""
+    _, previous_state = _own_round(context, mode, round_index - 1)
+    mask = context.unit_mask(_unit(mode, round_index))
+    return {name: value * mask[name].to(value.device) if name in mask else value
+            for name, value in previous_state.items()}
