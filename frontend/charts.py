@@ -464,7 +464,8 @@ def early_bird_figures(result: dict) -> list[dict]:
                     f"under {result.get('threshold')}."},
         {"id": "comparison", "figure": comparison,
          "caption": "Test accuracy at early stop of the early-bird ticket trained from θ0, beside a one-shot IMP "
-                    "ticket at the same sparsity and this run's nearest IMP round."},
+                    "ticket at the same sparsity and this run's nearest IMP round. % of weights counts only weights "
+                    "that can carry signal: a pruned channel also removes the next layer's weights reading it."},
     ]
 
 
@@ -486,19 +487,20 @@ def structured_pruning_figures(result: dict) -> list[dict]:
         name, color = _variant_name(key, entry), _color(index)
         records = dense + list(entry.get("rounds") or [])
         _add_records(accuracy, records, name, color)
-        _add_records(costs, records, f"{name}: parameters (effective)", color,
+        _add_records(costs, records, f"{name}: parameters (shrunk)", color,
                      value=lambda r: _cost_percent(r, "effective", "parameters"))
-        _add_records(costs, records, f"{name}: FLOPs (effective)", color, dash="dot", symbol="square",
+        _add_records(costs, records, f"{name}: FLOPs (shrunk)", color, dash="dot", symbol="square",
                      value=lambda r: _cost_percent(r, "effective", "macs"))
-        _add_records(costs, records, f"{name}: parameters (masked)", color, dash="dash", symbol="circle-open",
+        _add_records(costs, records, f"{name}: effective parameters", color, dash="dash", symbol="circle-open",
                      value=lambda r: _cost_percent(r, "masked", "parameters"))
     return [
         {"id": "accuracy", "figure": accuracy,
          "caption": "Test accuracy at early stop against % of weights remaining when whole neurons/filters are "
                     "pruned by norm, beside this run's unstructured tickets (dashed)."},
         {"id": "costs", "figure": costs,
-         "caption": "Parameters and FLOPs (multiply-adds) left as % of dense: effective = after removing dead units "
-                    "and what they feed, masked = counting only the surviving weights."},
+         "caption": "Parameters and FLOPs (multiply-adds) left as % of dense: shrunk = the dense network of the "
+                    "live units; effective parameters = the surviving weights (unmasked, between two live units) "
+                    "with the live units' biases and batch norms."},
     ]
 
 

@@ -108,6 +108,8 @@ def round_table_row(row: dict, control_rows: list[dict | None], bands: dict[str,
             "final_test_percent": _percent(row["final_test_accuracy"]),
             "band": band_of(TICKET),
             "control_percents": controls,
+            # the masked view's parameters: surviving weights plus live units' biases and batch norms
+            "effective_parameters": ((row.get("costs") or {}).get("masked") or {}).get("parameters"),
             "macs_left_percent": _cost_percent(row.get("costs"), "masked"),
             "effective_macs_left_percent": _cost_percent(row.get("costs"), "effective")}
 

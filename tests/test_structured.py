@@ -64,9 +64,11 @@ def test_pruning_half_the_fc1_neurons_shrinks_the_effective_network():
     pruned = prune_units(mask, weights, 0.5, names=["fc1.weight"])
     assert int(alive_units(pruned["fc1.weight"]).sum()) == 150
     counts = count_flops_and_parameters("lenet_300_100", (1, 28, 28), 10, pruned)
-    assert counts["masked"]["macs"] == 150 * 784 + 300 * 100 + 100 * 10  # fc2 still holds its columns
     effective = 150 * 784 + 100 * 150 + 10 * 100  # the dead neurons' fc2 inputs go too
-    assert counts["effective"]["macs"] == counts["effective"]["weights"] == effective == 133_600
+    # fc2's columns from dead neurons are unmasked but carry no signal: they do not survive
+    assert counts["masked"]["macs"] == counts["masked"]["weights"] == effective == 133_600
+    assert counts["masked"]["parameters"] == effective + 150 + 100 + 10, "the dead neurons' biases are not counted"
+    assert counts["effective"]["macs"] == counts["effective"]["weights"] == effective
     assert counts["effective"]["parameters"] == effective + 150 + 100 + 10
     fc2 = counts["layers"][1]["effective"]
     assert (fc2["in_units"], fc2["out_units"]) == (150, 100)
@@ -80,7 +82,7 @@ def test_conv_filters_remove_the_next_convs_input_channels():
     keep = torch.ones(64, 1, 3, 3, dtype=torch.bool)
     keep[32:] = False
     counts = count_flops_and_parameters("conv2", (1, 28, 28), 10, {"conv1.weight": keep})
-    assert counts["masked"]["macs"] == conv1 // 2 + conv2 + fc
+    assert counts["masked"]["macs"] == conv1 // 2 + conv2 // 2 + fc, "conv2's weights reading dead channels go"
     assert counts["effective"]["macs"] == conv1 // 2 + conv2 // 2 + fc
 
 
@@ -94,7 +96,13 @@ def test_structured_pruning_analysis_removes_whole_neurons_round_after_round(tmp
     result = run_structured_pruning(path, norms=["l2"])
     [record] = result["variants"]["variant_units_l2"]["rounds"]
     assert record["layers"]["fc1.weight"]["remaining"] == 150 * 784
-    assert record["layers"]["fc2.weight"]["remaining"] == 50 * 300
-    assert record["layers"]["fc3.weight"]["remaining"] == 1000, "the output layer keeps its classes"
+    # fc2 keeps 50 whole rows, but only their 150 columns from live fc1 neurons carry signal
+    assert record["layers"]["fc2.weight"]["unmasked"] == 50 * 300
+    assert record["layers"]["fc2.weight"]["remaining"] == 50 * 150
+    assert record["layers"]["fc3.weight"]["unmasked"] == 1000
+    assert record["layers"]["fc3.weight"]["remaining"] == 10 * 50, "the output layer keeps its classes"
+    assert record["remaining_fraction"] == (150 * 784 + 50 * 150 + 10 * 50) / (784 * 300 + 300 * 100 + 1000)
+    assert record["unmasked_fraction"] == (150 * 784 + 50 * 300 + 1000) / (784 * 300 + 300 * 100 + 1000)
+    assert record["effective_parameters"] == 150 * 784 + 50 * 150 + 10 * 50 + 150 + 50 + 10
     assert record["costs"]["effective"]["macs"] == 150 * 784 + 50 * 150 + 10 * 50
     assert record["final"]["iteration"] == 30

@@ -333,7 +333,8 @@ def test_structured_pruning_charts(analysis_results):
     figures, _ = figures_of(analysis_results, "structured_pruning")
     assert names(figures["accuracy"]) == ["unstructured IMP (this run)", "units by l1", "units by l2"]
     costs = names(figures["costs"])
-    assert "units by l1: parameters (effective)" in costs and "units by l2: FLOPs (effective)" in costs
+    assert "units by l1: parameters (shrunk)" in costs and "units by l2: FLOPs (shrunk)" in costs
+    assert "units by l1: effective parameters" in costs
     effective = figures["costs"].data[0]
     assert effective.y[0] == pytest.approx(100.0) and effective.y[-1] < 100.0
 

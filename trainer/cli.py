@@ -225,7 +225,7 @@ def summary_table(results: dict) -> str:
     replicates = 1 + len(results.get("replicates", []))
     bands = {network: replicate_stats.round_bands(results, network) for network in [events.TICKET, *kinds]}
     own = "replicate 0 " if replicates > 1 else ""
-    header = ["round", "% remaining", "early-stop it", f"{own}test acc (early stop)", f"{own}test acc (end)"]
+    header = ["round", "% remaining", "effective params", "early-stop it", f"{own}test acc (early stop)", f"{own}test acc (end)"]
     if replicates > 1:
         header += [f"mean of {replicates} replicates", "min-max"]
     early_stopping = results.get("dataset", {}).get("validation_size", 1) > 0
@@ -234,7 +234,9 @@ def summary_table(results: dict) -> str:
     rows = []
     for record in results["rounds"]:
         round_index = record["round"]
+        effective = record.get("effective_parameters")  # absent from results made before it existed
         row = [str(round_index), f"{100 * record['remaining_fraction']:.1f}",
+               "-" if effective is None else f"{effective:,}",
                str(record["early_stop"].get("iteration", "-")),
                _pct(record["early_stop"].get("test_accuracy")), _pct(record["final"].get("test_accuracy"))]
         ticket = bands[events.TICKET].get(round_index)

@@ -12,6 +12,12 @@ producing each pruned channel loses that filter; its batch norm's γ and β are
 masked too, so the channel outputs exactly zero), trained from θ0 like any
 ticket, and compared with the IMP ticket of a finished run at the nearest
 sparsity.
+
+Sparsity is counted as for every ticket (trainer.structured.effective_mask): a weight
+survives only between two live units, so a pruned channel also removes the next conv's
+weights reading it, and pruning half of VGG-16's channels leaves about a quarter of its
+weights, not half. The one-shot IMP comparison is pruned to the ticket's *effective*
+remaining fraction, so both hold the same number of weights that can carry signal.
 """
 from __future__ import annotations
 
@@ -119,6 +125,11 @@ def pruning_at_remaining(mask: Mask, weights: dict[str, torch.Tensor], remaining
     return pruning.prune_by_scores(mask, pruning.magnitude_scores(weights), (total - keep) / total, "global")
 
 
+def _counts(sparsity: dict) -> dict:
+    """A ticket's sparsity fields in the result: effective and unmasked fractions, effective parameters, costs."""
+    return {key: sparsity[key] for key in ("remaining_fraction", "unmasked_fraction", "effective_parameters", "costs")}
+
+
 # ---- entry point --------------------------------------------------------------------------
 def _nearest_imp_round(imp_run_path: Path, prunable: list[str], remaining_fraction: float) -> dict | None:
     records = [r for r in RunDir.open(imp_run_path).records() if r["status"] == "finished"]
@@ -131,6 +142,7 @@ def _nearest_imp_round(imp_run_path: Path, prunable: list[str], remaining_fracti
 
     best = min(records, key=lambda r: abs(fraction(r) - remaining_fraction))
     return {"run_dir": str(imp_run_path), "round": best["round"], "remaining_fraction": fraction(best),
+            "effective_parameters": best.get("effective_parameters"),  # absent from runs made before it existed
             "early_stop": best["early_stop"], "final": best["final"]}
 
 
@@ -189,6 +201,9 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
     epoch_masks: list[ChannelMask] = []
     epochs: list[int] = []
 
+    def sparsity_of(mask: Mask) -> dict:
+        return structured.sparsity(spec.model, data.info.input_shape, data.info.num_classes, mask, run.prunable)
+
     def watch(event: dict) -> None:
         if event["type"] == events.EVAL and event["iteration"] > 0 and event["iteration"] % per_epoch == 0:
             epochs.append(event["iteration"] // per_epoch)
@@ -222,35 +237,33 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
         chosen = epoch_masks[found + 1] if found is not None else epoch_masks[-1]
         ticket = run.model_with(theta_init)
         weight_mask = weight_mask_from_channels(ticket, chosen, run.prunable)
-        prunable_only = {name: weight_mask[name] for name in run.prunable}
-        remaining = masks.remaining_fraction(prunable_only)
+        ticket_sparsity = sparsity_of(weight_mask)
+        remaining = ticket_sparsity["remaining_fraction"]  # effective: a pruned channel takes the next conv's inputs too
         callback(events.make_event(events.ROUND_STARTED, TICKET_NETWORK, round=1, remaining_fraction=remaining,
                                    start_iteration=0, end_iteration=total))
         began = time.perf_counter()
         segment = train_segment(ticket, weight_mask, data, spec, 0, total, round_index=1, network=TICKET_NETWORK,
                                 callback=callback, stop_requested=stop_requested)
-        costs = structured.count_flops_and_parameters(spec.model, data.info.input_shape, data.info.num_classes,
-                                                      weight_mask)
         result["ticket"] = {
             "mask_epoch": epochs[found + 1] if found is not None else epochs[-1],
-            "status": segment.status, "remaining_fraction": remaining,
+            "status": segment.status, **_counts(ticket_sparsity),
             "channels_kept": sum(int(m.sum()) for m in chosen.values()),
             "channels_total": sum(m.numel() for m in chosen.values()),
             "final": segment.final(), "early_stop": segment.early_stop(),
-            "costs": {view: costs[view] for view in ("dense", "masked", "effective")},
             "wall_seconds": round(time.perf_counter() - began, 3),
         }
         if one_shot_imp:
             imp_model = run.model_with(theta_init)
             final_weights = dict(model.named_parameters())
+            # the same number of weights that can carry signal as the early-bird ticket, not its unmasked count
             imp_mask = pruning_at_remaining(dense, {n: final_weights[n] for n in dense}, remaining)
+            imp_sparsity = sparsity_of(imp_mask)
             callback(events.make_event(events.ROUND_STARTED, ONE_SHOT_IMP_NETWORK, round=1,
-                                       remaining_fraction=masks.remaining_fraction(imp_mask),
+                                       remaining_fraction=imp_sparsity["remaining_fraction"],
                                        start_iteration=0, end_iteration=total))
             imp_segment = train_segment(imp_model, imp_mask, data, spec, 0, total, round_index=1,
                                         network=ONE_SHOT_IMP_NETWORK, callback=callback, stop_requested=stop_requested)
-            result["one_shot_imp"] = {"status": imp_segment.status,
-                                      "remaining_fraction": masks.remaining_fraction(imp_mask),
+            result["one_shot_imp"] = {"status": imp_segment.status, **_counts(imp_sparsity),
                                       "final": imp_segment.final(), "early_stop": imp_segment.early_stop(),
                                       "wall_seconds": round(imp_segment.wall_seconds, 3)}
         if imp_run_dir is not None:

@@ -115,7 +115,7 @@ class Run:
     def announce_round(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int,
                        replicate: int = 0) -> None:
         self.callback(events.make_event(events.ROUND_STARTED, network, round=round_index, replicate=replicate,
-                                        remaining_fraction=masks.remaining_fraction(mask),
+                                        remaining_fraction=self.sparsity(mask)["remaining_fraction"],
                                         start_iteration=start_iteration, end_iteration=self.total_iterations))
 
     def round_record(self, round_index: int, network: str, mask: masks.Mask, start_iteration: int, segment,
@@ -123,20 +123,18 @@ class Run:
         return {
             "round": round_index, "network": network, "replicate": replicate,
             "status": segment.status, "message": segment.message,
-            "remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask),
+            **self.sparsity(mask),  # remaining_fraction (effective), unmasked_fraction, effective_parameters, layers, costs
             "start_iteration": start_iteration, "end_iteration": self.total_iterations,
             "curve": json_safe(segment.curve), "train_loss": json_safe(segment.train_loss),
             "early_stop": json_safe(segment.early_stop()), "final": json_safe(segment.final()),
             "wall_seconds": round(segment.wall_seconds, 3),
-            "costs": self.costs(mask),
         }
 
-    def costs(self, mask: masks.Mask) -> dict:
-        """Parameters, weights and multiply-accumulates per example: dense, masked, and of the
-        shrunk network a structured mask amounts to ('effective')."""
+    def sparsity(self, mask: masks.Mask) -> dict:
+        """The mask's effective remaining fraction (a weight survives only between two live units),
+        unmasked fraction, effective parameters, per-layer counts and costs (structured.sparsity)."""
         info = self.data.info
-        counts = structured.count_flops_and_parameters(self.spec.model, info.input_shape, info.num_classes, mask)
-        return {view: counts[view] for view in ("dense", "masked", "effective")}
+        return structured.sparsity(self.spec.model, info.input_shape, info.num_classes, mask)
 
     def finish_round(self, round_index, network, mask, model, segment, record, replicate: Replicate | None = None) -> None:
         if segment.status == "cancelled":

@@ -95,8 +95,5 @@ def train_variant_round(run, variant: Variant, round_index: int, previous_mask, 
     model = run.model_with(state)
     segment, record = run.train_round(round_index, variant.name, model, mask, run.rewind_iteration,
                                       frozen_values=state if frozen else None)
-    info = run.data.info
-    costs = structured.count_flops_and_parameters(run.spec.model, info.input_shape, info.num_classes, mask)
-    record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask,
-                   "costs": {view: costs[view] for view in ("dense", "masked", "effective")}})
+    record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask})  # the record holds the costs
     return segment, record, mask, model

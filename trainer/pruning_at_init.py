@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from trainer import events, masks, pruning, structured
+from trainer import events, masks, pruning
 from trainer.masks import Mask
 from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomically
 from trainer.seeds import generator
@@ -197,12 +197,9 @@ def prune_at_init_and_train(run, method: str, target: float, round_index: int, t
                                 random_generator=generator(spec.init_seed, "pruning_at_init_random", target),
                                 scope=scope, synflow_iterations=synflow_iterations)
     scoring_seconds = time.perf_counter() - began
-    segment, record = run.train_round(round_index, network, model, mask, 0)
-    info = data.info
-    costs = structured.count_flops_and_parameters(spec.model, info.input_shape, info.num_classes, mask)
+    segment, record = run.train_round(round_index, network, model, mask, 0)  # the record holds the costs
     record.update({"method": method, "scope": scope, "target_remaining_fraction": target,
-                   "collapsed_layers": collapsed_layers(mask), "scoring_seconds": round(scoring_seconds, 3),
-                   "costs": {view: costs[view] for view in ("dense", "masked", "effective")}})
+                   "collapsed_layers": collapsed_layers(mask), "scoring_seconds": round(scoring_seconds, 3)})
     return segment, record, mask, model
 
 

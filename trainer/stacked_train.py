@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from trainer import datasets, events
+from trainer import datasets, events, structured
 from trainer.masks import Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec
@@ -90,7 +90,8 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
     schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
     device = data.train_x.device
     stacked = stack_states(models).to(device)
-    enforcer = MaskEnforcer(stacked, stack_masks(stacked, list(masks)))
+    enforced = [structured.training_mask(model, mask, data.info.input_shape) for model, mask in zip(models, masks)]
+    enforcer = MaskEnforcer(stacked, stack_masks(stacked, enforced))
     enforcer.mask_weights()
     optimizer = StackedOptimizer.from_training_spec(stacked, spec.training)
     multipliers = torch.tensor(lr_multipliers, dtype=torch.float64)

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from trainer import datasets, events
+from trainer import datasets, events, structured
 from trainer.masks import FrozenAtInitEnforcer, Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec, TrainingSpec
@@ -164,11 +164,16 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
                   snapshot_at: int | None = None, frozen_values: dict | None = None) -> SegmentResult:
     """Train `model` (already holding its starting weights) from start to end iteration.
 
-    Pruned weights are zero, or held at `frozen_values` when given (Zhou et al.'s variant).
+    Pruned weights are zero, and so are the biases and batch-norm γ/β of dead units
+    (structured.training_mask), or pruned weights are held at `frozen_values` when given
+    (Zhou et al.'s variant).
     """
     schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
     device = data.train_x.device
-    enforcer = MaskEnforcer(model, mask) if frozen_values is None else FrozenAtInitEnforcer(model, mask, frozen_values)
+    if frozen_values is None:  # frozen pruned weights carry signal: no unit is dead then
+        enforcer = MaskEnforcer(model, structured.training_mask(model, mask, data.info.input_shape))
+    else:
+        enforcer = FrozenAtInitEnforcer(model, mask, frozen_values)
     enforcer.mask_weights()
     optimizer = make_optimizer(model, spec.training)
     result = SegmentResult(status="finished")

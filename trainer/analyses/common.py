@@ -184,12 +184,22 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
     return done
 
 
+def mask_sparsity(mask: masks.Mask, sparsity: dict | None) -> dict:
+    """A record's sparsity fields: `sparsity` (structured.sparsity or Run.sparsity of the mask: effective
+    counts, effective parameters, costs) when given; else only the unmasked counts, which overstate
+    what survives of a structured mask."""
+    if sparsity is not None:
+        return sparsity
+    return {"remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask)}
+
+
 def segment_record(segment: SegmentResult, mask: masks.Mask, *, round_index: int, network: str,
-                   start_iteration: int, end_iteration: int, **extra) -> dict:
-    """A round record in the shape of the IMP run's records (results.json), plus `extra`."""
+                   start_iteration: int, end_iteration: int, sparsity: dict | None = None, **extra) -> dict:
+    """A round record in the shape of the IMP run's records (results.json), plus `extra`; `sparsity`
+    as for mask_sparsity."""
     return json_safe({
         "round": round_index, "network": network, "status": segment.status, "message": segment.message,
-        "remaining_fraction": masks.remaining_fraction(mask), "layers": masks.layer_summary(mask),
+        **mask_sparsity(mask, sparsity),
         "start_iteration": start_iteration, "end_iteration": end_iteration,
         "curve": segment.curve, "train_loss": segment.train_loss,
         "early_stop": segment.early_stop(), "final": segment.final(),
@@ -202,9 +212,9 @@ def summary(record: dict) -> dict:
 
 
 def round_started(callback: events.Callback, network: str, round_index: int, mask: masks.Mask,
-                  start_iteration: int, end_iteration: int, **fields) -> None:
+                  start_iteration: int, end_iteration: int, sparsity: dict | None = None, **fields) -> None:
     callback(events.make_event(events.ROUND_STARTED, network, round=round_index,
-                               remaining_fraction=masks.remaining_fraction(mask),
+                               remaining_fraction=mask_sparsity(mask, sparsity)["remaining_fraction"],
                                start_iteration=start_iteration, end_iteration=end_iteration, **fields))
 
 

@@ -86,7 +86,7 @@ def _body(context: AnalysisContext) -> dict:
     seeds = copy_data_seeds(run.spec.data_seed, params["seed"])
     curves = [_curve(context, k, mask, seeds) for k in rewind_iterations]
     return context.finish({
-        "round": round_index, "remaining_fraction": masks.remaining_fraction(mask),
+        "round": round_index, "remaining_fraction": run.sparsity(mask)["remaining_fraction"],
         "stability_threshold": STABILITY_THRESHOLD, "data_seeds": seeds, "total_iterations": run.total_iterations,
         "run_rewind_iteration": run.rewind_iteration, "curves": curves,
         "instability_vs_k": {"rewind_iteration": [c["rewind_iteration"] for c in curves],
@@ -136,8 +136,10 @@ def _curve(context: AnalysisContext, k: int, mask: masks.Mask, seeds: list[int])
         context.check_stop()
         theta_k = rewind_point(context, k)
         models = [run.model_with(theta_k) for _ in missing]
+        sparsity = run.sparsity(mask)
         for index in missing:
-            round_started(callback, COPIES[index], context.params["round"], mask, k, run.total_iterations)
+            round_started(callback, COPIES[index], context.params["round"], mask, k, run.total_iterations,
+                          sparsity=sparsity)
         trained = train_networks(models, [mask] * len(missing), run.data, run.spec, k, run.total_iterations,
                                  round_index=context.params["round"], networks=[COPIES[i] for i in missing],
                                  data_seeds=[seeds[i] for i in missing], callback=callback,
@@ -146,7 +148,8 @@ def _curve(context: AnalysisContext, k: int, mask: masks.Mask, seeds: list[int])
             if segment.status == "cancelled":
                 raise Cancelled()
             record = segment_record(segment, mask, round_index=context.params["round"], network=COPIES[index],
-                                    start_iteration=k, end_iteration=run.total_iterations, data_seed=seeds[index])
+                                    start_iteration=k, end_iteration=run.total_iterations, sparsity=sparsity,
+                                    data_seed=seeds[index])
             context.save_unit(units[index], record, state)
             round_finished(callback, record)
             records[index] = record

@@ -4,7 +4,8 @@ One dense training run from the run's θ0 records the channel mask (top 1-p of |
 batch norms) after every epoch; the early-bird epoch is the first at which the last `window`
 consecutive mask distances are below `threshold`. The early-bird ticket (that mask as filter
 + batch-norm masks, from θ0) trains like any ticket and is compared with a one-shot IMP ticket
-at the same sparsity and with the run's nearest IMP round. trainer.early_bird does the work.
+at the same effective sparsity (weights between two live units; trainer.structured) and with the
+run's nearest IMP round. trainer.early_bird does the work.
 """
 from __future__ import annotations
 

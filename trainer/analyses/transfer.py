@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from trainer import datasets, events, masks, models
+from trainer import datasets, events, masks, models, structured
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
@@ -225,14 +225,15 @@ def _train(context: AnalysisContext, unit: str, network: str, round_index: int, 
         return stored
     context.check_stop()
     model = build().to(data.train_x.device)
-    round_started(context.callback, network, round_index, mask, start, end)
+    sparsity = structured.sparsity(context.run_dir.spec.model, data.info.input_shape, data.info.num_classes, mask)
+    round_started(context.callback, network, round_index, mask, start, end, sparsity=sparsity)
     [(segment, _)] = train_networks([model], [mask], data, context.run_dir.spec, start, end, round_index=round_index,
                                     networks=[network], callback=context.callback,
                                     stop_requested=context.stop_requested)
     if segment.status == "cancelled":
         raise Cancelled()
     record = segment_record(segment, mask, round_index=round_index, network=network, start_iteration=start,
-                            end_iteration=end, **extra)
+                            end_iteration=end, sparsity=sparsity, **extra)
     context.save_unit(unit, record)
     round_finished(context.callback, record)
     return record
