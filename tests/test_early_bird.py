@@ -123,9 +123,14 @@ def test_run_early_bird_end_to_end_on_a_tiny_batch_norm_model(tmp_path, monkeypa
     ticket = result["ticket"]
     assert (ticket["channels_kept"], ticket["channels_total"]) == (5, 10)
     assert ticket["final"]["iteration"] == 16 and ticket["status"] == "finished"
+    # a pruned bn1 channel also takes conv2's weights reading it: fewer weights survive than are unmasked
+    assert ticket["remaining_fraction"] < ticket["unmasked_fraction"]
+    assert ticket["effective_parameters"] == ticket["costs"]["masked"]["parameters"]
+    # one-shot IMP holds as many weights that carry signal as the ticket (not as many unmasked ones)
     assert result["one_shot_imp"]["remaining_fraction"] == ticket["remaining_fraction"]
     assert result["imp"]["round"] == 1  # IMP's 50% round is nearest to the ticket's sparsity
-    assert ticket["costs"]["effective"]["macs"] < ticket["costs"]["masked"]["macs"] < ticket["costs"]["dense"]["macs"]
+    # a channel mask's surviving weights are exactly the weights between live units
+    assert ticket["costs"]["effective"]["macs"] == ticket["costs"]["masked"]["macs"] < ticket["costs"]["dense"]["macs"]
 
     search_only = run_early_bird(spec, tmp_path / "plain", window=2, threshold=1.0, train_examples=200,
                                  test_examples=200, retrain=False, one_shot_imp=False)
