@@ -57,7 +57,8 @@ def test_class_count_change_reinitialises_the_output_layer_and_keeps_the_mask_an
     result = run_transfer(run_path, "five_classes", rounds=[1], callback=callback, extra_datasets=EXTRA)
     assert result["output_layer"] == {"weight": "fc3.weight", "bias": "fc3.bias", "reinitialised": True, "mask": "dense"}
     (entry,) = result["transfer"]
-    assert entry["layers"]["fc3.weight"] == {"shape": [5, 100], "total": 500, "remaining": 500, "remaining_fraction": 1.0}
+    assert entry["layers"]["fc3.weight"] == {"shape": [5, 100], "total": 500, "remaining": 500, "unmasked": 500,
+                                             "remaining_fraction": 1.0}
     assert entry["layers"]["fc1.weight"]["remaining"] == int(source_mask["fc1.weight"].sum())
     assert entry["source_round"] == 1 and entry["source_remaining_fraction"] == run_dir.record(1)["remaining_fraction"]
     assert result["target_dataset"]["num_classes"] == 5 and entry["start_iteration"] == 10

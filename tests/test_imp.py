@@ -141,7 +141,7 @@ def test_controls_sit_beside_the_ticket_with_matching_sparsity(tmp_path):
 def test_one_shot_prunes_once_to_the_final_sparsity(tmp_path):
     results = run_experiment(tiny_spec(pruning={"schedule": "one_shot", "rounds": 3, "layer_fractions": {}}), tmp_path)
     assert [r["round"] for r in results["rounds"]] == [0, 1]
-    remaining = results["rounds"][1]["layers"]["fc2.weight"]["remaining"]
+    remaining = results["rounds"][1]["layers"]["fc2.weight"]["unmasked"]  # the count pruning keeps
     assert remaining == 30000 - round((1 - 0.7 ** 3) * 30000)
 
 
@@ -209,7 +209,9 @@ def test_structured_scope_prunes_whole_neurons_and_reports_costs(tmp_path):
     costs = results["rounds"][1]["costs"]
     assert costs["dense"]["weights"] == 266200
     assert costs["masked"]["weights"] == sum(layer["remaining"] for layer in results["rounds"][1]["layers"].values())
-    assert costs["effective"]["macs"] < costs["masked"]["macs"], "pruned neurons also remove the next layer's inputs"
+    fc2 = results["rounds"][1]["layers"]["fc2.weight"]
+    assert fc2["remaining"] < fc2["unmasked"], "pruned neurons also remove the next layer's inputs"
+    assert costs["effective"]["macs"] == costs["masked"]["macs"], "whole units: surviving = between live units"
 
 
 def test_masking_criterion_changes_the_ticket_and_needs_magnitude_strategy(tmp_path):
