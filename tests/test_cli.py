@@ -28,6 +28,8 @@ def test_run_writes_results_and_prints_the_summary_table_then_controls_extend_it
     assert [row.split("|")[0].strip() for row in rows] == ["0", "1", "2"]
     assert verdicts.count("-> more replicates needed") == 2  # one replicate, rounds 1 and 2
     assert rows[1].split("|")[1].strip() == "80.0"
+    assert rows[0].split("|")[2].strip() == "266,610", "effective parameters: LeNet's weights and biases"
+    assert 0.75 * 266_610 < int(rows[1].split("|")[2].strip().replace(",", "")) < 0.85 * 266_610
     # Not a TTY: plain progress lines, no bar characters.
     assert "round 1 finished" in done.stderr and "\r" not in done.stderr
     (run_dir,) = tmp_path.iterdir()

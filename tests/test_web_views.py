@@ -124,6 +124,8 @@ def test_result_page_has_every_chart_table_spec_and_download(client, finished_ex
     round_2 = re.search(r"<tr><td>2</td>(.*?)</tr>", html.split('id="round-table"')[1], re.S).group(1)
     masked_macs, shrunk_macs = (float(v) for v in re.search(r"<td>([\d.]+) / ([\d.]+)</td>", round_2).groups())
     assert 60 < masked_macs < 70 and shrunk_macs == 100.0, "unstructured pruning removes no whole neuron"
+    effective_parameters = int(re.match(r"<td>[\d.]+</td><td>(\d+)</td>", round_2).group(1))
+    assert 0.6 * 266_610 < effective_parameters < 0.7 * 266_610
 
 
 def test_result_fragment_only_when_done(client, finished_experiment, queued):
