@@ -142,7 +142,8 @@ def _retrain(context: AnalysisContext, mode: str, round_index: int, own_chain: b
         training = fine_tuning_training(run.spec.training, lr)
     start, end = run.rewind_iteration, run.total_iterations
     model = run.model_with(previous_state)  # train_segment zeroes the newly pruned weights first
-    round_started(context.callback, mode, round_index, mask, start, end)
+    sparsity = run.sparsity(mask)  # effective remaining fraction, as in the IMP run's records
+    round_started(context.callback, mode, round_index, mask, start, end, sparsity=sparsity)
     [(segment, state)] = train_networks([model], [mask], run.data, run.spec, start, end, round_index=round_index,
                                         networks=[mode], training=training, callback=context.callback,
                                         stop_requested=context.stop_requested)
@@ -150,7 +151,8 @@ def _retrain(context: AnalysisContext, mode: str, round_index: int, own_chain: b
         raise Cancelled()
     chain = "dense" if round_index == 1 else (f"{mode} chain" if own_chain else "imp run")
     record = segment_record(segment, mask, round_index=round_index, network=mode, start_iteration=start,
-                            end_iteration=end, source="retrained", masks="own chain" if own_chain else "imp run",
+                            end_iteration=end, sparsity=sparsity, source="retrained",
+                            masks="own chain" if own_chain else "imp run",
                             start_weights=f"round {round_index - 1} final weights ({chain})", lr=lr)
     context.save_unit(unit, record, state if own_chain else None, mask if own_chain else None)
     round_finished(context.callback, record)
