@@ -17,6 +17,9 @@ from trainer.analyses.params import Param
 from trainer.spec import SpecError
 
 NAME = "early_bird"
+# % remaining counts only weights between live units and one-shot IMP
+# is pruned to that effective fraction (trainer.structured): older results mean something else
+RESULTS_VERSION = 2
 
 PARAMS = (
     Param("prune_fraction", "float", 0.5, "Fraction p of all batch-norm channels pruned (smallest |γ|).",
@@ -42,7 +45,7 @@ def run_early_bird(run_path, prune_fraction=0.5, threshold=0.1, window=5, bn_l1=
     params = {"prune_fraction": prune_fraction, "threshold": threshold, "window": window, "bn_l1": bn_l1,
               "train_examples": train_examples, "test_examples": test_examples, "one_shot_imp": one_shot_imp}
     return execute(NAME, PARAMS, run_path, params, _body, callback=callback, data_dir=data_dir,
-                   stop_requested=stop_requested)
+                   stop_requested=stop_requested, version=RESULTS_VERSION)
 
 
 def _body(context: AnalysisContext) -> dict:

@@ -14,6 +14,9 @@ from trainer.analyses.params import Param
 from trainer.spec import SpecError
 
 NAME = "pruning_at_init"
+# % remaining counts only weights between live units (trainer.structured):
+# a collapsed layer now shows as 0%, so older results mean something else
+RESULTS_VERSION = 2
 
 PARAMS = (
     Param("methods", "str_list", pruning_at_init.METHODS, "snip |g⊙w|, grasp (Hg)⊙w, synflow (iterative, data-free), "
@@ -36,7 +39,7 @@ def run_pruning_at_init(run_path, methods=pruning_at_init.METHODS, rounds=(), sc
     params = {"methods": list(methods), "rounds": list(rounds), "scope": scope,
               "synflow_iterations": synflow_iterations, "score_examples": score_examples}
     return execute(NAME, PARAMS, run_path, params, _body, callback=callback, data_dir=data_dir,
-                   stop_requested=stop_requested)
+                   stop_requested=stop_requested, version=RESULTS_VERSION)
 
 
 def _body(context: AnalysisContext) -> dict:

@@ -7,17 +7,22 @@ overrides and scope as in the run's spec), rewinds the survivors to θk and trai
 Every round reports its cost beside its sparsity: parameters and multiply-accumulates of
 the dense architecture, of the surviving weights, and of the shrunk dense-equivalent
 network (trainer.structured.count_flops_and_parameters); the run's tickets get theirs too.
+A weight survives only between two live units (trainer.structured.effective_mask): a pruned
+neuron also removes its column in the next layer, so % remaining is the effective fraction.
 """
 from __future__ import annotations
 
 from trainer import events, structured
 from trainer.analyses.common import AnalysisContext, execute
-from trainer.analyses.masking_criteria import RESULTS_VERSION, run_chains
+from trainer.analyses.masking_criteria import RESULTS_VERSION as CHAINS_VERSION, run_chains
 from trainer.analyses.params import Param
 from trainer.imp_variants import Variant
 from trainer.spec import SpecError
 
 NAME = "structured_pruning"
+# run_chains' results version plus one: % remaining counts only weights between live units, and dead
+# units' biases and batch norms train at 0 (trainer.structured), so older results mean something else
+RESULTS_VERSION = CHAINS_VERSION + 1
 
 PARAMS = (
     Param("norms", "str_list", ("l1",), "Unit ranking: l1 or l2 norm of each neuron's/filter's surviving weights.",
@@ -30,7 +35,7 @@ def run_structured_pruning(run_path, norms=("l1",), rounds=None, *, callback: ev
                            data_dir=None, stop_requested=lambda: False) -> dict:
     """Result as masking_criteria's: {"variants": {"variant_units_l1": {...}}, "ticket": [...], "rounds"}."""
     return execute(NAME, PARAMS, run_path, {"norms": list(norms), "rounds": rounds}, _body, callback=callback,
-                   data_dir=data_dir, stop_requested=stop_requested, version=RESULTS_VERSION)  # run_chains' results
+                   data_dir=data_dir, stop_requested=stop_requested, version=RESULTS_VERSION)
 
 
 def _body(context: AnalysisContext) -> dict:
