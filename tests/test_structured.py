@@ -44,6 +44,28 @@ def test_filters_go_whole_and_other_layers_are_untouched():
     assert kept["fc.weight"].all()
 
 
+def test_global_unit_pruning_ranks_norms_relative_to_their_layer():
+    # conv1's filters are 100x smaller than fc's rows: raw global norms would take all of conv1's units
+    small = ROWS / 100
+    mask = {"conv1.weight": torch.ones(4, 3, dtype=torch.bool), "fc.weight": torch.ones(4, 3, dtype=torch.bool)}
+    kept = prune_units(mask, {"conv1.weight": small, "fc.weight": ROWS}, 0.5, scope="global")
+    # relative norms are the same in both layers, so each loses its two smallest units, as layerwise would
+    layerwise = prune_units(mask, {"conv1.weight": small, "fc.weight": ROWS}, 0.5, scope="layerwise")
+    for name in mask:
+        assert alive_units(kept[name]).tolist() == [False, True, False, True]
+        assert torch.equal(kept[name], layerwise[name])
+
+
+def test_global_unit_pruning_keeps_every_vgg16_layer_alive_at_init():
+    model = models.build_model("vgg16", (3, 32, 32), 10, init_seed=0)
+    weights = {name: p.detach() for name, p in model.named_parameters()}
+    names = structured_prunable_names("vgg16", (3, 32, 32), 10)
+    kept = prune_units(dense_mask(model, names), weights, 0.2, names=names, scope="global")
+    for name in names:  # raw norms emptied conv1-5 here; relative norms take some units of every layer
+        units = kept[name].shape[0]
+        assert 0 < int(alive_units(kept[name]).sum()) < units, name
+
+
 def test_output_layer_units_are_not_structurally_prunable():
     assert structured_prunable_names("lenet_300_100", (1, 28, 28), 10) == ["fc1.weight", "fc2.weight"]
 
