@@ -36,21 +36,23 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def heartbeat(experiment_id: int):
-    """Write the experiment's heartbeat every LOTTERYWEB_HEARTBEAT_SECONDS while the block runs."""
+def heartbeat(row_id: int, model=Experiment):
+    """Write the row's heartbeat (an experiment's, or a ReproductionRun's with `model`) every
+    LOTTERYWEB_HEARTBEAT_SECONDS while the block runs."""
     stop = threading.Event()
+    label = f"{model.__name__} {row_id}"
 
     def beat() -> None:
         try:
             while not stop.wait(settings.LOTTERYWEB_HEARTBEAT_SECONDS):
                 try:
-                    Experiment.objects.filter(pk=experiment_id).update(heartbeat_at=timezone.now())
+                    model.objects.filter(pk=row_id).update(heartbeat_at=timezone.now())
                 except Exception:  # a database hiccup: the next beat tries again
-                    log.exception("heartbeat of experiment %s failed", experiment_id)
+                    log.exception("heartbeat of %s failed", label)
         finally:
             connection.close()  # this thread's own connection
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{experiment_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{label}", daemon=True)
     thread.start()
     try:
         yield
@@ -59,14 +61,19 @@ def heartbeat(experiment_id: int):
         thread.join()
 
 
+def _stale(rows, now):
+    """The running rows among `rows` whose heartbeat is older than LOTTERYWEB_HEARTBEAT_TIMEOUT."""
+    stale_before = now - timedelta(seconds=settings.LOTTERYWEB_HEARTBEAT_TIMEOUT)
+    return rows.filter(status="running").filter(
+        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, started_at__lt=stale_before))
+
+
 def requeue_lost_runs() -> list[int]:
     """Queue again every running experiment whose heartbeat is older than LOTTERYWEB_HEARTBEAT_TIMEOUT."""
     from frontend.tasks import run_experiment_task
 
     now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.LOTTERYWEB_HEARTBEAT_TIMEOUT)
-    lost = Experiment.objects.filter(status=Experiment.Status.RUNNING).filter(
-        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, started_at__lt=stale_before))
+    lost = _stale(Experiment.objects.all(), now)
     requeued = []
     for experiment in lost:
         round_index = experiment.current_round or 0
@@ -92,11 +99,41 @@ def requeue_lost_runs() -> list[int]:
     return requeued
 
 
+def requeue_lost_reproductions() -> list[int]:
+    """Queue again every running reproduction check whose worker stopped answering; the check finds
+    its finished runs and analyses on disk and goes on from there. One whose cancel was asked for
+    is marked cancelled instead."""
+    from frontend import queues
+    from frontend.models import ReproductionRun
+
+    now = timezone.now()
+    requeued = []
+    for run in _stale(ReproductionRun.objects.all(), now):
+        last = timezone.localtime(run.heartbeat_at or run.started_at).strftime("%H:%M:%S")
+        lost_text = (f"worker {run.worker or '?'} stopped answering after {run.progress_done} of "
+                     f"{run.progress_total or '?'} steps (last heartbeat {last})")
+        if run.cancel_requested:
+            update = {"status": ReproductionRun.Status.CANCELLED, "finished_at": now, "message": f"cancelled; {lost_text}"}
+        else:
+            update = {"status": ReproductionRun.Status.QUEUED,
+                      "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')}, "
+                                  "finished steps are reused")}
+        claimed = ReproductionRun.objects.filter(pk=run.pk, status=ReproductionRun.Status.RUNNING,
+                                                 heartbeat_at=run.heartbeat_at).update(**update)
+        if claimed:
+            log.warning("reproduction run %s: %s", run.pk, update["message"])
+            if update["status"] == ReproductionRun.Status.QUEUED:
+                queues.enqueue_reproduction(run.pk)
+                requeued.append(run.pk)
+    return requeued
+
+
 BROKER_MARKER_KEY = "lotteryweb:broker-marker"
 
 
 class BrokerRestartWatch:
-    """Notices that Redis lost its data and sends the tasks of queued experiments and analyses again.
+    """Notices that Redis lost its data and sends the tasks of queued experiments, analyses and
+    reproduction checks again.
 
     The sign is a marker key that this watch sets: gone means Redis restarted without persistence,
     was flushed or is new, and took its queue with it. That also holds when no worker was up while
@@ -109,7 +146,8 @@ class BrokerRestartWatch:
         self._client = None
 
     def check(self) -> dict[str, list[int]]:
-        """{"experiments": [...], "analyses": [...]} whose tasks were sent again (empty: Redis kept its data)."""
+        """{"experiments": [...], "analyses": [...], "reproductions": [...]} whose tasks were sent again
+        (empty: Redis kept its data)."""
         if self._client is None:
             import redis
             self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
@@ -124,7 +162,8 @@ class BrokerRestartWatch:
 
 
 def resend_queued_tasks() -> dict[str, list[int]]:
-    from frontend.models import AnalysisRun
+    from frontend import queues
+    from frontend.models import AnalysisRun, ReproductionRun
     from frontend.tasks import run_analysis_task, run_experiment_task
 
     experiments = list(Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
@@ -135,15 +174,20 @@ def resend_queued_tasks() -> dict[str, list[int]]:
                     .values_list("pk", flat=True))
     for analysis_run_id in analyses:
         run_analysis_task.delay(analysis_run_id)
-    if experiments or analyses:
+    reproductions = list(ReproductionRun.objects.filter(status=ReproductionRun.Status.QUEUED)
+                         .order_by("created_at", "id").values_list("pk", flat=True))
+    for reproduction_run_id in reproductions:
+        queues.enqueue_reproduction(reproduction_run_id)
+    if experiments or analyses or reproductions:
         log.warning("Redis has lost its queue (restarted without persistence, or new): sent the tasks of %d queued "
-                    "experiments and %d queued analyses again", len(experiments), len(analyses))
-    return {"experiments": experiments, "analyses": analyses}
+                    "experiments, %d queued analyses and %d queued reproduction checks again",
+                    len(experiments), len(analyses), len(reproductions))
+    return {"experiments": experiments, "analyses": analyses, "reproductions": reproductions}
 
 
 def start_watchdog() -> threading.Thread:
     """A worker's daemon thread that, every LOTTERYWEB_RECOVERY_INTERVAL seconds, re-queues lost runs
-    and re-sends the queued ones' tasks when Redis has lost its queue."""
+    (experiments and reproduction checks) and re-sends the queued ones' tasks when Redis has lost its queue."""
     broker = BrokerRestartWatch()
 
     def watch() -> None:
@@ -154,6 +198,7 @@ def start_watchdog() -> threading.Thread:
                 log.info("could not ask Redis whether it lost its queue", exc_info=True)
             try:
                 requeue_lost_runs()
+                requeue_lost_reproductions()
             except Exception:  # the database or the broker is away: look again next time
                 log.exception("looking for lost runs failed")
             finally:

@@ -1,9 +1,10 @@
-"""What views do besides rendering: create and queue experiments, cancel them, read their masks."""
+"""What views do besides rendering: create and queue experiments, analyses and reproduction checks,
+cancel them, read masks."""
 from __future__ import annotations
 
 import logging
 
-from frontend.models import AnalysisRun, Experiment
+from frontend.models import AnalysisRun, Experiment, ReproductionRun
 from trainer import datasets
 from trainer.rundir import RunDir, RunDirError
 from trainer.spec import ExperimentSpec
@@ -113,6 +114,37 @@ def queue_default_analyses(experiment: Experiment) -> list[AnalysisRun]:
 
 def request_analysis_cancel(analysis_run: AnalysisRun) -> None:
     AnalysisRun.objects.filter(pk=analysis_run.pk).update(cancel_requested=True)
+
+
+def request_reproduction(check_name: str, budget: str, user) -> ReproductionRun:
+    """Queue one reproduction check at `budget` (both already validated), unless the same check at the
+    same budget is queued or running already: then that run is returned."""
+    from frontend import queues
+
+    existing = ReproductionRun.objects.filter(check_name=check_name, budget=budget).exclude(
+        status__in=ReproductionRun.DONE_STATUSES).first()
+    if existing is not None:
+        return existing
+    run = ReproductionRun.objects.create(check_name=check_name, budget=budget, requested_by=user)
+    try:
+        queues.enqueue_reproduction(run.pk)
+    except Exception as error:  # broker down: say so on the page instead of a 500
+        log.exception("could not queue reproduction run %s", run.pk)
+        ReproductionRun.objects.filter(pk=run.pk).update(
+            status=ReproductionRun.Status.FAILED, message=f"could not queue the check (is Redis running?): {error}")
+    run.refresh_from_db()
+    return run
+
+
+def request_reproduction_cancel(run: ReproductionRun) -> None:
+    """A queued check is cancelled at once (its task finds it cancelled); a running one stops at its next step."""
+    from django.utils import timezone
+
+    rows = ReproductionRun.objects.filter(pk=run.pk)
+    if not rows.filter(status=ReproductionRun.Status.QUEUED).update(
+            status=ReproductionRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(),
+            message="cancelled before it started"):
+        rows.update(cancel_requested=True)
 
 
 def import_run_directory(path) -> tuple[Experiment, bool, int]:
