@@ -1,7 +1,8 @@
 """Crash recovery: a running experiment's worker writes a heartbeat; every worker watches for
 running experiments whose heartbeat went stale (their worker was killed, lost its machine, or
 lost the database) and queues them again. The trainer resumes a run directory after its last
-finished round, so a crash costs at most the round in flight.
+finished round, so a crash costs at most the round in flight. Reproduction checks (ReproductionRun)
+beat and are re-queued the same way; a check reuses its finished runs and analyses on disk.
 
 Why not Celery's own redelivery (acks_late + Redis visibility timeout)? kombu's Redis transport
 (5.7) keeps a delivered, unacknowledged message in the `unacked` hash, and any worker that is
@@ -16,7 +17,7 @@ tells a dead worker from a busy one.
 
 Redis itself keeps no experiment: rows live in the database. A Redis without persistence (run.sh
 starts one) forgets the queue when it restarts; `BrokerRestartWatch` notices and sends the tasks
-of every queued experiment and analysis again.
+of every queued experiment, analysis and reproduction check again.
 """
 from __future__ import annotations
 
