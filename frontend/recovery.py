@@ -89,15 +89,22 @@ def requeue_lost_runs() -> list[int]:
             update = {"status": Experiment.Status.QUEUED,
                       "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')} to "
                                   f"resume from round {round_index} ({kept})")}
-        # Only if nobody else re-queued or revived it meanwhile.
-        claimed = Experiment.objects.filter(pk=experiment.pk, status=Experiment.Status.RUNNING,
-                                            heartbeat_at=experiment.heartbeat_at).update(**update)
-        if claimed:
-            log.warning("experiment %s: %s", experiment.pk, update["message"])
-            if update["status"] == Experiment.Status.QUEUED:
-                run_experiment_task.delay(experiment.pk)
-                requeued.append(experiment.pk)
+        if _settle_lost(experiment, update, run_experiment_task.delay):
+            requeued.append(experiment.pk)
     return requeued
+
+
+def _settle_lost(row, update: dict, send) -> bool:
+    """Apply `update` to a lost running row, only if nobody else re-queued or revived it meanwhile,
+    and send its task when the update queues it again. True when it was queued again."""
+    claimed = type(row).objects.filter(pk=row.pk, status="running", heartbeat_at=row.heartbeat_at).update(**update)
+    if not claimed:
+        return False
+    log.warning("%s %s: %s", type(row).__name__, row.pk, update["message"])
+    if update["status"] != "queued":
+        return False
+    send(row.pk)
+    return True
 
 
 def requeue_lost_reproductions() -> list[int]:
@@ -119,13 +126,8 @@ def requeue_lost_reproductions() -> list[int]:
             update = {"status": ReproductionRun.Status.QUEUED,
                       "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')}, "
                                   "finished steps are reused")}
-        claimed = ReproductionRun.objects.filter(pk=run.pk, status=ReproductionRun.Status.RUNNING,
-                                                 heartbeat_at=run.heartbeat_at).update(**update)
-        if claimed:
-            log.warning("reproduction run %s: %s", run.pk, update["message"])
-            if update["status"] == ReproductionRun.Status.QUEUED:
-                queues.enqueue_reproduction(run.pk)
-                requeued.append(run.pk)
+        if _settle_lost(run, update, queues.enqueue_reproduction):
+            requeued.append(run.pk)
     return requeued
 
 

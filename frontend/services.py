@@ -16,6 +16,19 @@ class NotAvailable(Exception):
     """Asked for something that does not exist (yet); the message says what."""
 
 
+def send_or_fail(model, row_id: int, send, what: str) -> bool:
+    """Send a row's Celery task (True); with the broker down, mark the row failed with the reason,
+    shown on its page instead of a 500 (False)."""
+    try:
+        send(row_id)
+    except Exception as error:
+        log.exception("could not queue %s %s", model.__name__, row_id)
+        model.objects.filter(pk=row_id).update(status="failed",
+                                               message=f"could not queue the {what} (is Redis running?): {error}")
+        return False
+    return True
+
+
 def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = (), *, owner=None,
                       visibility: str = Experiment.Visibility.PRIVATE) -> Experiment:
     """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes."""
@@ -24,12 +37,7 @@ def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str
     experiment = Experiment.objects.create(spec=spec.to_dict(), preset=preset, model_name=spec.model,
                                            dataset_name=spec.dataset, analyses=list(analyses), owner=owner,
                                            visibility=visibility)
-    try:
-        run_experiment_task.delay(experiment.pk)
-    except Exception as error:  # broker down: say so on the experiment's page instead of a 500
-        log.exception("could not queue experiment %s", experiment.pk)
-        Experiment.objects.filter(pk=experiment.pk).update(
-            status=Experiment.Status.FAILED, message=f"could not queue the run (is Redis running?): {error}")
+    if not send_or_fail(Experiment, experiment.pk, run_experiment_task.delay, "run"):
         experiment.refresh_from_db()
     return experiment
 
@@ -42,12 +50,7 @@ def requeue(experiment: Experiment) -> None:
     Experiment.objects.filter(pk=experiment.pk).update(
         status=Experiment.Status.QUEUED, cancel_requested=False, finished_at=None,
         message=f"re-queued after it was {before}; finished rounds are kept")
-    try:
-        run_experiment_task.delay(experiment.pk)
-    except Exception as error:  # broker down: back to failed, with the reason
-        log.exception("could not re-queue experiment %s", experiment.pk)
-        Experiment.objects.filter(pk=experiment.pk).update(
-            status=Experiment.Status.FAILED, message=f"could not queue the run (is Redis running?): {error}")
+    send_or_fail(Experiment, experiment.pk, run_experiment_task.delay, "run")
 
 
 def request_cancel(experiment: Experiment) -> None:
@@ -83,12 +86,7 @@ def request_analysis(experiment: Experiment, name: str, params: dict) -> Analysi
     if existing is not None:
         return existing
     analysis_run = AnalysisRun.objects.create(experiment=experiment, name=name, params=params)
-    try:
-        run_analysis_task.delay(analysis_run.pk)
-    except Exception as error:  # broker down: say so on the page instead of a 500
-        log.exception("could not queue analysis run %s", analysis_run.pk)
-        AnalysisRun.objects.filter(pk=analysis_run.pk).update(
-            status=AnalysisRun.Status.FAILED, message=f"could not queue the analysis (is Redis running?): {error}")
+    send_or_fail(AnalysisRun, analysis_run.pk, run_analysis_task.delay, "analysis")
     analysis_run.refresh_from_db()
     return analysis_run
 
@@ -126,12 +124,7 @@ def request_reproduction(check_name: str, budget: str, user) -> ReproductionRun:
     if existing is not None:
         return existing
     run = ReproductionRun.objects.create(check_name=check_name, budget=budget, requested_by=user)
-    try:
-        queues.enqueue_reproduction(run.pk)
-    except Exception as error:  # broker down: say so on the page instead of a 500
-        log.exception("could not queue reproduction run %s", run.pk)
-        ReproductionRun.objects.filter(pk=run.pk).update(
-            status=ReproductionRun.Status.FAILED, message=f"could not queue the check (is Redis running?): {error}")
+    send_or_fail(ReproductionRun, run.pk, queues.enqueue_reproduction, "check")
     run.refresh_from_db()
     return run
 

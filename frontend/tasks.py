@@ -84,22 +84,34 @@ def _reconcile(experiment_id: int, results: dict, run_path: Path) -> None:
         experiment.save()
 
 
+def _queued_row(rows, row_id: int):
+    """(row, None) when the row of a delivered task is queued to run now; otherwise (None, what the
+    task returns): it is gone, already ran or is running (a duplicate delivery), or it was cancelled
+    before it started (which this marks)."""
+    row = rows.filter(pk=row_id).first()
+    label = f"{rows.model.__name__} {row_id}"
+    if row is None:
+        log.warning("%s no longer exists; nothing to run", label)
+        return None, "missing"
+    if row.status != "queued":
+        return None, row.status  # a duplicate delivery
+    if row.cancel_requested:
+        rows.model.objects.filter(pk=row_id).update(status="cancelled", message="cancelled before it started",
+                                                    finished_at=timezone.now())
+        return None, "cancelled"
+    return row, None
+
+
 @shared_task(name="frontend.run_analysis")
 def run_analysis_task(analysis_run_id: int) -> str:
     """Run one analysis on its experiment's run directory; the engine skips work already on disk."""
     from trainer.analyses import run_analysis
 
     close_old_connections()
-    analysis_run = AnalysisRun.objects.select_related("experiment").filter(pk=analysis_run_id).first()
+    analysis_run, outcome = _queued_row(AnalysisRun.objects.select_related("experiment"), analysis_run_id)
     if analysis_run is None:
-        log.warning("analysis run %s no longer exists; nothing to run", analysis_run_id)
-        return "missing"
-    if analysis_run.status != AnalysisRun.Status.QUEUED:
-        return analysis_run.status  # a duplicate delivery
+        return outcome
     rows = AnalysisRun.objects.filter(pk=analysis_run_id)
-    if analysis_run.cancel_requested:
-        rows.update(status=AnalysisRun.Status.CANCELLED, message="cancelled before it started", finished_at=timezone.now())
-        return AnalysisRun.Status.CANCELLED
     run_dir = analysis_run.experiment.run_dir
     if not run_dir or not Path(run_dir).is_dir():
         rows.update(status=AnalysisRun.Status.FAILED, message="the experiment has no run directory", finished_at=timezone.now())
@@ -136,17 +148,10 @@ def run_reproduction_task(self, reproduction_run_id: int) -> str:
     from trainer.spec import SpecError
 
     close_old_connections()
-    run = ReproductionRun.objects.filter(pk=reproduction_run_id).first()
+    run, outcome = _queued_row(ReproductionRun.objects.all(), reproduction_run_id)
     if run is None:
-        log.warning("reproduction run %s no longer exists; nothing to run", reproduction_run_id)
-        return "missing"
-    if run.status != ReproductionRun.Status.QUEUED:
-        return run.status  # a duplicate delivery
+        return outcome
     rows = ReproductionRun.objects.filter(pk=reproduction_run_id)
-    if run.cancel_requested:
-        rows.update(status=ReproductionRun.Status.CANCELLED, message="cancelled before it started",
-                    finished_at=timezone.now())
-        return ReproductionRun.Status.CANCELLED
     now = timezone.now()
     if not rows.filter(status=ReproductionRun.Status.QUEUED).update(
             status=ReproductionRun.Status.RUNNING, started_at=now, heartbeat_at=now, worker=self.request.hostname or "",
