@@ -104,4 +104,4 @@ CHECK = Check(
               "difference lies wholly below -tolerance.",
     steps=steps, measure=measure, judge=judge, match_fields=tickets_vs_dense.LENET_MATCH_FIELDS, summary=summary,
     datasets=("mnist", "fashion_mnist"),
-    notes="5,000 iterations per round instead of 50,000; one comparison point (the last round) instead of a curve.")
+    notes="4,000 iterations per round instead of 50,000; one comparison point (the last round) instead of a curve.")

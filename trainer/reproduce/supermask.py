@@ -77,4 +77,4 @@ CHECK = Check(
     steps=steps, measure=measure, judge=judge, match_fields=tickets_vs_dense.LENET_MATCH_FIELDS, summary=summary,
     datasets=("mnist", "fashion_mnist"),
     notes="The IMP (large_final) mask rather than Zhou's best supermask criterion (large_final_same_sign, not "
-          "implemented); 5,000 training iterations per round.")
+          "implemented); 4,000 training iterations per round.")

@@ -6,7 +6,7 @@ at least the dense test accuracy down to roughly 10-20% of the weights and reach
 iteration (minimum validation loss) sooner; the same masks randomly re-initialised fall below dense
 much earlier (already around 20-50% remaining).
 
-Protocol (small): the paper's LeNet setting, scaled down to 5,000 iterations per round (the paper
+Protocol (small): the paper's LeNet setting, scaled down to 4,000 iterations per round (the paper
 trains 50,000), 12 rounds (to 7% remaining, shared with the iterative-vs-one-shot and supermask
 checks), 3 replicates, the random_reinit control at the round nearest 20% remaining (k = 0, so it is
 F&C's from-scratch control). Numbers are each training's test accuracy at its early stop.
@@ -35,7 +35,7 @@ REFERENCE_REMAINING = 0.2  # "down to roughly 10-20%" and "already around 20-50%
 BUDGET_SETTINGS = {
     # training steps, eval interval, rounds, replicates
     "tiny": ("60it", "20it", 3, 3),
-    "small": ("5000it", "250it", 12, 3),
+    "small": ("4000it", "250it", 12, 3),
     "large": ("15000it", "500it", 15, 5),
 }
 # The settings a claim about LeNet IMP depends on; budgets (steps, rounds, replicates) may differ.
@@ -200,5 +200,5 @@ CHECK = Check(
               "-tolerance, the ticket stops later, or the reinit's CI lies wholly above -tolerance.",
     steps=steps, measure=measure, judge=judge, match_fields=LENET_MATCH_FIELDS, summary=summary,
     datasets=("mnist", "fashion_mnist"), requires=lambda spec: bool(set(spec["controls"]) & set(verdict.REINIT_CONTROLS)),
-    notes="5,000 iterations per round instead of 50,000 (CPU budget); Fashion-MNIST when MNIST is not installed; "
+    notes="4,000 iterations per round instead of 50,000 (CPU budget); Fashion-MNIST when MNIST is not installed; "
           "the reinit control only at the round nearest 20% remaining.")
