@@ -148,6 +148,12 @@ def full_spec(data: dict) -> dict:
     return ExperimentSpec.from_dict(data).to_dict()
 
 
+def lenet_spec(budget: str, data_dir, training: dict, **fields) -> dict:
+    """A LeNet-300-100 spec of a check (MNIST when installed, else Fashion-MNIST; synthetic for tiny), on the CPU."""
+    return full_spec({"model": "lenet_300_100", "dataset": image_dataset(budget, "mnist", data_dir), "device": "cpu",
+                      "training": {"metrics_interval": 100, **training}, **fields})
+
+
 def experiment_trainings(spec: dict) -> int:
     return ExperimentSpec.from_dict(spec).trainings()
 

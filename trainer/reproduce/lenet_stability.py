@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from trainer.analyses.connectivity import STABILITY_THRESHOLD
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, full_spec, image_dataset, missing)
+                                    experiment_trainings, lenet_spec, missing)
 
 NAME = "lenet_stability"
 FAIL_THRESHOLD = 0.03
@@ -29,12 +29,9 @@ MATCH_FIELDS = ("model", "training.optimizer", "training.lr", "training.batch_si
 
 def stability_spec(budget: str, data_dir) -> dict:
     steps_per_round, eval_interval, _ = BUDGET_SETTINGS[budget]
-    return full_spec({
-        "model": "lenet_300_100", "dataset": image_dataset(budget, "mnist", data_dir), "device": "cpu",
-        "training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 128,
-                     "training_steps": steps_per_round, "eval_interval": eval_interval, "metrics_interval": 100},
-        "pruning": {"rounds": 1}, "rewind_step": "0it",
-    })
+    return lenet_spec(budget, data_dir, {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 128,
+                                         "training_steps": steps_per_round, "eval_interval": eval_interval},
+                      pruning={"rounds": 1}, rewind_step="0it")
 
 
 def steps(budget: str, data_dir) -> list[Step]:

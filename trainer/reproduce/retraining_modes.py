@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from trainer import replicate_stats
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, full_spec, image_dataset, missing, points,
+                                    experiment_trainings, lenet_spec, missing, points,
                                     signed_points)
 
 NAME = "retraining_modes"
@@ -36,14 +36,11 @@ MATCH_FIELDS = ("model", "training.optimizer", "training.lr", "training.batch_si
 def retraining_spec(budget: str, data_dir) -> dict:
     steps_per_round, eval_interval, rounds = BUDGET_SETTINGS[budget]
     total = int(steps_per_round[:-2])
-    return full_spec({
-        "model": "lenet_300_100", "dataset": image_dataset(budget, "mnist", data_dir), "device": "cpu",
-        "training": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 60,
-                     "training_steps": steps_per_round, "eval_interval": eval_interval, "metrics_interval": 100,
-                     "lr_schedule": "multistep", "lr_milestones": [f"{total // 2}it", f"{3 * total // 4}it"],
-                     "lr_gamma": 0.1},
-        "pruning": {"rounds": rounds}, "rewind_step": "0it",
-    })
+    return lenet_spec(budget, data_dir, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 60,
+                                         "training_steps": steps_per_round, "eval_interval": eval_interval,
+                                         "lr_schedule": "multistep", "lr_gamma": 0.1,
+                                         "lr_milestones": [f"{total // 2}it", f"{3 * total // 4}it"]},
+                      pruning={"rounds": rounds}, rewind_step="0it")
 
 
 def steps(budget: str, data_dir) -> list[Step]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from trainer import replicate_stats
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, full_spec, image_dataset, missing, points)
+                                    experiment_trainings, lenet_spec, missing, points)
 
 NAME = "synflow_collapse"
 BASELINES = ("snip", "grasp", "magnitude")
@@ -32,12 +32,9 @@ MATCH_FIELDS = ("model", "training.optimizer", "pruning.schedule", "pruning.roun
 
 def collapse_spec(budget: str, data_dir) -> dict:
     steps_per_round, eval_interval, _ = BUDGET_SETTINGS[budget]
-    return full_spec({
-        "model": "lenet_300_100", "dataset": image_dataset(budget, "mnist", data_dir), "device": "cpu",
-        "training": {"optimizer": "adam", "lr": 0.0012, "batch_size": 60, "training_steps": steps_per_round,
-                     "eval_interval": eval_interval, "metrics_interval": 100},
-        "pruning": {"schedule": "one_shot", "rounds": ROUNDS, "fraction": 0.2}, "rewind_step": "0it",
-    })
+    return lenet_spec(budget, data_dir, {"optimizer": "adam", "lr": 0.0012, "batch_size": 60,
+                                         "training_steps": steps_per_round, "eval_interval": eval_interval},
+                      pruning={"schedule": "one_shot", "rounds": ROUNDS, "fraction": 0.2}, rewind_step="0it")
 
 
 def steps(budget: str, data_dir) -> list[Step]:

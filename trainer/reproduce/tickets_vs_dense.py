@@ -25,7 +25,7 @@ from __future__ import annotations
 from trainer import replicate_stats, verdict
 from trainer.events import TICKET
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, full_spec, image_dataset, missing, points,
+                                    experiment_trainings, lenet_spec, missing, points,
                                     signed_points)
 
 NAME = "tickets_vs_dense"
@@ -47,15 +47,12 @@ LENET_MATCH_FIELDS = ("model", "training.optimizer", "training.lr", "training.ba
 def lenet_imp_spec(budget: str, data_dir) -> dict:
     """The shared LeNet-300-100 IMP spec of the LeNet checks (Frankle & Carbin's setting, scaled down)."""
     steps, eval_interval, rounds, replicates = BUDGET_SETTINGS[budget]
-    return full_spec({
-        "model": "lenet_300_100", "dataset": image_dataset(budget, "mnist", data_dir), "device": "cpu",
-        "training": {"optimizer": "adam", "lr": 0.0012, "batch_size": 60, "training_steps": steps,
-                     "eval_interval": eval_interval, "metrics_interval": 100},
-        "pruning": {"strategy": "magnitude", "scope": "layerwise", "fraction": 0.2,
-                    "layer_fractions": {"fc3.weight": 0.1}, "rounds": rounds},
-        "rewind_step": "0it", "replicates": replicates, "controls": [CONTROL],
-        "control_rounds": [reference_round(rounds)],
-    })
+    return lenet_spec(
+        budget, data_dir, {"optimizer": "adam", "lr": 0.0012, "batch_size": 60, "training_steps": steps,
+                           "eval_interval": eval_interval},
+        pruning={"strategy": "magnitude", "scope": "layerwise", "fraction": 0.2, "layer_fractions": {"fc3.weight": 0.1},
+                 "rounds": rounds},
+        rewind_step="0it", replicates=replicates, controls=[CONTROL], control_rounds=[reference_round(rounds)])
 
 
 def reference_round(rounds: int) -> int:
