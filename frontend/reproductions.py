@@ -59,7 +59,8 @@ def result_view(result: dict) -> dict:
     chart = result.get("chart")
     return {"verdict": result.get("verdict", "INCONCLUSIVE"), "verdict_class": verdict_class(result.get("verdict")),
             "summary": result.get("summary", ""), "reason": result.get("reason", ""),
-            "measured": [(label, _number(value)) for label, value in (result.get("measured") or {}).items()],
+            "measured": [(str(label).replace("_", " "), _number(value))
+                         for label, value in (result.get("measured") or {}).items()],
             "wall_seconds": result.get("wall_seconds"),
             "figure_json": charts.figure_json(charts.reproduction_chart(chart)) if chart and chart.get("series") else ""}
 

@@ -28,6 +28,7 @@ class FakeCheck:
     claim: str
     source: str
     tolerance: str
+    notes: str = ""
 
     def protocol(self, budget: str) -> dict:
         return {"spec": {"model": "lenet_300_100", "dataset": "synthetic"}, "budget": budget}
@@ -36,7 +37,8 @@ class FakeCheck:
 FAKE_CHECKS = {
     "tickets_fake": FakeCheck("tickets_fake", "Tickets beat random reinit", "Winning tickets learn faster and reach "
                               "higher test accuracy than the same mask randomly reinitialised.",
-                              "Frankle & Carbin, ICLR 2019, Figure 4", "at least 1 point above random reinit"),
+                              "Frankle & Carbin, ICLR 2019, Figure 4", "at least 1 point above random reinit",
+                              "5,000 iterations per round instead of 50,000"),
     "stability_fake": FakeCheck("stability_fake", "LeNet is stable at k=0", "Instability below 2% at k=0.",
                                 "Frankle et al., ICML 2020, Figure 3", "instability < 0.02"),
 }
@@ -47,7 +49,8 @@ def fake_result(name: str, budget: str, verdict: str = "PASS", status: str = "fi
     return {"name": name, "title": check.title, "claim": check.claim, "source": check.source,
             "tolerance": check.tolerance, "budget": budget, "status": status, "verdict": verdict,
             "reason": f"ticket 97.1% vs random reinit 94.2%: {verdict.lower()} reason",
-            "measured": {"ticket test accuracy": 0.971, "random reinit test accuracy": 0.942, "missing": None},
+            "measured": {"ticket test accuracy": 0.971, "random reinit test accuracy": 0.942, "missing": None,
+                         "random_reinit_minus_dense": -0.03},
             "summary": "ticket 97.1% vs random reinit 94.2% (claim: ticket above)",
             "chart": {"title": "Test accuracy vs sparsity", "x_label": "% of weights remaining",
                       "y_label": "test accuracy", "log_x": True,
@@ -110,6 +113,8 @@ def test_page_lists_every_check_in_order_with_claim_source_and_tolerance(client,
     for check in FAKE_CHECKS.values():
         assert check.title in text and check.claim in text and check.source in text and check.tolerance in text
     assert text.count("no verdict yet") == 2
+    assert "Differs from the paper:</span> 5,000 iterations per round instead of 50,000" in text
+    assert text.count("Differs from the paper") == 1  # a check without notes shows none
     assert 'href="/reproductions/" id="nav-reproductions"' in html  # the site header links to it
     assert re.search(r'<option value="small" selected>small: ', html)  # the default budget
     assert [m for m in re.findall(r'<option value="(\w+)"', html)] == list(reproduce.BUDGETS)
@@ -141,7 +146,8 @@ def test_running_a_check_records_its_progress_and_shows_its_verdict_and_chart(cl
     tickets_text = html_module.unescape(re.sub(r"\s+", " ", tickets))
     assert "ticket 97.1% vs random reinit 94.2% (claim: ticket above)" in tickets_text  # summary
     assert "pass reason" in tickets_text  # reason
-    assert "<th>ticket test accuracy</th><td>0.971</td>" in tickets and "<th>missing</th><td>–</td>" in tickets
+    assert "<dt>ticket test accuracy</dt><dd>0.971</dd>" in tickets and "<dt>missing</dt><dd>–</dd>" in tickets
+    assert "<dt>random reinit minus dense</dt><dd>-0.03</dd>" in tickets  # labels are read with spaces
     assert "budget <b>tiny</b> (a smoke test)" in tickets and "queued by alice" in tickets and "in 4 s" in tickets
     figure = json.loads(re.search(r'data-figure-for="reproduction-chart-tickets_fake">(.*?)</script>', tickets,
                                   re.S).group(1))
@@ -359,3 +365,49 @@ def test_the_live_page_and_a_share_link_show_the_badge_too(client, anonymous_cli
     html = anonymous_client.get(f"/s/{shared.share_token}/").content.decode()
     assert "matches the protocol of <b>Tickets beat random reinit</b>" in html
     assert "/reproductions/#check-" not in html  # no link to a page a share-link visitor cannot open
+
+
+# ---- with the real checks ---------------------------------------------------------------------
+
+@pytest.fixture
+def real_checks():
+    """trainer.reproduce as it is (the fixtures above replace it only for their own tests)."""
+    from trainer import reproduce as real
+    assert set(real.CHECKS) >= {"tickets_vs_dense", "lenet_stability"}
+    return real.CHECKS
+
+
+def test_the_page_shows_every_real_check(client, real_checks):
+    response = client.get("/reproductions/")
+    html, text = response.content.decode(), text_of(response)
+    assert re.findall(r'<article class="check" id="check-(\w+)"', html) == list(real_checks)
+    for check in real_checks.values():
+        assert html_module.unescape(check.title) in text and check.source in text and check.tolerance in text
+
+
+def test_an_experiment_run_with_a_checks_protocol_shows_its_badge(client, user, real_checks):
+    spec = real_checks["tickets_vs_dense"].protocol("small")["steps"][0]["spec"]
+    experiment = Experiment.objects.create(spec=spec, model_name=spec["model"], dataset_name=spec["dataset"],
+                                           status="finished", owner=user)
+    html = html_module.unescape(client.get(f"/e/{experiment.pk}/").content.decode())
+    assert f"matches the protocol of <b>{real_checks['tickets_vs_dense'].title}</b>" in html
+    assert 'href="/reproductions/#check-tickets_vs_dense"' in html
+
+
+def test_a_real_check_runs_through_the_task_at_the_tiny_budget(client, real_checks, settings, tmp_path):
+    """lenet_stability at "tiny" (seconds): the real check_progress events reach the row, the result
+    (a smoke test: INCONCLUSIVE) and its chart reach the page."""
+    from tests.conftest import single_torch_thread
+    settings.LOTTERYWEB_RUNS_DIR = tmp_path
+    with single_torch_thread():
+        client.post("/reproductions/run/lenet_stability/", {"budget": "tiny"})
+    run = ReproductionRun.objects.get()
+    assert run.status == "finished", run.message
+    assert run.progress_total > 0 and run.progress_done == run.progress_total
+    assert run.result["verdict"] == "INCONCLUSIVE" and "smoke-test" in run.result["reason"]
+    assert (tmp_path / "reproduce" / "lenet_stability" / "tiny" / "result.json").is_file()
+    stability = card(client.get("/reproductions/").content.decode(), "lenet_stability")
+    assert '<span class="verdict-badge verdict-inconclusive" title="latest finished run">INCONCLUSIVE</span>' in stability
+    figure = json.loads(re.search(r'data-figure-for="reproduction-chart-lenet_stability">(.*?)</script>', stability,
+                                  re.S).group(1))
+    assert figure["data"] and figure["layout"]["xaxis"]["title"]["text"] == run.result["chart"]["x_label"]
