@@ -222,9 +222,9 @@ def test_reproductions_page_runs_a_check_in_chromium(live_app, browser):
     page.wait_for_selector(f"#{chart} .main-svg")
     assert page.evaluate(CHART_TRACES, chart) > 0
     assert page.evaluate("() => window.sameDocument === true"), "the page reloaded instead of polling"
-    page.locator(card).scroll_into_view_if_needed()
-    page.evaluate(f"() => document.querySelector('{card}').scrollIntoView()")
-    page.evaluate("() => window.scrollBy(0, -12)")
-    save_screenshot(page, "07_reproductions", "reproductions")
+    # the page's head (budget, Run all) and the check's card down to its chart
+    bottom = page.evaluate(f"() => document.querySelector('{card}').getBoundingClientRect().bottom + window.scrollY")
+    save_screenshot(page, "07_reproductions", "reproductions", full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1280, "height": min(bottom + 16, 1400)})
     assert not errors, errors
     page.close()
