@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun, RoundResult
 from trainer import events as trainer_events
+from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
 
 log = logging.getLogger(__name__)
@@ -384,9 +385,6 @@ def analysis_cancel_checker(analysis_run_id: int, every_seconds: float = 1.0, cl
 
 # ---- reproduction checks ----------------------------------------------------------------------
 
-CHECK_PROGRESS = "check_progress"  # trainer.reproduce: {"done", "total", "message"} as each step of a check ends
-
-
 class ReproductionProgressRecorder:
     """A check's events -> steps done / total and a short text on its ReproductionRun row, written at
     most `messages_per_second` times a second (always when a step ends); the Reproductions page polls it."""
@@ -404,7 +402,7 @@ class ReproductionProgressRecorder:
 
     def handle(self, event: dict) -> None:
         kind = event.get("type")
-        if kind == CHECK_PROGRESS:
+        if kind == CHECK_PROGRESS:  # {"done", "total", "message"} as each step of a check ends
             self.done, self.total = int(event.get("done") or 0), int(event.get("total") or 0)
             self.step_text = str(event.get("message") or "")
             self.text = f"{self.done} of {self.total} steps done" + (f": {self.step_text}" if self.step_text else "")
