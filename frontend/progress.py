@@ -398,25 +398,31 @@ class ReproductionProgressRecorder:
         self.done = 0
         self.total = 0
         self.step_text = ""
+        self.training = ""
         self.text = ""
 
     def handle(self, event: dict) -> None:
         kind = event.get("type")
-        if kind == CHECK_PROGRESS:  # {"done", "total", "message"} as each step of a check ends
+        if kind == CHECK_PROGRESS:  # {"done", "total", "message"} as a step of the check starts or ends
             self.done, self.total = int(event.get("done") or 0), int(event.get("total") or 0)
             self.step_text = str(event.get("message") or "")
-            self.text = f"{self.done} of {self.total} steps done" + (f": {self.step_text}" if self.step_text else "")
+            self.training = ""
+            self.text = self._steps()
             self.write()
             return
         if kind == trainer_events.ROUND_STARTED:
-            where = f"training {str(event.get('network', '')).replace('_', ' ')}, round {event.get('round')}"
+            self.training = f"{str(event.get('network', '')).replace('_', ' ')} round {event.get('round')}"
+            self.text = f"{self._steps()} · {self.training}"
         elif kind in (trainer_events.METRICS, trainer_events.EVAL) and "iteration" in event:
-            where = f"iteration {event['iteration']}"
+            where = f"{self.training}, iteration" if self.training else "iteration"
+            self.text = f"{self._steps()} · {where} {event['iteration']}"
         else:
             return
-        self.text = f"{self.done} of {self.total or '?'} steps done · {where}"
         if self.clock() - self.last_write >= self.min_interval:
             self.write()
+
+    def _steps(self) -> str:
+        return f"{self.done} of {self.total or '?'} steps done" + (f": {self.step_text}" if self.step_text else "")
 
     def write(self) -> None:
         self.last_write = self.clock()

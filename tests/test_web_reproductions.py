@@ -411,3 +411,27 @@ def test_a_real_check_runs_through_the_task_at_the_tiny_budget(client, real_chec
     figure = json.loads(re.search(r'data-figure-for="reproduction-chart-lenet_stability">(.*?)</script>', stability,
                                   re.S).group(1))
     assert figure["data"] and figure["layout"]["xaxis"]["title"]["text"] == run.result["chart"]["x_label"]
+
+
+def test_the_progress_line_names_the_step_and_the_training_in_flight():
+    from frontend.progress import ReproductionProgressRecorder
+    run = ReproductionRun.objects.create(check_name="tickets_vs_dense", budget="small", status="running")
+    now = [0.0]
+    recorder = ReproductionProgressRecorder(run.pk, messages_per_second=1, clock=lambda: now[0])
+
+    def shown() -> tuple:
+        row = ReproductionRun.objects.get(pk=run.pk)
+        return row.progress_done, row.progress_total, row.progress_text
+
+    recorder.handle({"type": "check_progress", "done": 1, "total": 4, "message": "training LeNet-300-100 IMP"})
+    assert shown() == (1, 4, "1 of 4 steps done: training LeNet-300-100 IMP")
+    now[0] = 0.5
+    recorder.handle({"type": "round_started", "network": "random_reinit", "round": 3})
+    assert shown()[2] == "1 of 4 steps done: training LeNet-300-100 IMP", "throttled: at most one write a second"
+    now[0] = 1.2
+    recorder.handle({"type": "metrics", "iteration": 300, "loss": 0.2})
+    assert shown()[2] == "1 of 4 steps done: training LeNet-300-100 IMP · random reinit round 3, iteration 300"
+    now[0] = 1.3
+    recorder.handle({"type": "check_progress", "done": 2, "total": 4, "message": "IMP done"})
+    assert shown() == (2, 4, "2 of 4 steps done: IMP done"), "a step's end is written at once"
+    assert ReproductionRun.objects.get(pk=run.pk).progress_fraction == 0.5
