@@ -115,10 +115,12 @@ def _retraining(lr, weight, fine):
     return {"lr_rewinding_accuracy": lr, "weight_rewinding_accuracy": weight, "fine_tuning_accuracy": fine}
 
 
-def _synflow(synflow, snip, grasp, magnitude):
-    measured = {"remaining_fraction": 0.0011}
-    for method, collapsed in zip(("synflow", "snip", "grasp", "magnitude"), (synflow, snip, grasp, magnitude)):
-        measured.update({f"{method}_collapsed_layers": collapsed, f"{method}_accuracy": 0.1})
+def _synflow(*accuracies, empty_layers=(0, 0, 0, 0)):
+    """accuracies of synflow, snip, grasp, magnitude; 1 point above chance or less counts as collapsed (flow cut)."""
+    measured = {"remaining_fraction": 0.0011, "chance": 0.1}
+    for method, accuracy, empty in zip(("synflow", "snip", "grasp", "magnitude"), accuracies, empty_layers):
+        measured.update({f"{method}_empty_layers": empty, f"{method}_accuracy": accuracy,
+                         f"{method}_collapsed": int(empty > 0 or accuracy <= 0.11)})
     return measured
 
 
@@ -152,10 +154,10 @@ VERDICT_CASES = [
     (retraining_modes, _retraining(0.886, 0.889, 0.88), "PASS"),  # lr rewinding within 0.5 points
     (retraining_modes, _retraining(0.89, 0.885, 0.91), "FAIL"),  # fine-tuning 2.5 points above
     (retraining_modes, _retraining(0.879, 0.889, 0.88), "INCONCLUSIVE"),  # 1 point below: neither
-    (synflow_collapse, _synflow(0, 1, 2, 1), "PASS"),
-    (synflow_collapse, _synflow(1, 1, 1, 1), "FAIL"),
-    (synflow_collapse, _synflow(0, 0, 0, 0), "FAIL"),
-    (synflow_collapse, _synflow(0, 1, 1, 0), "INCONCLUSIVE"),
+    (synflow_collapse, _synflow(0.65, 0.1, 0.1, 0.1, empty_layers=(0, 1, 1, 0)), "PASS"),
+    (synflow_collapse, _synflow(0.65, 0.1, 0.1, 0.3, empty_layers=(1, 0, 0, 0)), "FAIL"),  # SynFlow empties a layer
+    (synflow_collapse, _synflow(0.65, 0.5, 0.4, 0.3), "FAIL"),  # no baseline collapses
+    (synflow_collapse, _synflow(0.65, 0.1, 0.1, 0.3, empty_layers=(0, 1, 1, 0)), "INCONCLUSIVE"),
     (early_bird_convergence, _early_bird(7), "PASS"),
     (early_bird_convergence, _early_bird(25), "FAIL"),
     (early_bird_convergence, _early_bird(None), "FAIL"),

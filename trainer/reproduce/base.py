@@ -177,9 +177,12 @@ class Session:
 
     def forward(self, event: dict) -> None:
         self.callback({**event, "check": self.check_name})
+        network, round_index = event.get("network", events.TICKET), event.get("round")
         if event["type"] in (events.ROUND_FINISHED, events.ROUND_SKIPPED):
-            self.advance(self.done + 1, f"{event.get('network', 'ticket')} round {event.get('round')} "
+            self.advance(self.done + 1, f"{network} round {round_index} "
                                         f"{'done' if event['type'] == events.ROUND_FINISHED else 'already done'}")
+        elif event["type"] == events.ROUND_STARTED:  # long trainings: say what is training now
+            self.advance(self.done, f"training {network} round {round_index}")
 
     def advance(self, done: int, message: str) -> None:
         self.done = min(max(done, self.done), self.total)
