@@ -6,6 +6,11 @@
 Only the owner changes an experiment (cancel, delete, analyses, visibility); an experiment without
 an owner (imported with `manage.py import_run`, or made before accounts) is team-visible and
 changed by superusers. Anything a user may not see answers 404, as if it did not exist.
+
+Reproduction checks (the Reproductions page) are lab-wide, not anyone's experiment: they check the
+papers' claims with this server's code, so every signed-in account sees every check's runs and may
+queue one; a queued or running check is cancelled by whoever queued it or by a superuser (so one
+person's long run is not stopped by another by mistake). Signed-out visitors see nothing of them.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
 
-from frontend.models import Experiment
+from frontend.models import Experiment, ReproductionRun
 
 SHARE_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # secrets.token_urlsafe's alphabet
 SHARED_VISIBILITIES = (Experiment.Visibility.TEAM, Experiment.Visibility.LINK)
@@ -58,3 +63,11 @@ def shared_experiment(token: str) -> Experiment:
     if experiment is None:
         raise Http404("this share link does not exist or was withdrawn")
     return experiment
+
+
+def can_run_reproductions(user) -> bool:
+    return user.is_authenticated
+
+
+def can_cancel_reproduction(user, run: ReproductionRun) -> bool:
+    return user.is_authenticated and (run.requested_by_id == user.pk or user.is_superuser)

@@ -163,6 +163,55 @@ class AnalysisRun(models.Model):
         return self.status in self.DONE_STATUSES
 
 
+class ReproductionRun(models.Model):
+    """One run of one reproduction check (trainer.reproduce) at one budget, queued from the Reproductions page.
+
+    The check's runs and its result live under <runs dir>/reproduce/<check>/<budget>/; the row keeps
+    a copy of the result (verdict, measured numbers, chart) for the page and the live progress.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    DONE_STATUSES = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
+
+    check_name = models.CharField(max_length=60, help_text="a key of trainer.reproduce.CHECKS")
+    budget = models.CharField(max_length=10, help_text="one of trainer.reproduce.BUDGETS")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    result = models.JSONField(null=True, blank=True, help_text="the check's result (verdict, measured, chart, ...)")
+    message = models.TextField(blank=True, help_text="Why the check failed or was cancelled, or that it was re-queued")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="reproduction_runs")
+    cancel_requested = models.BooleanField(default=False)
+    progress_done = models.PositiveIntegerField(default=0, help_text="steps (trainings, analyses) of the check done")
+    progress_total = models.PositiveIntegerField(default=0)
+    progress_text = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="the Celery worker running (or last running) it")
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="written every few seconds while a worker runs it (frontend.recovery)")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"ReproductionRun {self.pk} ({self.check_name}, {self.budget}, {self.status})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in self.DONE_STATUSES
+
+    @property
+    def progress_fraction(self) -> float | None:
+        return self.progress_done / self.progress_total if self.progress_total else None
+
+
 class ApiToken(models.Model):
     """A user's key for the JSON API ("Authorization: Token <key>"). Only its SHA-256 is stored."""
 

@@ -24,8 +24,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
+from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun, RoundResult
 from trainer import events as trainer_events
+from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
 
 log = logging.getLogger(__name__)
@@ -379,4 +380,61 @@ class AnalysisProgressRecorder:
 def analysis_cancel_checker(analysis_run_id: int, every_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
     """stop_requested() for an analysis: asks the database at most once per `every_seconds`."""
     return _throttled_cancel_flag(AnalysisRun.objects.filter(pk=analysis_run_id, cancel_requested=True),
+                                  every_seconds, clock)
+
+
+# ---- reproduction checks ----------------------------------------------------------------------
+
+class ReproductionProgressRecorder:
+    """A check's events -> steps done / total and a short text on its ReproductionRun row, written at
+    most `messages_per_second` times a second (always when a step ends); the Reproductions page polls it."""
+
+    def __init__(self, reproduction_run_id: int, *, messages_per_second: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.reproduction_run_id = reproduction_run_id
+        self.min_interval = 1.0 / (messages_per_second or settings.LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND)
+        self.clock = clock
+        self.last_write = -math.inf
+        self.done = 0
+        self.total = 0
+        self.step_text = ""
+        self.training = ""
+        self.text = ""
+
+    def handle(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == CHECK_PROGRESS:  # {"done", "total", "message"} as a step of the check starts or ends
+            self.done, self.total = int(event.get("done") or 0), int(event.get("total") or 0)
+            self.step_text = str(event.get("message") or "")
+            self.training = ""
+            self.text = self._steps()
+            self.write()
+            return
+        if kind == trainer_events.ROUND_STARTED:
+            self.training = f"{str(event.get('network', '')).replace('_', ' ')} round {event.get('round')}"
+            self.text = f"{self._steps()} · {self.training}"
+        elif kind in (trainer_events.METRICS, trainer_events.EVAL) and "iteration" in event:
+            where = f"{self.training}, iteration" if self.training else "iteration"
+            self.text = f"{self._steps()} · {where} {event['iteration']}"
+        else:
+            return
+        if self.clock() - self.last_write >= self.min_interval:
+            self.write()
+
+    def _steps(self) -> str:
+        return f"{self.done} of {self.total or '?'} steps done" + (f": {self.step_text}" if self.step_text else "")
+
+    def write(self) -> None:
+        self.last_write = self.clock()
+        try:
+            ReproductionRun.objects.filter(pk=self.reproduction_run_id).update(
+                progress_done=self.done, progress_total=self.total, progress_text=self.text[:300])
+        except Exception:  # progress is a convenience; the check goes on without it
+            log.exception("could not write the progress of reproduction run %s", self.reproduction_run_id)
+
+
+def reproduction_cancel_checker(reproduction_run_id: int, every_seconds: float = 1.0,
+                                clock: Callable[[], float] = time.monotonic):
+    """stop_requested() for a reproduction check: asks the database at most once per `every_seconds`."""
+    return _throttled_cancel_flag(ReproductionRun.objects.filter(pk=reproduction_run_id, cancel_requested=True),
                                   every_seconds, clock)

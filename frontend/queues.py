@@ -5,8 +5,9 @@ A GPU host runs one worker per device, each serving one run at a time:
     CUDA_VISIBLE_DEVICES=0 celery -A lotteryweb worker -Q gpu --pool=solo -n gpu0@%h
 
 Everything else (device "cpu", or "auto") goes to Celery's default queue, which the CPU worker
-of run.sh serves. Analyses follow their experiment. Celery calls `route_task` for every task
-it sends (settings.CELERY_TASK_ROUTES).
+of run.sh serves. Analyses follow their experiment. Reproduction checks (trainer.reproduce) are
+CPU-sized protocols and go to the default queue. Celery calls `route_task` for every task it
+sends (settings.CELERY_TASK_ROUTES).
 """
 from __future__ import annotations
 
@@ -28,9 +29,17 @@ def route_task(name, args, kwargs, options, task=None, **extra):
         spec = Experiment.objects.filter(pk=args[0]).values_list("spec", flat=True).first()
     elif name == "frontend.run_analysis":
         spec = AnalysisRun.objects.filter(pk=args[0]).values_list("experiment__spec", flat=True).first()
+    elif name == "frontend.run_reproduction":
+        return {"queue": DEFAULT_QUEUE}
     else:
         return None
     return {"queue": queue_for_spec(spec)}
+
+
+def enqueue_reproduction(reproduction_run_id: int) -> None:
+    """Send a queued ReproductionRun's task to the workers (raises if the broker is away)."""
+    from frontend.tasks import run_reproduction_task
+    run_reproduction_task.delay(reproduction_run_id)
 
 
 def queue_positions(experiments) -> dict[int, int]:

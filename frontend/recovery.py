@@ -1,7 +1,8 @@
 """Crash recovery: a running experiment's worker writes a heartbeat; every worker watches for
 running experiments whose heartbeat went stale (their worker was killed, lost its machine, or
 lost the database) and queues them again. The trainer resumes a run directory after its last
-finished round, so a crash costs at most the round in flight.
+finished round, so a crash costs at most the round in flight. Reproduction checks (ReproductionRun)
+beat and are re-queued the same way; a check reuses its finished runs and analyses on disk.
 
 Why not Celery's own redelivery (acks_late + Redis visibility timeout)? kombu's Redis transport
 (5.7) keeps a delivered, unacknowledged message in the `unacked` hash, and any worker that is
@@ -16,7 +17,7 @@ tells a dead worker from a busy one.
 
 Redis itself keeps no experiment: rows live in the database. A Redis without persistence (run.sh
 starts one) forgets the queue when it restarts; `BrokerRestartWatch` notices and sends the tasks
-of every queued experiment and analysis again.
+of every queued experiment, analysis and reproduction check again.
 """
 from __future__ import annotations
 
@@ -36,21 +37,23 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def heartbeat(experiment_id: int):
-    """Write the experiment's heartbeat every LOTTERYWEB_HEARTBEAT_SECONDS while the block runs."""
+def heartbeat(row_id: int, model=Experiment):
+    """Write the row's heartbeat (an experiment's, or a ReproductionRun's with `model`) every
+    LOTTERYWEB_HEARTBEAT_SECONDS while the block runs."""
     stop = threading.Event()
+    label = f"{model.__name__} {row_id}"
 
     def beat() -> None:
         try:
             while not stop.wait(settings.LOTTERYWEB_HEARTBEAT_SECONDS):
                 try:
-                    Experiment.objects.filter(pk=experiment_id).update(heartbeat_at=timezone.now())
+                    model.objects.filter(pk=row_id).update(heartbeat_at=timezone.now())
                 except Exception:  # a database hiccup: the next beat tries again
-                    log.exception("heartbeat of experiment %s failed", experiment_id)
+                    log.exception("heartbeat of %s failed", label)
         finally:
             connection.close()  # this thread's own connection
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{experiment_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{label}", daemon=True)
     thread.start()
     try:
         yield
@@ -59,14 +62,19 @@ def heartbeat(experiment_id: int):
         thread.join()
 
 
+def _stale(rows, now):
+    """The running rows among `rows` whose heartbeat is older than LOTTERYWEB_HEARTBEAT_TIMEOUT."""
+    stale_before = now - timedelta(seconds=settings.LOTTERYWEB_HEARTBEAT_TIMEOUT)
+    return rows.filter(status="running").filter(
+        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, started_at__lt=stale_before))
+
+
 def requeue_lost_runs() -> list[int]:
     """Queue again every running experiment whose heartbeat is older than LOTTERYWEB_HEARTBEAT_TIMEOUT."""
     from frontend.tasks import run_experiment_task
 
     now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.LOTTERYWEB_HEARTBEAT_TIMEOUT)
-    lost = Experiment.objects.filter(status=Experiment.Status.RUNNING).filter(
-        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, started_at__lt=stale_before))
+    lost = _stale(Experiment.objects.all(), now)
     requeued = []
     for experiment in lost:
         round_index = experiment.current_round or 0
@@ -81,14 +89,45 @@ def requeue_lost_runs() -> list[int]:
             update = {"status": Experiment.Status.QUEUED,
                       "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')} to "
                                   f"resume from round {round_index} ({kept})")}
-        # Only if nobody else re-queued or revived it meanwhile.
-        claimed = Experiment.objects.filter(pk=experiment.pk, status=Experiment.Status.RUNNING,
-                                            heartbeat_at=experiment.heartbeat_at).update(**update)
-        if claimed:
-            log.warning("experiment %s: %s", experiment.pk, update["message"])
-            if update["status"] == Experiment.Status.QUEUED:
-                run_experiment_task.delay(experiment.pk)
-                requeued.append(experiment.pk)
+        if _settle_lost(experiment, update, run_experiment_task.delay):
+            requeued.append(experiment.pk)
+    return requeued
+
+
+def _settle_lost(row, update: dict, send) -> bool:
+    """Apply `update` to a lost running row, only if nobody else re-queued or revived it meanwhile,
+    and send its task when the update queues it again. True when it was queued again."""
+    claimed = type(row).objects.filter(pk=row.pk, status="running", heartbeat_at=row.heartbeat_at).update(**update)
+    if not claimed:
+        return False
+    log.warning("%s %s: %s", type(row).__name__, row.pk, update["message"])
+    if update["status"] != "queued":
+        return False
+    send(row.pk)
+    return True
+
+
+def requeue_lost_reproductions() -> list[int]:
+    """Queue again every running reproduction check whose worker stopped answering; the check finds
+    its finished runs and analyses on disk and goes on from there. One whose cancel was asked for
+    is marked cancelled instead."""
+    from frontend import queues
+    from frontend.models import ReproductionRun
+
+    now = timezone.now()
+    requeued = []
+    for run in _stale(ReproductionRun.objects.all(), now):
+        last = timezone.localtime(run.heartbeat_at or run.started_at).strftime("%H:%M:%S")
+        lost_text = (f"worker {run.worker or '?'} stopped answering after {run.progress_done} of "
+                     f"{run.progress_total or '?'} steps (last heartbeat {last})")
+        if run.cancel_requested:
+            update = {"status": ReproductionRun.Status.CANCELLED, "finished_at": now, "message": f"cancelled; {lost_text}"}
+        else:
+            update = {"status": ReproductionRun.Status.QUEUED,
+                      "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')}, "
+                                  "finished steps are reused")}
+        if _settle_lost(run, update, queues.enqueue_reproduction):
+            requeued.append(run.pk)
     return requeued
 
 
@@ -96,7 +135,8 @@ BROKER_MARKER_KEY = "lotteryweb:broker-marker"
 
 
 class BrokerRestartWatch:
-    """Notices that Redis lost its data and sends the tasks of queued experiments and analyses again.
+    """Notices that Redis lost its data and sends the tasks of queued experiments, analyses and
+    reproduction checks again.
 
     The sign is a marker key that this watch sets: gone means Redis restarted without persistence,
     was flushed or is new, and took its queue with it. That also holds when no worker was up while
@@ -109,7 +149,8 @@ class BrokerRestartWatch:
         self._client = None
 
     def check(self) -> dict[str, list[int]]:
-        """{"experiments": [...], "analyses": [...]} whose tasks were sent again (empty: Redis kept its data)."""
+        """{"experiments": [...], "analyses": [...], "reproductions": [...]} whose tasks were sent again
+        (empty: Redis kept its data)."""
         if self._client is None:
             import redis
             self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
@@ -124,7 +165,8 @@ class BrokerRestartWatch:
 
 
 def resend_queued_tasks() -> dict[str, list[int]]:
-    from frontend.models import AnalysisRun
+    from frontend import queues
+    from frontend.models import AnalysisRun, ReproductionRun
     from frontend.tasks import run_analysis_task, run_experiment_task
 
     experiments = list(Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
@@ -135,15 +177,20 @@ def resend_queued_tasks() -> dict[str, list[int]]:
                     .values_list("pk", flat=True))
     for analysis_run_id in analyses:
         run_analysis_task.delay(analysis_run_id)
-    if experiments or analyses:
+    reproductions = list(ReproductionRun.objects.filter(status=ReproductionRun.Status.QUEUED)
+                         .order_by("created_at", "id").values_list("pk", flat=True))
+    for reproduction_run_id in reproductions:
+        queues.enqueue_reproduction(reproduction_run_id)
+    if experiments or analyses or reproductions:
         log.warning("Redis has lost its queue (restarted without persistence, or new): sent the tasks of %d queued "
-                    "experiments and %d queued analyses again", len(experiments), len(analyses))
-    return {"experiments": experiments, "analyses": analyses}
+                    "experiments, %d queued analyses and %d queued reproduction checks again",
+                    len(experiments), len(analyses), len(reproductions))
+    return {"experiments": experiments, "analyses": analyses, "reproductions": reproductions}
 
 
 def start_watchdog() -> threading.Thread:
     """A worker's daemon thread that, every LOTTERYWEB_RECOVERY_INTERVAL seconds, re-queues lost runs
-    and re-sends the queued ones' tasks when Redis has lost its queue."""
+    (experiments and reproduction checks) and re-sends the queued ones' tasks when Redis has lost its queue."""
     broker = BrokerRestartWatch()
 
     def watch() -> None:
@@ -154,6 +201,7 @@ def start_watchdog() -> threading.Thread:
                 log.info("could not ask Redis whether it lost its queue", exc_info=True)
             try:
                 requeue_lost_runs()
+                requeue_lost_reproductions()
             except Exception:  # the database or the broker is away: look again next time
                 log.exception("looking for lost runs failed")
             finally:

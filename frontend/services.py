@@ -1,9 +1,10 @@
-"""What views do besides rendering: create and queue experiments, cancel them, read their masks."""
+"""What views do besides rendering: create and queue experiments, analyses and reproduction checks,
+cancel them, read masks."""
 from __future__ import annotations
 
 import logging
 
-from frontend.models import AnalysisRun, Experiment
+from frontend.models import AnalysisRun, Experiment, ReproductionRun
 from trainer import datasets
 from trainer.rundir import RunDir, RunDirError
 from trainer.spec import ExperimentSpec
@@ -15,6 +16,19 @@ class NotAvailable(Exception):
     """Asked for something that does not exist (yet); the message says what."""
 
 
+def send_or_fail(model, row_id: int, send, what: str) -> bool:
+    """Send a row's Celery task (True); with the broker down, mark the row failed with the reason,
+    shown on its page instead of a 500 (False)."""
+    try:
+        send(row_id)
+    except Exception as error:
+        log.exception("could not queue %s %s", model.__name__, row_id)
+        model.objects.filter(pk=row_id).update(status="failed",
+                                               message=f"could not queue the {what} (is Redis running?): {error}")
+        return False
+    return True
+
+
 def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = (), *, owner=None,
                       visibility: str = Experiment.Visibility.PRIVATE) -> Experiment:
     """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes."""
@@ -23,12 +37,7 @@ def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str
     experiment = Experiment.objects.create(spec=spec.to_dict(), preset=preset, model_name=spec.model,
                                            dataset_name=spec.dataset, analyses=list(analyses), owner=owner,
                                            visibility=visibility)
-    try:
-        run_experiment_task.delay(experiment.pk)
-    except Exception as error:  # broker down: say so on the experiment's page instead of a 500
-        log.exception("could not queue experiment %s", experiment.pk)
-        Experiment.objects.filter(pk=experiment.pk).update(
-            status=Experiment.Status.FAILED, message=f"could not queue the run (is Redis running?): {error}")
+    if not send_or_fail(Experiment, experiment.pk, run_experiment_task.delay, "run"):
         experiment.refresh_from_db()
     return experiment
 
@@ -41,12 +50,7 @@ def requeue(experiment: Experiment) -> None:
     Experiment.objects.filter(pk=experiment.pk).update(
         status=Experiment.Status.QUEUED, cancel_requested=False, finished_at=None,
         message=f"re-queued after it was {before}; finished rounds are kept")
-    try:
-        run_experiment_task.delay(experiment.pk)
-    except Exception as error:  # broker down: back to failed, with the reason
-        log.exception("could not re-queue experiment %s", experiment.pk)
-        Experiment.objects.filter(pk=experiment.pk).update(
-            status=Experiment.Status.FAILED, message=f"could not queue the run (is Redis running?): {error}")
+    send_or_fail(Experiment, experiment.pk, run_experiment_task.delay, "run")
 
 
 def request_cancel(experiment: Experiment) -> None:
@@ -82,12 +86,7 @@ def request_analysis(experiment: Experiment, name: str, params: dict) -> Analysi
     if existing is not None:
         return existing
     analysis_run = AnalysisRun.objects.create(experiment=experiment, name=name, params=params)
-    try:
-        run_analysis_task.delay(analysis_run.pk)
-    except Exception as error:  # broker down: say so on the page instead of a 500
-        log.exception("could not queue analysis run %s", analysis_run.pk)
-        AnalysisRun.objects.filter(pk=analysis_run.pk).update(
-            status=AnalysisRun.Status.FAILED, message=f"could not queue the analysis (is Redis running?): {error}")
+    send_or_fail(AnalysisRun, analysis_run.pk, run_analysis_task.delay, "analysis")
     analysis_run.refresh_from_db()
     return analysis_run
 
@@ -113,6 +112,32 @@ def queue_default_analyses(experiment: Experiment) -> list[AnalysisRun]:
 
 def request_analysis_cancel(analysis_run: AnalysisRun) -> None:
     AnalysisRun.objects.filter(pk=analysis_run.pk).update(cancel_requested=True)
+
+
+def request_reproduction(check_name: str, budget: str, user) -> ReproductionRun:
+    """Queue one reproduction check at `budget` (both already validated), unless the same check at the
+    same budget is queued or running already: then that run is returned."""
+    from frontend import queues
+
+    existing = ReproductionRun.objects.filter(check_name=check_name, budget=budget).exclude(
+        status__in=ReproductionRun.DONE_STATUSES).first()
+    if existing is not None:
+        return existing
+    run = ReproductionRun.objects.create(check_name=check_name, budget=budget, requested_by=user)
+    send_or_fail(ReproductionRun, run.pk, queues.enqueue_reproduction, "check")
+    run.refresh_from_db()
+    return run
+
+
+def request_reproduction_cancel(run: ReproductionRun) -> None:
+    """A queued check is cancelled at once (its task finds it cancelled); a running one stops at its next step."""
+    from django.utils import timezone
+
+    rows = ReproductionRun.objects.filter(pk=run.pk)
+    if not rows.filter(status=ReproductionRun.Status.QUEUED).update(
+            status=ReproductionRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(),
+            message="cancelled before it started"):
+        rows.update(cancel_requested=True)
 
 
 def import_run_directory(path) -> tuple[Experiment, bool, int]:

@@ -11,7 +11,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from frontend import progress, recovery, services
-from frontend.models import AnalysisRun, Experiment
+from frontend.models import AnalysisRun, Experiment, ReproductionRun
 from trainer import replicate_stats
 from trainer.imp import run_experiment
 from trainer.spec import ExperimentSpec
@@ -84,22 +84,34 @@ def _reconcile(experiment_id: int, results: dict, run_path: Path) -> None:
         experiment.save()
 
 
+def _queued_row(rows, row_id: int):
+    """(row, None) when the row of a delivered task is queued to run now; otherwise (None, what the
+    task returns): it is gone, already ran or is running (a duplicate delivery), or it was cancelled
+    before it started (which this marks)."""
+    row = rows.filter(pk=row_id).first()
+    label = f"{rows.model.__name__} {row_id}"
+    if row is None:
+        log.warning("%s no longer exists; nothing to run", label)
+        return None, "missing"
+    if row.status != "queued":
+        return None, row.status  # a duplicate delivery
+    if row.cancel_requested:
+        rows.model.objects.filter(pk=row_id).update(status="cancelled", message="cancelled before it started",
+                                                    finished_at=timezone.now())
+        return None, "cancelled"
+    return row, None
+
+
 @shared_task(name="frontend.run_analysis")
 def run_analysis_task(analysis_run_id: int) -> str:
     """Run one analysis on its experiment's run directory; the engine skips work already on disk."""
     from trainer.analyses import run_analysis
 
     close_old_connections()
-    analysis_run = AnalysisRun.objects.select_related("experiment").filter(pk=analysis_run_id).first()
+    analysis_run, outcome = _queued_row(AnalysisRun.objects.select_related("experiment"), analysis_run_id)
     if analysis_run is None:
-        log.warning("analysis run %s no longer exists; nothing to run", analysis_run_id)
-        return "missing"
-    if analysis_run.status != AnalysisRun.Status.QUEUED:
-        return analysis_run.status  # a duplicate delivery
+        return outcome
     rows = AnalysisRun.objects.filter(pk=analysis_run_id)
-    if analysis_run.cancel_requested:
-        rows.update(status=AnalysisRun.Status.CANCELLED, message="cancelled before it started", finished_at=timezone.now())
-        return AnalysisRun.Status.CANCELLED
     run_dir = analysis_run.experiment.run_dir
     if not run_dir or not Path(run_dir).is_dir():
         rows.update(status=AnalysisRun.Status.FAILED, message="the experiment has no run directory", finished_at=timezone.now())
@@ -126,6 +138,50 @@ def run_analysis_task(analysis_run_id: int) -> str:
     rows.update(status=AnalysisRun.Status.FINISHED, result=slim_result(result), finished_at=timezone.now(),
                 progress_text="finished", progress_fraction=1.0)
     return AnalysisRun.Status.FINISHED
+
+
+@shared_task(name="frontend.run_reproduction", bind=True)
+def run_reproduction_task(self, reproduction_run_id: int) -> str:
+    """Run one reproduction check (trainer.reproduce) in the app's runs directory; finished runs and
+    analyses of the check found there are reused, so a re-queued check goes on where it stopped."""
+    from trainer import reproduce
+    from trainer.spec import SpecError
+
+    close_old_connections()
+    run, outcome = _queued_row(ReproductionRun.objects.all(), reproduction_run_id)
+    if run is None:
+        return outcome
+    rows = ReproductionRun.objects.filter(pk=reproduction_run_id)
+    now = timezone.now()
+    if not rows.filter(status=ReproductionRun.Status.QUEUED).update(
+            status=ReproductionRun.Status.RUNNING, started_at=now, heartbeat_at=now, worker=self.request.hostname or "",
+            progress_text="starting"):
+        return "duplicate"  # another worker took it between the read and here
+    if settings.LOTTERYWEB_TORCH_THREADS:
+        torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
+    runs_root = Path(settings.LOTTERYWEB_RUNS_DIR)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    recorder = progress.ReproductionProgressRecorder(reproduction_run_id)
+    try:
+        with recovery.heartbeat(reproduction_run_id, ReproductionRun):
+            result = reproduce.run_check(run.check_name, runs_root, budget=run.budget,
+                                         data_dir=settings.LOTTERYWEB_DATA_DIR, callback=recorder.handle,
+                                         stop_requested=progress.reproduction_cancel_checker(reproduction_run_id))
+    except Exception as error:
+        log.exception("reproduction run %s failed", reproduction_run_id)
+        message = str(error) if isinstance(error, SpecError) else f"{type(error).__name__}: {error}"
+        rows.update(status=ReproductionRun.Status.FAILED, message=message, finished_at=timezone.now())
+        return ReproductionRun.Status.FAILED
+    recorder.write()  # the last step's progress, whatever the throttle held back
+    status = {"cancelled": ReproductionRun.Status.CANCELLED, "failed": ReproductionRun.Status.FAILED}.get(
+        result.get("status"), ReproductionRun.Status.FINISHED)
+    update = {"status": status, "result": progress.json_safe(result), "finished_at": timezone.now()}
+    if status == ReproductionRun.Status.CANCELLED:
+        update["message"] = "cancelled; finished steps are kept for a rerun"
+    elif status == ReproductionRun.Status.FAILED:
+        update["message"] = str(result.get("reason") or "the check failed")
+    rows.update(**update)  # a finished check keeps its message (e.g. that it was re-queued after a lost worker)
+    return status
 
 
 def slim_result(value):

@@ -13,13 +13,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from frontend import access, catalog, charts, listeners, live, queries, services
+from frontend import access, catalog, charts, listeners, live, queries, reproductions, services
 from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
-from frontend.models import AnalysisRun, Experiment
+from frontend.models import AnalysisRun, Experiment, ReproductionRun
 from frontend.queues import queue_for_spec
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
 from frontend import verdict_table
 from trainer.spec import ExperimentSpec
+from trainer import reproduce
 from trainer.analyses import ANALYSES
 from trainer.events import TICKET
 
@@ -142,6 +143,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
         "viewer": viewer, "visibility_choices": Experiment.Visibility.choices,
         "share_url": f"/s/{experiment.share_token}/" if experiment.visibility == Experiment.Visibility.LINK else "",
+        "reproduction_badges": reproductions.badges(experiment.spec),
         **_analyses_context(experiment, viewer, bound_form, bands),
     }
 
@@ -181,7 +183,8 @@ def _live_context(experiment: Experiment, viewer: Viewer) -> dict:
     if experiment.status == Experiment.Status.QUEUED:
         queue_notice = listeners.unserved_queue_notice(queue_for_spec(experiment.spec), listeners.listening_queues())
     return {"experiment": experiment, "progress": state["progress"], "live_state": state, "viewer": viewer,
-            "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True), "queue_notice": queue_notice}
+            "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True), "queue_notice": queue_notice,
+            "reproduction_badges": reproductions.badges(experiment.spec)}
 
 
 @require_GET
@@ -365,6 +368,92 @@ def api_tokens(request):
             _, new_key = ApiToken.issue(request.user, request.POST.get("label", "")[:100])
     tokens = ApiToken.objects.filter(user=request.user).order_by("-created_at")
     return render(request, "frontend/api_tokens.html", {"tokens": tokens, "new_key": new_key})
+
+
+def _reproductions_context(request) -> dict:
+    state = reproductions.state()
+    return {"cards": reproductions.cards(request.user), "active": state["active"],
+            "can_run": access.can_run_reproductions(request.user), "budgets": reproductions.budget_choices(),
+            "default_budget": reproductions.DEFAULT_BUDGET, "check_count": len(reproduce.CHECKS)}
+
+
+@require_GET
+@login_required
+def reproductions_page(request):
+    """The papers' claims as checks (trainer.reproduce): each one's latest verdict, chart and source."""
+    return render(request, "frontend/reproductions.html", _reproductions_context(request))
+
+
+@require_GET
+@login_required
+def reproductions_fragment(request):
+    """The checks' section alone, re-fetched by the page when a polled run has ended."""
+    return render(request, "frontend/_reproductions.html", _reproductions_context(request))
+
+
+@require_GET
+@login_required
+def reproductions_state(request):
+    """What the Reproductions page polls every 2 s while a check is queued or running."""
+    return JsonResponse(reproductions.state())
+
+
+def reproduction_action(view):
+    """A POST by a signed-in user who may run checks; anything else is a 4xx page that says why."""
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method != "POST":
+            response = _error_page(request, 405, "Use the page's buttons",
+                                   "This address only takes the Reproductions page's form (POST).")
+            response["Allow"] = "POST"
+            return response
+        if not access.can_run_reproductions(request.user):
+            return _error_page(request, 403, "Sign in first", "Sign in to run or cancel reproduction checks.")
+        return view(request, *args, **kwargs)
+    return wrapper
+
+
+def _posted_budget(request) -> str | None:
+    budget = request.POST.get("budget", reproductions.DEFAULT_BUDGET)
+    return budget if budget in reproduce.BUDGETS else None
+
+
+def _unknown_budget(request) -> HttpResponse:
+    return _error_page(request, 400, "Unknown budget", f"Choose one of {', '.join(reproduce.BUDGETS)} "
+                                                       f"(got {request.POST.get('budget', '')[:40]!r}).")
+
+
+@reproduction_action
+def run_reproduction(request, name: str):
+    if name not in reproduce.CHECKS:
+        return _error_page(request, 404, "No such check", f"There is no reproduction check {name[:60]!r}.")
+    budget = _posted_budget(request)
+    if budget is None:
+        return _unknown_budget(request)
+    services.request_reproduction(name, budget, request.user)
+    return redirect(f"{reverse('reproductions')}#check-{name}")
+
+
+@reproduction_action
+def run_all_reproductions(request):
+    budget = _posted_budget(request)
+    if budget is None:
+        return _unknown_budget(request)
+    for name in reproduce.CHECKS:
+        services.request_reproduction(name, budget, request.user)
+    return redirect("reproductions")
+
+
+@reproduction_action
+def cancel_reproduction(request, run_id: int):
+    run = ReproductionRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return _error_page(request, 404, "No such run", f"There is no reproduction run {run_id}.")
+    if not access.can_cancel_reproduction(request.user, run):
+        return _error_page(request, 403, "Not yours", "Only whoever queued a check (or a superuser) cancels it.")
+    if not run.is_done:
+        services.request_reproduction_cancel(run)
+    return redirect(f"{reverse('reproductions')}#check-{run.check_name}")
 
 
 COMPARE_MIN, COMPARE_MAX = 2, 6

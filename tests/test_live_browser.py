@@ -189,3 +189,42 @@ def test_every_analysis_chart_renders_in_chromium(live_app, browser, analysis_re
             save_screenshot(page, "06_analyses", "analyses")
     assert not errors, errors
     page.close()
+
+
+# The check the browser runs through the page: quick at the "tiny" budget (seconds of training).
+BROWSER_CHECK = "tickets_vs_dense"
+
+
+def test_reproductions_page_runs_a_check_in_chromium(live_app, browser):
+    """The header leads to the Reproductions page; one check is run with the tiny budget on the real
+    worker, and its verdict badge and chart appear in place (the page polls, it does not reload)."""
+    from trainer.reproduce import CHECKS
+
+    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(live_app.base_url + "/")
+    page.click("#nav-reproductions")
+    page.wait_for_url(re.compile(r".*/reproductions/$"))
+    assert page.eval_on_selector_all("article.check", "cards => cards.map(card => card.id)") == [
+        f"check-{name}" for name in CHECKS]
+    card = f"#check-{BROWSER_CHECK}"
+    assert CHECKS[BROWSER_CHECK].source in page.inner_text(f"{card} .check-source")
+    assert page.input_value("#reproduction-budget") == "small"
+    page.select_option("#reproduction-budget", "tiny")
+    page.click(f"#run-{BROWSER_CHECK}")
+    page.wait_for_url(re.compile(rf".*/reproductions/#check-{BROWSER_CHECK}$"))
+    page.evaluate("() => { window.sameDocument = true; }")  # gone if the page reloads
+    page.wait_for_selector(f"{card} .verdict-badge", timeout=180_000)
+    assert page.inner_text(f"{card} .verdict-badge") in ("PASS", "FAIL", "INCONCLUSIVE")
+    assert "budget tiny" in page.inner_text(f"{card} .check-ran")
+    chart = f"reproduction-chart-{BROWSER_CHECK}"
+    page.wait_for_selector(f"#{chart} .main-svg")
+    assert page.evaluate(CHART_TRACES, chart) > 0
+    assert page.evaluate("() => window.sameDocument === true"), "the page reloaded instead of polling"
+    # the page's head (budget, Run all) and the check's card down to its chart
+    bottom = page.evaluate(f"() => document.querySelector('{card}').getBoundingClientRect().bottom + window.scrollY")
+    save_screenshot(page, "07_reproductions", "reproductions", full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1280, "height": min(bottom + 16, 1400)})
+    assert not errors, errors
+    page.close()

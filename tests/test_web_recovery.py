@@ -86,7 +86,7 @@ class FakeRedis:
 
 def test_the_queued_tasks_are_sent_again_when_redis_has_lost_its_data(queued, monkeypatch):
     from frontend import tasks
-    from frontend.models import AnalysisRun
+    from frontend.models import AnalysisRun, ReproductionRun
     analyses = []
     monkeypatch.setattr(tasks.run_analysis_task, "delay", lambda analysis_run_id: analyses.append(analysis_run_id))
     waiting = Experiment.objects.create(spec={}, model_name="lenet_300_100", dataset_name="synthetic")
@@ -96,8 +96,13 @@ def test_the_queued_tasks_are_sent_again_when_redis_has_lost_its_data(queued, mo
     analysis = AnalysisRun.objects.create(experiment=finished, name="retraining", params={})
     watch = recovery.BrokerRestartWatch()
     watch._client = redis = FakeRedis()
-    assert watch.check() == {"experiments": [waiting.pk], "analyses": [analysis.pk]}, "a new Redis: send them"
+    assert watch.check() == {"experiments": [waiting.pk], "analyses": [analysis.pk], "reproductions": []}, \
+        "a new Redis: send them"
     assert watch.check() == {} and queued == [waiting.pk], "the marker is there: the queue is too"
     redis.keys.clear()  # Redis restarted without persistence
-    assert watch.check() == {"experiments": [waiting.pk], "analyses": [analysis.pk]}
+    reproduction = ReproductionRun.objects.create(check_name="tickets_vs_dense", budget="small")
+    reproductions = []
+    monkeypatch.setattr(tasks.run_reproduction_task, "delay", lambda run_id: reproductions.append(run_id))
+    assert watch.check() == {"experiments": [waiting.pk], "analyses": [analysis.pk], "reproductions": [reproduction.pk]}
+    assert reproductions == [reproduction.pk]
     assert queued == [waiting.pk, waiting.pk] and analyses == [analysis.pk, analysis.pk]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from trainer import datasets, events, models, replicate_stats, verdict
 from trainer.analyses.cli import add_analysis_commands, command_analyze
+from trainer.reproduce.cli import add_reproduce_command, command_reproduce
 from trainer.rundir import RunDirError
 from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
 from trainer.steps import StepFormatError
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--data-dir", type=Path, default=None)
     retrain.add_argument("--quiet", action="store_true")
     add_analysis_commands(commands)
+    add_reproduce_command(commands)
     return parser
 
 
@@ -333,7 +335,8 @@ def command_retrain(args) -> int:
 
 
 COMMANDS = {"run": command_run, "controls": command_controls, "show": command_show, "list": command_list,
-            "analyze": command_analyze, "export-ticket": command_export_ticket, "retrain": command_retrain}
+            "analyze": command_analyze, "export-ticket": command_export_ticket, "retrain": command_retrain,
+            "reproduce": command_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,15 +14,18 @@ window.LotteryCharts = (function () {
       if (target) draw(target, JSON.parse(element.textContent));
     });
     root.querySelectorAll("[data-mask-viewer]").forEach(setUpMaskViewer);
-    const analyses = root.id === "analyses" ? root : root.querySelector("#analyses[data-analyses-poll]");
-    if (analyses && analyses.hasAttribute("data-analyses-poll")) pollAnalyses(analyses);
+    // The Analyses section of a result page, the checks of the Reproductions page.
+    const polled = root.matches && root.matches(POLLED) ? [root] : root.querySelectorAll(POLLED);
+    polled.forEach(pollSection);
   }
 
-  // While an analysis is queued or running, ask its state every 2 s; when one ends (or a new one
-  // appears), reload the Analyses section from the server, whose charts are drawn like the others.
+  // While a run of a polled section (an analysis, a reproduction check) is queued or running, ask
+  // the section's state every 2 s; when one ends (or a new one appears), reload the section from the
+  // server, whose charts are drawn like the others. Its runs carry data-run-id and data-status.
   const POLL_MILLISECONDS = 2000;
+  const POLLED = "[data-analyses-poll], [data-poll]";
 
-  function pollAnalyses(section) {
+  function pollSection(section) {
     async function tick() {
       if (!document.body.contains(section)) return; // replaced meanwhile: its successor polls
       let state;
@@ -35,18 +38,20 @@ window.LotteryCharts = (function () {
       }
       let changed = false;
       for (const run of state.runs) {
-        const element = document.getElementById("analysis-run-" + run.id);
+        const element = section.querySelector('[data-run-id="' + run.id + '"]');
         if (!element) { changed = true; continue; }
         if (element.dataset.status !== run.status) {
           if (run.done) changed = true;
           element.dataset.status = run.status;
-          const badge = element.querySelector(".analysis-status");
-          badge.textContent = run.status;
-          badge.className = "status status-" + run.status + " analysis-status";
+          const badge = element.querySelector(".run-status");
+          if (badge) {
+            badge.textContent = run.status;
+            badge.className = "status status-" + run.status + " run-status";
+          }
         }
-        const text = element.querySelector(".analysis-progress-text");
+        const text = element.querySelector(".run-progress-text");
         if (text && run.progress_text) text.textContent = run.progress_text;
-        const fill = element.querySelector(".analysis-progress-fill");
+        const fill = element.querySelector(".run-progress-fill");
         if (fill) fill.style.width = (100 * (run.progress_fraction || 0)).toFixed(1) + "%";
       }
       if (changed) {
