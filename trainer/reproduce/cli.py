@@ -3,7 +3,7 @@
 Hooked into trainer/cli.py by `add_reproduce_command(commands)` and the handler
 `command_reproduce`. Progress: a tqdm bar per check on a terminal (check_progress events), a
 plain line per finished training otherwise; then the verdict table. Exit code 0 when every
-check ran to a verdict (PASS, FAIL or INCONCLUSIVE alike), 1 when one failed or was cancelled.
+check ran to a verdict (PASS, FAIL or INCONCLUSIVE alike), 1 when one failed.
 """
 from __future__ import annotations
 
