@@ -171,10 +171,17 @@ def test_pruning_at_init_analysis_prunes_to_the_imp_rounds_sparsities(tmp_path):
     result = pai_analysis.run_pruning_at_init(tmp_path / imp["run_name"], methods=["magnitude", "snip"],
                                               synflow_iterations=3)
     assert result["rounds"] == [1] and set(result["methods"]) == {"magnitude", "snip"}
-    target = imp["rounds"][1]["remaining_fraction"]
+    target = imp["rounds"][1]["unmasked_fraction"]  # as many weights placed as IMP placed
     for method, [entry] in result["methods"].items():
         assert entry["imp_round"] == 1 and entry["target_remaining_fraction"] == target
-        kept = sum(layer["remaining"] for layer in entry["layers"].values())
+        kept = sum(layer["unmasked"] for layer in entry["layers"].values())
         assert kept == remaining_count(target, 266200)
         assert entry["start_iteration"] == 0 and entry["collapsed_layers"] == []
     assert [r["round"] for r in result["imp"]] == [0, 1]
+
+
+def test_methods_keep_as_many_weights_as_imp_placed_not_only_its_live_ones():
+    # at extreme sparsity IMP's effective fraction drops below its unmasked one (dead units):
+    # the methods get IMP's weight budget, their own records say how much of it carries signal
+    assert pai_analysis.target_fraction({"remaining_fraction": 0.0004, "unmasked_fraction": 0.0011}) == 0.0011
+    assert pai_analysis.target_fraction({"remaining_fraction": 0.2}) == 0.2  # records written before the split

@@ -42,6 +42,13 @@ def run_pruning_at_init(run_path, methods=pruning_at_init.METHODS, rounds=(), sc
                    stop_requested=stop_requested, version=RESULTS_VERSION)
 
 
+def target_fraction(imp_record: dict) -> float:
+    """The fraction each method keeps: the IMP round's unmasked weights, so every method places as many
+    weights as IMP did (Tanaka et al.'s compression ratio); their records then report how many of them
+    can carry signal (remaining_fraction). Records older than that count have only remaining_fraction."""
+    return imp_record.get("unmasked_fraction", imp_record["remaining_fraction"])
+
+
 def _body(context: AnalysisContext) -> dict:
     params = context.params
     if not params["methods"]:
@@ -61,7 +68,7 @@ def _body(context: AnalysisContext) -> dict:
                 context.check_stop()
                 run = context.run
                 segment, record, _, _ = pruning_at_init.prune_at_init_and_train(
-                    run, method, records[round_index]["remaining_fraction"], round_index, run.theta_init(),
+                    run, method, target_fraction(records[round_index]), round_index, run.theta_init(),
                     scope=params["scope"], score_examples=params["score_examples"],
                     synflow_iterations=params["synflow_iterations"], network=f"{NAME}_{method}")
                 if segment.status == "cancelled":

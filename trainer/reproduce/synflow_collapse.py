@@ -65,7 +65,8 @@ def measurements(results: dict, analysis: dict) -> dict:
         [entry] = analysis["methods"][method]
         accuracy = replicate_stats.metric(entry)
         empty_layers[method] = entry["collapsed_layers"]
-        measured["remaining_fraction"] = entry["remaining_fraction"]
+        measured["remaining_fraction"] = entry.get("unmasked_fraction", entry["remaining_fraction"])
+        measured[f"{method}_effective_remaining_fraction"] = entry["remaining_fraction"]
         measured[f"{method}_empty_layers"] = len(entry["collapsed_layers"])
         measured[f"{method}_accuracy"] = accuracy
         if entry["collapsed_layers"] or accuracy is not None:  # a diverged training without an empty layer: unknown
@@ -76,7 +77,7 @@ def measurements(results: dict, analysis: dict) -> dict:
     imp = [r for r in results["rounds"] if r["round"] == 1]
     measured["one_shot_imp_accuracy"] = replicate_stats.metric(imp[0]) if imp else None
     measured["empty_layers"] = empty_layers
-    chart = {"title": f"Pruning at initialisation to {100 * (measured['remaining_fraction'] or 0):.3f}% remaining: "
+    chart = {"title": f"Pruning at initialisation to {100 * (measured['remaining_fraction'] or 0):.3f}% of weights kept: "
                       f"test accuracy at early stop",
              "x_label": "method (0 = SynFlow, 1 = SNIP, 2 = GraSP, 3 = magnitude)", "y_label": "test accuracy",
              "log_x": False,
@@ -97,7 +98,7 @@ def _state(measured: dict, method: str) -> str:
 def judge(measured: dict) -> Decision:
     if measured.get("synflow_collapsed") is None:
         return decide([missing("SynFlow's collapse")])
-    where = f"at {100 * measured['remaining_fraction']:.3f}% remaining"
+    where = f"pruned to {100 * measured['remaining_fraction']:.3f}% of weights kept"
     synflow_finding = Finding(FAILS if measured["synflow_collapsed"] else HOLDS,
                               f"{where} SynFlow {_state(measured, 'synflow')}, test accuracy "
                               f"{points(measured['synflow_accuracy'])}")
@@ -114,7 +115,7 @@ def summary(measured: dict) -> str:
     if measured.get("synflow_collapsed") is None:
         return "no measurement (claim: SynFlow keeps the flow where SNIP/GraSP/magnitude collapse a layer)"
     shown = ", ".join(f"{method} {'collapsed' if measured[f'{method}_collapsed'] else 'intact'}" for method in METHODS)
-    return (f"at {100 * measured['remaining_fraction']:.3f}% remaining: {shown} "
+    return (f"{100 * measured['remaining_fraction']:.3f}% of weights kept: {shown} "
             f"(claim: SynFlow intact, the others collapsed)")
 
 
