@@ -18,7 +18,7 @@ from frontend.models import Experiment, ReproductionRun
 from trainer import reproduce
 from trainer.spec import SpecError
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # the tasks close old connections, as on a worker (PostgreSQL)
 
 
 @dataclass(frozen=True)
