@@ -10,7 +10,7 @@ from trainer import analysis_events as aevents
 from trainer.analyses.common import train_networks
 from trainer.analyses.connectivity import STABILITY_THRESHOLD, run_connectivity
 from trainer.imp import Run
-from trainer.masks import dense_mask
+from trainer.pruning.masks import dense_mask
 from trainer.rundir import RunDir
 from trainer.spec import SpecError
 

@@ -8,7 +8,7 @@ from trainer.analyses.early_bird import run_early_bird as run_early_bird_analysi
 from trainer.early_bird import (add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix,
                                 early_bird_index, mask_distance, run_early_bird, weight_mask_from_channels)
 from trainer.imp import run_experiment
-from trainer.masks import MaskEnforcer
+from trainer.pruning.masks import MaskEnforcer
 from trainer.spec import ExperimentSpec, SpecError
 
 

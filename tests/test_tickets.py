@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trainer.cli import main
+from trainer.cli.main import main
 from trainer.rundir import RunDir
 from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload, train_ticket
 

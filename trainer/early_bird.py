@@ -13,7 +13,7 @@ masked too, so the channel outputs exactly zero), trained from θ0 like any
 ticket, and compared with the IMP ticket of a finished run at the nearest
 sparsity.
 
-Sparsity is counted as for every ticket (trainer.structured.effective_mask): a weight
+Sparsity is counted as for every ticket (trainer.pruning.structured.effective_mask): a weight
 survives only between two live units, so a pruned channel also removes the next conv's
 weights reading it, and pruning half of VGG-16's channels leaves about a quarter of its
 weights, not half. The one-shot IMP comparison is pruned to the ticket's *effective*
@@ -29,12 +29,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from trainer import events, masks, pruning, structured
-from trainer.masks import Mask
+from trainer import events
+from trainer.pruning import masks, rules, structured
+from trainer.pruning.masks import Mask
 from trainer.rundir import RunDir, json_safe, write_json_atomically
 from trainer.spec import ExperimentSpec
 from trainer.steps import Step
-from trainer.train import train_segment
+from trainer.training.loop import train_segment
 
 ChannelMask = dict[str, torch.Tensor]  # batch-norm module name -> (channels,) bool, True = kept
 
@@ -67,7 +68,7 @@ def channel_mask(model: nn.Module, prune_fraction: float) -> ChannelMask:
     scales = {name: module.weight.detach().abs().float().cpu() for name, module in model.named_modules()
               if isinstance(module, nn.BatchNorm2d)}
     everything = {name: torch.ones_like(scale, dtype=torch.bool) for name, scale in scales.items()}
-    return pruning.prune_by_scores(everything, scales, prune_fraction, "global")
+    return rules.prune_by_scores(everything, scales, prune_fraction, "global")
 
 
 def mask_distance(first: ChannelMask, second: ChannelMask) -> float:
@@ -122,7 +123,7 @@ def pruning_at_remaining(mask: Mask, weights: dict[str, torch.Tensor], remaining
     """Global magnitude pruning of a dense mask to exactly the count closest to `remaining_fraction`."""
     total = sum(m.numel() for m in mask.values())
     keep = round(remaining_fraction * total)
-    return pruning.prune_by_scores(mask, pruning.magnitude_scores(weights), (total - keep) / total, "global")
+    return rules.prune_by_scores(mask, rules.magnitude_scores(weights), (total - keep) / total, "global")
 
 
 def _counts(sparsity: dict) -> dict:

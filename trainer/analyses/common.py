@@ -21,13 +21,14 @@ from typing import Callable
 import torch
 
 from trainer import analysis_events as aevents
-from trainer import events, masks
+from trainer import events
+from trainer.pruning import masks
 from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import SpecError, TrainingSpec
-from trainer.stacked_train import train_segments
-from trainer.train import PreparedData, SegmentResult, train_segment
+from trainer.training.stacked_loop import train_segments
+from trainer.training.loop import PreparedData, SegmentResult, train_segment
 
 SCHEMA_VERSION = 1
 
@@ -158,7 +159,7 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
 
     All networks share `training` (default: the spec's) and differ in weights, mask and data
     order (`data_seeds`, default the spec's), so several of them (the two copies of a
-    connectivity test) train stacked in one step (trainer.stacked_train; the stack size is
+    connectivity test) train stacked in one step (trainer.training.stacked_loop; the stack size is
     chosen for the model and device). Stops after the first cancelled network.
     """
     data_seeds = data_seeds if data_seeds is not None else [spec.data_seed] * len(models)

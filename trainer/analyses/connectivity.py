@@ -3,7 +3,7 @@
 From θk of a finished run, either the dense network (round 0) or round r's ticket (its mask
 on θk), two copies train from iteration k to T with different data orders (SGD noise). The
 test error of (1-α)θA + αθB is measured at evenly spaced α (masked networks stay masked;
-batch-norm statistics are recomputed at every point, see trainer.interpolation), and
+batch-norm statistics are recomputed at every point, see trainer.training.interpolation), and
 
     instability = max error on the path - mean of the two end errors;
     the network is stable when instability < 2% (STABILITY_THRESHOLD).
@@ -17,11 +17,12 @@ the run's, the run's mask (found with the run's own rewind point) is paired with
 from __future__ import annotations
 
 from trainer import analysis_events as aevents
-from trainer import events, masks
+from trainer import events
+from trainer.pruning import masks
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
-from trainer.interpolation import batch_norm_layers, evaluate_path, evenly_spaced, statistics_batches
+from trainer.training.interpolation import batch_norm_layers, evaluate_path, evenly_spaced, statistics_batches
 from trainer.rundir import save_tensor_dict_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError

@@ -4,7 +4,7 @@ One dense training run from the run's θ0 records the channel mask (top 1-p of |
 batch norms) after every epoch; the early-bird epoch is the first at which the last `window`
 consecutive mask distances are below `threshold`. The early-bird ticket (that mask as filter
 + batch-norm masks, from θ0) trains like any ticket and is compared with a one-shot IMP ticket
-at the same effective sparsity (weights between two live units; trainer.structured) and with the
+at the same effective sparsity (weights between two live units; trainer.pruning.structured) and with the
 run's nearest IMP round. trainer.early_bird does the work.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from trainer.spec import SpecError
 
 NAME = "early_bird"
 # % remaining counts only weights between live units and one-shot IMP
-# is pruned to that effective fraction (trainer.structured): older results mean something else
+# is pruned to that effective fraction (trainer.pruning.structured): older results mean something else
 RESULTS_VERSION = 2
 
 PARAMS = (

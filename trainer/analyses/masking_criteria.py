@@ -2,11 +2,11 @@
 "Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask"), on a finished IMP run.
 
 Every combination of a criterion (large_final = IMP, large_init, magnitude_increase,
-movement, large_final_same_sign; trainer.criteria), a re-initialisation (rewind to θk,
+movement, large_final_same_sign; trainer.pruning.criteria), a re-initialisation (rewind to θk,
 sign_kept_constant, reshuffled) and what pruned weights hold (zero, frozen_init) is one chain
 of rounds branching off the run's dense round 0: round r prunes the chain's round r-1 result
 (compared with the weights round r-1 started from) with the run's fractions and scope,
-re-initialises the survivors, and trains iterations k..T (trainer.imp_variants).
+re-initialises the survivors, and trains iterations k..T (trainer.imp.variants).
 large_final + rewind + zero is the IMP run itself: its records are reused, not retrained.
 
 Every round reports its supermask score: the test accuracy of the masked network at its
@@ -18,10 +18,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict
 
-from trainer import criteria, events, structured
+from trainer import events
+from trainer.pruning import criteria, structured
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, json_safe, round_finished, summary)
 from trainer.analyses.params import Param
-from trainer.imp_variants import Variant, round_started_from, train_variant_round
+from trainer.imp.variants import Variant, round_started_from, train_variant_round
 from trainer.spec import SpecError
 
 NAME = "masking_criteria"

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from trainer import events, masks
+from trainer import events
+from trainer.pruning import masks
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
 from trainer.spec import SpecError
-from trainer.train import Schedule
+from trainer.training.loop import Schedule
 
 NAME = "retraining"
 # 2: the default mask chain became each mode's own (it was the IMP run's masks)

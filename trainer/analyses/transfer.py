@@ -21,7 +21,8 @@ import math
 
 import torch
 
-from trainer import datasets, events, masks, models, structured
+from trainer import datasets, events, models
+from trainer.pruning import masks, structured
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
@@ -29,7 +30,7 @@ from trainer.rundir import RunDir, RunDirError, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError
 from trainer.steps import Step
-from trainer.train import PreparedData, resolve_device
+from trainer.training.loop import PreparedData, resolve_device
 
 NAME = "transfer"
 CONTROLS = ("random_reinit",)

@@ -9,7 +9,7 @@ variant's re-initialised θk), prunes the spec's fraction of the survivors, rese
 adds the supermask score (test accuracy of the masked network at its untrained init: θ0
 re-initialised as the variant says, pruned weights zero or frozen at their θ0 values; Zhou
 et al. score the masked θ0, which late rewinding would otherwise replace by θk) and the
-network's cost (trainer.structured.count_flops_and_parameters). The analyses
+network's cost (trainer.pruning.structured.count_flops_and_parameters). The analyses
 `masking_criteria` and `structured_pruning` (trainer/analyses/) run the chains and store them.
 
 The default variant (large_final, rewind, zero, unstructured) reproduces the ticket's rounds.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from trainer import criteria, pruning, structured
+from trainer.pruning import criteria, rules, structured
 from trainer.seeds import generator
 
 from trainer.spec import PRUNING_STRUCTURES as STRUCTURES  # noqa: E402  (one list, the spec's)
@@ -64,7 +64,7 @@ def variant_mask(run, variant: Variant, previous_mask, trained: dict, started_fr
         return structured.prune_units(previous_mask, trained, fraction, names=names, norm=variant.norm,
                                       scope=spec.scope, layer_fractions=layer_fractions)
     scores = criteria.criterion_scores(variant.criterion, started_from, trained, list(previous_mask))
-    return pruning.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
+    return rules.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
 
 
 def round_start_state(run, variant: Variant, round_index: int, mask, base: dict) -> dict:

@@ -1,7 +1,7 @@
 """`python -m trainer analyze RUN_DIR NAME --param value`: analyses from a terminal.
 
 One sub-command per registered analysis; its flags come from the analysis's parameter
-schema (help strings and defaults shown in --help). Hooked into trainer/cli.py by
+schema (help strings and defaults shown in --help). Hooked into trainer/cli/main.py by
 `add_analysis_commands(commands)` and the handler `command_analyze`.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from trainer import analysis_events as aevents
 from trainer import events
 from trainer.analyses import ANALYSES, get_analysis
 from trainer.analyses.params import parse_text
+from trainer.cli.display import Progress, pct
 
 
 def add_analysis_commands(subparsers) -> argparse.ArgumentParser:
@@ -56,7 +57,6 @@ class AnalysisProgress:
     """The run's progress display, plus lines for the analysis's own events."""
 
     def __init__(self, stream=sys.stderr, quiet: bool = False):
-        from trainer.cli import Progress
         self.inner = Progress(stream, quiet)
         self.stream, self.quiet = stream, quiet
 
@@ -88,10 +88,6 @@ def command_analyze(args) -> int:
     return 0 if result["status"] == "finished" else 1
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def summary_text(result: dict) -> str:
     """A small table per analysis."""
     if result["status"] != "finished":
@@ -105,8 +101,8 @@ def summary_text(result: dict) -> str:
         for mode, entries in result["modes"].items():
             for entry in entries:
                 lines.append(f"{mode:<18} {entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
-                             f"{_pct(entry['early_stop'].get('test_accuracy')):>14} "
-                             f"{_pct(entry['final'].get('test_accuracy')):>9}")
+                             f"{pct(entry['early_stop'].get('test_accuracy')):>14} "
+                             f"{pct(entry['final'].get('test_accuracy')):>9}")
     elif result["analysis"] == "connectivity":
         lines.append(f"round {result['round']} ({100 * result['remaining_fraction']:.1f}% remaining)")
         lines.append(f"{'k (it)':>7} {'end errors':>17} {'max error':>9} {'instability':>11} stable")
@@ -114,9 +110,9 @@ def summary_text(result: dict) -> str:
             if curve["status"] != "finished":
                 lines.append(f"{curve['rewind_iteration']:>7} {curve['status']}")
                 continue
-            ends = " / ".join(_pct(e) for e in curve["endpoint_errors"])
-            lines.append(f"{curve['rewind_iteration']:>7} {ends:>17} {_pct(max(curve['test_error'])):>9} "
-                         f"{_pct(curve['instability']):>11} {'yes' if curve['stable'] else 'no'}")
+            ends = " / ".join(pct(e) for e in curve["endpoint_errors"])
+            lines.append(f"{curve['rewind_iteration']:>7} {ends:>17} {pct(max(curve['test_error'])):>9} "
+                         f"{pct(curve['instability']):>11} {'yes' if curve['stable'] else 'no'}")
     elif result["analysis"] == "transfer":
         target = {r["round"]: r for r in (result["target"] or {}).get("rounds", [])}
         lines.append(f"{result['source']['dataset']} -> {result['target_dataset']['name']}; output layer "
@@ -127,9 +123,9 @@ def summary_text(result: dict) -> str:
         for entry in result["transfer"]:
             found = target.get(entry["round"])
             lines.append(f"{entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
-                         f"{_pct(entry['source_early_stop'].get('test_accuracy')):>10} "
-                         f"{_pct(entry['early_stop'].get('test_accuracy')):>12} "
-                         + " ".join(f"{_pct(controls[k][entry['round']]['early_stop'].get('test_accuracy')):>14}"
+                         f"{pct(entry['source_early_stop'].get('test_accuracy')):>10} "
+                         f"{pct(entry['early_stop'].get('test_accuracy')):>12} "
+                         + " ".join(f"{pct(controls[k][entry['round']]['early_stop'].get('test_accuracy')):>14}"
                                     for k in controls)
-                         + f" {_pct(found['early_stop'].get('test_accuracy')) if found else '':>13}")
+                         + f" {pct(found['early_stop'].get('test_accuracy')) if found else '':>13}")
     return "\n".join(lines)

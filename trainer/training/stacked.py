@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.masks import Mask
+from trainer.pruning.masks import Mask
 
 CPU_STACK_CAP = 8  # more networks per step stop paying off on a few CPU cores
 CUDA_STACK_CAP = 64
