@@ -13,12 +13,15 @@ and the web app reach them through `ANALYSES` / `run_analysis`.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from trainer.analyses import (connectivity, early_bird, masking_criteria, pruning_at_init, retraining,
                                structured_pruning, transfer)
 from trainer.analyses.params import Param, describe, validate_params
+from trainer.rundir import RunDir
 from trainer.spec import SpecError
 
 
@@ -29,6 +32,7 @@ class Analysis:
     description: str  # one line, for the CLI help and the web page
     function: Callable[..., dict]
     params: tuple[Param, ...]
+    old_layout: Callable[[RunDir], list[Path]] | None = None  # converts the study's files of an older run layout
 
     def validate(self, params: dict | None) -> dict:
         return validate_params(self.params, params)
@@ -61,11 +65,11 @@ _register(Analysis(masking_criteria.NAME, "Masking criteria and supermasks",
 _register(Analysis(pruning_at_init.NAME, "Pruning at initialisation",
                    "SNIP, GraSP, SynFlow, random and magnitude masks at θ0 to the run's sparsities, then trained "
                    "(Tanaka et al. 2020); layer collapse is reported.",
-                   pruning_at_init.run_pruning_at_init, pruning_at_init.PARAMS))
+                   pruning_at_init.run_pruning_at_init, pruning_at_init.PARAMS, pruning_at_init.adopt_old_layout))
 _register(Analysis(early_bird.NAME, "Early-bird tickets",
                    "Channel masks from batch-norm scales during one training run, their epoch-to-epoch distance "
                    "and the early-bird epoch (You et al. 2020).",
-                   early_bird.run_early_bird, early_bird.PARAMS))
+                   early_bird.run_early_bird, early_bird.PARAMS, early_bird.adopt_old_layout))
 _register(Analysis(structured_pruning.NAME, "Structured pruning",
                    "Neuron and filter pruning by L1/L2 norm with the run's rates, with parameter and FLOP counts.",
                    structured_pruning.run_structured_pruning, structured_pruning.PARAMS))
@@ -89,4 +93,22 @@ def run_analysis(name: str, run_path, params: dict | None = None, **options) -> 
     return analysis.function(run_path, **checked, **options)
 
 
-__all__ = ["ANALYSES", "Analysis", "Param", "get_analysis", "validate", "run_analysis"]
+def stored_results(run_path) -> list[dict]:
+    """The finished analysis results stored in a run directory (analyses/<name>/<hash>/result.json), after
+    converting the files of older layouts once; unreadable results are left out."""
+    run_dir = RunDir.open(run_path)
+    for analysis in ANALYSES.values():
+        if analysis.old_layout is not None:
+            analysis.old_layout(run_dir)
+    results = []
+    for path in sorted(run_dir.path.glob("analyses/*/*/result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if isinstance(result, dict) and result.get("status") == "finished":
+            results.append(result)
+    return results
+
+
+__all__ = ["ANALYSES", "Analysis", "Param", "get_analysis", "validate", "run_analysis", "stored_results"]

@@ -8,10 +8,17 @@
 A unit (one retrained round, one trained copy, one interpolation curve) counts as
 done when its record.json exists; it is written last and atomically, so a crash
 or a cancel leaves only the unit in flight to redo, as IMP rounds do.
+
+Run directories written before every study lived here kept two studies elsewhere
+(<run>/early_bird/..., <run>/pruning_at_init/...). Each study converts its own old
+files once, the first time the run is opened for an analysis (`execute(..., old_layout=)`)
+or its results are listed (trainer.analyses.stored_results); `adopt_old_result` stores the
+converted result in this layout and moves the old files under <hash>/old_layout/.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from functools import cached_property
@@ -20,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from trainer import analysis_events as aevents
+from trainer.analyses import events as aevents
 from trainer import events
 from trainer.pruning import masks
 from trainer.analyses.params import Param, params_hash, validate_params
@@ -226,17 +233,21 @@ def round_finished(callback: events.Callback, record: dict, **fields) -> None:
 
 def execute(name: str, schema: tuple[Param, ...], run_path, params: dict, body: Callable[[AnalysisContext], dict], *,
             callback: events.Callback, data_dir, stop_requested: Callable[[], bool],
-            prepare: Callable[[dict], dict] | None = None, version: int = 1) -> dict:
+            prepare: Callable[[dict], dict] | None = None, version: int = 1,
+            old_layout: Callable[[RunDir], list[Path]] | None = None) -> dict:
     """Open the analysis and run `body`: cancellation is a status, errors leave an analysis_failed event.
 
     `prepare` may complete the raw parameters before they are validated and hashed; `version`
-    is the analysis's results version (trainer.analyses.params.params_hash).
+    is the analysis's results version (trainer.analyses.params.params_hash); `old_layout`
+    converts the study's files of an older layout of the run directory first.
     """
     try:
         if prepare is not None:
             params = prepare(params)
         context = AnalysisContext(name, schema, run_path, params, callback=callback, data_dir=data_dir,
                                   stop_requested=stop_requested, version=version)
+        if old_layout is not None:
+            old_layout(context.run_dir)
     except Exception as error:
         callback(aevents.make_event(aevents.ANALYSIS_FAILED, name, message=_message(error)))
         raise
@@ -247,6 +258,30 @@ def execute(name: str, schema: tuple[Param, ...], run_path, params: dict, body: 
     except Exception as error:
         context.failed(error)
         raise
+
+
+def adopt_old_result(run_dir: RunDir, name: str, schema: tuple[Param, ...], params: dict, version: int,
+                     result: dict | None, old_path: Path, move: bool = True) -> Path:
+    """Store `result` (a study's result read from `old_path`, a file or directory of an older layout)
+    as the finished result of `params` in this layout, unless one is already there, and move
+    `old_path` under the result directory's old_layout/ (nothing stored is lost). `result` None
+    (an unfinished old result): only the move; `move` False: no move (the old files hold several
+    results and move with the last). Returns the result directory."""
+    params = validate_params(schema, params)
+    directory = run_dir.path / "analyses" / name / params_hash(name, schema, params, version)
+    directory.mkdir(parents=True, exist_ok=True)
+    result_path = directory / "result.json"
+    if result is not None and not result_path.is_file():
+        write_json_atomically(directory / "params.json", params)
+        write_json_atomically(result_path, json_safe({
+            "schema": SCHEMA_VERSION, "analysis": name, "status": "finished", "run_name": run_dir.path.name,
+            "run_dir": str(run_dir.path), "result_dir": str(directory), "params": params, **result,
+            "converted_from": str(old_path.relative_to(run_dir.path))}))
+    if move:
+        target = directory / "old_layout" / old_path.relative_to(run_dir.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(old_path), str(target))
+    return directory
 
 
 def _message(error: Exception) -> str:

@@ -16,7 +16,7 @@ the run's, the run's mask (found with the run's own rewind point) is paired with
 """
 from __future__ import annotations
 
-from trainer import analysis_events as aevents
+from trainer.analyses import events as aevents
 from trainer import events
 from trainer.pruning import masks
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,

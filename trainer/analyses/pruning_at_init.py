@@ -8,15 +8,19 @@ cost. The method functions live in trainer.pruning.at_init.
 """
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import torch
 
 from trainer import events
 from trainer.pruning import at_init, masks
 from trainer.pruning.at_init import SYNFLOW_ITERATIONS, collapsed_layers, pruning_at_init_mask
+from trainer.rundir import RunDir
 from trainer.seeds import generator
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, json_safe, round_finished, summary)
+from trainer.analyses.common import (AnalysisContext, Cancelled, adopt_old_result, execute, json_safe, round_finished,
+                                     summary)
 from trainer.analyses.params import Param
 from trainer.spec import SpecError
 
@@ -46,7 +50,45 @@ def run_pruning_at_init(run_path, methods=at_init.METHODS, rounds=(), scope="glo
     params = {"methods": list(methods), "rounds": list(rounds), "scope": scope,
               "synflow_iterations": synflow_iterations, "score_examples": score_examples}
     return execute(NAME, PARAMS, run_path, params, _body, callback=callback, data_dir=data_dir,
-                   stop_requested=stop_requested, version=RESULTS_VERSION)
+                   stop_requested=stop_requested, version=RESULTS_VERSION, old_layout=adopt_old_layout)
+
+
+def adopt_old_layout(run_dir: RunDir) -> list[Path]:
+    """Convert the records of the old entry point, <run>/pruning_at_init/<method>/remaining_<fraction>/
+    (record.json, mask.pt, final_weights.pt), into this study's results, one per scope (see
+    trainer.analyses.common.adopt_old_result); returns the result directories.
+
+    The old entry point pruned to any target fraction; this study prunes to the run's IMP rounds.
+    A record whose target is the remaining fraction of a finished IMP round becomes that round's
+    entry; the others stay only under old_layout/ (named in `old_targets_without_imp_round`). The
+    old records did not keep synflow_iterations and score_examples: the converted parameters say
+    the defaults, and `converted_from` says where the numbers came from."""
+    base = run_dir.path / "pruning_at_init"
+    if not base.is_dir():
+        return []
+    imp = {r["round"]: r for r in run_dir.records() if r["status"] == "finished"}
+    by_scope: dict[str, dict[str, list[dict]]] = {}
+    unmatched: dict[str, list[dict]] = {}
+    for path in sorted(base.glob("*/remaining_*/record.json")):
+        record = json.loads(path.read_text())
+        target = record["target_remaining_fraction"]
+        rounds = [r for r in sorted(imp) if r > 0 and abs(imp[r]["remaining_fraction"] - target) < 1e-9]
+        if rounds:
+            by_scope.setdefault(record["scope"], {}).setdefault(record["method"], []).append(
+                {**record, "imp_round": rounds[0]})
+        else:
+            unmatched.setdefault(record["scope"], []).append({"method": record["method"], "target_remaining_fraction": target})
+    adopted = []
+    scopes = sorted(set(by_scope) | set(unmatched)) or ["global"]
+    for scope in scopes:
+        methods = {m: sorted(entries, key=lambda e: e["imp_round"]) for m, entries in sorted(by_scope.get(scope, {}).items())}
+        rounds = sorted({e["imp_round"] for entries in methods.values() for e in entries})
+        params = {"methods": list(methods) or list(at_init.METHODS), "rounds": rounds, "scope": scope}
+        result = {"rounds": rounds, "scope": scope, "methods": methods, "imp": [summary(imp[r]) for r in sorted(imp)],
+                  "old_targets_without_imp_round": unmatched.get(scope, [])} if methods else None
+        adopted.append(adopt_old_result(run_dir, NAME, PARAMS, params, RESULTS_VERSION, result, base,
+                                        move=scope == scopes[-1]))
+    return adopted
 
 
 def _body(context: AnalysisContext) -> dict:

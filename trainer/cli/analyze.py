@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from trainer import analysis_events as aevents
+from trainer.analyses import events as aevents
 from trainer import events
 from trainer.analyses import ANALYSES, get_analysis
 from trainer.analyses.params import parse_text
@@ -56,9 +55,9 @@ def params_from_args(args) -> dict:
 class AnalysisProgress:
     """The run's progress display, plus lines for the analysis's own events."""
 
-    def __init__(self, stream=sys.stderr, quiet: bool = False):
+    def __init__(self, stream=None, quiet: bool = False):
         self.inner = Progress(stream, quiet)
-        self.stream, self.quiet = stream, quiet
+        self.stream, self.quiet = self.inner.stream, quiet
 
     def __call__(self, event: dict) -> None:
         if self.quiet:

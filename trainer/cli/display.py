@@ -45,10 +45,10 @@ def read_json_object(path: Path, what: str) -> dict:
 class Progress:
     """Consumes trainer events: a tqdm bar per round on a terminal, plain lines otherwise."""
 
-    def __init__(self, stream=sys.stderr, quiet: bool = False):
-        self.stream = stream
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = stream or sys.stderr  # the stderr of the call: pytest and others swap it
         self.quiet = quiet
-        self.interactive = stream.isatty()
+        self.interactive = self.stream.isatty()
         self.bar = None
         self.position = 0
 
