@@ -16,11 +16,11 @@ from trainer import datasets, models
 from trainer.cli.analyze import add_analysis_commands, command_analyze
 from trainer.cli.display import Parser, Progress, UsageError, default_runs_dir, pct, read_json_object, summary_table
 from trainer.cli.reproduce import add_reproduce_command, command_reproduce
-from trainer.imp import run_controls_on, run_experiment
+from trainer.imp import run_controls_on, run_experiment, train_ticket
 from trainer.rundir import RunDir, RunDirError
 from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
 from trainer.steps import StepFormatError
-from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload, train_ticket
+from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload
 from trainer.training.loop import apply_thread_setting
 
 USER_ERRORS = (SpecError, datasets.DatasetError, RunDirError, StepFormatError, TicketError)

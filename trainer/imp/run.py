@@ -19,6 +19,7 @@ iterations k..T as the ticket they control), and one trains from scratch:
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,3 +388,15 @@ def run_controls_on(run_path: Path, kinds: list[str], rounds: list[int], *, call
 def _summary(record: dict) -> dict:
     """A round record without its curves: small enough for an event."""
     return {k: v for k, v in record.items() if k not in ("curve", "train_loss")}
+
+
+def train_ticket(payload: dict, *, data_dir=None, callback: events.Callback = events.ignore) -> dict:
+    """Train a loaded ticket again: its mask on θk, iterations k..T of its spec; the round record."""
+    spec = ExperimentSpec.from_dict(payload["spec"])
+    with tempfile.TemporaryDirectory() as scratch:
+        run = Run(spec, RunDir(Path(scratch), spec), data_dir, callback)  # no run directory of its own
+        model = run.model_with(payload["theta_rewind"])
+        mask = {name: tensor.to(run.device) for name, tensor in payload["mask"].items()}
+        start = run.rewind_iteration if payload["round"] else 0
+        _, record = run.train_round(payload["round"], events.TICKET, model, mask, start)
+    return record
