@@ -28,8 +28,9 @@ from typing import Callable
 import torch
 
 from trainer.analyses import events as aevents
-from trainer import events
+from trainer import datasets, events, models
 from trainer.pruning import masks
+from trainer.pruning.channels import bn_producers
 from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
@@ -286,3 +287,40 @@ def adopt_old_result(run_dir: RunDir, name: str, schema: tuple[Param, ...], para
 
 def _message(error: Exception) -> str:
     return str(error) if isinstance(error, (SpecError, ValueError)) else f"{type(error).__name__}: {error}"
+
+
+# ---- pre-flight checks (the web form and the CLI) -------------------------------------------
+
+def has_batch_norm(model_name: str, dataset_name: str) -> bool:
+    """Whether the model has batch norms after convs (built on 'meta': no memory, no random numbers)."""
+    info = datasets.DATASETS[dataset_name].info
+    with torch.device("meta"):
+        architecture = models.MODELS[model_name].architecture(info.input_shape, info.num_classes)
+    return bool(bn_producers(architecture))
+
+
+def run_info(run_dir: RunDir) -> dict:
+    """What a study's `check(params, run_info)` may look at, from a run directory. The web app builds
+    the same dict from its rows: model, dataset, has_batch_norm, finished_rounds (the ticket's, replicate 0)."""
+    spec = run_dir.spec
+    return {"model": spec.model, "dataset": spec.dataset, "has_batch_norm": has_batch_norm(spec.model, spec.dataset),
+            "finished_rounds": [r["round"] for r in run_dir.records() if r["status"] == "finished"]}
+
+
+def check_rounds(params: dict, info: dict) -> None:
+    """Every round named in a `rounds` parameter is a finished round of the run (SpecError otherwise)."""
+    finished = set(info["finished_rounds"])
+    for index, round_index in enumerate(params.get("rounds") or []):
+        if round_index not in finished:
+            raise SpecError(f"rounds[{index}]", f"round {round_index} is not a finished round of this run "
+                                                f"(finished: {', '.join(map(str, sorted(finished))) or 'none'})")
+
+
+def no_summary_lines(result: dict) -> list[str]:
+    """For a study whose result has no table to print (its charts are on the result page)."""
+    return []
+
+
+def percent_text(value) -> str:
+    """A fraction as a percentage with two decimals; '-' for no value."""
+    return "-" if value is None else f"{100 * value:.2f}%"

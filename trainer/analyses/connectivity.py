@@ -19,7 +19,7 @@ from __future__ import annotations
 from trainer.analyses import events as aevents
 from trainer import events
 from trainer.pruning import masks
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
+from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
 from trainer.training.interpolation import batch_norm_layers, evaluate_path, evenly_spaced, statistics_batches
@@ -180,3 +180,22 @@ def _curve(context: AnalysisContext, k: int, mask: masks.Mask, seeds: list[int])
                  stable=path["instability"] < STABILITY_THRESHOLD)
     context.save_unit(path_unit, curve)
     return curve
+
+
+def check(params: dict, info: dict) -> None:
+    check_rounds(params, info)
+    if params["round"] not in info["finished_rounds"]:
+        raise SpecError("round", f"round {params['round']} is not a finished round of this run")
+
+
+def summary_lines(result: dict) -> list[str]:
+    lines = [f"round {result['round']} ({100 * result['remaining_fraction']:.1f}% remaining)",
+             f"{'k (it)':>7} {'end errors':>17} {'max error':>9} {'instability':>11} stable"]
+    for curve in result["curves"]:
+        if curve["status"] != "finished":
+            lines.append(f"{curve['rewind_iteration']:>7} {curve['status']}")
+            continue
+        ends = " / ".join(percent_text(e) for e in curve["endpoint_errors"])
+        lines.append(f"{curve['rewind_iteration']:>7} {ends:>17} {percent_text(max(curve['test_error'])):>9} "
+                     f"{percent_text(curve['instability']):>11} {'yes' if curve['stable'] else 'no'}")
+    return lines

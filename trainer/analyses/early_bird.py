@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from trainer import datasets, events, models
-from trainer.analyses.common import AnalysisContext, Cancelled, adopt_old_result, execute
+from trainer import events
+from trainer.analyses.common import (AnalysisContext, Cancelled, adopt_old_result, check_rounds, execute,
+                                     has_batch_norm)
 from trainer.analyses.params import Param
 from trainer.pruning import masks, structured
 from trainer.pruning.channels import (ChannelMask, add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix,
@@ -105,10 +104,7 @@ def adopt_old_layout(run_dir: RunDir) -> list[Path]:
 
 def _body(context: AnalysisContext) -> dict:
     spec = context.run_dir.spec
-    with torch.device("meta"):  # layers only, to look for batch norms
-        info = datasets.DATASETS[spec.dataset].info
-        architecture = models.MODELS[spec.model].architecture(info.input_shape, info.num_classes)
-    if not bn_producers(architecture):
+    if not has_batch_norm(spec.model, spec.dataset):
         raise SpecError("run_dir", f"{spec.model} has no batch norm; early-bird tickets need a model with it "
                                    f"(vgg16, resnet20)")
     if (done := context.reuse_finished()) is not None:
@@ -253,3 +249,10 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
         if imp_run_dir is not None:
             result["imp"] = _nearest_imp_round(Path(imp_run_dir), run.prunable, remaining)
     return json_safe(result)
+
+
+def check(params: dict, info: dict) -> None:
+    check_rounds(params, info)
+    if not info["has_batch_norm"]:
+        raise SpecError("analysis", f"{info['model']} has no batch norm; early-bird tickets need a model with it "
+                                    f"(vgg16, resnet20)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from trainer import events, replicate_stats, verdict
+from trainer.analyses.common import percent_text
 from trainer.spec import SpecError
 
 
@@ -78,14 +79,14 @@ class Progress:
                 self.bar.set_postfix(loss=f"{event['train_loss']:.3f}", refresh=False)
         elif kind == events.EVAL and not self.interactive:
             self._line(f"  round {event['round']}{label} it {event['iteration']}: "
-                       f"val acc {pct(event['val_accuracy'])} test acc {pct(event['test_accuracy'])}")
+                       f"val acc {percent_text(event['val_accuracy'])} test acc {percent_text(event['test_accuracy'])}")
         elif kind == events.ROUND_FINISHED:
             self._close_bar()
             summary = event["summary"]
             self._line(f"round {event['round']}{label} {summary['status']}: {100 * summary['remaining_fraction']:.1f}% left, "
                        + (f"early stop at it {summary['early_stop'].get('iteration')}, "
-                          f"test acc {pct(summary['early_stop'].get('test_accuracy'))} " if summary["early_stop"] else
-                          f"no early stop, test acc at the end {pct(summary['final'].get('test_accuracy'))} ")
+                          f"test acc {percent_text(summary['early_stop'].get('test_accuracy'))} " if summary["early_stop"] else
+                          f"no early stop, test acc at the end {percent_text(summary['final'].get('test_accuracy'))} ")
                        + f"({summary['wall_seconds']:.1f} s)")
         elif kind == events.ROUND_SKIPPED:
             self._line(f"round {event['round']}{label}: already done, skipped")
@@ -100,10 +101,6 @@ class Progress:
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
-
-
-def pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def summary_table(results: dict) -> str:
@@ -125,14 +122,14 @@ def summary_table(results: dict) -> str:
         row = [str(round_index), f"{100 * record['remaining_fraction']:.1f}",
                "-" if effective is None else f"{effective:,}",
                str(record["early_stop"].get("iteration", "-")),
-               pct(record["early_stop"].get("test_accuracy")), pct(record["final"].get("test_accuracy"))]
+               percent_text(record["early_stop"].get("test_accuracy")), percent_text(record["final"].get("test_accuracy"))]
         ticket = bands[events.TICKET].get(round_index)
         if replicates > 1:
-            row += [pct(ticket["mean"]) + f" (n={ticket['count']})" if ticket else "-",
-                    f"{pct(ticket['min'])}-{pct(ticket['max'])}" if ticket else "-"]
+            row += [percent_text(ticket["mean"]) + f" (n={ticket['count']})" if ticket else "-",
+                    f"{percent_text(ticket['min'])}-{percent_text(ticket['max'])}" if ticket else "-"]
         for kind in kinds:
             control = bands[kind].get(round_index)
-            row.append(pct(control["mean"]) if control else "")
+            row.append(percent_text(control["mean"]) if control else "")
         row.append(record["status"])
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from trainer import datasets, models
 from trainer.cli.analyze import add_analysis_commands, command_analyze
-from trainer.cli.display import Parser, Progress, UsageError, default_runs_dir, pct, read_json_object, summary_table
+from trainer.cli.display import (Parser, Progress, UsageError, default_runs_dir, percent_text, read_json_object,
+                                 summary_table)
 from trainer.cli.reproduce import add_reproduce_command, command_reproduce
 from trainer.imp import run_controls_on, run_experiment, train_ticket
 from trainer.rundir import RunDir, RunDirError
@@ -190,8 +191,8 @@ def command_retrain(args) -> int:
     record = train_ticket(payload, data_dir=args.data_dir, callback=Progress(quiet=args.quiet))
     before = payload.get("test_accuracy")
     print(f"ticket of round {payload['round']} ({100 * record['remaining_fraction']:.3g}% of weights): "
-          f"test accuracy {pct(record['early_stop'].get('test_accuracy'))} at early stop "
-          f"(iteration {record['early_stop'].get('iteration')}); in its run: {pct(before)}")
+          f"test accuracy {percent_text(record['early_stop'].get('test_accuracy'))} at early stop "
+          f"(iteration {record['early_stop'].get('iteration')}); in its run: {percent_text(before)}")
     return 0 if record["status"] == "finished" else 1
 
 
