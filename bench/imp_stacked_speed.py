@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from trainer.imp import run_experiment  # noqa: E402
 from trainer.rundir import RunDir  # noqa: E402
 from trainer.spec import ExperimentSpec  # noqa: E402
-from trainer.train import apply_thread_setting  # noqa: E402
+from trainer.training.loop import apply_thread_setting  # noqa: E402
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainer import datasets, events, models  # noqa: E402
-from trainer.masks import dense_mask  # noqa: E402
-from trainer.pruning import magnitude_scores, prune_by_scores  # noqa: E402
+from trainer.pruning.masks import dense_mask  # noqa: E402
+from trainer.pruning.rules import magnitude_scores, prune_by_scores  # noqa: E402
 from trainer.spec import ExperimentSpec  # noqa: E402
-from trainer.train import PreparedData, train_segment  # noqa: E402
+from trainer.training.loop import PreparedData, train_segment  # noqa: E402
 
 
 def random_data(input_shape, train_size: int, batch_size: int) -> PreparedData:

@@ -332,7 +332,8 @@ class AnalysisForm(forms.Form):
 def model_has_batch_norm(model_name: str, dataset_name: str) -> bool:
     import torch
 
-    from trainer import datasets, early_bird, models
+    from trainer import datasets, models
+    from trainer.pruning import channels as early_bird
     info = datasets.DATASETS[dataset_name].info
     with torch.device("meta"):  # layers only: no memory, no random numbers
         architecture = models.MODELS[model_name].architecture(info.input_shape, info.num_classes)

@@ -323,7 +323,7 @@ class AnalysisProgressRecorder:
         self.writes = 0
 
     def handle(self, event: dict) -> None:
-        from trainer import analysis_events
+        from trainer.analyses import events as analysis_events
         kind = event.get("type")
         if kind == trainer_events.ROUND_STARTED:
             self._training = {"network": event.get("network", ""), "round": event.get("round"),

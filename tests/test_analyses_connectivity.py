@@ -6,11 +6,11 @@ import torch
 
 from tests.analysis_helpers import collector, one_torch_thread, tiny_run  # noqa: F401  (autouse fixture)
 from trainer import analyses, events
-from trainer import analysis_events as aevents
+from trainer.analyses import events as aevents
 from trainer.analyses.common import train_networks
 from trainer.analyses.connectivity import STABILITY_THRESHOLD, run_connectivity
 from trainer.imp import Run
-from trainer.masks import dense_mask
+from trainer.pruning.masks import dense_mask
 from trainer.rundir import RunDir
 from trainer.spec import SpecError
 

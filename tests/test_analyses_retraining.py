@@ -12,10 +12,10 @@ from trainer import analyses, events
 from trainer.analyses.params import params_hash
 from trainer.analyses.retraining import MODES, NAME, PARAMS, TRAINED_MODES, run_retraining
 from trainer.imp import Run
-from trainer.masks import apply_mask, load_mask
+from trainer.pruning.masks import apply_mask, load_mask
 from trainer.rundir import RunDir
 from trainer.spec import SpecError
-from trainer.train import Schedule, evaluate
+from trainer.training.loop import Schedule, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_bad_parameters_name_the_parameter(run_path, params, field):
 
 
 def test_the_cli_runs_an_analysis_and_prints_its_table(run_path, capsys):
-    from trainer.cli import main
+    from trainer.cli.main import main
     assert main(["analyze", str(run_path), "retraining", "--rounds", "1", "--modes", "weight_rewinding", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "weight_rewinding       1        50.0" in out

@@ -6,16 +6,17 @@ import pytest
 import torch
 
 from tests.analysis_helpers import TINY_RUN, keeps_larger_half, one_torch_thread, tiny_run  # noqa: F401  (autouse fixture)
-from trainer import criteria, models
-from trainer.criteria import FrozenAtInitEnforcer, criterion_scores, reinit_survivors, supermask_score
+from trainer import models
+from trainer.pruning import criteria
+from trainer.pruning.criteria import FrozenAtInitEnforcer, criterion_scores, reinit_survivors, supermask_score
 from trainer.analyses.masking_criteria import run_masking_criteria
 from trainer.imp import Run, run_experiment
-from trainer.masks import apply_mask, load_mask
-from trainer.pruning import prune_by_scores
+from trainer.pruning.masks import apply_mask, load_mask
+from trainer.pruning.rules import prune_by_scores
 from trainer.rundir import RunDir
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec
-from trainer.train import evaluate
+from trainer.training.loop import evaluate
 
 W0 = {"w": torch.tensor([1.0, -2.0, 0.5, 3.0])}
 WT = {"w": torch.tensor([2.0, -1.0, -3.0, 3.5])}

@@ -4,11 +4,12 @@ import torch
 from torch import nn
 
 from trainer import models
+from trainer.analyses.early_bird import early_bird_index
 from trainer.analyses.early_bird import run_early_bird as run_early_bird_analysis
-from trainer.early_bird import (add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix,
-                                early_bird_index, mask_distance, run_early_bird, weight_mask_from_channels)
+from trainer.pruning.channels import (add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix, mask_distance,
+                                      weight_mask_from_channels)
 from trainer.imp import run_experiment
-from trainer.masks import MaskEnforcer
+from trainer.pruning.masks import MaskEnforcer
 from trainer.spec import ExperimentSpec, SpecError
 
 
@@ -132,10 +133,12 @@ def test_run_early_bird_end_to_end_on_a_tiny_batch_norm_model(tmp_path, monkeypa
     # a channel mask's surviving weights are exactly the weights between live units
     assert ticket["costs"]["effective"]["macs"] == ticket["costs"]["masked"]["macs"] < ticket["costs"]["dense"]["macs"]
 
-    search_only = run_early_bird(spec, tmp_path / "plain", window=2, threshold=1.0, train_examples=200,
-                                 test_examples=200, retrain=False, one_shot_imp=False)
-    assert search_only["consecutive_distances"] == result["consecutive_distances"], "same θ0, data and seeds"
-    assert "ticket" not in search_only
+    without_imp = run_early_bird_analysis(imp_path, prune_fraction=0.5, window=2, threshold=1.0, train_examples=200,
+                                          test_examples=200, one_shot_imp=False)
+    assert without_imp["result_dir"] != result["result_dir"]
+    assert without_imp["consecutive_distances"] == result["consecutive_distances"], "same θ0, data and seeds"
+    assert without_imp["ticket"] == {**ticket, "wall_seconds": without_imp["ticket"]["wall_seconds"]}
+    assert "one_shot_imp" not in without_imp
 
 
 def test_early_bird_analysis_refuses_a_model_without_batch_norm(tmp_path):

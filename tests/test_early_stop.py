@@ -6,9 +6,9 @@ import pytest
 
 from tests.test_imp import tiny_spec
 from trainer import replicate_stats
-from trainer.cli import summary_table
+from trainer.cli.main import summary_table
 from trainer.imp import run_experiment
-from trainer.train import SegmentResult
+from trainer.training.loop import SegmentResult
 
 
 def segment_with(val_loss, test_loss, test_accuracy):

@@ -6,10 +6,10 @@ import torch
 
 from trainer import events
 from trainer.imp import Run, run_controls_on, run_experiment
-from trainer.masks import apply_mask
+from trainer.pruning.masks import apply_mask
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec
-from trainer.train import evaluate
+from trainer.training.loop import evaluate
 
 
 def tiny_spec(**overrides) -> ExperimentSpec:

@@ -5,11 +5,11 @@ from torch import nn
 
 from tests.analysis_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 from trainer import models
-from trainer.interpolation import (evaluate_path, evenly_spaced, instability, interpolate_states,
+from trainer.training.interpolation import (evaluate_path, evenly_spaced, instability, interpolate_states,
                                    recompute_batch_norm, statistics_batches)
-from trainer.masks import apply_mask
+from trainer.pruning.masks import apply_mask
 from trainer.seeds import generator
-from trainer.train import evaluate
+from trainer.training.loop import evaluate
 
 
 def lenet(seed):

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from trainer.masks import MaskEnforcer, dense_mask
-from trainer.pruning import prune_by_scores, magnitude_scores
+from trainer.pruning.masks import MaskEnforcer, dense_mask
+from trainer.pruning.rules import prune_by_scores, magnitude_scores
 from trainer.spec import ExperimentSpec
-from trainer.train import make_optimizer
+from trainer.training.loop import make_optimizer
 
 OPTIMIZERS = {
     "sgd": {"optimizer": "sgd", "lr": 0.1},

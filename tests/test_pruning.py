@@ -1,7 +1,7 @@
 import torch
 
-from trainer import pruning
-from trainer.masks import load_mask, remaining_fraction, save_mask
+from trainer.pruning import rules as pruning
+from trainer.pruning.masks import load_mask, remaining_fraction, save_mask
 
 
 def _mask(*shapes):

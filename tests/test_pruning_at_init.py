@@ -1,5 +1,6 @@
 """Pruning at initialisation: SNIP, GraSP, SynFlow, random, magnitude; exact targets; layer collapse."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,10 +9,10 @@ from torch import nn
 from trainer import models
 from trainer.analyses import pruning_at_init as pai_analysis
 from trainer.imp import run_experiment
-from trainer.masks import dense_mask
-from trainer.pruning_at_init import (METHODS, collapsed_layers, grasp_scores, pruning_at_init_mask,
-                                     remaining_count, run_pruning_at_init, snip_scores, synflow_scores)
-from trainer.spec import ExperimentSpec
+from trainer.pruning.masks import dense_mask
+from trainer.pruning.at_init import (METHODS, collapsed_layers, grasp_scores, pruning_at_init_mask, remaining_count,
+                                     snip_scores, synflow_scores)
+from trainer.spec import ExperimentSpec, SpecError
 
 
 class TwoLayer(nn.Module):
@@ -135,30 +136,33 @@ def test_layer_collapse_is_detected_and_synflow_avoids_it():
     assert sum(int(m.sum()) for m in synflow.values()) == remaining_count(0.02, 32 + 1600 + 2000)
 
 
-def test_run_pruning_at_init_trains_each_target_from_iteration_0_and_resumes(tmp_path):
+def test_pruning_at_init_trains_each_target_from_iteration_0_and_resumes(tmp_path):
     spec = ExperimentSpec.from_dict({
         "dataset": "synthetic", "validation_size": 500, "device": "cpu",
         "training": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50,
-                     "training_steps": "40it", "eval_interval": "20it", "metrics_interval": 20}})
+                     "training_steps": "40it", "eval_interval": "20it", "metrics_interval": 20},
+        "pruning": {"fraction": 0.9, "rounds": 1}})
+    imp = run_experiment(spec, tmp_path)
+    run_path, target = tmp_path / imp["run_name"], imp["rounds"][1]["remaining_fraction"]
     seen = []
-    out = run_pruning_at_init(spec, "synflow", [0.1, 0.001], tmp_path, synflow_iterations=5, callback=seen.append)
-    first, second = out["records"]
+    out = pai_analysis.run_pruning_at_init(run_path, methods=["synflow"], synflow_iterations=5, callback=seen.append)
+    [first] = out["methods"]["synflow"]
     assert first["start_iteration"] == 0 and first["curve"]["iteration"] == [0, 20, 40]
-    assert first["unmasked_fraction"] == pytest.approx(remaining_count(0.1, 266200) / 266200)
+    assert first["unmasked_fraction"] == pytest.approx(remaining_count(target, 266200) / 266200)
     # a weight whose unit SynFlow cut off is kept by the mask but does not survive
-    assert 0.099 < first["remaining_fraction"] <= first["unmasked_fraction"]
-    assert first["collapsed_layers"] == [] and isinstance(second["collapsed_layers"], list)
+    assert 0.09 < first["remaining_fraction"] <= first["unmasked_fraction"]
+    assert first["collapsed_layers"] == []
     assert {"fc1.weight", "fc2.weight", "fc3.weight"} <= set(first["layers"])
     assert first["final"]["test_accuracy"] > 0.3
     assert first["costs"]["masked"]["weights"] == round(first["remaining_fraction"] * 266200)
-    stored = json.loads((tmp_path / out["run_dir"].split("/")[-1] / "pruning_at_init" / "results.json").read_text())
-    assert [r["target_remaining_fraction"] for r in stored["synflow"]] == [0.1, 0.001]
+    stored = json.loads((Path(out["result_dir"]) / "result.json").read_text())
+    assert [r["target_remaining_fraction"] for r in stored["methods"]["synflow"]] == [target]
     seen.clear()
-    again = run_pruning_at_init(spec, "synflow", [0.1], tmp_path, synflow_iterations=5, callback=seen.append)
-    assert again["records"][0]["curve"] == first["curve"]
-    assert [e["type"] for e in seen] == ["round_skipped"]
-    with pytest.raises(ValueError, match="unknown pruning-at-init method"):
-        run_pruning_at_init(spec, "snap", [0.1], tmp_path)
+    again = pai_analysis.run_pruning_at_init(run_path, methods=["synflow"], synflow_iterations=5, callback=seen.append)
+    assert again["methods"]["synflow"][0]["curve"] == first["curve"]
+    assert "round_started" not in [e["type"] for e in seen], "finished work is found, not redone"
+    with pytest.raises(SpecError, match="snap"):
+        pai_analysis.run_pruning_at_init(run_path, methods=["snap"])
 
 
 def test_pruning_at_init_analysis_prunes_to_the_imp_rounds_sparsities(tmp_path):

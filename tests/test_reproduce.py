@@ -202,7 +202,7 @@ def test_matching_checks_of_specs_that_match_and_that_do_not():
 
 def reproduce(capsys, *args):
     """`python -m trainer reproduce ...` in this process: (exit code, stdout, stderr)."""
-    from trainer.cli import main
+    from trainer.cli.main import main
     code = main(["reproduce", *args])
     out, err = capsys.readouterr()
     return code, out, err

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from trainer import datasets, events, models
-from trainer.masks import dense_mask
+from trainer.pruning.masks import dense_mask
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec
-from trainer.stacked import (StackedOptimizer, choose_stack_size, chunks, estimate_training_bytes,
+from trainer.training.stacked import (StackedOptimizer, choose_stack_size, chunks, estimate_training_bytes,
                              per_network_cross_entropy, set_conv_mode, stack_masks,
                              stack_states, unstack_mask, unstack_states)
-from trainer.stacked_train import train_segments, train_segments_stacked
-from trainer.train import PreparedData, train_segment
+from trainer.training.stacked_loop import train_segments, train_segments_stacked
+from trainer.training.loop import PreparedData, train_segment
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from trainer.cli import main
+from trainer.cli.main import main
 from trainer.rundir import RunDir
-from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload, train_ticket
+from trainer.imp import train_ticket
+from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload
 
 
 def test_a_ticket_file_trains_again_to_the_runs_result(finished_run, tmp_path):

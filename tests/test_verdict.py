@@ -5,7 +5,7 @@ import math
 import pytest
 
 from trainer import verdict
-from trainer.cli import summary_table
+from trainer.cli.main import summary_table
 
 TOTAL = 1000  # iterations per training in the made-up runs
 

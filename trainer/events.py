@@ -12,7 +12,7 @@ events also carry "replicate" (0 = the run's own seeds; spec.replicates > 1 adds
 (trainer/analyses/) add their own labels, e.g. "lr_rewinding", "fine_tuning",
 "copy_a"/"copy_b", "transfer", "variant_<criterion>…", "pruning_at_init_<method>",
 "early_bird_search", plus an "analysis" key; their own event types are in
-trainer/analysis_events.py.
+trainer/analyses/events.py.
 
 Types and their keys (besides "type", "network", "round" where it applies):
   run_started     run_name, run_dir, spec, rounds_total, replicates, iterations_per_round, resumed_rounds

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import masks
+from trainer.pruning import masks
 from trainer.events import TICKET
 from trainer.spec import ExperimentSpec, SpecError
 

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer import datasets, models
 from trainer.steps import Step, StepFormatError, full_batches
 
 
@@ -176,7 +177,6 @@ class ExperimentSpec:
     # ---- validation beyond single fields ----------------------------------------------
     def validate(self) -> None:
         _check_fields(self, "")
-        from trainer import datasets, models  # registries; imported late to keep spec cheap
 
         if self.model not in models.MODELS:
             raise SpecError("model", f"unknown model {self.model!r}; choose one of {', '.join(models.MODELS)}")
@@ -221,7 +221,6 @@ class ExperimentSpec:
     def resolved_validation_size(self, train_size: int | None = None) -> int:
         """Validation examples held out of a training set of `train_size` examples (default: the
         registry's size; a run passes the size of the data it actually loaded)."""
-        from trainer import datasets
         if self.validation_size is not None:
             return self.validation_size
         if train_size is None:
@@ -234,7 +233,6 @@ class ExperimentSpec:
         return 1 if self.pruning.schedule == "one_shot" else self.pruning.rounds
 
     def training_examples(self, train_size: int | None = None) -> int:
-        from trainer import datasets
         if train_size is None:
             train_size = datasets.DATASETS[self.dataset].info.train_size
         return train_size - self.resolved_validation_size(train_size)
@@ -285,7 +283,6 @@ def _with_paper_pruning(data: Any) -> Any:
     """`data` with the pruning fields it leaves out taken from its model's paper rates
     (trainer.models.PaperPruning): a bare spec for Conv-6 prunes convs at 15%, fc at 20%, the output
     layer at 10%. A field given (even `layer_fractions: {}` for uniform rates) is kept as given."""
-    from trainer import datasets, models
     if not isinstance(data, dict) or not isinstance(data.get("pruning", {}), dict):
         return data  # _build reports the wrong type
     model, dataset = data.get("model", ExperimentSpec.model), data.get("dataset", ExperimentSpec.dataset)

@@ -6,17 +6,16 @@ A ticket file is a torch.save'd dict that `trainer` loads without the run direct
      "rewind_iteration": k, "remaining_fraction": f, "test_accuracy": early-stop accuracy in the run,
      "mask": {name: bool tensor}, "theta_rewind": {name: tensor}}
 
-`train_ticket` trains it again (iterations k..T of the spec's schedule) and returns the round record,
+`trainer.imp.train_ticket` trains it again (iterations k..T of the spec's schedule) and returns the round record,
 e.g. `python -m trainer retrain ticket.pt`. The web app exports these files from a result page.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import torch
 
-from trainer import events, replicate_stats
+from trainer import replicate_stats
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec, SpecError
 
@@ -75,17 +74,3 @@ def load_ticket(path: Path) -> dict:
         if not isinstance(tensor, torch.Tensor) or tensor.shape != theta[name].shape:
             raise TicketError(f"{path}: the mask of {name} does not match its weights")
     return payload
-
-
-def train_ticket(payload: dict, *, data_dir=None, callback: events.Callback = events.ignore) -> dict:
-    """Train a loaded ticket again: its mask on θk, iterations k..T of its spec; the round record."""
-    from trainer.imp import Run  # the run machinery without a run directory of its own
-
-    spec = ExperimentSpec.from_dict(payload["spec"])
-    with tempfile.TemporaryDirectory() as scratch:
-        run = Run(spec, RunDir(Path(scratch), spec), data_dir, callback)
-        model = run.model_with(payload["theta_rewind"])
-        mask = {name: tensor.to(run.device) for name, tensor in payload["mask"].items()}
-        start = run.rewind_iteration if payload["round"] else 0
-        _, record = run.train_round(payload["round"], events.TICKET, model, mask, start)
-    return record

@@ -1,7 +1,8 @@
 """Analyses: branches of a finished IMP run directory (issue 5's follow-up science).
 
-One registry entry per analysis: its function and its parameter schema (help strings,
-defaults, ranges). Every function has the shape
+One registry entry per analysis: its function, its parameter schema (help strings,
+defaults, ranges), its pre-flight `check(params, run_info)` (run_info: trainer.analyses.common.run_info),
+the `summary_lines(result)` the CLI prints and the name of its chart builder. Every function has the shape
 
     run_<analysis>(run_path, <params>..., *, callback=events.ignore, data_dir=None,
                    stop_requested=lambda: False) -> dict
@@ -13,22 +14,32 @@ and the web app reach them through `ANALYSES` / `run_analysis`.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from trainer.analyses import (connectivity, early_bird, masking_criteria, pruning_at_init, retraining,
                                structured_pruning, transfer)
+from trainer.analyses.common import check_rounds, no_summary_lines, run_info
 from trainer.analyses.params import Param, describe, validate_params
+from trainer.rundir import RunDir
 from trainer.spec import SpecError
 
 
 @dataclass(frozen=True)
 class Analysis:
+    """Everything a study needs besides its module: adding a study is its module, one line here and
+    one chart builder in the web app (named by `chart`)."""
     name: str
     title: str
     description: str  # one line, for the CLI help and the web page
     function: Callable[..., dict]
     params: tuple[Param, ...]
+    chart: str  # the name of the web app's chart builder for its result
+    check: Callable[[dict, dict], None] = check_rounds  # (params, run_info) -> None or SpecError: the pre-flight check
+    summary_lines: Callable[[dict], list[str]] = no_summary_lines  # what the CLI prints under a finished result
+    old_layout: Callable[[RunDir], list[Path]] | None = None  # converts the study's files of an older run layout
 
     def validate(self, params: dict | None) -> dict:
         return validate_params(self.params, params)
@@ -46,29 +57,33 @@ def _register(analysis: Analysis) -> None:
 
 _register(Analysis(retraining.NAME, "Retraining modes after pruning",
                    "Weight rewinding vs learning-rate rewinding vs fine-tuning on the run's masks (Renda et al. 2020).",
-                   retraining.run_retraining, retraining.PARAMS))
+                   retraining.run_retraining, retraining.PARAMS, "retraining_figures",
+                   summary_lines=retraining.summary_lines))
 _register(Analysis(connectivity.NAME, "Linear mode connectivity",
                    "Instability of two copies trained from θk with different data orders (Frankle et al. 2020).",
-                   connectivity.run_connectivity, connectivity.PARAMS))
+                   connectivity.run_connectivity, connectivity.PARAMS, "connectivity_figures",
+                   check=connectivity.check, summary_lines=connectivity.summary_lines))
 _register(Analysis(transfer.NAME, "Ticket transfer",
                    "The run's tickets trained on another dataset, beside tickets found there (Morcos et al. 2019).",
-                   transfer.run_transfer, transfer.PARAMS))
-
+                   transfer.run_transfer, transfer.PARAMS, "transfer_figures",
+                   check=transfer.check, summary_lines=transfer.summary_lines))
 _register(Analysis(masking_criteria.NAME, "Masking criteria and supermasks",
                    "Zhou et al. 2019: which weights to keep (large final, large init, magnitude increase, movement), "
                    "how survivors restart, pruned weights zero or frozen at init, and the untrained masked network's accuracy.",
-                   masking_criteria.run_masking_criteria, masking_criteria.PARAMS))
+                   masking_criteria.run_masking_criteria, masking_criteria.PARAMS, "masking_criteria_figures"))
 _register(Analysis(pruning_at_init.NAME, "Pruning at initialisation",
                    "SNIP, GraSP, SynFlow, random and magnitude masks at θ0 to the run's sparsities, then trained "
                    "(Tanaka et al. 2020); layer collapse is reported.",
-                   pruning_at_init.run_pruning_at_init, pruning_at_init.PARAMS))
+                   pruning_at_init.run_pruning_at_init, pruning_at_init.PARAMS, "pruning_at_init_figures",
+                   old_layout=pruning_at_init.adopt_old_layout))
 _register(Analysis(early_bird.NAME, "Early-bird tickets",
                    "Channel masks from batch-norm scales during one training run, their epoch-to-epoch distance "
                    "and the early-bird epoch (You et al. 2020).",
-                   early_bird.run_early_bird, early_bird.PARAMS))
+                   early_bird.run_early_bird, early_bird.PARAMS, "early_bird_figures",
+                   check=early_bird.check, old_layout=early_bird.adopt_old_layout))
 _register(Analysis(structured_pruning.NAME, "Structured pruning",
                    "Neuron and filter pruning by L1/L2 norm with the run's rates, with parameter and FLOP counts.",
-                   structured_pruning.run_structured_pruning, structured_pruning.PARAMS))
+                   structured_pruning.run_structured_pruning, structured_pruning.PARAMS, "structured_pruning_figures"))
 
 
 def get_analysis(name: str) -> Analysis:
@@ -89,4 +104,22 @@ def run_analysis(name: str, run_path, params: dict | None = None, **options) -> 
     return analysis.function(run_path, **checked, **options)
 
 
-__all__ = ["ANALYSES", "Analysis", "Param", "get_analysis", "validate", "run_analysis"]
+def stored_results(run_path) -> list[dict]:
+    """The finished analysis results stored in a run directory (analyses/<name>/<hash>/result.json), after
+    converting the files of older layouts once; unreadable results are left out."""
+    run_dir = RunDir.open(run_path)
+    for analysis in ANALYSES.values():
+        if analysis.old_layout is not None:
+            analysis.old_layout(run_dir)
+    results = []
+    for path in sorted(run_dir.path.glob("analyses/*/*/result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if isinstance(result, dict) and result.get("status") == "finished":
+            results.append(result)
+    return results
+
+
+__all__ = ["ANALYSES", "Analysis", "Param", "get_analysis", "validate", "run_analysis", "run_info", "stored_results"]

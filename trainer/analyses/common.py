@@ -8,10 +8,17 @@
 A unit (one retrained round, one trained copy, one interpolation curve) counts as
 done when its record.json exists; it is written last and atomically, so a crash
 or a cancel leaves only the unit in flight to redo, as IMP rounds do.
+
+Run directories written before every study lived here kept two studies elsewhere
+(<run>/early_bird/..., <run>/pruning_at_init/...). Each study converts its own old
+files once, the first time the run is opened for an analysis (`execute(..., old_layout=)`)
+or its results are listed (trainer.analyses.stored_results); `adopt_old_result` stores the
+converted result in this layout and moves the old files under <hash>/old_layout/.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from functools import cached_property
@@ -20,14 +27,16 @@ from typing import Callable
 
 import torch
 
-from trainer import analysis_events as aevents
-from trainer import events, masks
+from trainer.analyses import events as aevents
+from trainer import datasets, events, models
+from trainer.pruning import masks
+from trainer.pruning.channels import bn_producers
 from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import SpecError, TrainingSpec
-from trainer.stacked_train import train_segments
-from trainer.train import PreparedData, SegmentResult, train_segment
+from trainer.training.stacked_loop import train_segments
+from trainer.training.loop import PreparedData, SegmentResult, train_segment
 
 SCHEMA_VERSION = 1
 
@@ -158,7 +167,7 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
 
     All networks share `training` (default: the spec's) and differ in weights, mask and data
     order (`data_seeds`, default the spec's), so several of them (the two copies of a
-    connectivity test) train stacked in one step (trainer.stacked_train; the stack size is
+    connectivity test) train stacked in one step (trainer.training.stacked_loop; the stack size is
     chosen for the model and device). Stops after the first cancelled network.
     """
     data_seeds = data_seeds if data_seeds is not None else [spec.data_seed] * len(models)
@@ -225,17 +234,21 @@ def round_finished(callback: events.Callback, record: dict, **fields) -> None:
 
 def execute(name: str, schema: tuple[Param, ...], run_path, params: dict, body: Callable[[AnalysisContext], dict], *,
             callback: events.Callback, data_dir, stop_requested: Callable[[], bool],
-            prepare: Callable[[dict], dict] | None = None, version: int = 1) -> dict:
+            prepare: Callable[[dict], dict] | None = None, version: int = 1,
+            old_layout: Callable[[RunDir], list[Path]] | None = None) -> dict:
     """Open the analysis and run `body`: cancellation is a status, errors leave an analysis_failed event.
 
     `prepare` may complete the raw parameters before they are validated and hashed; `version`
-    is the analysis's results version (trainer.analyses.params.params_hash).
+    is the analysis's results version (trainer.analyses.params.params_hash); `old_layout`
+    converts the study's files of an older layout of the run directory first.
     """
     try:
         if prepare is not None:
             params = prepare(params)
         context = AnalysisContext(name, schema, run_path, params, callback=callback, data_dir=data_dir,
                                   stop_requested=stop_requested, version=version)
+        if old_layout is not None:
+            old_layout(context.run_dir)
     except Exception as error:
         callback(aevents.make_event(aevents.ANALYSIS_FAILED, name, message=_message(error)))
         raise
@@ -248,5 +261,66 @@ def execute(name: str, schema: tuple[Param, ...], run_path, params: dict, body: 
         raise
 
 
+def adopt_old_result(run_dir: RunDir, name: str, schema: tuple[Param, ...], params: dict, version: int,
+                     result: dict | None, old_path: Path, move: bool = True) -> Path:
+    """Store `result` (a study's result read from `old_path`, a file or directory of an older layout)
+    as the finished result of `params` in this layout, unless one is already there, and move
+    `old_path` under the result directory's old_layout/ (nothing stored is lost). `result` None
+    (an unfinished old result): only the move; `move` False: no move (the old files hold several
+    results and move with the last). Returns the result directory."""
+    params = validate_params(schema, params)
+    directory = run_dir.path / "analyses" / name / params_hash(name, schema, params, version)
+    directory.mkdir(parents=True, exist_ok=True)
+    result_path = directory / "result.json"
+    if result is not None and not result_path.is_file():
+        write_json_atomically(directory / "params.json", params)
+        write_json_atomically(result_path, json_safe({
+            "schema": SCHEMA_VERSION, "analysis": name, "status": "finished", "run_name": run_dir.path.name,
+            "run_dir": str(run_dir.path), "result_dir": str(directory), "params": params, **result,
+            "converted_from": str(old_path.relative_to(run_dir.path))}))
+    if move:
+        target = directory / "old_layout" / old_path.relative_to(run_dir.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(old_path), str(target))
+    return directory
+
+
 def _message(error: Exception) -> str:
     return str(error) if isinstance(error, (SpecError, ValueError)) else f"{type(error).__name__}: {error}"
+
+
+# ---- pre-flight checks (the web form and the CLI) -------------------------------------------
+
+def has_batch_norm(model_name: str, dataset_name: str) -> bool:
+    """Whether the model has batch norms after convs (built on 'meta': no memory, no random numbers)."""
+    info = datasets.DATASETS[dataset_name].info
+    with torch.device("meta"):
+        architecture = models.MODELS[model_name].architecture(info.input_shape, info.num_classes)
+    return bool(bn_producers(architecture))
+
+
+def run_info(run_dir: RunDir) -> dict:
+    """What a study's `check(params, run_info)` may look at, from a run directory. The web app builds
+    the same dict from its rows: model, dataset, has_batch_norm, finished_rounds (the ticket's, replicate 0)."""
+    spec = run_dir.spec
+    return {"model": spec.model, "dataset": spec.dataset, "has_batch_norm": has_batch_norm(spec.model, spec.dataset),
+            "finished_rounds": [r["round"] for r in run_dir.records() if r["status"] == "finished"]}
+
+
+def check_rounds(params: dict, info: dict) -> None:
+    """Every round named in a `rounds` parameter is a finished round of the run (SpecError otherwise)."""
+    finished = set(info["finished_rounds"])
+    for index, round_index in enumerate(params.get("rounds") or []):
+        if round_index not in finished:
+            raise SpecError(f"rounds[{index}]", f"round {round_index} is not a finished round of this run "
+                                                f"(finished: {', '.join(map(str, sorted(finished))) or 'none'})")
+
+
+def no_summary_lines(result: dict) -> list[str]:
+    """For a study whose result has no table to print (its charts are on the result page)."""
+    return []
+
+
+def percent_text(value) -> str:
+    """A fraction as a percentage with two decimals; '-' for no value."""
+    return "-" if value is None else f"{100 * value:.2f}%"

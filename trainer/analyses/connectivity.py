@@ -3,7 +3,7 @@
 From θk of a finished run, either the dense network (round 0) or round r's ticket (its mask
 on θk), two copies train from iteration k to T with different data orders (SGD noise). The
 test error of (1-α)θA + αθB is measured at evenly spaced α (masked networks stay masked;
-batch-norm statistics are recomputed at every point, see trainer.interpolation), and
+batch-norm statistics are recomputed at every point, see trainer.training.interpolation), and
 
     instability = max error on the path - mean of the two end errors;
     the network is stable when instability < 2% (STABILITY_THRESHOLD).
@@ -16,12 +16,13 @@ the run's, the run's mask (found with the run's own rewind point) is paired with
 """
 from __future__ import annotations
 
-from trainer import analysis_events as aevents
-from trainer import events, masks
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
+from trainer.analyses import events as aevents
+from trainer import events
+from trainer.pruning import masks
+from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
-from trainer.interpolation import batch_norm_layers, evaluate_path, evenly_spaced, statistics_batches
+from trainer.training.interpolation import batch_norm_layers, evaluate_path, evenly_spaced, statistics_batches
 from trainer.rundir import save_tensor_dict_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError
@@ -179,3 +180,22 @@ def _curve(context: AnalysisContext, k: int, mask: masks.Mask, seeds: list[int])
                  stable=path["instability"] < STABILITY_THRESHOLD)
     context.save_unit(path_unit, curve)
     return curve
+
+
+def check(params: dict, info: dict) -> None:
+    check_rounds(params, info)
+    if params["round"] not in info["finished_rounds"]:
+        raise SpecError("round", f"round {params['round']} is not a finished round of this run")
+
+
+def summary_lines(result: dict) -> list[str]:
+    lines = [f"round {result['round']} ({100 * result['remaining_fraction']:.1f}% remaining)",
+             f"{'k (it)':>7} {'end errors':>17} {'max error':>9} {'instability':>11} stable"]
+    for curve in result["curves"]:
+        if curve["status"] != "finished":
+            lines.append(f"{curve['rewind_iteration']:>7} {curve['status']}")
+            continue
+        ends = " / ".join(percent_text(e) for e in curve["endpoint_errors"])
+        lines.append(f"{curve['rewind_iteration']:>7} {ends:>17} {percent_text(max(curve['test_error'])):>9} "
+                     f"{percent_text(curve['instability']):>11} {'yes' if curve['stable'] else 'no'}")
+    return lines

@@ -2,11 +2,11 @@
 "Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask"), on a finished IMP run.
 
 Every combination of a criterion (large_final = IMP, large_init, magnitude_increase,
-movement, large_final_same_sign; trainer.criteria), a re-initialisation (rewind to θk,
+movement, large_final_same_sign; trainer.pruning.criteria), a re-initialisation (rewind to θk,
 sign_kept_constant, reshuffled) and what pruned weights hold (zero, frozen_init) is one chain
 of rounds branching off the run's dense round 0: round r prunes the chain's round r-1 result
 (compared with the weights round r-1 started from) with the run's fractions and scope,
-re-initialises the survivors, and trains iterations k..T (trainer.imp_variants).
+re-initialises the survivors, and trains iterations k..T (the masks: trainer.imp.variants).
 large_final + rewind + zero is the IMP run itself: its records are reused, not retrained.
 
 Every round reports its supermask score: the test accuracy of the masked network at its
@@ -18,10 +18,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict
 
-from trainer import criteria, events, structured
+from trainer import events
+from trainer.pruning import criteria, structured
 from trainer.analyses.common import (AnalysisContext, Cancelled, execute, json_safe, round_finished, summary)
 from trainer.analyses.params import Param
-from trainer.imp_variants import Variant, round_started_from, train_variant_round
+from trainer.imp.variants import Variant, variant_mask
+from trainer.seeds import generator
 from trainer.spec import SpecError
 
 NAME = "masking_criteria"
@@ -134,3 +136,36 @@ def ticket_rounds(context: AnalysisContext) -> list[dict]:
         entries.append({**summary(_with_supermask(context, record)),
                         "costs": {view: costs[view] for view in ("dense", "masked", "effective")}})
     return entries
+
+
+# ---- one variant's chain -----------------------------------------------------------------
+def round_start_state(run, variant: Variant, round_index: int, mask, base: dict) -> dict:
+    """`base` with the survivors of `mask` re-initialised as `variant` says (one seeded draw per
+    round, so θk for training and θ0 for the supermask get the same permutation)."""
+    return criteria.reinit_survivors(variant.reinit, base, mask, model_name=run.spec.model,
+                                     generator=generator(run.spec.init_seed, "reinit", variant.name, round_index))
+
+
+def round_started_from(run, variant: Variant, round_index: int, mask) -> dict:
+    """The weights round `round_index` of `variant` trained from: θ0 for the dense round 0, else
+    θk re-initialised by the variant (what the next round's criterion compares with)."""
+    if round_index == 0:
+        return run.theta_init()
+    return round_start_state(run, variant, round_index, mask, run.theta_rewind())
+
+
+def train_variant_round(run, variant: Variant, round_index: int, previous_mask, trained: dict, trained_from: dict):
+    """Round r of `variant` from round r-1's mask, trained weights and the weights they trained
+    from: prune, re-initialise the survivors from θk, score the supermask at θ0, train k..T.
+    Returns (segment, record, mask, model)."""
+    mask = variant_mask(run, variant, previous_mask, trained, trained_from)
+    frozen = variant.masked_weights == "frozen_init"
+    untrained = round_start_state(run, variant, round_index, mask, run.theta_init())
+    supermask = criteria.supermask_score(run.model_with(untrained), mask, run.data.test_x, run.data.test_y,
+                                         frozen_values=untrained if frozen else None)
+    state = round_start_state(run, variant, round_index, mask, run.theta_rewind())
+    model = run.model_with(state)
+    segment, record = run.train_round(round_index, variant.name, model, mask, run.rewind_iteration,
+                                      frozen_values=state if frozen else None)
+    record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask})  # the record holds the costs
+    return segment, record, mask, model

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from trainer import events, masks
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
+from trainer import events
+from trainer.pruning import masks
+from trainer.analyses.common import (AnalysisContext, Cancelled, execute, percent_text, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
 from trainer.spec import SpecError
-from trainer.train import Schedule
+from trainer.training.loop import Schedule
 
 NAME = "retraining"
 # 2: the default mask chain became each mode's own (it was the IMP run's masks)
@@ -174,3 +175,16 @@ def _own_start(context: AnalysisContext, mode: str, round_index: int) -> dict:
     mask = context.unit_mask(_unit(mode, round_index))
     return {name: value * mask[name].to(value.device) if name in mask else value
             for name, value in previous_state.items()}
+
+
+def summary_lines(result: dict) -> list[str]:
+    lines = ["masks: " + ("each mode's own chain (Renda et al.)" if result.get("mask_chain") == "own"
+                          else "the IMP ticket's, for every mode (not Renda et al.'s procedure)")
+             + f"; {result.get('retraining_iterations')} retraining iterations per round for every mode",
+             f"{'mode':<18} {'round':>5} {'% remaining':>11} {'early-stop acc':>14} {'final acc':>9}"]
+    for mode, entries in result["modes"].items():
+        for entry in entries:
+            lines.append(f"{mode:<18} {entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
+                         f"{percent_text(entry['early_stop'].get('test_accuracy')):>14} "
+                         f"{percent_text(entry['final'].get('test_accuracy')):>9}")
+    return lines

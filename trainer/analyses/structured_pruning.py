@@ -6,22 +6,23 @@ structurally prunable layer (all conv/linear weights but the output layer's; per
 overrides and scope as in the run's spec), rewinds the survivors to θk and trains k..T.
 Every round reports its cost beside its sparsity: parameters and multiply-accumulates of
 the dense architecture, of the surviving weights, and of the shrunk dense-equivalent
-network (trainer.structured.count_flops_and_parameters); the run's tickets get theirs too.
-A weight survives only between two live units (trainer.structured.effective_mask): a pruned
+network (trainer.pruning.structured.count_flops_and_parameters); the run's tickets get theirs too.
+A weight survives only between two live units (trainer.pruning.structured.effective_mask): a pruned
 neuron also removes its column in the next layer, so % remaining is the effective fraction.
 """
 from __future__ import annotations
 
-from trainer import events, structured
+from trainer import events
+from trainer.pruning import structured
 from trainer.analyses.common import AnalysisContext, execute
 from trainer.analyses.masking_criteria import RESULTS_VERSION as CHAINS_VERSION, run_chains
 from trainer.analyses.params import Param
-from trainer.imp_variants import Variant
+from trainer.imp.variants import Variant
 from trainer.spec import SpecError
 
 NAME = "structured_pruning"
 # run_chains' results version plus one: % remaining counts only weights between live units, and dead
-# units' biases and batch norms train at 0 (trainer.structured), so older results mean something else
+# units' biases and batch norms train at 0 (trainer.pruning.structured), so older results mean something else
 RESULTS_VERSION = CHAINS_VERSION + 1
 
 PARAMS = (

@@ -21,15 +21,16 @@ import math
 
 import torch
 
-from trainer import datasets, events, masks, models, structured
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, round_finished, round_started,
+from trainer import datasets, events, models
+from trainer.pruning import masks, structured
+from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished, round_started,
                                      segment_record, summary, train_networks)
 from trainer.analyses.params import Param
 from trainer.rundir import RunDir, RunDirError, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError
 from trainer.steps import Step
-from trainer.train import PreparedData, resolve_device
+from trainer.training.loop import PreparedData, resolve_device
 
 NAME = "transfer"
 CONTROLS = ("random_reinit",)
@@ -237,3 +238,36 @@ def _train(context: AnalysisContext, unit: str, network: str, round_index: int, 
     context.save_unit(unit, record)
     round_finished(context.callback, record)
     return record
+
+
+def check(params: dict, info: dict) -> None:
+    check_rounds(params, info)
+    target = params.get("target_dataset")
+    if target is None and params.get("target_run") is None:
+        raise SpecError("target_dataset", "choose the dataset to train the ticket on (or a target run)")
+    if target is not None:
+        if target not in datasets.DATASETS:
+            raise SpecError("target_dataset", f"unknown dataset {target!r}")
+        source_shape = tuple(datasets.DATASETS[info["dataset"]].info.input_shape)
+        target_shape = tuple(datasets.DATASETS[target].info.input_shape)
+        if target_shape != source_shape:
+            raise SpecError("target_dataset", f"{target} inputs are {target_shape}, the ticket's are {source_shape}")
+
+
+def summary_lines(result: dict) -> list[str]:
+    target = {r["round"]: r for r in (result["target"] or {}).get("rounds", [])}
+    layer = result["output_layer"]
+    lines = [f"{result['source']['dataset']} -> {result['target_dataset']['name']}; output layer "
+             f"{'re-initialised (' + layer['mask'] + ')' if layer['reinitialised'] else 'kept'}",
+             f"{'round':>5} {'% remaining':>11} {'source acc':>10} {'transfer acc':>12} "
+             + " ".join(f"{kind:>14}" for kind in result["controls"]) + f" {'target ticket':>13}"]
+    controls = {kind: {e["round"]: e for e in entries} for kind, entries in result["controls"].items()}
+    for entry in result["transfer"]:
+        found = target.get(entry["round"])
+        lines.append(f"{entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
+                     f"{percent_text(entry['source_early_stop'].get('test_accuracy')):>10} "
+                     f"{percent_text(entry['early_stop'].get('test_accuracy')):>12} "
+                     + " ".join(f"{percent_text(controls[k][entry['round']]['early_stop'].get('test_accuracy')):>14}"
+                                for k in controls)
+                     + f" {percent_text(found['early_stop'].get('test_accuracy')) if found else '':>13}")
+    return lines

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from trainer import datasets, events
+from trainer.analyses import run_analysis
+from trainer.imp import run_experiment
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec, SpecError
 
@@ -194,7 +196,6 @@ class Session:
 
     def experiment(self, step: Step, planned_before: int) -> dict:
         """Run (or resume) the step's experiment; its results dict."""
-        from trainer.imp import run_experiment
         self._check_stop()
         results = run_experiment(ExperimentSpec.from_dict(step.spec), self.runs_root, callback=self.forward,
                                  data_dir=self.data_dir, stop_requested=self.stop_requested)
@@ -206,7 +207,6 @@ class Session:
 
     def analysis(self, step: Step, planned_before: int) -> dict:
         """Run (or resume) the step's analysis on the run of the step's spec (which must exist)."""
-        from trainer.analyses import run_analysis
         self._check_stop()
         run_path = self.run_path(step)
         if not (run_path / "spec.json").is_file():  # an analysis that needs only θ0 (early-bird)

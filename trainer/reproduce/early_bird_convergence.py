@@ -17,6 +17,7 @@ window + 1, so a budget with fewer than 5 × (window + 1) epochs cannot show 20%
 """
 from __future__ import annotations
 
+from trainer.analyses import early_bird
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide, full_spec,
                                     image_dataset, points)
 
@@ -48,7 +49,7 @@ def steps(budget: str, data_dir) -> list[Step]:
               "train_examples": train_examples, "test_examples": test_examples, "one_shot_imp": False}
     # the analysis needs only θ0 of the run directory: no IMP training (Session creates the directory)
     return [Step("early-bird search and ticket (ResNet-20)", early_bird_spec(budget, data_dir), 2,
-                 analysis="early_bird", params=params)]
+                 analysis=early_bird.NAME, params=params)]
 
 
 def measure(session, protocol_steps: list[Step]) -> dict:

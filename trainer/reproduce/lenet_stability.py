@@ -16,6 +16,7 @@ difference of less than a point), or when a copy diverged.
 """
 from __future__ import annotations
 
+from trainer.analyses import connectivity
 from trainer.analyses.connectivity import STABILITY_THRESHOLD
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
                                     experiment_trainings, lenet_spec, missing)
@@ -37,7 +38,7 @@ def stability_spec(budget: str, data_dir) -> dict:
 def steps(budget: str, data_dir) -> list[Step]:
     spec = stability_spec(budget, data_dir)
     return [Step("LeNet-300-100 dense training (round 0)", spec, experiment_trainings(spec)),
-            Step("instability of two copies from θ0", spec, 2, analysis="connectivity",
+            Step("instability of two copies from θ0", spec, 2, analysis=connectivity.NAME,
                  params={"round": 0, "rewind_steps": ["0it"], "points": BUDGET_SETTINGS[budget][2]})]
 
 

@@ -18,6 +18,7 @@ points, fails when < -1.5 points, is undecided in between.
 from __future__ import annotations
 
 from trainer import replicate_stats
+from trainer.analyses import retraining
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
                                     experiment_trainings, lenet_spec, missing, points,
                                     signed_points)
@@ -47,7 +48,7 @@ def steps(budget: str, data_dir) -> list[Step]:
     spec = retraining_spec(budget, data_dir)
     rounds = spec["pruning"]["rounds"]
     return [Step("LeNet-300-100 IMP with a step LR schedule (weight rewinding)", spec, experiment_trainings(spec)),
-            Step("LR rewinding and fine-tuning of every round", spec, 2 * rounds, analysis="retraining", params={})]
+            Step("LR rewinding and fine-tuning of every round", spec, 2 * rounds, analysis=retraining.NAME, params={})]
 
 
 def measure(session, protocol_steps: list[Step]) -> dict:

@@ -16,6 +16,7 @@ undecided in between.
 from __future__ import annotations
 
 from trainer import datasets
+from trainer.analyses import masking_criteria
 from trainer.reproduce import tickets_vs_dense
 from trainer.reproduce.base import FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide, missing, points
 
@@ -27,7 +28,7 @@ IMP_ONLY = {"criteria": ["large_final"], "reinits": ["rewind"], "masked_weights"
 
 def steps(budget: str, data_dir) -> list[Step]:
     imp = tickets_vs_dense.lenet_imp_step(budget, data_dir)
-    return [imp, Step("supermask scores of the IMP masks at θ0", imp.spec, 0, analysis="masking_criteria",
+    return [imp, Step("supermask scores of the IMP masks at θ0", imp.spec, 0, analysis=masking_criteria.NAME,
                       params=IMP_ONLY)]
 
 

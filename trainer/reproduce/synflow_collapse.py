@@ -23,6 +23,7 @@ one tested).
 from __future__ import annotations
 
 from trainer import datasets, replicate_stats
+from trainer.analyses import pruning_at_init
 from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
                                     experiment_trainings, lenet_spec, missing, points)
 
@@ -48,7 +49,7 @@ def steps(budget: str, data_dir) -> list[Step]:
     params = {"methods": list(METHODS), "rounds": [1], "scope": "global",
               "synflow_iterations": BUDGET_SETTINGS[budget][2], "score_examples": 256}
     return [Step("LeNet-300-100 one-shot IMP to ~0.1% remaining", spec, experiment_trainings(spec)),
-            Step("pruning at initialisation to the same sparsity", spec, len(METHODS), analysis="pruning_at_init",
+            Step("pruning at initialisation to the same sparsity", spec, len(METHODS), analysis=pruning_at_init.NAME,
                  params=params)]
 
 

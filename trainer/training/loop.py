@@ -17,8 +17,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from trainer import datasets, events, structured
-from trainer.masks import FrozenAtInitEnforcer, Mask, MaskEnforcer
+from trainer import datasets, events
+from trainer.pruning import structured
+from trainer.pruning.masks import FrozenAtInitEnforcer, Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.steps import Step, full_batches

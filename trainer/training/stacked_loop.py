@@ -1,4 +1,4 @@
-"""The training loop for K stacked networks: trainer.train.train_segment, K networks per step.
+"""The training loop for K stacked networks: trainer.training.loop.train_segment, K networks per step.
 
 Each network keeps what it would have alone: its own data order and augmentation (seeded by
 its own data seed), its own mask, optimizer state and learning-rate multiplier, its own
@@ -15,13 +15,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from trainer import datasets, events, structured
-from trainer.masks import Mask, MaskEnforcer
+from trainer import datasets, events
+from trainer.pruning import structured
+from trainer.pruning.masks import Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec
-from trainer.stacked import (StackedOptimizer, chunks, choose_stack_size, load_network_state, per_network_cross_entropy,
+from trainer.training.stacked import (StackedOptimizer, chunks, choose_stack_size, load_network_state, per_network_cross_entropy,
                              repeat_inputs, stack_masks, stack_states, stack_inputs, unstack_state, unstack_states)
-from trainer.train import EVAL_BATCH_SIZE, PreparedData, Schedule, SegmentResult, _clean, train_segment
+from trainer.training.loop import EVAL_BATCH_SIZE, PreparedData, Schedule, SegmentResult, _clean, train_segment
 
 
 @torch.no_grad()

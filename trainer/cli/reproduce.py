@@ -1,6 +1,6 @@
 """`python -m trainer reproduce --list | NAME | all`: the reproduction checks from a terminal.
 
-Hooked into trainer/cli.py by `add_reproduce_command(commands)` and the handler
+Hooked into trainer/cli/main.py by `add_reproduce_command(commands)` and the handler
 `command_reproduce`. Progress: a tqdm bar per check on a terminal (check_progress events), a
 plain line per finished training otherwise; then the verdict table. Exit code 0 when every
 check ran to a verdict (PASS, FAIL or INCONCLUSIVE alike), 1 when one failed.
@@ -11,6 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from trainer.cli.display import UsageError, default_runs_dir
 from trainer.reproduce import BUDGETS, CHECK_PROGRESS, CHECKS, get_check, run_check
 
 
@@ -34,7 +37,6 @@ def add_reproduce_command(subparsers) -> argparse.ArgumentParser:
 
 
 def command_reproduce(args) -> int:
-    from trainer.cli import UsageError, default_runs_dir
     if args.list:
         print_list()
         return 0
@@ -93,7 +95,6 @@ class CheckProgress:
             return
         if self.interactive:
             if self.bar is None:
-                from tqdm import tqdm
                 self.bar = tqdm(total=event["total"], desc=self.name, file=self.stream, leave=False, unit="training")
             self.bar.n = event["done"]
             self.bar.set_postfix_str(event["message"][:40], refresh=True)

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.masks import Mask
+from trainer import models
+from trainer.pruning.masks import Mask
 
 CPU_STACK_CAP = 8  # more networks per step stop paying off on a few CPU cores
 CUDA_STACK_CAP = 64
@@ -395,7 +396,6 @@ def choose_stack_size(model_name: str, input_shape, batch_size: int, device, num
     device = torch.device(device)
     if device.type != "cuda":
         # measured on 2 cores: stacked matmuls 2.0x per network at K=4, stacked convs 0.8x (memory-bound copies)
-        from trainer import models
         has_conv = any("conv" in name for name in models.prunable_parameter_names(model_name, input_shape, num_classes))
         return 1 if has_conv else CPU_STACK_CAP
     free_bytes, _ = torch.cuda.mem_get_info(device)
@@ -406,8 +406,6 @@ def choose_stack_size(model_name: str, input_shape, batch_size: int, device, num
 def estimate_training_bytes(model_name: str, input_shape, batch_size: int, num_classes: int = 10,
                             optimizer: str = "sgd") -> int:
     """Rough bytes one network needs in a stacked training step (traced on 'meta': no memory, no compute)."""
-    from trainer import models  # local: models imports nothing from here, but keep this module light
-
     entry = models._entry(model_name)  # raises the registry's error for an unknown name
     with torch.device("meta"):
         model = entry.architecture(tuple(input_shape), num_classes)

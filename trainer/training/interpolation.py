@@ -19,8 +19,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from trainer.masks import Mask, apply_mask
-from trainer.train import evaluate
+from trainer.pruning.masks import Mask, apply_mask
+from trainer.training.loop import evaluate
 
 
 def evenly_spaced(points: int) -> list[float]:

@@ -7,39 +7,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import types
 import typing
 from pathlib import Path
 
-from trainer import datasets, events, models, replicate_stats, verdict
-from trainer.analyses.cli import add_analysis_commands, command_analyze
-from trainer.reproduce.cli import add_reproduce_command, command_reproduce
-from trainer.rundir import RunDirError
+from trainer import datasets, models
+from trainer.cli.analyze import add_analysis_commands, command_analyze
+from trainer.cli.display import (Parser, Progress, UsageError, default_runs_dir, percent_text, read_json_object,
+                                 summary_table)
+from trainer.cli.reproduce import add_reproduce_command, command_reproduce
+from trainer.imp import run_controls_on, run_experiment, train_ticket
+from trainer.rundir import RunDir, RunDirError
 from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
 from trainer.steps import StepFormatError
-from trainer.tickets import TicketError
+from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload
+from trainer.training.loop import apply_thread_setting
 
 USER_ERRORS = (SpecError, datasets.DatasetError, RunDirError, StepFormatError, TicketError)
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr, exit 2 (argparse's default prints usage too)
-        raise UsageError(message)
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("LOTTERYWEB_RUNS_DIR", "runs"))
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m trainer", description="Lottery-ticket experiments: IMP with rewinding and controls.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="python -m trainer", description="Lottery-ticket experiments: IMP with rewinding and controls.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = commands.add_parser("run", help="Run (or resume) an IMP experiment.")
     run.add_argument("--spec", type=Path, help="Spec JSON file; flags below override its fields.")
@@ -121,21 +111,6 @@ def _parse_flag(text: str, hint, dotted: str):
     return text
 
 
-def read_json_object(path: Path, what: str) -> dict:
-    """A JSON object from a file; SpecError(what, ...) says what is wrong with the file."""
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        raise SpecError(what, f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise SpecError(what, f"{path} is not UTF-8 text (byte {error.start}); it must be a JSON file") from None
-    except json.JSONDecodeError as error:
-        raise SpecError(what, f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(data, dict):
-        raise SpecError(what, f"{path} must hold a JSON object")
-    return data
-
-
 def spec_from_args(args) -> ExperimentSpec:
     data: dict = {}
     if args.spec is not None:
@@ -154,118 +129,9 @@ def spec_from_args(args) -> ExperimentSpec:
     return ExperimentSpec.from_dict(data)
 
 
-# ---- progress display -------------------------------------------------------------------
-
-class Progress:
-    """Consumes trainer events: a tqdm bar per round on a terminal, plain lines otherwise."""
-
-    def __init__(self, stream=sys.stderr, quiet: bool = False):
-        self.stream = stream
-        self.quiet = quiet
-        self.interactive = stream.isatty()
-        self.bar = None
-        self.position = 0
-
-    def __call__(self, event: dict) -> None:
-        if self.quiet:
-            return
-        kind, network = event["type"], event.get("network", events.TICKET)
-        names = ([] if network == events.TICKET else [network]) + ([f"replicate {event['replicate']}"]
-                                                                  if event.get("replicate") else [])
-        label = f" [{', '.join(names)}]" if names else ""
-        if kind == events.RUN_STARTED:
-            resumed = event["resumed_rounds"]
-            self._line(f"run {event['run_name']} in {event['run_dir']}"
-                       + (f" (resuming: rounds {resumed} done)" if resumed else ""))
-        elif kind == events.ROUND_STARTED:
-            total = event["end_iteration"] - event["start_iteration"]
-            self.position = event["start_iteration"]
-            description = f"round {event['round']}{label} {100 * event['remaining_fraction']:.1f}% left"
-            if self.interactive:
-                from tqdm import tqdm
-                self.bar = tqdm(total=total, desc=description, file=self.stream, leave=False, unit="it")
-            else:
-                self._line(f"{description}: training iterations {event['start_iteration']}..{event['end_iteration']}")
-        elif kind == events.METRICS and self.bar is not None:
-            self.bar.update(event["iteration"] - self.position)
-            self.position = event["iteration"]
-            if event["train_loss"] is not None:
-                self.bar.set_postfix(loss=f"{event['train_loss']:.3f}", refresh=False)
-        elif kind == events.EVAL and not self.interactive:
-            self._line(f"  round {event['round']}{label} it {event['iteration']}: "
-                       f"val acc {_pct(event['val_accuracy'])} test acc {_pct(event['test_accuracy'])}")
-        elif kind == events.ROUND_FINISHED:
-            self._close_bar()
-            summary = event["summary"]
-            self._line(f"round {event['round']}{label} {summary['status']}: {100 * summary['remaining_fraction']:.1f}% left, "
-                       + (f"early stop at it {summary['early_stop'].get('iteration')}, "
-                          f"test acc {_pct(summary['early_stop'].get('test_accuracy'))} " if summary["early_stop"] else
-                          f"no early stop, test acc at the end {_pct(summary['final'].get('test_accuracy'))} ")
-                       + f"({summary['wall_seconds']:.1f} s)")
-        elif kind == events.ROUND_SKIPPED:
-            self._line(f"round {event['round']}{label}: already done, skipped")
-        elif kind == events.RUN_FINISHED:
-            self._close_bar()
-            self._line(f"run {event['status']}: {event['results_path']}")
-
-    def _close_bar(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def _line(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def summary_table(results: dict) -> str:
-    """One row per round: the ticket's accuracy (mean and range when there are replicates) and its controls'."""
-    kinds = sorted(results.get("controls", {}))
-    replicates = 1 + len(results.get("replicates", []))
-    bands = {network: replicate_stats.round_bands(results, network) for network in [events.TICKET, *kinds]}
-    own = "replicate 0 " if replicates > 1 else ""
-    header = ["round", "% remaining", "effective params", "early-stop it", f"{own}test acc (early stop)", f"{own}test acc (end)"]
-    if replicates > 1:
-        header += [f"mean of {replicates} replicates", "min-max"]
-    early_stopping = results.get("dataset", {}).get("validation_size", 1) > 0
-    point = "early stop" if early_stopping else "end"
-    header += [f"{kind} ({point})" for kind in kinds] + ["status"]
-    rows = []
-    for record in results["rounds"]:
-        round_index = record["round"]
-        effective = record.get("effective_parameters")  # absent from results made before it existed
-        row = [str(round_index), f"{100 * record['remaining_fraction']:.1f}",
-               "-" if effective is None else f"{effective:,}",
-               str(record["early_stop"].get("iteration", "-")),
-               _pct(record["early_stop"].get("test_accuracy")), _pct(record["final"].get("test_accuracy"))]
-        ticket = bands[events.TICKET].get(round_index)
-        if replicates > 1:
-            row += [_pct(ticket["mean"]) + f" (n={ticket['count']})" if ticket else "-",
-                    f"{_pct(ticket['min'])}-{_pct(ticket['max'])}" if ticket else "-"]
-        for kind in kinds:
-            control = bands[kind].get(round_index)
-            row.append(_pct(control["mean"]) if control else "")
-        row.append(record["status"])
-        rows.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
-    if replicates > 1 and kinds:
-        lines.append("(control columns: mean over the replicates)")
-    if not early_stopping:
-        lines.append("(no validation split: no early stop; every accuracy is at the end of training)")
-    # a results.json written before the verdicts existed gets them computed from its rounds
-    lines += verdict.summary_lines(results.get("verdicts") or verdict.of_results(results))
-    return "\n".join(lines)
-
-
 # ---- commands ---------------------------------------------------------------------------
 
 def command_run(args) -> int:
-    from trainer.imp import run_experiment
     spec = spec_from_args(args)
     results = run_experiment(spec, args.runs_dir or default_runs_dir(), callback=Progress(quiet=args.quiet),
                              data_dir=args.data_dir)
@@ -274,7 +140,6 @@ def command_run(args) -> int:
 
 
 def command_controls(args) -> int:
-    from trainer.imp import run_controls_on
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     for kind in kinds:
         if kind not in CONTROL_KINDS:
@@ -314,8 +179,6 @@ def command_list(args) -> int:
 
 
 def command_export_ticket(args) -> int:
-    from trainer.rundir import RunDir
-    from trainer.tickets import save_ticket, ticket_payload
     payload = ticket_payload(RunDir.open(args.run_dir), args.round, args.replicate)
     save_ticket(payload, args.output)
     print(f"wrote {args.output}: round {args.round} of replicate {args.replicate}, "
@@ -324,13 +187,12 @@ def command_export_ticket(args) -> int:
 
 
 def command_retrain(args) -> int:
-    from trainer.tickets import load_ticket, train_ticket
     payload = load_ticket(args.ticket)
     record = train_ticket(payload, data_dir=args.data_dir, callback=Progress(quiet=args.quiet))
     before = payload.get("test_accuracy")
     print(f"ticket of round {payload['round']} ({100 * record['remaining_fraction']:.3g}% of weights): "
-          f"test accuracy {_pct(record['early_stop'].get('test_accuracy'))} at early stop "
-          f"(iteration {record['early_stop'].get('iteration')}); in its run: {_pct(before)}")
+          f"test accuracy {percent_text(record['early_stop'].get('test_accuracy'))} at early stop "
+          f"(iteration {record['early_stop'].get('iteration')}); in its run: {percent_text(before)}")
     return 0 if record["status"] == "finished" else 1
 
 
@@ -342,7 +204,6 @@ COMMANDS = {"run": command_run, "controls": command_controls, "show": command_sh
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from trainer.train import apply_thread_setting
         apply_thread_setting()
         return COMMANDS[args.command](args)
     except UsageError as error:

@@ -19,6 +19,7 @@ iterations k..T as the ticket they control), and one trains from scratch:
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +27,16 @@ from typing import Callable
 
 import torch
 
-from trainer import events, masks, models, pruning, structured, verdict
+from trainer import events, models, verdict
+from trainer.imp import variants
+from trainer.pruning import masks, rules, structured
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import ExperimentSpec
 from trainer.steps import Step
-from trainer.stacked import choose_stack_size, chunks
-from trainer.stacked_train import train_segments_stacked
-from trainer.train import PreparedData, prepare_data, resolve_device, train_segment
+from trainer.training.stacked import choose_stack_size, chunks
+from trainer.training.stacked_loop import train_segments_stacked
+from trainer.training.loop import PreparedData, prepare_data, resolve_device, train_segment
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -155,8 +158,8 @@ class Run:
         """The fraction of survivors one round prunes, overall and per overridden layer."""
         spec = self.spec.pruning
         if spec.schedule == "one_shot":
-            return (pruning.one_shot_fraction(spec.fraction, spec.rounds),
-                    {n: pruning.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()})
+            return (rules.one_shot_fraction(spec.fraction, spec.rounds),
+                    {n: rules.one_shot_fraction(f, spec.rounds) for n, f in spec.layer_fractions.items()})
         return spec.fraction, dict(spec.layer_fractions)
 
     def next_mask(self, previous_mask: masks.Mask, trained: dict, round_index: int,
@@ -170,16 +173,15 @@ class Run:
         replicate = self._replicate(replicate)
         fraction, layer_fractions = self.round_fractions()
         if spec.strategy == "magnitude" and (spec.criterion != "large_final" or spec.structure != "unstructured"):
-            from trainer import imp_variants  # the variants build on this module's Run
-            variant = imp_variants.Variant(criterion=spec.criterion, structure=spec.structure, norm=spec.unit_norm)
+            variant = variants.Variant(criterion=spec.criterion, structure=spec.structure, norm=spec.unit_norm)
             if started_from is None:
                 started_from = self.theta_init(replicate) if round_index == 1 else self.theta_rewind(replicate)
-            return imp_variants.variant_mask(self, variant, previous_mask, trained, started_from)
+            return variants.variant_mask(self, variant, previous_mask, trained, started_from)
         if spec.strategy == "magnitude":
-            scores = pruning.magnitude_scores({name: trained[name] for name in previous_mask})
+            scores = rules.magnitude_scores({name: trained[name] for name in previous_mask})
         else:
-            scores = pruning.random_scores(previous_mask, generator(replicate.init_seed, "random_pruning", round_index))
-        return pruning.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
+            scores = rules.random_scores(previous_mask, generator(replicate.init_seed, "random_pruning", round_index))
+        return rules.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
 
     def stack_size(self) -> int:
         return self.spec.stack_size or choose_stack_size(
@@ -243,7 +245,7 @@ class Run:
             return self.fresh_model(derive_seed(replicate.init_seed, "random_reinit", round_index) % (2**31)), ticket_mask
         if kind == "random_prune":
             return (self.model_with(self.theta_rewind(replicate)),
-                    pruning.random_mask_like(ticket_mask, generator(replicate.init_seed, "random_prune", round_index)))
+                    rules.random_mask_like(ticket_mask, generator(replicate.init_seed, "random_prune", round_index)))
         raise ValueError(f"unknown control {kind!r}")
 
     def run_controls(self, kinds: list[str], rounds: list[int]) -> str:
@@ -386,3 +388,15 @@ def run_controls_on(run_path: Path, kinds: list[str], rounds: list[int], *, call
 def _summary(record: dict) -> dict:
     """A round record without its curves: small enough for an event."""
     return {k: v for k, v in record.items() if k not in ("curve", "train_loss")}
+
+
+def train_ticket(payload: dict, *, data_dir=None, callback: events.Callback = events.ignore) -> dict:
+    """Train a loaded ticket again: its mask on θk, iterations k..T of its spec; the round record."""
+    spec = ExperimentSpec.from_dict(payload["spec"])
+    with tempfile.TemporaryDirectory() as scratch:
+        run = Run(spec, RunDir(Path(scratch), spec), data_dir, callback)  # no run directory of its own
+        model = run.model_with(payload["theta_rewind"])
+        mask = {name: tensor.to(run.device) for name, tensor in payload["mask"].items()}
+        start = run.rewind_iteration if payload["round"] else 0
+        _, record = run.train_round(payload["round"], events.TICKET, model, mask, start)
+    return record

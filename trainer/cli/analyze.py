@@ -1,20 +1,21 @@
 """`python -m trainer analyze RUN_DIR NAME --param value`: analyses from a terminal.
 
 One sub-command per registered analysis; its flags come from the analysis's parameter
-schema (help strings and defaults shown in --help). Hooked into trainer/cli.py by
+schema (help strings and defaults shown in --help). Hooked into trainer/cli/main.py by
 `add_analysis_commands(commands)` and the handler `command_analyze`.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from trainer import analysis_events as aevents
+from trainer.analyses import events as aevents
 from trainer import events
-from trainer.analyses import ANALYSES, get_analysis
+from trainer.analyses import ANALYSES, get_analysis, run_info
 from trainer.analyses.params import parse_text
+from trainer.cli.display import Progress
+from trainer.rundir import RunDir
 
 
 def add_analysis_commands(subparsers) -> argparse.ArgumentParser:
@@ -55,10 +56,9 @@ def params_from_args(args) -> dict:
 class AnalysisProgress:
     """The run's progress display, plus lines for the analysis's own events."""
 
-    def __init__(self, stream=sys.stderr, quiet: bool = False):
-        from trainer.cli import Progress
+    def __init__(self, stream=None, quiet: bool = False):
         self.inner = Progress(stream, quiet)
-        self.stream, self.quiet = stream, quiet
+        self.stream, self.quiet = self.inner.stream, quiet
 
     def __call__(self, event: dict) -> None:
         if self.quiet:
@@ -82,54 +82,16 @@ class AnalysisProgress:
 def command_analyze(args) -> int:
     analysis = get_analysis(args.analysis)
     params = params_from_args(args)
+    analysis.check(params, run_info(RunDir.open(args.run_dir)))
     result = analysis.function(args.run_dir, **params, callback=AnalysisProgress(quiet=args.quiet),
                                data_dir=args.data_dir)
     print(summary_text(result))
     return 0 if result["status"] == "finished" else 1
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def summary_text(result: dict) -> str:
-    """A small table per analysis."""
+    """The result file's path and the study's own summary lines."""
     if result["status"] != "finished":
         return f"{result['analysis']}: {result['status']} (run the same command again to resume)"
     lines = [f"{result['analysis']}: {result['result_dir']}/result.json"]
-    if result["analysis"] == "retraining":
-        lines.append("masks: " + ("each mode's own chain (Renda et al.)" if result.get("mask_chain") == "own"
-                                  else "the IMP ticket's, for every mode (not Renda et al.'s procedure)")
-                     + f"; {result.get('retraining_iterations')} retraining iterations per round for every mode")
-        lines.append(f"{'mode':<18} {'round':>5} {'% remaining':>11} {'early-stop acc':>14} {'final acc':>9}")
-        for mode, entries in result["modes"].items():
-            for entry in entries:
-                lines.append(f"{mode:<18} {entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
-                             f"{_pct(entry['early_stop'].get('test_accuracy')):>14} "
-                             f"{_pct(entry['final'].get('test_accuracy')):>9}")
-    elif result["analysis"] == "connectivity":
-        lines.append(f"round {result['round']} ({100 * result['remaining_fraction']:.1f}% remaining)")
-        lines.append(f"{'k (it)':>7} {'end errors':>17} {'max error':>9} {'instability':>11} stable")
-        for curve in result["curves"]:
-            if curve["status"] != "finished":
-                lines.append(f"{curve['rewind_iteration']:>7} {curve['status']}")
-                continue
-            ends = " / ".join(_pct(e) for e in curve["endpoint_errors"])
-            lines.append(f"{curve['rewind_iteration']:>7} {ends:>17} {_pct(max(curve['test_error'])):>9} "
-                         f"{_pct(curve['instability']):>11} {'yes' if curve['stable'] else 'no'}")
-    elif result["analysis"] == "transfer":
-        target = {r["round"]: r for r in (result["target"] or {}).get("rounds", [])}
-        lines.append(f"{result['source']['dataset']} -> {result['target_dataset']['name']}; output layer "
-                     f"{'re-initialised (' + result['output_layer']['mask'] + ')' if result['output_layer']['reinitialised'] else 'kept'}")
-        lines.append(f"{'round':>5} {'% remaining':>11} {'source acc':>10} {'transfer acc':>12} "
-                     + " ".join(f"{kind:>14}" for kind in result["controls"]) + f" {'target ticket':>13}")
-        controls = {kind: {e["round"]: e for e in entries} for kind, entries in result["controls"].items()}
-        for entry in result["transfer"]:
-            found = target.get(entry["round"])
-            lines.append(f"{entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
-                         f"{_pct(entry['source_early_stop'].get('test_accuracy')):>10} "
-                         f"{_pct(entry['early_stop'].get('test_accuracy')):>12} "
-                         + " ".join(f"{_pct(controls[k][entry['round']]['early_stop'].get('test_accuracy')):>14}"
-                                    for k in controls)
-                         + f" {_pct(found['early_stop'].get('test_accuracy')) if found else '':>13}")
-    return "\n".join(lines)
+    return "\n".join(lines + get_analysis(result["analysis"]).summary_lines(result))

@@ -2,7 +2,7 @@
 
 Every method scores the prunable weights of θ0 (keep-scores: higher survives)
 and `prune_to_remaining` cuts to an exact target count with
-`pruning.prune_by_scores`, so counts and ties follow the IMP rules:
+`rules.prune_by_scores`, so counts and ties follow the IMP rules:
 
     snip       |g ⊙ w|, g the loss gradient on one data batch (Lee et al. 2019)
     grasp      (H g) ⊙ w on one batch; the paper's score is S = -(H g) ⊙ w and it
@@ -18,19 +18,12 @@ signal and trains to chance. `collapsed_layers` names them.
 from __future__ import annotations
 
 import copy
-import json
-import time
-from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from trainer import events, masks, pruning
-from trainer.masks import Mask
-from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomically
-from trainer.seeds import generator
-from trainer.spec import ExperimentSpec
+from trainer.pruning import masks, rules
+from trainer.pruning.masks import Mask
 
 METHODS = ("snip", "grasp", "synflow", "random", "magnitude")
 GRASP_TEMPERATURE = 200.0  # the GraSP paper divides the logits by T = 200
@@ -95,13 +88,13 @@ def synflow_scores(model: torch.nn.Module, names, input_shape, mask: Mask | None
 
 def magnitude_scores(model: torch.nn.Module, names) -> dict[str, torch.Tensor]:
     parameters = dict(model.named_parameters())
-    return pruning.magnitude_scores({name: parameters[name] for name in names})
+    return rules.magnitude_scores({name: parameters[name] for name in names})
 
 
 # ---- cutting to a target ------------------------------------------------------------------
 def remaining_count(remaining_fraction: float, total: int) -> int:
     """Weights kept of `total` at `remaining_fraction` (the count prune_by_scores would keep)."""
-    return total - pruning.prune_count(1.0 - remaining_fraction, total)
+    return total - rules.prune_count(1.0 - remaining_fraction, total)
 
 
 def prune_to_remaining(mask: Mask, scores: dict[str, torch.Tensor], remaining_fraction: float,
@@ -114,14 +107,14 @@ def prune_to_remaining(mask: Mask, scores: dict[str, torch.Tensor], remaining_fr
         keep = remaining_count(remaining_fraction, total)
         if survivors <= keep:
             return {name: m.clone() for name, m in mask.items()}
-        return pruning.prune_by_scores(mask, scores, (survivors - keep) / survivors, "global")
+        return rules.prune_by_scores(mask, scores, (survivors - keep) / survivors, "global")
     if scope == "layerwise":
         layer_fractions = {}
         for name, m in mask.items():
             survivors, keep = int(m.sum()), remaining_count(remaining_fraction, m.numel())
             if survivors > keep:
                 layer_fractions[name] = (survivors - keep) / survivors
-        return pruning.prune_by_scores(mask, scores, 0.0, "layerwise", layer_fractions)
+        return rules.prune_by_scores(mask, scores, 0.0, "layerwise", layer_fractions)
     raise ValueError(f"unknown pruning scope {scope!r}")
 
 
@@ -153,99 +146,9 @@ def pruning_at_init_mask(method: str, model: torch.nn.Module, mask: Mask, remain
     elif method == "grasp":
         scores = grasp_scores(model, names, inputs, targets, mask)
     elif method == "random":
-        scores = pruning.random_scores(mask, random_generator)
+        scores = rules.random_scores(mask, random_generator)
     elif method == "magnitude":
         scores = magnitude_scores(model, names)
     else:
         raise ValueError(f"unknown pruning-at-init method {method!r}; choose one of {', '.join(METHODS)}")
     return prune_to_remaining(mask, scores, remaining_fraction, scope)
-
-
-# ---- entry point --------------------------------------------------------------------------
-def _branch_dir(run_dir: RunDir, method: str, remaining_fraction: float) -> Path:
-    return run_dir.path / "pruning_at_init" / method / f"remaining_{remaining_fraction:.6f}"
-
-
-def collect_results(run_dir: RunDir) -> dict[str, list[dict]]:
-    """method -> records on disk, densest first."""
-    base = run_dir.path / "pruning_at_init"
-    found: dict[str, list[dict]] = {}
-    if base.is_dir():
-        for method_dir in sorted(d for d in base.iterdir() if d.is_dir()):
-            records = [json.loads((d / "record.json").read_text()) for d in method_dir.iterdir()
-                       if (d / "record.json").is_file()]
-            found[method_dir.name] = sorted(records, key=lambda r: -r["target_remaining_fraction"])
-    return found
-
-
-def prune_at_init_and_train(run, method: str, target: float, round_index: int, theta_init: dict, *,
-                            scope: str = "global", score_examples: int = 256,
-                            synflow_iterations: int = SYNFLOW_ITERATIONS, network: str | None = None):
-    """Prune θ0 with `method` to `target` and train the mask from iteration 0 with the run's
-    training. Returns (segment, record, mask, model); the record adds method, scope,
-    target_remaining_fraction, collapsed_layers, scoring_seconds and costs."""
-    spec, data = run.spec, run.data
-    network = network or f"pruning_at_init_{method}"
-    model = run.model_with(theta_init)
-    began = time.perf_counter()
-    count = min(score_examples, data.train_x.shape[0])
-    chosen = torch.randperm(data.train_x.shape[0], generator=generator(spec.data_seed, "pruning_at_init_batch"))[:count]
-    chosen = chosen.to(data.train_x.device)
-    mask = pruning_at_init_mask(method, model, masks.dense_mask(model, run.prunable), target,
-                                inputs=data.train_x[chosen], targets=data.train_y[chosen],
-                                input_shape=data.info.input_shape,
-                                random_generator=generator(spec.init_seed, "pruning_at_init_random", target),
-                                scope=scope, synflow_iterations=synflow_iterations)
-    scoring_seconds = time.perf_counter() - began
-    segment, record = run.train_round(round_index, network, model, mask, 0)  # the record holds the costs
-    record.update({"method": method, "scope": scope, "target_remaining_fraction": target,
-                   "collapsed_layers": collapsed_layers(mask), "scoring_seconds": round(scoring_seconds, 3)})
-    return segment, record, mask, model
-
-
-def run_pruning_at_init(spec: ExperimentSpec, method: str, target_fractions: list[float], runs_root: Path, *,
-                        scope: str = "global", score_examples: int = 256,
-                        synflow_iterations: int = SYNFLOW_ITERATIONS, data_dir=None,
-                        callback: events.Callback = events.ignore,
-                        stop_requested: Callable[[], bool] = lambda: False) -> dict:
-    """Prune θ0 of `spec`'s model with `method` to each target remaining fraction, train each
-    mask from iteration 0 with the spec's training, and return the records per target.
-
-    Results live in the spec's run directory (beside an IMP run of the same spec, sharing θ0)
-    under pruning_at_init/<method>/remaining_<fraction>/; finished targets are skipped.
-    SNIP and GraSP score on `score_examples` training examples drawn with a seed of data_seed.
-    """
-    from trainer.imp import Run  # imp sits above this module; imported late so imp may use the scores
-
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning-at-init method {method!r}; choose one of {', '.join(METHODS)}")
-    for target in target_fractions:
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target remaining fraction must be in (0, 1], got {target}")
-    spec.validate()
-    run_dir = RunDir.create(runs_root, spec)
-    run = Run(spec, run_dir, data_dir, callback, stop_requested)
-    theta_init = run.theta_init()
-    network = f"pruning_at_init_{method}"
-    records = []
-    for index, target in enumerate(target_fractions):
-        directory = _branch_dir(run_dir, method, target)
-        if (directory / "record.json").is_file():
-            records.append(json.loads((directory / "record.json").read_text()))
-            callback(events.make_event(events.ROUND_SKIPPED, network, round=index))
-            continue
-        segment, record, mask, model = prune_at_init_and_train(
-            run, method, target, index, theta_init, scope=scope, score_examples=score_examples,
-            synflow_iterations=synflow_iterations, network=network)
-        if segment.status == "cancelled":
-            break
-        directory.mkdir(parents=True, exist_ok=True)
-        masks.save_mask(mask, directory / "mask.pt")
-        save_tensor_dict_atomically(model.state_dict(), directory / "final_weights.pt")
-        write_json_atomically(directory / "record.json", record)
-        callback(events.make_event(events.ROUND_FINISHED, network, round=index,
-                                   summary={k: v for k, v in record.items() if k not in ("curve", "train_loss")}))
-        records.append(record)
-    summary = {"run_dir": str(run_dir.path), "method": method, "scope": scope, "records": records}
-    write_json_atomically(run_dir.path / "pruning_at_init" / "results.json", collect_results(run_dir))
-    return summary

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainer import models, pruning
-from trainer.masks import Mask
+from trainer import models
+from trainer.pruning import rules
+from trainer.pruning.masks import Mask
 
 from trainer.spec import UNIT_NORMS as NORMS  # noqa: E402  (one list, the spec's)
 
@@ -73,7 +74,7 @@ def prune_units(mask: Mask, weights: dict[str, torch.Tensor], fraction: float, *
     unit_scores = {name: unit_norms(weights[name], mask[name], norm) for name in names}
     if scope == "global":
         unit_scores = _relative_to_layer_mean(unit_scores, unit_mask)
-    kept_units = pruning.prune_by_scores(unit_mask, unit_scores, fraction, scope,
+    kept_units = rules.prune_by_scores(unit_mask, unit_scores, fraction, scope,
                                          {n: f for n, f in (layer_fractions or {}).items() if n in unit_mask})
     new_mask = {name: m.clone() for name, m in mask.items()}
     for name in names:

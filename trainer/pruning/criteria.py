@@ -37,8 +37,8 @@ import math
 import torch
 
 from trainer import models
-from trainer.masks import FrozenAtInitEnforcer, Mask, apply_mask
-from trainer.train import evaluate
+from trainer.pruning.masks import FrozenAtInitEnforcer, Mask, apply_mask
+from trainer.training.loop import evaluate
 
 from trainer.spec import MASK_CRITERIA as CRITERIA  # noqa: E402  (one list, the spec's)
 REINITS = ("rewind", "sign_kept_constant", "reshuffled")

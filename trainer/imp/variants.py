@@ -9,17 +9,17 @@ variant's re-initialised θk), prunes the spec's fraction of the survivors, rese
 adds the supermask score (test accuracy of the masked network at its untrained init: θ0
 re-initialised as the variant says, pruned weights zero or frozen at their θ0 values; Zhou
 et al. score the masked θ0, which late rewinding would otherwise replace by θk) and the
-network's cost (trainer.structured.count_flops_and_parameters). The analyses
-`masking_criteria` and `structured_pruning` (trainer/analyses/) run the chains and store them.
+network's cost (trainer.pruning.structured.count_flops_and_parameters). An IMP run with a criterion or
+unit structure in its spec prunes with `variant_mask`; the masking-criteria study
+(trainer.analyses.masking_criteria) trains the variants' chains.
 
 The default variant (large_final, rewind, zero, unstructured) reproduces the ticket's rounds.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from trainer import criteria, pruning, structured
-from trainer.seeds import generator
+from trainer.pruning import criteria, rules, structured
 
 from trainer.spec import PRUNING_STRUCTURES as STRUCTURES  # noqa: E402  (one list, the spec's)
 
@@ -64,36 +64,4 @@ def variant_mask(run, variant: Variant, previous_mask, trained: dict, started_fr
         return structured.prune_units(previous_mask, trained, fraction, names=names, norm=variant.norm,
                                       scope=spec.scope, layer_fractions=layer_fractions)
     scores = criteria.criterion_scores(variant.criterion, started_from, trained, list(previous_mask))
-    return pruning.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
-
-
-def round_start_state(run, variant: Variant, round_index: int, mask, base: dict) -> dict:
-    """`base` with the survivors of `mask` re-initialised as `variant` says (one seeded draw per
-    round, so θk for training and θ0 for the supermask get the same permutation)."""
-    return criteria.reinit_survivors(variant.reinit, base, mask, model_name=run.spec.model,
-                                     generator=generator(run.spec.init_seed, "reinit", variant.name, round_index))
-
-
-def round_started_from(run, variant: Variant, round_index: int, mask) -> dict:
-    """The weights round `round_index` of `variant` trained from: θ0 for the dense round 0, else
-    θk re-initialised by the variant (what the next round's criterion compares with)."""
-    if round_index == 0:
-        return run.theta_init()
-    return round_start_state(run, variant, round_index, mask, run.theta_rewind())
-
-
-def train_variant_round(run, variant: Variant, round_index: int, previous_mask, trained: dict, trained_from: dict):
-    """Round r of `variant` from round r-1's mask, trained weights and the weights they trained
-    from: prune, re-initialise the survivors from θk, score the supermask at θ0, train k..T.
-    Returns (segment, record, mask, model)."""
-    mask = variant_mask(run, variant, previous_mask, trained, trained_from)
-    frozen = variant.masked_weights == "frozen_init"
-    untrained = round_start_state(run, variant, round_index, mask, run.theta_init())
-    supermask = criteria.supermask_score(run.model_with(untrained), mask, run.data.test_x, run.data.test_y,
-                                         frozen_values=untrained if frozen else None)
-    state = round_start_state(run, variant, round_index, mask, run.theta_rewind())
-    model = run.model_with(state)
-    segment, record = run.train_round(round_index, variant.name, model, mask, run.rewind_iteration,
-                                      frozen_values=state if frozen else None)
-    record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask})  # the record holds the costs
-    return segment, record, mask, model
+    return rules.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)

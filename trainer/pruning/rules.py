@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from trainer.masks import Mask
+from trainer.pruning.masks import Mask
 
 
 def prune_count(fraction: float, survivors: int) -> int:
