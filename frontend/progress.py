@@ -25,6 +25,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun, RoundResult
+from trainer import analysis_events
 from trainer import events as trainer_events
 from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
@@ -323,7 +324,6 @@ class AnalysisProgressRecorder:
         self.writes = 0
 
     def handle(self, event: dict) -> None:
-        from trainer import analysis_events
         kind = event.get("type")
         if kind == trainer_events.ROUND_STARTED:
             self._training = {"network": event.get("network", ""), "round": event.get("round"),

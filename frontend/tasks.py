@@ -1,4 +1,5 @@
-"""The Celery task: run one experiment through the trainer, feeding its events to frontend.progress."""
+"""The Celery tasks: run an experiment, an analysis or a reproduction check through the trainer, feeding its
+events to frontend.progress; and the threads every worker starts (lost-run watchdog, queue announcer)."""
 from __future__ import annotations
 
 import logging
@@ -6,17 +7,27 @@ from pathlib import Path
 
 import torch
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from frontend import progress, recovery, services
+from frontend import listeners, progress, recovery, services
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
-from trainer import replicate_stats
+from trainer import replicate_stats, reproduce
+from trainer.analyses import run_analysis
 from trainer.imp import run_experiment
-from trainer.spec import ExperimentSpec
+from trainer.spec import ExperimentSpec, SpecError
 
 log = logging.getLogger(__name__)
+
+
+@worker_ready.connect
+def start_worker_threads(sender=None, **_):
+    """Every worker watches for lost runs and a broker that lost its queue, and announces its queues."""
+    recovery.start_watchdog()
+    if sender is not None:  # the worker's consumer: its name and the queues it consumes from
+        listeners.start_announcer(sender.hostname, sender.app.amqp.queues.consume_from.keys())
 
 
 @shared_task(name="frontend.run_experiment", bind=True)
@@ -105,8 +116,6 @@ def _queued_row(rows, row_id: int):
 @shared_task(name="frontend.run_analysis")
 def run_analysis_task(analysis_run_id: int) -> str:
     """Run one analysis on its experiment's run directory; the engine skips work already on disk."""
-    from trainer.analyses import run_analysis
-
     close_old_connections()
     analysis_run, outcome = _queued_row(AnalysisRun.objects.select_related("experiment"), analysis_run_id)
     if analysis_run is None:
@@ -144,9 +153,6 @@ def run_analysis_task(analysis_run_id: int) -> str:
 def run_reproduction_task(self, reproduction_run_id: int) -> str:
     """Run one reproduction check (trainer.reproduce) in the app's runs directory; finished runs and
     analyses of the check found there are reused, so a re-queued check goes on where it stopped."""
-    from trainer import reproduce
-    from trainer.spec import SpecError
-
     close_old_connections()
     run, outcome = _queued_row(ReproductionRun.objects.all(), reproduction_run_id)
     if run is None:
