@@ -9,7 +9,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from frontend import progress, queues
+from frontend import queues, records
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
 from trainer import datasets, replicate_stats
 from trainer.analyses import ANALYSES
@@ -136,41 +136,10 @@ def import_run_directory(path) -> tuple[Experiment, bool, int]:
         raise NotAvailable(f"{run_dir.path} has no results.json yet: let its run finish (or resume it) first")
     try:
         results = json.loads(run_dir.results_path.read_text())
-        records = replicate_stats.all_records(results)
+        round_records = replicate_stats.all_records(results)
     except (ValueError, KeyError, TypeError) as error:
         raise NotAvailable(f"{run_dir.results_path} is not a trainer results file: {error}") from None
-    spec = run_dir.spec
     with transaction.atomic():
-        experiment, created = Experiment.objects.get_or_create(
-            run_dir=str(run_dir.path),
-            # no owner: the team sees it (frontend.access), and the page should say so
-            defaults={"spec": spec.to_dict(), "model_name": spec.model, "dataset_name": spec.dataset,
-                      "visibility": Experiment.Visibility.TEAM})
-        experiment.spec = {**spec.to_dict(), **{key: results["spec"][key] for key in ("controls", "replicates")
-                                                if key in results.get("spec", {})}}
-        experiment.status = results.get("status", Experiment.Status.FINISHED)
-        experiment.run_name = run_dir.path.name
-        experiment.results_path = str(run_dir.results_path)
-        experiment.rounds_total = spec.rounds_total()
-        experiment.iterations_per_round = results.get("total_iterations", 0)
-        experiment.trainings_total = experiment.trainings_done = len(records)
-        experiment.finished_at = experiment.finished_at or timezone.now()
-        experiment.save()
-        for record in records:
-            progress.store_record(experiment.pk, record)
-        imported = 0
-        for result_path in sorted(run_dir.path.glob("analyses/*/*/result.json")):
-            try:
-                result = json.loads(result_path.read_text())
-            except ValueError:
-                log.warning("skipping unreadable %s", result_path)
-                continue
-            if result.get("status") != "finished":
-                continue
-            name, params = result.get("analysis", result_path.parent.parent.name), result.get("params", {})
-            if any(row.params == params for row in AnalysisRun.objects.filter(experiment=experiment, name=name)):
-                continue
-            AnalysisRun.objects.create(experiment=experiment, name=name, params=params, result=result,
-                                       status=AnalysisRun.Status.FINISHED, finished_at=timezone.now())
-            imported += 1
+        experiment, created = records.import_results(run_dir, results, round_records)
+        imported = records.import_finished_analyses(experiment, run_dir)
     return experiment, created, imported

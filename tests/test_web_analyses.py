@@ -6,10 +6,11 @@ import re
 
 import pytest
 
-from frontend import charts, progress, services
+from frontend import charts, progress, records, services
 from frontend.forms import AnalysisForm
 from frontend.models import AnalysisRun, Experiment
-from frontend.tasks import run_analysis_task, slim_result
+from frontend.records import slim_result
+from frontend.tasks import run_analysis_task
 from tests.conftest import form_data, single_torch_thread
 from tests.web_analysis_fixtures import ANALYSIS_PARAMS
 from trainer.analyses import ANALYSES
@@ -33,7 +34,7 @@ def finished_bn_experiment(db, finished_bn_run, user):
                                            status=Experiment.Status.FINISHED, run_name=results["run_name"],
                                            run_dir=str(run_path), results_path=str(run_path / "results.json"))
     for record in results["rounds"]:
-        progress.store_record(experiment.pk, record)
+        records.store_record(experiment.pk, record)
     return experiment
 
 
