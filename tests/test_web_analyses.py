@@ -326,7 +326,7 @@ def test_early_bird_charts(analysis_results):
     assert bars.type == "bar" and [label.split("<br>")[0] for label in bars.x][:2] == ["early-bird ticket",
                                                                                        "one-shot IMP ticket"]
     marked = dict(result, early_bird_epoch=epochs[-1])  # the marker, whether or not this tiny search settled
-    shapes = charts.early_bird_figures(marked)[0]["figure"].layout.shapes
+    shapes = charts.analyses.early_bird_figures(marked)[0]["figure"].layout.shapes
     assert {shape.x0 for shape in shapes if shape.type == "line"} >= {epochs[-1]}
 
 
@@ -352,7 +352,7 @@ def test_charts_of_an_empty_result_are_empty():
 
 
 def test_every_analysis_has_chart_test_parameters():
-    assert set(ANALYSIS_PARAMS) | {"early_bird"} == set(ANALYSES) == set(charts.ANALYSIS_FIGURES)
+    assert set(ANALYSIS_PARAMS) | {"early_bird"} == set(ANALYSES) == set(charts.analyses.BUILDERS)
 
 
 def test_progress_recorder_is_throttled():
