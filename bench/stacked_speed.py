@@ -1,7 +1,7 @@
 """Per-network training throughput: K networks stacked in one step vs one at a time (not a timed test).
 
-Both sides run the real loops: trainer.stacked_train.train_segments_stacked with K networks
-and trainer.train.train_segment with one. The ratio printed is
+Both sides run the real loops: trainer.training.stacked_loop.train_segments_stacked with K networks
+and trainer.training.loop.train_segment with one. The ratio printed is
 
     (K * iterations / stacked seconds) / (iterations / solo seconds)
 

@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from frontend import access, catalog, queries, services
 from frontend.models import ApiToken, Experiment
 from frontend.progress import progress_of
+from trainer.analyses import ANALYSES
 from trainer.spec import ExperimentSpec, SpecError
 
 MAX_BODY_BYTES = 64 * 1024  # a spec is a few hundred bytes
@@ -111,7 +112,6 @@ def experiments(request):
     if visibility not in Experiment.Visibility.values:
         return error(400, f"visibility must be one of {', '.join(Experiment.Visibility.values)}", field="visibility")
     analyses = body.get("analyses", [])
-    from trainer.analyses import ANALYSES
     if not isinstance(analyses, list) or any(name not in ANALYSES for name in analyses):
         return error(400, f"analyses must be a list of {', '.join(ANALYSES)}", field="analyses")
     try:

@@ -9,6 +9,7 @@ import torch
 from django.conf import settings
 
 from trainer import datasets, models
+from trainer.spec import SpecError
 
 
 def data_dir():
@@ -28,7 +29,6 @@ def dataset_choices() -> list[dict]:
 def check_runnable_here(spec) -> None:
     """What the trainer would only find once the data is loaded, as a SpecError naming the field:
     the dataset must be installed on this server and fit the spec (validation split, batch size)."""
-    from trainer.spec import SpecError
     entry = datasets.DATASETS[spec.dataset]
     if not entry.is_installed(data_dir()):
         raise SpecError("dataset", f"{entry.info.title} is not installed; put its files in {entry.location_hint(data_dir())}")

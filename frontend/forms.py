@@ -6,10 +6,16 @@ import re
 import types
 import typing
 
+import torch
 from django import forms
 
 from frontend import catalog
+from frontend.models import Experiment
 from frontend.presets import PRESETS
+from trainer import datasets, models
+from trainer.pruning import channels as early_bird
+from trainer.analyses import ANALYSES
+from trainer.analyses.params import parse_text
 from trainer.spec import ExperimentSpec, SpecError, spec_fields
 
 # Display groups; a spec field not listed here lands in "Advanced", so new trainer fields show up by themselves.
@@ -177,7 +183,6 @@ class ExperimentForm(forms.Form):
             label="analyses to run when the IMP run finishes",
             help_text="Each runs with its default parameters on the finished run (early-bird needs a batch-norm "
                       "model); more, with other parameters, from the result page.")
-        from frontend.models import Experiment
         self.fields["visibility"] = forms.ChoiceField(
             choices=Experiment.Visibility.choices, initial=Experiment.Visibility.PRIVATE, widget=forms.RadioSelect,
             required=False,
@@ -193,7 +198,6 @@ class ExperimentForm(forms.Form):
         return groups + [("Analyses", [self["analyses"]]), ("Sharing", [self["visibility"]]), (ADVANCED_GROUP, advanced)]
 
     def clean_visibility(self):
-        from frontend.models import Experiment
         return self.cleaned_data.get("visibility") or Experiment.Visibility.PRIVATE  # omitted: private
 
     def clean_preset(self):
@@ -253,7 +257,6 @@ def _param_text(value) -> str:
 
 def finished_experiment_runs() -> list[tuple[str, str]]:
     """(run_dir, label) of finished experiments: what a 'path' parameter (another run) may name."""
-    from frontend.models import Experiment
     rows = Experiment.objects.filter(status=Experiment.Status.FINISHED).exclude(run_dir="")
     return [(row.run_dir, f"experiment {row.pk}: {row.model_name} on {row.dataset_name}") for row in rows]
 
@@ -294,7 +297,6 @@ class AnalysisForm(forms.Form):
 
     def _value(self, param, raw):
         """A cleaned field value -> the JSON value the schema expects (validation comes after)."""
-        from trainer.analyses.params import parse_text
         if param.kind == "bool" or (param.choices and param.kind in ("str", "str_list")):
             return raw
         text = (raw or "").strip()
@@ -330,10 +332,6 @@ class AnalysisForm(forms.Form):
 
 
 def model_has_batch_norm(model_name: str, dataset_name: str) -> bool:
-    import torch
-
-    from trainer import datasets, models
-    from trainer.pruning import channels as early_bird
     info = datasets.DATASETS[dataset_name].info
     with torch.device("meta"):  # layers only: no memory, no random numbers
         architecture = models.MODELS[model_name].architecture(info.input_shape, info.num_classes)
@@ -342,7 +340,6 @@ def model_has_batch_norm(model_name: str, dataset_name: str) -> bool:
 
 def check_analysis_against_experiment(name: str, params: dict, experiment) -> None:
     """What the engine would only find out in the worker, raised here as a SpecError naming the parameter."""
-    from trainer import datasets
     finished = set(experiment.round_results.filter(network="ticket", replicate=0, status="finished")
                    .values_list("round_index", flat=True))
     rounds = params.get("rounds")
@@ -372,5 +369,4 @@ def check_analysis_against_experiment(name: str, params: dict, experiment) -> No
 
 def auto_analysis_choices() -> list[tuple[str, str]]:
     """Analyses that can run with their default parameters when an IMP run finishes (transfer needs a target)."""
-    from trainer.analyses import ANALYSES
     return [(name, analysis.title) for name, analysis in ANALYSES.items() if name != "transfer"]

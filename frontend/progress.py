@@ -24,7 +24,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun, RoundResult
+from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun
+from frontend.records import empty_evals, empty_train_loss, store_record
+from trainer.analyses import events as analysis_events
 from trainer import events as trainer_events
 from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
@@ -40,40 +42,6 @@ def group_name(experiment_id: int) -> str:
 
 def send_to_group(experiment_id: int, message: dict) -> None:
     async_to_sync(get_channel_layer().group_send)(group_name(experiment_id), message)
-
-
-def empty_evals() -> dict:
-    return {"iteration": [], "val_loss": [], "val_accuracy": [], "test_loss": [], "test_accuracy": []}
-
-
-def empty_train_loss() -> dict:
-    return {"iteration": [], "loss": []}
-
-
-def round_result_fields(record: dict) -> dict:
-    """A trainer round record -> RoundResult column values."""
-    early_stop = record.get("early_stop") or {}
-    final = record.get("final") or {}
-    return json_safe({
-        "status": record.get("status", ""), "message": record.get("message") or "",
-        "remaining_fraction": record["remaining_fraction"], "layers": record.get("layers", {}),
-        "early_stop_iteration": early_stop.get("iteration"),
-        "early_stop_val_accuracy": early_stop.get("val_accuracy"),
-        "early_stop_test_accuracy": early_stop.get("test_accuracy"),
-        "final_test_accuracy": final.get("test_accuracy"), "final_val_accuracy": final.get("val_accuracy"),
-        "wall_seconds": record.get("wall_seconds"), "costs": record.get("costs") or {},
-    })
-
-
-def store_record(experiment_id: int, record: dict) -> None:
-    """Write one finished round (with its curves) exactly as the trainer recorded it."""
-    identity = {"network": record.get("network", trainer_events.TICKET), "replicate": record.get("replicate", 0),
-                "round_index": record["round"]}
-    RoundResult.objects.update_or_create(experiment_id=experiment_id, **identity, defaults=round_result_fields(record))
-    Curve.objects.update_or_create(
-        experiment_id=experiment_id, **identity,
-        defaults={"evals": json_safe(record.get("curve") or empty_evals()),
-                  "train_loss": json_safe(record.get("train_loss") or empty_train_loss())})
 
 
 def trainings_total(run_started: dict) -> int:
@@ -323,7 +291,6 @@ class AnalysisProgressRecorder:
         self.writes = 0
 
     def handle(self, event: dict) -> None:
-        from trainer.analyses import events as analysis_events
         kind = event.get("type")
         if kind == trainer_events.ROUND_STARTED:
             self._training = {"network": event.get("network", ""), "round": event.get("round"),

@@ -6,8 +6,10 @@ import json
 from django.db import transaction
 
 from frontend import listeners
+from frontend.access import can_change, visible_to
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from frontend.progress import progress_of
+from frontend.queues import queue_for_spec, queue_positions
 from trainer import replicate_stats
 from trainer.events import TICKET
 
@@ -42,14 +44,12 @@ def best_ticket(ticket_rounds: list[dict]) -> dict | None:
 def experiment_list_rows(user, limit: int = 500) -> list[dict]:
     """The experiments `user` may see, newest first, each with its best ticket; two queries whatever
     the number of experiments."""
-    from frontend.access import can_change, visible_to
     experiments = list(Experiment.objects.filter(visible_to(user)).select_related("owner")[:limit])
     rounds_by_experiment: dict[int, list[dict]] = {}
     ticket_results = RoundResult.objects.filter(experiment__in=experiments, network=TICKET, replicate=0
                                                 ).order_by("round_index")
     for result in ticket_results:
         rounds_by_experiment.setdefault(result.experiment_id, []).append(round_row(result))
-    from frontend.queues import queue_for_spec, queue_positions
     positions = queue_positions(experiments)
     waiting = [e for e in experiments if e.status == Experiment.Status.QUEUED]
     listening = listeners.listening_queues() if waiting else None

@@ -1,4 +1,5 @@
-"""Which Celery queue runs an experiment: GPU runs go to the `gpu` queue, the rest to the default one.
+"""The one place that sends Celery work: experiments, analyses and reproduction checks, which queue
+each goes to, and what happens when the broker is away.
 
 A GPU host runs one worker per device, each serving one run at a time:
 
@@ -8,12 +9,27 @@ Everything else (device "cpu", or "auto") goes to Celery's default queue, which 
 of run.sh serves. Analyses follow their experiment. Reproduction checks (trainer.reproduce) are
 CPU-sized protocols and go to the default queue. Celery calls `route_task` for every task it
 sends (settings.CELERY_TASK_ROUTES).
+
+The tasks are looked up by name in the Celery app's registry, where frontend.tasks registered them
+(FrontendConfig.ready imports it), so this module does not import frontend.tasks, which sits above
+it (its tasks queue follow-up work through here): no import cycle.
 """
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 
+from frontend.models import AnalysisRun, Experiment, ReproductionRun
+from lotteryweb.celery import app
+
+log = logging.getLogger(__name__)
+
 DEFAULT_QUEUE = "celery"
+EXPERIMENT_TASK, ANALYSIS_TASK, REPRODUCTION_TASK = "frontend.run_experiment", "frontend.run_analysis", "frontend.run_reproduction"
+# the task of each queued row, and the word the row's page uses when it could not be queued
+_TASK_OF_ROW = {Experiment: (EXPERIMENT_TASK, "run"), AnalysisRun: (ANALYSIS_TASK, "analysis"),
+                ReproductionRun: (REPRODUCTION_TASK, "check")}
 
 
 def queue_for_spec(spec: dict) -> str:
@@ -22,29 +38,54 @@ def queue_for_spec(spec: dict) -> str:
 
 
 def route_task(name, args, kwargs, options, task=None, **extra):
-    from frontend.models import AnalysisRun, Experiment
     if not args:
         return None
-    if name == "frontend.run_experiment":
+    if name == EXPERIMENT_TASK:
         spec = Experiment.objects.filter(pk=args[0]).values_list("spec", flat=True).first()
-    elif name == "frontend.run_analysis":
+    elif name == ANALYSIS_TASK:
         spec = AnalysisRun.objects.filter(pk=args[0]).values_list("experiment__spec", flat=True).first()
-    elif name == "frontend.run_reproduction":
+    elif name == REPRODUCTION_TASK:
         return {"queue": DEFAULT_QUEUE}
     else:
         return None
     return {"queue": queue_for_spec(spec)}
 
 
+def _send(task_name: str, row_id: int) -> None:
+    app.tasks[task_name].delay(row_id)
+
+
+def enqueue_experiment(experiment_id: int) -> None:
+    """Send a queued Experiment's task to the workers (raises if the broker is away)."""
+    _send(EXPERIMENT_TASK, experiment_id)
+
+
+def enqueue_analysis(analysis_run_id: int) -> None:
+    """Send a queued AnalysisRun's task to the workers (raises if the broker is away)."""
+    _send(ANALYSIS_TASK, analysis_run_id)
+
+
 def enqueue_reproduction(reproduction_run_id: int) -> None:
     """Send a queued ReproductionRun's task to the workers (raises if the broker is away)."""
-    from frontend.tasks import run_reproduction_task
-    run_reproduction_task.delay(reproduction_run_id)
+    _send(REPRODUCTION_TASK, reproduction_run_id)
+
+
+def enqueue_or_fail(model, row_id: int) -> bool:
+    """Send a queued row's task (True); with the broker down, mark the row failed with the reason,
+    shown on its page instead of a 500 (False)."""
+    task_name, what = _TASK_OF_ROW[model]
+    try:
+        _send(task_name, row_id)
+    except Exception as error:
+        log.exception("could not queue %s %s", model.__name__, row_id)
+        model.objects.filter(pk=row_id).update(status="failed",
+                                               message=f"could not queue the {what} (is Redis running?): {error}")
+        return False
+    return True
 
 
 def queue_positions(experiments) -> dict[int, int]:
     """{experiment id: 1-based place among the queued experiments of its queue} (oldest first)."""
-    from frontend.models import Experiment
     waiting = Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
     counters: dict[str, int] = {}
     positions = {}

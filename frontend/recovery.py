@@ -26,12 +26,14 @@ import logging
 import threading
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from frontend.models import Experiment
+from frontend import queues
+from frontend.models import AnalysisRun, Experiment, ReproductionRun
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,6 @@ def _stale(rows, now):
 
 def requeue_lost_runs() -> list[int]:
     """Queue again every running experiment whose heartbeat is older than LOTTERYWEB_HEARTBEAT_TIMEOUT."""
-    from frontend.tasks import run_experiment_task
-
     now = timezone.now()
     lost = _stale(Experiment.objects.all(), now)
     requeued = []
@@ -89,7 +89,7 @@ def requeue_lost_runs() -> list[int]:
             update = {"status": Experiment.Status.QUEUED,
                       "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')} to "
                                   f"resume from round {round_index} ({kept})")}
-        if _settle_lost(experiment, update, run_experiment_task.delay):
+        if _settle_lost(experiment, update, queues.enqueue_experiment):
             requeued.append(experiment.pk)
     return requeued
 
@@ -111,9 +111,6 @@ def requeue_lost_reproductions() -> list[int]:
     """Queue again every running reproduction check whose worker stopped answering; the check finds
     its finished runs and analyses on disk and goes on from there. One whose cancel was asked for
     is marked cancelled instead."""
-    from frontend import queues
-    from frontend.models import ReproductionRun
-
     now = timezone.now()
     requeued = []
     for run in _stale(ReproductionRun.objects.all(), now):
@@ -152,7 +149,6 @@ class BrokerRestartWatch:
         """{"experiments": [...], "analyses": [...], "reproductions": [...]} whose tasks were sent again
         (empty: Redis kept its data)."""
         if self._client is None:
-            import redis
             self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
         if not self._client.set(BROKER_MARKER_KEY, timezone.now().isoformat(), nx=True):
             return {}  # the marker is still there, so is the queue
@@ -165,18 +161,14 @@ class BrokerRestartWatch:
 
 
 def resend_queued_tasks() -> dict[str, list[int]]:
-    from frontend import queues
-    from frontend.models import AnalysisRun, ReproductionRun
-    from frontend.tasks import run_analysis_task, run_experiment_task
-
     experiments = list(Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
                        .values_list("pk", flat=True))
     for experiment_id in experiments:
-        run_experiment_task.delay(experiment_id)
+        queues.enqueue_experiment(experiment_id)
     analyses = list(AnalysisRun.objects.filter(status=AnalysisRun.Status.QUEUED).order_by("created_at", "id")
                     .values_list("pk", flat=True))
     for analysis_run_id in analyses:
-        run_analysis_task.delay(analysis_run_id)
+        queues.enqueue_analysis(analysis_run_id)
     reproductions = list(ReproductionRun.objects.filter(status=ReproductionRun.Status.QUEUED)
                          .order_by("created_at", "id").values_list("pk", flat=True))
     for reproduction_run_id in reproductions:

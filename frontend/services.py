@@ -2,12 +2,19 @@
 cancel them, read masks."""
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
+from django.db import transaction
+from django.utils import timezone
+
+from frontend import queues, records
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
-from trainer import datasets
+from trainer import datasets, replicate_stats
+from trainer.analyses import ANALYSES
 from trainer.rundir import RunDir, RunDirError
-from trainer.spec import ExperimentSpec
+from trainer.spec import ExperimentSpec, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -16,41 +23,24 @@ class NotAvailable(Exception):
     """Asked for something that does not exist (yet); the message says what."""
 
 
-def send_or_fail(model, row_id: int, send, what: str) -> bool:
-    """Send a row's Celery task (True); with the broker down, mark the row failed with the reason,
-    shown on its page instead of a 500 (False)."""
-    try:
-        send(row_id)
-    except Exception as error:
-        log.exception("could not queue %s %s", model.__name__, row_id)
-        model.objects.filter(pk=row_id).update(status="failed",
-                                               message=f"could not queue the {what} (is Redis running?): {error}")
-        return False
-    return True
-
-
 def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = (), *, owner=None,
                       visibility: str = Experiment.Visibility.PRIVATE) -> Experiment:
     """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes."""
-    from frontend.tasks import run_experiment_task  # the Celery app is only needed here
-
     experiment = Experiment.objects.create(spec=spec.to_dict(), preset=preset, model_name=spec.model,
                                            dataset_name=spec.dataset, analyses=list(analyses), owner=owner,
                                            visibility=visibility)
-    if not send_or_fail(Experiment, experiment.pk, run_experiment_task.delay, "run"):
+    if not queues.enqueue_or_fail(Experiment, experiment.pk):
         experiment.refresh_from_db()
     return experiment
 
 
 def requeue(experiment: Experiment) -> None:
     """Queue a failed or cancelled experiment again; the trainer resumes its run directory."""
-    from frontend.tasks import run_experiment_task
-
     before = experiment.status
     Experiment.objects.filter(pk=experiment.pk).update(
         status=Experiment.Status.QUEUED, cancel_requested=False, finished_at=None,
         message=f"re-queued after it was {before}; finished rounds are kept")
-    send_or_fail(Experiment, experiment.pk, run_experiment_task.delay, "run")
+    queues.enqueue_or_fail(Experiment, experiment.pk)
 
 
 def request_cancel(experiment: Experiment) -> None:
@@ -78,24 +68,19 @@ def request_analysis(experiment: Experiment, name: str, params: dict) -> Analysi
     The engine finds finished work by a hash of the parameters, so asking twice gives the same result;
     a failed or cancelled request is queued again (it resumes from the units already on disk).
     """
-    from frontend.tasks import run_analysis_task
-
     existing = next((row for row in AnalysisRun.objects.filter(experiment=experiment, name=name)
                      .exclude(status__in=(AnalysisRun.Status.FAILED, AnalysisRun.Status.CANCELLED))
                      if row.params == params), None)  # compared as dicts: JSON key order must not matter
     if existing is not None:
         return existing
     analysis_run = AnalysisRun.objects.create(experiment=experiment, name=name, params=params)
-    send_or_fail(AnalysisRun, analysis_run.pk, run_analysis_task.delay, "analysis")
+    queues.enqueue_or_fail(AnalysisRun, analysis_run.pk)
     analysis_run.refresh_from_db()
     return analysis_run
 
 
 def queue_default_analyses(experiment: Experiment) -> list[AnalysisRun]:
     """The analyses chosen on the new-experiment form, with default parameters, after the IMP run finished."""
-    from trainer.analyses import ANALYSES
-    from trainer.spec import SpecError
-
     queued = []
     for name in experiment.analyses or []:
         analysis = ANALYSES.get(name)
@@ -117,22 +102,18 @@ def request_analysis_cancel(analysis_run: AnalysisRun) -> None:
 def request_reproduction(check_name: str, budget: str, user) -> ReproductionRun:
     """Queue one reproduction check at `budget` (both already validated), unless the same check at the
     same budget is queued or running already: then that run is returned."""
-    from frontend import queues
-
     existing = ReproductionRun.objects.filter(check_name=check_name, budget=budget).exclude(
         status__in=ReproductionRun.DONE_STATUSES).first()
     if existing is not None:
         return existing
     run = ReproductionRun.objects.create(check_name=check_name, budget=budget, requested_by=user)
-    send_or_fail(ReproductionRun, run.pk, queues.enqueue_reproduction, "check")
+    queues.enqueue_or_fail(ReproductionRun, run.pk)
     run.refresh_from_db()
     return run
 
 
 def request_reproduction_cancel(run: ReproductionRun) -> None:
     """A queued check is cancelled at once (its task finds it cancelled); a running one stops at its next step."""
-    from django.utils import timezone
-
     rows = ReproductionRun.objects.filter(pk=run.pk)
     if not rows.filter(status=ReproductionRun.Status.QUEUED).update(
             status=ReproductionRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(),
@@ -147,15 +128,6 @@ def import_run_directory(path) -> tuple[Experiment, bool, int]:
     Importing the same directory again refreshes that experiment instead of adding another.
     Returns (experiment, created, analyses imported). Raises NotAvailable with the reason.
     """
-    import json
-    from pathlib import Path
-
-    from django.db import transaction
-    from django.utils import timezone
-
-    from frontend import progress
-    from trainer import replicate_stats
-
     try:
         run_dir = RunDir.open(Path(path).resolve())
     except RunDirError as error:
@@ -164,41 +136,10 @@ def import_run_directory(path) -> tuple[Experiment, bool, int]:
         raise NotAvailable(f"{run_dir.path} has no results.json yet: let its run finish (or resume it) first")
     try:
         results = json.loads(run_dir.results_path.read_text())
-        records = replicate_stats.all_records(results)
+        round_records = replicate_stats.all_records(results)
     except (ValueError, KeyError, TypeError) as error:
         raise NotAvailable(f"{run_dir.results_path} is not a trainer results file: {error}") from None
-    spec = run_dir.spec
     with transaction.atomic():
-        experiment, created = Experiment.objects.get_or_create(
-            run_dir=str(run_dir.path),
-            # no owner: the team sees it (frontend.access), and the page should say so
-            defaults={"spec": spec.to_dict(), "model_name": spec.model, "dataset_name": spec.dataset,
-                      "visibility": Experiment.Visibility.TEAM})
-        experiment.spec = {**spec.to_dict(), **{key: results["spec"][key] for key in ("controls", "replicates")
-                                                if key in results.get("spec", {})}}
-        experiment.status = results.get("status", Experiment.Status.FINISHED)
-        experiment.run_name = run_dir.path.name
-        experiment.results_path = str(run_dir.results_path)
-        experiment.rounds_total = spec.rounds_total()
-        experiment.iterations_per_round = results.get("total_iterations", 0)
-        experiment.trainings_total = experiment.trainings_done = len(records)
-        experiment.finished_at = experiment.finished_at or timezone.now()
-        experiment.save()
-        for record in records:
-            progress.store_record(experiment.pk, record)
-        imported = 0
-        for result_path in sorted(run_dir.path.glob("analyses/*/*/result.json")):
-            try:
-                result = json.loads(result_path.read_text())
-            except ValueError:
-                log.warning("skipping unreadable %s", result_path)
-                continue
-            if result.get("status") != "finished":
-                continue
-            name, params = result.get("analysis", result_path.parent.parent.name), result.get("params", {})
-            if any(row.params == params for row in AnalysisRun.objects.filter(experiment=experiment, name=name)):
-                continue
-            AnalysisRun.objects.create(experiment=experiment, name=name, params=params, result=result,
-                                       status=AnalysisRun.Status.FINISHED, finished_at=timezone.now())
-            imported += 1
+        experiment, created = records.import_results(run_dir, results, round_records)
+        imported = records.import_finished_analyses(experiment, run_dir)
     return experiment, created, imported

@@ -1,4 +1,5 @@
-"""The Celery task: run one experiment through the trainer, feeding its events to frontend.progress."""
+"""The Celery tasks: run an experiment, an analysis or a reproduction check through the trainer, feeding its
+events to frontend.progress; and the threads every worker starts (lost-run watchdog, queue announcer)."""
 from __future__ import annotations
 
 import logging
@@ -6,17 +7,28 @@ from pathlib import Path
 
 import torch
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from frontend import progress, recovery, services
+from frontend import listeners, progress, records, recovery, services
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
-from trainer import replicate_stats
+from trainer import reproduce
+from trainer.analyses import run_analysis
 from trainer.imp import run_experiment
-from trainer.spec import ExperimentSpec
+from trainer.rundir import json_safe
+from trainer.spec import ExperimentSpec, SpecError
 
 log = logging.getLogger(__name__)
+
+
+@worker_ready.connect
+def start_worker_threads(sender=None, **_):
+    """Every worker watches for lost runs and a broker that lost its queue, and announces its queues."""
+    recovery.start_watchdog()
+    if sender is not None:  # the worker's consumer: its name and the queues it consumes from
+        listeners.start_announcer(sender.hostname, sender.app.amqp.queues.consume_from.keys())
 
 
 @shared_task(name="frontend.run_experiment", bind=True)
@@ -55,7 +67,8 @@ def run_experiment_task(self, experiment_id: int) -> str:
         log.exception("experiment %s failed", experiment_id)
         _finish(experiment_id, Experiment.Status.FAILED, f"{type(error).__name__}: {error}", only_if_running=True)
         return Experiment.Status.FAILED
-    _reconcile(experiment_id, results, runs_root / results["run_name"])
+    with transaction.atomic():
+        records.store_run_results(experiment_id, results, runs_root / results["run_name"])
     if results["status"] == Experiment.Status.FINISHED:
         services.queue_default_analyses(Experiment.objects.get(pk=experiment_id))
     return results["status"]
@@ -66,22 +79,6 @@ def _finish(experiment_id: int, status: str, message: str, only_if_running: bool
     if only_if_running:
         rows = rows.exclude(status__in=Experiment.DONE_STATUSES)
     rows.update(status=status, message=message, finished_at=timezone.now())
-
-
-def _reconcile(experiment_id: int, results: dict, run_path: Path) -> None:
-    """results.json is the truth: rewrite every round and the run's location from it, whatever
-    live updates were lost on the way (a failed flush, a restarted database)."""
-    with transaction.atomic():
-        for record in replicate_stats.all_records(results):
-            progress.store_record(experiment_id, record)
-        experiment = Experiment.objects.get(pk=experiment_id)
-        experiment.run_name = results["run_name"]
-        experiment.run_dir = str(run_path)
-        experiment.results_path = str(run_path / "results.json")
-        if not experiment.is_done:
-            experiment.status = results["status"]
-            experiment.finished_at = timezone.now()
-        experiment.save()
 
 
 def _queued_row(rows, row_id: int):
@@ -105,8 +102,6 @@ def _queued_row(rows, row_id: int):
 @shared_task(name="frontend.run_analysis")
 def run_analysis_task(analysis_run_id: int) -> str:
     """Run one analysis on its experiment's run directory; the engine skips work already on disk."""
-    from trainer.analyses import run_analysis
-
     close_old_connections()
     analysis_run, outcome = _queued_row(AnalysisRun.objects.select_related("experiment"), analysis_run_id)
     if analysis_run is None:
@@ -135,7 +130,7 @@ def run_analysis_task(analysis_run_id: int) -> str:
         rows.update(status=AnalysisRun.Status.CANCELLED, message="cancelled; finished units are kept for a rerun",
                     finished_at=timezone.now(), progress_fraction=None)
         return AnalysisRun.Status.CANCELLED
-    rows.update(status=AnalysisRun.Status.FINISHED, result=slim_result(result), finished_at=timezone.now(),
+    rows.update(status=AnalysisRun.Status.FINISHED, result=records.slim_result(result), finished_at=timezone.now(),
                 progress_text="finished", progress_fraction=1.0)
     return AnalysisRun.Status.FINISHED
 
@@ -144,9 +139,6 @@ def run_analysis_task(analysis_run_id: int) -> str:
 def run_reproduction_task(self, reproduction_run_id: int) -> str:
     """Run one reproduction check (trainer.reproduce) in the app's runs directory; finished runs and
     analyses of the check found there are reused, so a re-queued check goes on where it stopped."""
-    from trainer import reproduce
-    from trainer.spec import SpecError
-
     close_old_connections()
     run, outcome = _queued_row(ReproductionRun.objects.all(), reproduction_run_id)
     if run is None:
@@ -175,19 +167,10 @@ def run_reproduction_task(self, reproduction_run_id: int) -> str:
     recorder.write()  # the last step's progress, whatever the throttle held back
     status = {"cancelled": ReproductionRun.Status.CANCELLED, "failed": ReproductionRun.Status.FAILED}.get(
         result.get("status"), ReproductionRun.Status.FINISHED)
-    update = {"status": status, "result": progress.json_safe(result), "finished_at": timezone.now()}
+    update = {"status": status, "result": json_safe(result), "finished_at": timezone.now()}
     if status == ReproductionRun.Status.CANCELLED:
         update["message"] = "cancelled; finished steps are kept for a rerun"
     elif status == ReproductionRun.Status.FAILED:
         update["message"] = str(result.get("reason") or "the check failed")
     rows.update(**update)  # a finished check keeps its message (e.g. that it was re-queued after a lost worker)
     return status
-
-
-def slim_result(value):
-    """The result without per-iteration curves and per-layer tables (they stay in result.json on disk)."""
-    if isinstance(value, dict):
-        return {key: slim_result(item) for key, item in value.items() if key not in ("curve", "train_loss", "layers")}
-    if isinstance(value, list):
-        return [slim_result(item) for item in value]
-    return progress.json_safe(value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +14,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from frontend import access, catalog, charts, listeners, live, queries, reproductions, services
+from frontend import access, catalog, charts, exports, listeners, live, queries, reproductions, services, verdict_table
 from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
-from frontend.models import AnalysisRun, Experiment, ReproductionRun
-from frontend.queues import queue_for_spec
+from frontend.models import AnalysisRun, ApiToken, Experiment, ReproductionRun
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
-from frontend import verdict_table
-from trainer.spec import ExperimentSpec
+from frontend.queues import queue_for_spec
 from trainer import reproduce
 from trainer.analyses import ANALYSES
 from trainer.events import TICKET
+from trainer.rundir import RunDir, RunDirError
+from trainer.spec import ExperimentSpec, SpecError
+from trainer.tickets import TicketError, save_ticket, ticket_payload
 
 
 def _error_page(request, status: int, title: str, message: str) -> HttpResponse:
@@ -224,7 +226,6 @@ def results_download(request, experiment: Experiment):
 @require_GET
 @experiment_view(shareable=True)
 def export_csv(request, experiment: Experiment, what: str):
-    from frontend import exports
     text = exports.metrics_csv(experiment) if what == "metrics" else exports.curves_csv(experiment)
     response = HttpResponse(text, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="experiment_{experiment.pk}_{what}.csv"'
@@ -235,10 +236,6 @@ def export_csv(request, experiment: Experiment, what: str):
 @experiment_view(shareable=True)
 def export_ticket(request, experiment: Experiment, round_index: int):
     """A round's mask and θk as a file `python -m trainer retrain` trains again."""
-    import io
-
-    from trainer.rundir import RunDir, RunDirError
-    from trainer.tickets import TicketError, save_ticket, ticket_payload
     replicate = request.GET.get("replicate", "0")
     if not replicate.isdigit() or int(replicate) > 64:
         return _error_page(request, 400, "Bad replicate", f"replicate must be a small whole number (got {replicate[:20]!r}).")
@@ -357,7 +354,6 @@ def cancel_analysis(request, experiment: Experiment, analysis_run_id: int):
 @login_required
 def api_tokens(request):
     """The user's API keys: make one (shown once), revoke one."""
-    from frontend.models import ApiToken
     new_key = ""
     if request.method == "POST":
         if "revoke" in request.POST:
@@ -490,7 +486,6 @@ MAX_SPEC_FILE_BYTES = 64 * 1024
 def upload_spec(request):
     """A spec.json (from `python -m trainer`, results.json's "spec", or a colleague) fills in the
     new-experiment form for review; nothing is queued until that form is submitted."""
-    from trainer.spec import SpecError
     upload = request.FILES.get("spec_file")
     if upload is None:
         return _error_page(request, 400, "No file", "Choose a spec file (JSON) to load.")

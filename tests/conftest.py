@@ -66,7 +66,7 @@ def single_torch_thread():
 def finished_experiment(db, finished_run, user):
     """An Experiment row of `user` (the signed-in test client's) for the session's finished run,
     with its rounds and curves stored."""
-    from frontend import progress
+    from frontend import records
     from frontend.models import Experiment
 
     results, run_path = finished_run
@@ -76,7 +76,7 @@ def finished_experiment(db, finished_run, user):
         run_name=results["run_name"], run_dir=str(run_path), results_path=str(run_path / "results.json"),
         rounds_total=spec["pruning"]["rounds"], iterations_per_round=results["total_iterations"])
     for record in results["rounds"] + [r for records in results["controls"].values() for r in records]:
-        progress.store_record(experiment.pk, record)
+        records.store_record(experiment.pk, record)
     return experiment
 
 

@@ -107,7 +107,7 @@ def test_every_setting_compose_passes_is_read_by_the_settings():
         names |= {name for name in (service.get("environment") or {}) if name.startswith(("LOTTERYWEB_", "DATABASE_"))}
     env_example = (REPO / "lab.env.example").read_text()
     names |= {line.split("=", 1)[0] for line in env_example.splitlines() if line and not line.startswith("#")}
-    trainer_reads = {"LOTTERYWEB_TORCH_THREADS"}  # also read by trainer.train.apply_thread_setting
+    trainer_reads = {"LOTTERYWEB_TORCH_THREADS"}  # also read by trainer.training.loop.apply_thread_setting
     for name in sorted(names):
         assert f'"{name}"' in source or name in trainer_reads, f"{name} is passed but never read"
 

@@ -53,7 +53,7 @@ def test_run_with_validation_reports_early_stop(tmp_path):
 @pytest.mark.django_db
 def test_result_page_of_a_run_without_validation_reports_the_end_of_training(client, user, tmp_path):
     """The page says there is no early stop; the best ticket and the chart use end-of-training accuracy."""
-    from frontend import progress, queries
+    from frontend import queries, records
     from frontend.models import Experiment
 
     results = run_experiment(tiny_spec(validation_size=0, pruning={"rounds": 1}), tmp_path)
@@ -62,7 +62,7 @@ def test_result_page_of_a_run_without_validation_reports_the_end_of_training(cli
         spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], status=Experiment.Status.FINISHED,
         owner=user, run_name=results["run_name"], rounds_total=1, iterations_per_round=results["total_iterations"])
     for record in results["rounds"]:
-        progress.store_record(experiment.pk, record)
+        records.store_record(experiment.pk, record)
     page = client.get(f"/e/{experiment.pk}/").content.decode()
     assert 'id="no-early-stop"' in page and "Nothing is selected on the test set" in page
     assert "end of training, no early stop" in page

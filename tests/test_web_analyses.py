@@ -6,10 +6,11 @@ import re
 
 import pytest
 
-from frontend import charts, progress, services
+from frontend import charts, progress, records, services
 from frontend.forms import AnalysisForm
 from frontend.models import AnalysisRun, Experiment
-from frontend.tasks import run_analysis_task, slim_result
+from frontend.records import slim_result
+from frontend.tasks import run_analysis_task
 from tests.conftest import form_data, single_torch_thread
 from tests.web_analysis_fixtures import ANALYSIS_PARAMS
 from trainer.analyses import ANALYSES
@@ -33,7 +34,7 @@ def finished_bn_experiment(db, finished_bn_run, user):
                                            status=Experiment.Status.FINISHED, run_name=results["run_name"],
                                            run_dir=str(run_path), results_path=str(run_path / "results.json"))
     for record in results["rounds"]:
-        progress.store_record(experiment.pk, record)
+        records.store_record(experiment.pk, record)
     return experiment
 
 
@@ -325,7 +326,7 @@ def test_early_bird_charts(analysis_results):
     assert bars.type == "bar" and [label.split("<br>")[0] for label in bars.x][:2] == ["early-bird ticket",
                                                                                        "one-shot IMP ticket"]
     marked = dict(result, early_bird_epoch=epochs[-1])  # the marker, whether or not this tiny search settled
-    shapes = charts.early_bird_figures(marked)[0]["figure"].layout.shapes
+    shapes = charts.analyses.early_bird_figures(marked)[0]["figure"].layout.shapes
     assert {shape.x0 for shape in shapes if shape.type == "line"} >= {epochs[-1]}
 
 
@@ -351,7 +352,7 @@ def test_charts_of_an_empty_result_are_empty():
 
 
 def test_every_analysis_has_chart_test_parameters():
-    assert set(ANALYSIS_PARAMS) | {"early_bird"} == set(ANALYSES) == set(charts.ANALYSIS_FIGURES)
+    assert set(ANALYSIS_PARAMS) | {"early_bird"} == set(ANALYSES) == set(charts.analyses.BUILDERS)
 
 
 def test_progress_recorder_is_throttled():

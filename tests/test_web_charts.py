@@ -1,4 +1,4 @@
-"""charts.py: figures are built on the server from stored rows and masks."""
+"""charts (frontend/charts/): figures are built on the server from stored rows and masks."""
 import json
 
 import pytest
@@ -33,9 +33,9 @@ def test_unfinished_rounds_are_left_out():
 
 def test_fully_connected_mask_is_downsampled_to_survivor_fractions():
     mask = torch.rand(300, 784, generator=torch.Generator().manual_seed(0)) < 0.3
-    figure = charts.mask_heatmap("fc1.weight", mask, 3)
+    figure = charts.masks.mask_heatmap("fc1.weight", mask, 3)
     z = torch.tensor(figure.data[0].z)
-    assert z.shape[0] <= charts.HEATMAP_MAX_ROWS and z.shape[1] <= charts.HEATMAP_MAX_COLUMNS
+    assert z.shape[0] <= charts.masks.HEATMAP_MAX_ROWS and z.shape[1] <= charts.masks.HEATMAP_MAX_COLUMNS
     assert 0.0 <= float(z.min()) and float(z.max()) <= 1.0
     assert abs(float(z.mean()) - float(mask.float().mean())) < 0.01
     assert "fc1.weight (300 × 784), round 3" in figure.layout.title.text
@@ -44,7 +44,7 @@ def test_fully_connected_mask_is_downsampled_to_survivor_fractions():
 def test_conv_mask_is_a_filter_by_input_channel_grid():
     mask = torch.ones(64, 32, 3, 3, dtype=torch.bool)
     mask[0, 0, 0, :] = False  # a third of one kernel pruned
-    z = charts.mask_heatmap("conv2.weight", mask, 1).data[0].z
+    z = charts.masks.mask_heatmap("conv2.weight", mask, 1).data[0].z
     assert len(z) == 64 and len(z[0]) == 32
     assert abs(z[0][0] - 2 / 3) < 1e-3 and z[1][1] == 1.0
 

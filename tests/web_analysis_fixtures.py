@@ -68,7 +68,7 @@ def add_finished_experiment(database_env: dict, run_path: Path, owner: str) -> i
 import json, django
 django.setup()
 from django.contrib.auth import get_user_model
-from frontend import progress
+from frontend import records
 from frontend.models import Experiment
 results = json.loads(open({str(run_path / 'results.json')!r}).read())
 spec = results["spec"]
@@ -78,7 +78,7 @@ experiment = Experiment.objects.create(spec=spec, model_name=spec["model"], data
     results_path={str(run_path / 'results.json')!r}, rounds_total=spec["pruning"]["rounds"],
     iterations_per_round=results["total_iterations"])
 for record in results["rounds"] + [r for records in results["controls"].values() for r in records]:
-    progress.store_record(experiment.pk, record)
+    records.store_record(experiment.pk, record)
 print(experiment.pk)
 """
     env = {"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", **database_env, "PATH": "/usr/bin:/bin"}

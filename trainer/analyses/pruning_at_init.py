@@ -25,7 +25,7 @@ from trainer.analyses.params import Param
 from trainer.spec import SpecError
 
 NAME = "pruning_at_init"
-# % remaining counts only weights between live units (trainer.structured):
+# % remaining counts only weights between live units (trainer.pruning.structured):
 # a collapsed layer now shows as 0%, so older results mean something else
 RESULTS_VERSION = 2
 

@@ -1,5 +1,5 @@
 // Draws the figures the server built (plotly JSON) and loads mask heatmaps per round.
-// No chart is designed here: figures come from frontend/charts.py.
+// No chart is designed here: figures come from frontend/charts/.
 window.LotteryCharts = (function () {
   "use strict";
   const config = { responsive: true, displaylogo: false };

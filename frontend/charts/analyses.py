@@ -1,0 +1,296 @@
+"""Charts of the analyses (trainer.analyses): one builder per study, found in `BUILDERS` by the study's
+name. A builder takes the analysis's stored result and returns [{id, caption, figure}]: the id is unique
+within the analysis, the caption one line saying what the chart shows. The papers behind each study are
+cited in its trainer.analyses module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import plotly.graph_objects as go
+
+from frontend.charts.base import as_percent, figure_layout, min_max_band, palette_color, remaining_axis
+
+STABILITY_THRESHOLD = 0.02  # Frankle et al. 2020: stable when instability < 2%
+
+
+def _test_accuracy(record: dict | None, moment: str = "early_stop"):
+    return as_percent(((record or {}).get(moment) or {}).get("test_accuracy"))
+
+
+def _finished(records) -> list[dict]:
+    return [r for r in records or [] if r.get("status", "finished") == "finished" and r.get("remaining_fraction") is not None]
+
+
+def _accuracy_figure(title: str, **layout) -> go.Figure:
+    return go.Figure(layout=figure_layout(title, **{"xaxis": remaining_axis(), "yaxis": dict(title="test accuracy (%)"),
+                                              **layout}))
+
+
+def _add_records(figure: go.Figure, records, name: str, color: str | None = None, dash: str | None = None,
+                 value=_test_accuracy, symbol: str = "circle") -> None:
+    """One line through records (round records of the engine): x = % of weights remaining."""
+    rows = sorted(_finished(records), key=lambda r: -r["remaining_fraction"])
+    if not rows:
+        return
+    figure.add_trace(go.Scatter(
+        x=[as_percent(r["remaining_fraction"]) for r in rows], y=[value(r) for r in rows], mode="lines+markers",
+        name=name, line=dict(color=color, dash=dash), marker=dict(symbol=symbol),
+        customdata=[[r.get("round")] for r in rows],
+        hovertemplate=f"{name}, round %{{customdata[0]}}: %{{x:.3g}}% left, %{{y:.2f}}%<extra></extra>"))
+
+
+def _label(text: str) -> str:
+    return text.replace("_", " ")
+
+
+def retraining_figures(result: dict) -> list[dict]:
+    figure = _accuracy_figure("Retraining modes after pruning")
+    dense = [result["dense"]] if result.get("dense") else []
+    for index, (mode, records) in enumerate((result.get("modes") or {}).items()):
+        _add_records(figure, dense + list(records), _label(mode), palette_color(index))
+    if result.get("mask_chain") == "own":
+        masks = ("each mode prunes its own retrained weights round after round, so each has its own masks "
+                 "(Renda et al. 2020; weight rewinding's chain is the IMP run)")
+    else:
+        masks = "every mode retrains the IMP ticket's masks (not Renda et al.'s procedure, where each mode finds its own)"
+    budget = result.get("retraining_iterations")
+    return [{"id": "accuracy", "figure": figure,
+             "caption": "Test accuracy at early stop against % of weights remaining, one line per retraining mode, "
+                        f"all from the dense round 0: {masks}; each mode retrains "
+                        + (f"{budget} iterations per round." if budget else "the same iterations k..T per round.")}]
+
+
+def connectivity_figures(result: dict) -> list[dict]:
+    threshold = result.get("stability_threshold", STABILITY_THRESHOLD)
+    curves = go.Figure(layout=figure_layout("Linear interpolation between the two copies",
+                                               xaxis=dict(title="α  (θ = (1−α)·θA + α·θB)", range=[0, 1]),
+                                               yaxis=dict(title="test error (%)")))
+    for index, curve in enumerate(result.get("curves") or []):
+        if not curve.get("alpha"):
+            continue
+        instability = curve.get("instability")
+        name = f"k = {curve['rewind_iteration']} it" + (f" (instability {100 * instability:.2f}%)"
+                                                       if instability is not None else "")
+        curves.add_trace(go.Scatter(x=curve["alpha"], y=[as_percent(v) for v in curve["test_error"]],
+                                    mode="lines+markers", name=name, line=dict(color=palette_color(index)),
+                                    hovertemplate="α=%{x:.2f}: %{y:.2f}% error<extra></extra>"))
+    by_k = result.get("instability_vs_k") or {}
+    ks, values = by_k.get("rewind_iteration") or [], by_k.get("instability") or []
+    instability = go.Figure(layout=figure_layout("Instability vs. rewind iteration k",
+                                           xaxis=dict(title="rewind iteration k"),
+                                           yaxis=dict(title="instability (%)", rangemode="tozero")))
+    instability.add_trace(go.Scatter(
+        x=ks, y=[as_percent(v) for v in values], mode="lines+markers", name="instability",
+        marker=dict(size=9, color=["#2ca02c" if s else "#d62728" for s in by_k.get("stable") or []] or None),
+        hovertemplate="k=%{x}: %{y:.2f}%<extra></extra>"))
+    instability.add_hline(y=100 * threshold, line=dict(color="#7f7f7f", dash="dash"),
+                          annotation_text=f"stable below {100 * threshold:.0f}%", annotation_position="top left")
+    where = "the dense network" if not result.get("round") else f"round {result['round']}'s ticket"
+    return [
+        {"id": "interpolation", "figure": curves,
+         "caption": f"Test error along the straight line between two copies of {where} trained from θk with "
+                    f"different data orders, one line per k."},
+        {"id": "instability", "figure": instability,
+         "caption": "Instability (max error on the path minus the mean of its ends) against k; under the dashed "
+                    f"{100 * threshold:.0f}% line the copies are linearly connected (stable)."},
+    ]
+
+
+def _variant_name(key: str, entry: dict) -> str:
+    variant = entry.get("variant") or {}
+    parts = [variant.get("criterion", key)]
+    if variant.get("reinit") and variant["reinit"] != "rewind":
+        parts.append(variant["reinit"])
+    if variant.get("masked_weights") and variant["masked_weights"] != "zero":
+        parts.append(f"pruned {variant['masked_weights']}")
+    if variant.get("structure") == "units":
+        parts = [f"units by {variant.get('norm', '')}"]
+    return _label(", ".join(parts))
+
+
+def _supermask_accuracy(record: dict):
+    return as_percent(record.get("supermask_test_accuracy"))
+
+
+def masking_criteria_figures(result: dict) -> list[dict]:
+    accuracy = _accuracy_figure("Masking criteria: trained accuracy")
+    supermask = _accuracy_figure("Supermask score: masked θ0, no training",
+                                 yaxis=dict(title="untrained masked test accuracy (%)"))
+    dense = [r for r in result.get("ticket") or [] if r.get("round") == 0]
+    for index, (key, entry) in enumerate((result.get("variants") or {}).items()):
+        name = _variant_name(key, entry)
+        _add_records(accuracy, dense + list(entry.get("rounds") or []), name, palette_color(index))
+        _add_records(supermask, dense + list(entry.get("rounds") or []), name, palette_color(index), value=_supermask_accuracy)
+    return [
+        {"id": "accuracy", "figure": accuracy,
+         "caption": "Test accuracy at early stop against % of weights remaining, one line per masking variant "
+                    "(criterion, survivor re-initialisation, what pruned weights hold)."},
+        {"id": "supermask", "figure": supermask,
+         "caption": "Supermask score: test accuracy of each variant's mask on θ0 (survivors re-initialised as the "
+                    "variant says; pruned weights zero, or at their θ0 values when frozen) with no training at all."},
+    ]
+
+
+def pruning_at_init_figures(result: dict) -> list[dict]:
+    figure = _accuracy_figure("Pruning at initialisation vs. IMP")
+    _add_records(figure, result.get("imp"), "IMP (this run)", "#000000", dash="dash", symbol="diamond")
+    for index, (method, records) in enumerate((result.get("methods") or {}).items()):
+        _add_records(figure, records, _label(method), palette_color(index))
+    return [{"id": "accuracy", "figure": figure,
+             "caption": "Test accuracy at early stop against % of weights remaining for masks chosen at θ0 "
+                        "(then trained), one line per method, with this run's IMP tickets dashed."}]
+
+
+def pruning_at_init_warnings(result: dict) -> list[str]:
+    """'snip at 0.8% of weights: fc1.weight, fc2.weight' for every mask that removed whole layers."""
+    warnings = []
+    for method, records in (result.get("methods") or {}).items():
+        for record in records or []:
+            if record.get("collapsed_layers"):
+                warnings.append(f"{_label(method)} at {100 * record['remaining_fraction']:.3g}% of weights "
+                                f"(round {record.get('round')}): {', '.join(record['collapsed_layers'])} collapsed "
+                                f"(no weights left)")
+    return warnings
+
+
+def early_bird_figures(result: dict) -> list[dict]:
+    epochs = result.get("epochs") or []
+    matrix = result.get("distance_matrix") or []
+    found = result.get("early_bird_epoch")
+    heatmap = go.Figure(
+        go.Heatmap(z=matrix, x=epochs, y=epochs, zmin=0, colorscale="Viridis", colorbar=dict(title="distance", thickness=12),
+                   hovertemplate="epochs %{y} and %{x}: %{z:.3f}<extra></extra>"),
+        layout=figure_layout("Channel-mask distance between epochs" + (
+            f": early bird at epoch {found} ({100 * result['search_fraction_at_early_bird']:.0f}% of the search)"
+            if found and result.get("search_fraction_at_early_bird") else
+            f": early bird at epoch {found}" if found else ": no early bird found"),
+                       xaxis=dict(title="epoch", dtick=max(1, len(epochs) // 10)),
+                       yaxis=dict(title="epoch", autorange="reversed", dtick=max(1, len(epochs) // 10))))
+    if found is not None:
+        heatmap.add_vline(x=found, line=dict(color="#ff4136", width=2, dash="dash"))
+        heatmap.add_hline(y=found, line=dict(color="#ff4136", width=2, dash="dash"))
+        heatmap.add_annotation(x=found, y=found, text=f"early bird: epoch {found}", showarrow=True, arrowcolor="#ff4136",
+                               font=dict(color="#ff4136"), bgcolor="white")
+    bars = []
+    ticket = result.get("ticket") or {}
+    if ticket.get("status") == "finished":
+        bars.append(("early-bird ticket", ticket, "#ff7f0e"))
+    if (result.get("one_shot_imp") or {}).get("status") == "finished":
+        bars.append(("one-shot IMP ticket", result["one_shot_imp"], "#1f77b4"))
+    if result.get("imp"):
+        bars.append((f"IMP round {result['imp'].get('round')} (this run)", result["imp"], "#7f7f7f"))
+    comparison = go.Figure(layout=figure_layout("Early-bird ticket vs. IMP ticket", yaxis=dict(title="test accuracy (%)"),
+                                          xaxis=dict(title=""), showlegend=False))
+    comparison.add_trace(go.Bar(
+        x=[f"{name}<br>{100 * record.get('remaining_fraction', 0):.3g}% of weights" for name, record, _ in bars],
+        y=[_test_accuracy(record) for _, record, _ in bars], marker=dict(color=[color for *_, color in bars]),
+        text=[f"{_test_accuracy(record):.1f}%" if _test_accuracy(record) is not None else "" for _, record, _ in bars],
+        textposition="auto", hovertemplate="%{x}: %{y:.2f}%<extra></extra>"))
+    return [
+        {"id": "distances", "figure": heatmap,
+         "caption": "Normalised Hamming distance between the batch-norm channel masks of every two epochs; the "
+                    f"early-bird epoch (dashed) is where the last {result.get('window')} consecutive distances fall "
+                    f"under {result.get('threshold')}."},
+        {"id": "comparison", "figure": comparison,
+         "caption": "Test accuracy at early stop of the early-bird ticket trained from θ0, beside a one-shot IMP "
+                    "ticket at the same sparsity and this run's nearest IMP round. % of weights counts only weights "
+                    "that can carry signal: a pruned channel also removes the next layer's weights reading it."},
+    ]
+
+
+def _cost_percent(record: dict, kind: str, measure: str):
+    costs = record.get("costs") or {}
+    dense = (costs.get("dense") or {}).get(measure)
+    value = (costs.get(kind) or {}).get(measure)
+    return None if not dense or value is None else 100.0 * value / dense
+
+
+def structured_pruning_figures(result: dict) -> list[dict]:
+    accuracy = _accuracy_figure("Structured pruning: accuracy")
+    costs = go.Figure(layout=figure_layout("What is left: parameters and FLOPs", xaxis=remaining_axis(),
+                                     yaxis=dict(title="% of the dense network", rangemode="tozero")))
+    ticket = result.get("ticket") or []
+    dense = [r for r in ticket if r.get("round") == 0]
+    _add_records(accuracy, ticket, "unstructured IMP (this run)", "#000000", dash="dash", symbol="diamond")
+    for index, (key, entry) in enumerate((result.get("variants") or {}).items()):
+        name, color = _variant_name(key, entry), palette_color(index)
+        records = dense + list(entry.get("rounds") or [])
+        _add_records(accuracy, records, name, color)
+        _add_records(costs, records, f"{name}: parameters (shrunk)", color,
+                     value=lambda r: _cost_percent(r, "effective", "parameters"))
+        _add_records(costs, records, f"{name}: FLOPs (shrunk)", color, dash="dot", symbol="square",
+                     value=lambda r: _cost_percent(r, "effective", "macs"))
+        _add_records(costs, records, f"{name}: effective parameters", color, dash="dash", symbol="circle-open",
+                     value=lambda r: _cost_percent(r, "masked", "parameters"))
+    return [
+        {"id": "accuracy", "figure": accuracy,
+         "caption": "Test accuracy at early stop against % of weights remaining when whole neurons/filters are "
+                    "pruned by norm, beside this run's unstructured tickets (dashed)."},
+        {"id": "costs", "figure": costs,
+         "caption": "Parameters and FLOPs (multiply-adds) left as % of dense: shrunk = the dense network of the "
+                    "live units; effective parameters = the surviving weights (unmasked, between two live units) "
+                    "with the live units' biases and batch norms."},
+    ]
+
+
+def transfer_figures(result: dict) -> list[dict]:
+    source = (result.get("source") or {}).get("dataset", "the source")
+    target = (result.get("target_dataset") or {}).get("name", "the target")
+    figure = _accuracy_figure(f"Ticket transfer: {source} → {target}")
+    _add_records(figure, result.get("transfer"), f"ticket from {source}, trained on {target}", "#1f77b4")
+    for index, (kind, records) in enumerate((result.get("controls") or {}).items()):
+        _add_records(figure, records, f"{_label(kind)} (control)", palette_color(index + 3), dash="dot")
+    found_on_target = result.get("target") or {}
+    if found_on_target.get("rounds"):
+        _add_records(figure, found_on_target["rounds"], f"ticket found on {found_on_target.get('dataset', target)}",
+                     "#2ca02c", dash="dash", symbol="diamond")
+        for index, (kind, records) in enumerate((found_on_target.get("controls") or {}).items()):
+            _add_records(figure, records, f"{_label(kind)} found on {found_on_target.get('dataset', target)}",
+                         palette_color(index + 6), dash="dashdot", symbol="diamond-open")
+    return [{"id": "accuracy", "figure": figure,
+             "caption": f"Test accuracy at early stop on {target} against % of weights remaining: the tickets "
+                        f"found on {source}, beside controls and (when a target run is chosen) tickets found on {target}."}]
+
+
+@dataclass(frozen=True)
+class StudyCharts:
+    figures: Callable[[dict], list[dict]]  # result -> [{id, caption, figure}]
+    warnings: Callable[[dict], list[str]] | None = None  # result -> lines shown above the charts
+
+
+# Keyed by analysis name for now; the registry's `chart` field will name the entry.
+BUILDERS = {
+    "retraining": StudyCharts(retraining_figures), "connectivity": StudyCharts(connectivity_figures),
+    "transfer": StudyCharts(transfer_figures), "masking_criteria": StudyCharts(masking_criteria_figures),
+    "pruning_at_init": StudyCharts(pruning_at_init_figures, warnings=pruning_at_init_warnings),
+    "early_bird": StudyCharts(early_bird_figures), "structured_pruning": StudyCharts(structured_pruning_figures),
+}
+
+
+def analysis_figures(name: str, result: dict, imp_band: list[dict] | None = None) -> list[dict]:
+    """The analysis's charts. Analyses branch off replicate 0; with replicates, `imp_band` (the
+    ticket's rows of queries.replicate_bands) shades the IMP ticket's min-max across replicates
+    behind every accuracy-vs-sparsity chart, so a single-seed difference can be read against it."""
+    builder = BUILDERS.get(name)
+    items = builder.figures(result) if builder and result else []
+    if imp_band:
+        for item in items:
+            if item["figure"].layout.xaxis.title.text == remaining_axis()["title"]:
+                _add_imp_band(item["figure"], imp_band)
+    return items
+
+
+def _add_imp_band(figure: go.Figure, rows: list[dict]) -> None:
+    x = [as_percent(row["remaining_fraction"]) for row in rows]
+    early = [row["reported"] for row in rows]
+    count = max(row["replicates"] for row in rows)
+    figure.add_trace(min_max_band(x, early, "rgba(0, 0, 0, 0.08)", f"IMP ticket, min–max of {count} replicates",
+                                   "band:imp"))
+    figure.data = (figure.data[-1],) + figure.data[:-1]  # underneath the lines
+
+
+def analysis_warnings(name: str, result: dict) -> list[str]:
+    builder = BUILDERS.get(name)
+    return builder.warnings(result) if builder and builder.warnings and result else []

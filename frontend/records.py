@@ -1,0 +1,126 @@
+"""Trainer results -> database rows: a round record (results.json's "rounds", a replicate's, a control's)
+becomes a RoundResult and its Curve, a finished run's results.json fills in its Experiment, and an
+analysis's result.json becomes an AnalysisRun's stored result.
+
+The live recorders (frontend.progress) write the same rows while a run goes on; these functions
+rewrite them from the files on disk, which are the truth (frontend.tasks when a run ends,
+`manage.py import_run` for a run made with the CLI).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from django.utils import timezone
+
+from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
+from trainer import events as trainer_events
+from trainer import replicate_stats
+from trainer.rundir import RunDir, json_safe
+
+log = logging.getLogger(__name__)
+
+
+def empty_evals() -> dict:
+    return {"iteration": [], "val_loss": [], "val_accuracy": [], "test_loss": [], "test_accuracy": []}
+
+
+def empty_train_loss() -> dict:
+    return {"iteration": [], "loss": []}
+
+
+def round_result_fields(record: dict) -> dict:
+    """A trainer round record -> RoundResult column values."""
+    early_stop = record.get("early_stop") or {}
+    final = record.get("final") or {}
+    return json_safe({
+        "status": record.get("status", ""), "message": record.get("message") or "",
+        "remaining_fraction": record["remaining_fraction"], "layers": record.get("layers", {}),
+        "early_stop_iteration": early_stop.get("iteration"),
+        "early_stop_val_accuracy": early_stop.get("val_accuracy"),
+        "early_stop_test_accuracy": early_stop.get("test_accuracy"),
+        "final_test_accuracy": final.get("test_accuracy"), "final_val_accuracy": final.get("val_accuracy"),
+        "wall_seconds": record.get("wall_seconds"), "costs": record.get("costs") or {},
+    })
+
+
+def store_record(experiment_id: int, record: dict) -> None:
+    """Write one finished round (with its curves) exactly as the trainer recorded it."""
+    identity = {"network": record.get("network", trainer_events.TICKET), "replicate": record.get("replicate", 0),
+                "round_index": record["round"]}
+    RoundResult.objects.update_or_create(experiment_id=experiment_id, **identity, defaults=round_result_fields(record))
+    Curve.objects.update_or_create(
+        experiment_id=experiment_id, **identity,
+        defaults={"evals": json_safe(record.get("curve") or empty_evals()),
+                  "train_loss": json_safe(record.get("train_loss") or empty_train_loss())})
+
+
+def store_run_results(experiment_id: int, results: dict, run_path: Path) -> None:
+    """results.json is the truth: rewrite every round and the run's location from it, whatever
+    live updates were lost on the way (a failed flush, a restarted database). Call it in a transaction."""
+    for record in replicate_stats.all_records(results):
+        store_record(experiment_id, record)
+    experiment = Experiment.objects.get(pk=experiment_id)
+    experiment.run_name = results["run_name"]
+    experiment.run_dir = str(run_path)
+    experiment.results_path = str(run_path / "results.json")
+    if not experiment.is_done:
+        experiment.status = results["status"]
+        experiment.finished_at = timezone.now()
+    experiment.save()
+
+
+def import_results(run_dir: RunDir, results: dict, round_records: list[dict]) -> tuple[Experiment, bool]:
+    """The Experiment of a run directory made elsewhere (created, or refreshed when imported before)
+    and its rounds, from its parsed results.json and `replicate_stats.all_records(results)`.
+    Returns (experiment, created). Call it in a transaction."""
+    spec = run_dir.spec
+    experiment, created = Experiment.objects.get_or_create(
+        run_dir=str(run_dir.path),
+        # no owner: the team sees it (frontend.access), and the page should say so
+        defaults={"spec": spec.to_dict(), "model_name": spec.model, "dataset_name": spec.dataset,
+                  "visibility": Experiment.Visibility.TEAM})
+    experiment.spec = {**spec.to_dict(), **{key: results["spec"][key] for key in ("controls", "replicates")
+                                            if key in results.get("spec", {})}}
+    experiment.status = results.get("status", Experiment.Status.FINISHED)
+    experiment.run_name = run_dir.path.name
+    experiment.results_path = str(run_dir.results_path)
+    experiment.rounds_total = spec.rounds_total()
+    experiment.iterations_per_round = results.get("total_iterations", 0)
+    experiment.trainings_total = experiment.trainings_done = len(round_records)
+    experiment.finished_at = experiment.finished_at or timezone.now()
+    experiment.save()
+    for record in round_records:
+        store_record(experiment.pk, record)
+    return experiment, created
+
+
+def import_finished_analyses(experiment: Experiment, run_dir: RunDir) -> int:
+    """An AnalysisRun for every finished analysis on disk the experiment does not have yet; how many."""
+    imported = 0
+    for result_path in sorted(run_dir.path.glob("analyses/*/*/result.json")):
+        try:
+            result = json.loads(result_path.read_text())
+        except ValueError:
+            log.warning("skipping unreadable %s", result_path)
+            continue
+        if result.get("status") != "finished":
+            continue
+        name, params = result.get("analysis", result_path.parent.parent.name), result.get("params", {})
+        if any(row.params == params for row in AnalysisRun.objects.filter(experiment=experiment, name=name)):
+            continue
+        AnalysisRun.objects.create(experiment=experiment, name=name, params=params, result=result,
+                                   status=AnalysisRun.Status.FINISHED, finished_at=timezone.now())
+        imported += 1
+    return imported
+
+
+def slim_result(value):
+    """An analysis result as an AnalysisRun stores it: without per-iteration curves and per-layer tables
+    (they stay in result.json on disk)."""
+    if isinstance(value, dict):
+        return {key: slim_result(item) for key, item in value.items() if key not in ("curve", "train_loss", "layers")}
+    if isinstance(value, list):
+        return [slim_result(item) for item in value]
+    return json_safe(value)
