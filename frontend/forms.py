@@ -221,6 +221,7 @@ class ExperimentForm(forms.Form):
             if "early_bird" in cleaned.get("analyses", []) and not model_has_batch_norm(spec.model, spec.dataset):
                 raise SpecError("analyses", f"early-bird tickets need a model with batch norm (vgg16, resnet20), "
                                             f"not {spec.model}")
+            check_default_analyses_against_spec(cleaned.get("analyses", []), spec)
         except SpecError as error:
             self._add_spec_error(error)
             return cleaned
@@ -331,6 +332,20 @@ class AnalysisForm(forms.Form):
         return cleaned
 
 
+def check_default_analyses_against_spec(names: list[str], spec: ExperimentSpec) -> None:
+    """The chosen analyses' own pre-flight checks (Analysis.check, default parameters) on the run this spec
+    will make, as a SpecError on the 'analyses' field."""
+    for name in names:
+        analysis = ANALYSES[name]
+        info = {"model": spec.model, "dataset": spec.dataset,
+                "has_batch_norm": model_has_batch_norm(spec.model, spec.dataset),
+                "finished_rounds": list(range(spec.rounds_total() + 1)), "rewind_step": spec.rewind_step}
+        try:
+            analysis.check(analysis.validate({}), info)
+        except SpecError as error:
+            raise SpecError("analyses", f"{analysis.title}: {error.message}") from None
+
+
 def model_has_batch_norm(model_name: str, dataset_name: str) -> bool:
     info = datasets.DATASETS[dataset_name].info
     with torch.device("meta"):  # layers only: no memory, no random numbers
@@ -365,6 +380,11 @@ def check_analysis_against_experiment(name: str, params: dict, experiment) -> No
             if tuple(target_info.input_shape) != tuple(source_info.input_shape):
                 raise SpecError("target_dataset", f"{target} inputs are {tuple(target_info.input_shape)}, the ticket's "
                                                   f"are {tuple(source_info.input_shape)}")
+    # then the study's own pre-flight check (trainer.analyses.Analysis.check) on the run_info the rows give
+    ANALYSES[name].check(params, {"model": experiment.model_name, "dataset": experiment.dataset_name,
+                                  "has_batch_norm": model_has_batch_norm(experiment.model_name, experiment.dataset_name),
+                                  "finished_rounds": sorted(finished),
+                                  "rewind_step": (experiment.spec or {}).get("rewind_step", "0it")})
 
 
 def auto_analysis_choices() -> list[tuple[str, str]]:

@@ -15,7 +15,8 @@ from trainer.rundir import RunDir
 from trainer.spec import SpecError
 
 TRAINER = Path(__file__).resolve().parent.parent / "trainer"
-LENET = {"model": "lenet_300_100", "dataset": "mnist", "has_batch_norm": False, "finished_rounds": [0, 1, 2]}
+LENET = {"model": "lenet_300_100", "dataset": "mnist", "has_batch_norm": False, "finished_rounds": [0, 1, 2],
+         "rewind_step": "100it"}
 
 
 def test_every_entry_has_its_params_check_summary_and_chart():
@@ -54,7 +55,7 @@ def test_run_info_describes_a_run_directory(tmp_path, monkeypatch):
     path = tmp_path / FIXTURE.name
     shutil.copytree(FIXTURE, path)
     assert run_info(RunDir.open(path)) == {"model": "tiny_bn", "dataset": "synthetic", "has_batch_norm": True,
-                                           "finished_rounds": [0, 1]}
+                                           "finished_rounds": [0, 1], "rewind_step": "0it"}
 
 
 def test_the_cli_prints_the_registrys_summary_lines():

@@ -105,6 +105,11 @@ BAD_PARAMS = [
     ("transfer", {"target_dataset": "cifar10"}, "target_dataset", "Select a valid choice"),
     ("transfer", {"target_dataset": "synthetic", "validation_size": "-1"}, "validation_size", "must be at least 0"),
     ("transfer", {"target_dataset": "synthetic", "rounds": "0, 0"}, "rounds", "has repeated entries"),
+    ("early_phase", {"noise_alphas": "0"}, "noise_alphas", "[0]: must be at least 0.01"),
+    ("early_phase", {"noise_alphas": "1, loud"}, "noise_alphas", "cannot read 'loud' as float"),
+    ("early_phase", {"flip_fraction": "1.5"}, "flip_fraction", "must be at most 1.0"),
+    ("early_phase", {"perturbations": "scramble"}, "perturbations", "Select a valid choice"),
+    ("early_phase", {"rounds": "0"}, "rounds", "must be at least 1"),
 ]
 
 
@@ -137,6 +142,13 @@ def test_early_bird_on_a_model_without_batch_norm_is_a_400(client, finished_expe
     assert response.status_code == 400
     assert "has no batch norm" in response.content.decode()
     assert not queued
+
+
+def test_early_phase_on_a_run_without_rewinding_is_a_400(client, finished_experiment, queued):
+    response = client.post(f"/e/{finished_experiment.pk}/analyses/early_phase/", post_data("early_phase", {}))
+    assert response.status_code == 400
+    assert "perturbs tickets at θk with k &gt; 0" in response.content.decode()
+    assert not AnalysisRun.objects.exists() and not queued
 
 
 def test_unknown_analysis_is_a_404_and_an_unfinished_experiment_a_409(client, finished_experiment, queued):
@@ -265,6 +277,13 @@ def test_new_form_refuses_early_bird_for_a_model_without_batch_norm(client):
     assert not Experiment.objects.exists()
 
 
+def test_new_form_refuses_early_phase_for_a_run_without_rewinding(client):
+    response = client.post("/new/", form_data(analyses=["early_phase"]))
+    assert response.status_code == 400
+    assert "perturbs tickets at θk with k &gt; 0" in response.content.decode()
+    assert not Experiment.objects.exists()
+
+
 # ---- charts on real tiny results --------------------------------------------------------------
 
 def figures_of(analysis_results, name):
@@ -344,6 +363,24 @@ def test_transfer_chart(analysis_results):
     figures, _ = figures_of(analysis_results, "transfer")
     assert names(figures["accuracy"]) == ["ticket from synthetic, trained on synthetic", "random reinit (control)",
                                           "ticket found on synthetic", "random reinit found on synthetic"]
+
+
+def test_early_phase_charts(analysis_results):
+    figures, result = figures_of(analysis_results, "early_phase")
+    assert names(figures["accuracy"]) == ["ticket at θk (unperturbed)", "rewind to 0 (k = 0)", "init signs",
+                                          "shuffle layer", "shuffle unit same sign"]
+    ticket = figures["accuracy"].data[0]
+    assert list(ticket.x) == pytest.approx([100 * r["remaining_fraction"] for r in result["ticket"]])
+    assert list(ticket.y) == pytest.approx([100 * r["early_stop"]["test_accuracy"] for r in result["ticket"]])
+    noise = figures["noise"]
+    assert names(noise) == ["round 1 (80% left)", "round 1 (80% left): rewind to 0",
+                            "round 2 (64% left)", "round 2 (64% left): rewind to 0"]
+    first = noise.data[0]
+    assert list(first.x) == [0.0, 1.0, 2.0]  # α = 0: the unperturbed ticket
+    assert first.y[0] == pytest.approx(100 * result["ticket"][0]["early_stop"]["test_accuracy"])
+    assert first.y[2] == pytest.approx(100 * result["perturbations"]["noise_2"][0]["early_stop"]["test_accuracy"])
+    without_noise = {**result, "perturbations": {k: v for k, v in result["perturbations"].items() if "noise" not in k}}
+    assert [item["id"] for item in charts.analysis_figures("early_phase", without_noise)] == ["accuracy"]
 
 
 def test_charts_of_an_empty_result_are_empty():

@@ -1,7 +1,8 @@
 """Session fixtures for the web side of the analyses: every analysis run once on tiny runs.
 
-`analysis_results` runs all seven with small parameters (ANALYSIS_PARAMS) on the session's tiny
-LeNet run, and early-bird on a tiny ResNet-20 run (it needs batch norm). The engine stores each
+`analysis_results` runs every analysis with small parameters (ANALYSIS_PARAMS) on the session's tiny
+LeNet run, early-bird on a tiny ResNet-20 run (it needs batch norm) and the early-phase study on a
+tiny LeNet run that rewinds to k > 0 (it needs late rewinding). The engine stores each
 result in the run directory, so the web tests that submit the same parameters (the eager task, the
 real Celery worker of the browser test) find it finished and do not train again.
 """
@@ -20,6 +21,14 @@ BN_SPEC = {
     "pruning": {"rounds": 1, "fraction": 0.2},
 }
 
+# Late rewinding for the early-phase study: perturbed tickets at θk, k > 0.
+REWOUND_SPEC = {
+    "model": "lenet_300_100", "dataset": "synthetic", "rewind_step": "20it",
+    "training": {"optimizer": "adam", "lr": 0.0012, "training_steps": "60it", "eval_interval": "30it",
+                 "metrics_interval": 10},
+    "pruning": {"rounds": 2, "fraction": 0.2, "layer_fractions": {"fc3.weight": 0.1}},
+}
+
 # Analysis parameters small enough for seconds each; `transfer`'s target_run is filled in with the run itself.
 ANALYSIS_PARAMS = {
     "retraining": {},
@@ -28,6 +37,8 @@ ANALYSIS_PARAMS = {
     "pruning_at_init": {"methods": ["snip", "synflow", "magnitude"], "synflow_iterations": 10, "score_examples": 64},
     "structured_pruning": {"norms": ["l1", "l2"]},
     "transfer": {"target_dataset": "synthetic", "rounds": [0, 2], "controls": ["random_reinit"]},
+    "early_phase": {"perturbations": ["init_signs", "shuffle_layer", "shuffle_unit_same_sign"],
+                    "noise_alphas": [1.0, 2.0]},
 }
 EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
 
@@ -48,15 +59,22 @@ def finished_bn_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def analysis_results(finished_run, finished_bn_run):
-    """name -> (result dict, run directory) for all seven analyses."""
+def finished_rewound_run(tmp_path_factory):
+    from tests.conftest import train_spec_once
+    return train_spec_once(tmp_path_factory, REWOUND_SPEC, "rewound_runs")
+
+
+@pytest.fixture(scope="session")
+def analysis_results(finished_run, finished_bn_run, finished_rewound_run):
+    """name -> (result dict, run directory) for every analysis."""
     from tests.conftest import single_torch_thread
     from trainer.analyses import ANALYSES, run_analysis
 
+    runs = {"early_bird": finished_bn_run[1], "early_phase": finished_rewound_run[1]}
     found = {}
     with single_torch_thread():
         for name in ANALYSES:
-            run_path = finished_bn_run[1] if name == "early_bird" else finished_run[1]
+            run_path = runs.get(name, finished_run[1])
             found[name] = (run_analysis(name, run_path, analysis_params(name, run_path)), run_path)
     return found
 

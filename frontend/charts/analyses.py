@@ -254,6 +254,50 @@ def transfer_figures(result: dict) -> list[dict]:
                         f"found on {source}, beside controls and (when a target run is chosen) tickets found on {target}."}]
 
 
+def early_phase_figures(result: dict) -> list[dict]:
+    accuracy = _accuracy_figure("Perturbed tickets at θk")
+    _add_records(accuracy, result.get("ticket"), "ticket at θk (unperturbed)", "#000000", dash="dash", symbol="diamond")
+    _add_records(accuracy, result.get("rewind_to_zero"), "rewind to 0 (k = 0)", "#7f7f7f", dash="dot", symbol="square")
+    noise = go.Figure(layout=figure_layout("Gaussian noise at θk", xaxis=dict(title="α (noise std / layer's init std)"),
+                                           yaxis=dict(title="test accuracy (%)")))
+    noisy: dict[int, list] = {}
+    index = 0
+    for network, records in (result.get("perturbations") or {}).items():
+        if records and records[0].get("alpha") is not None:
+            for record in _finished(records):
+                noisy.setdefault(record["round"], []).append((record["alpha"], _test_accuracy(record)))
+            continue
+        _add_records(accuracy, records, _label(network), palette_color(index))
+        index += 1
+    tickets = {r["round"]: r for r in _finished(result.get("ticket"))}
+    zero = {r["round"]: r for r in _finished(result.get("rewind_to_zero"))}
+    for position, (round_index, points) in enumerate(sorted(noisy.items())):
+        color = palette_color(position)
+        if round_index in tickets:
+            points = [(0.0, _test_accuracy(tickets[round_index]))] + points
+        points.sort()
+        remaining = (tickets.get(round_index) or {}).get("remaining_fraction")
+        name = f"round {round_index}" + (f" ({100 * remaining:.3g}% left)" if remaining is not None else "")
+        noise.add_trace(go.Scatter(x=[alpha for alpha, _ in points], y=[value for _, value in points],
+                                   mode="lines+markers", name=name, line=dict(color=color),
+                                   hovertemplate=f"{name}, α=%{{x:.3g}}: %{{y:.2f}}%<extra></extra>"))
+        if round_index in zero:
+            level = _test_accuracy(zero[round_index])
+            noise.add_trace(go.Scatter(x=[points[0][0], points[-1][0]], y=[level, level], mode="lines",
+                                       name=f"{name}: rewind to 0", line=dict(color=color, dash="dot"),
+                                       hovertemplate=f"{name}, rewind to 0: %{{y:.2f}}%<extra></extra>"))
+    figures = [{"id": "accuracy", "figure": accuracy,
+                "caption": "Test accuracy at early stop against % of weights remaining: each perturbation of the "
+                           "ticket at θk trained k..T, beside the unperturbed ticket (dashed) and its mask rewound "
+                           "to θ0 and trained from 0 (dotted)."}]
+    if noisy:
+        figures.append({"id": "noise", "figure": noise,
+                        "caption": "Test accuracy at early stop against the noise scale α (std α × the layer's init "
+                                   "std added to the survivors at θk; α = 0 is the unperturbed ticket), one line per "
+                                   "round, with rewinding to 0 dotted."})
+    return figures
+
+
 @dataclass(frozen=True)
 class StudyCharts:
     figures: Callable[[dict], list[dict]]  # result -> [{id, caption, figure}]
@@ -266,6 +310,7 @@ BUILDERS = {
     "transfer": StudyCharts(transfer_figures), "masking_criteria": StudyCharts(masking_criteria_figures),
     "pruning_at_init": StudyCharts(pruning_at_init_figures, warnings=pruning_at_init_warnings),
     "early_bird": StudyCharts(early_bird_figures), "structured_pruning": StudyCharts(structured_pruning_figures),
+    "early_phase": StudyCharts(early_phase_figures),
 }
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.analyses import (connectivity, early_bird, masking_criteria, pruning_at_init, retraining,
+from trainer.analyses import (connectivity, early_bird, early_phase, masking_criteria, pruning_at_init, retraining,
                                structured_pruning, transfer)
 from trainer.analyses.common import check_rounds, no_summary_lines, run_info
 from trainer.analyses.params import Param, describe, validate_params
@@ -84,6 +84,11 @@ _register(Analysis(early_bird.NAME, "Early-bird tickets",
 _register(Analysis(structured_pruning.NAME, "Structured pruning",
                    "Neuron and filter pruning by L1/L2 norm with the run's rates, with parameter and FLOP counts.",
                    structured_pruning.run_structured_pruning, structured_pruning.PARAMS, "structured_pruning_figures"))
+_register(Analysis(early_phase.NAME, "Early phase: perturbed tickets at θk",
+                   "The run's tickets at θk with signs, magnitudes, shuffles or noise changed, then trained k..T, "
+                   "beside the unperturbed ticket and rewinding to 0 (Frankle, Schwab & Morcos 2020).",
+                   early_phase.run_early_phase, early_phase.PARAMS, "early_phase_figures",
+                   check=early_phase.check, summary_lines=early_phase.summary_lines))
 
 
 def get_analysis(name: str) -> Analysis:

@@ -301,10 +301,12 @@ def has_batch_norm(model_name: str, dataset_name: str) -> bool:
 
 def run_info(run_dir: RunDir) -> dict:
     """What a study's `check(params, run_info)` may look at, from a run directory. The web app builds
-    the same dict from its rows: model, dataset, has_batch_norm, finished_rounds (the ticket's, replicate 0)."""
+    the same dict from its rows: model, dataset, has_batch_norm, finished_rounds (the ticket's, replicate 0),
+    rewind_step (the spec's)."""
     spec = run_dir.spec
     return {"model": spec.model, "dataset": spec.dataset, "has_batch_norm": has_batch_norm(spec.model, spec.dataset),
-            "finished_rounds": [r["round"] for r in run_dir.records() if r["status"] == "finished"]}
+            "finished_rounds": [r["round"] for r in run_dir.records() if r["status"] == "finished"],
+            "rewind_step": spec.rewind_step}
 
 
 def check_rounds(params: dict, info: dict) -> None:

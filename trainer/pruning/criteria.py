@@ -95,6 +95,16 @@ def init_std(model_name: str, shape) -> float | None:
     return std(tuple(shape)) if std is not None else None
 
 
+def layer_init_stds(model_name: str | None, reference: dict[str, torch.Tensor], names) -> dict[str, float]:
+    """σ of each named layer's init distribution; for a model without a known initializer, the std
+    of the layer's values in `reference` (its init, or the start of the training) estimates it."""
+    stds = {}
+    for name in names:
+        std = init_std(model_name, reference[name].shape) if model_name is not None else None
+        stds[name] = std if std is not None else float(reference[name].float().std())
+    return stds
+
+
 def sign_kept_constant(start: dict[str, torch.Tensor], mask: Mask, stds: dict[str, float]) -> dict[str, torch.Tensor]:
     """Survivors become sign(start)·σ_layer; pruned weights and unmasked tensors keep their start values."""
     state = {name: value.clone() for name, value in start.items()}
@@ -122,12 +132,7 @@ def reinit_survivors(mode: str, start: dict[str, torch.Tensor], mask: Mask, *, m
     if mode == "rewind":
         return {name: value.clone() for name, value in start.items()}
     if mode == "sign_kept_constant":
-        stds = {}
-        for name in mask:
-            std = init_std(model_name, start[name].shape) if model_name is not None else None
-            # a model without a known initializer: the layer's start values estimate the distribution
-            stds[name] = std if std is not None else float(start[name].float().std())
-        return sign_kept_constant(start, mask, stds)
+        return sign_kept_constant(start, mask, layer_init_stds(model_name, start, mask))
     if mode == "reshuffled":
         if generator is None:
             raise ValueError("reshuffled re-initialisation needs a seeded generator")
