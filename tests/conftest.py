@@ -8,7 +8,7 @@ import contextlib
 import pytest
 
 from tests.live_fixtures import live_app, live_database, redis_server  # noqa: F401  (fixtures)
-from tests.web_analysis_fixtures import analysis_results, finished_bn_run  # noqa: F401  (fixtures)
+from tests.web_analysis_fixtures import analysis_results, finished_bn_run, finished_rewound_run  # noqa: F401  (fixtures)
 
 # Small enough for seconds on two cores, big enough for two pruned rounds and a control.
 TINY_SPEC = {

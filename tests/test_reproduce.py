@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trainer.reproduce import (BUDGETS, CHECK_PROGRESS, CHECKS, matching_checks, result_path, run_check)
-from trainer.reproduce import (early_bird_convergence, iterative_vs_one_shot, lenet_stability, retraining_modes,
+from trainer.reproduce import (early_bird_convergence, early_phase_signs, iterative_vs_one_shot, lenet_stability, retraining_modes,
                                supermask, synflow_collapse, tickets_vs_dense)
 from trainer.spec import SpecError
 
@@ -128,6 +128,11 @@ def _early_bird(found, epochs=40, window=5):
     return {"early_bird_epoch": found, "epochs": epochs, "window": window}
 
 
+def _early_phase(ticket, flipped, shuffled, same_sign):
+    return {"ticket_accuracy": ticket, "flip_signs_accuracy": flipped, "shuffle_layer_accuracy": shuffled,
+            "shuffle_unit_same_sign_accuracy": same_sign}
+
+
 VERDICT_CASES = [
     (tickets_vs_dense, _tickets(), "PASS"),
     (tickets_vs_dense, _tickets(ticket_early_stop_iteration=4500.0), "FAIL"),  # the ticket learns slower
@@ -162,6 +167,11 @@ VERDICT_CASES = [
     (early_bird_convergence, _early_bird(25), "FAIL"),
     (early_bird_convergence, _early_bird(None), "FAIL"),
     (early_bird_convergence, _early_bird(12), "INCONCLUSIVE"),
+    (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.885), "PASS"),
+    (early_phase_signs, _early_phase(0.89, 0.888, 0.70, 0.885), "FAIL"),  # flipping signs does not hurt
+    (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.85), "FAIL"),  # the same-sign shuffle hurts 4 points
+    (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.87), "INCONCLUSIVE"),  # 2 points: neither
+    (early_phase_signs, _early_phase(0.89, None, 0.70, 0.885), "INCONCLUSIVE"),  # diverged
 ]
 
 

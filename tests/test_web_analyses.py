@@ -374,7 +374,7 @@ def test_early_phase_charts(analysis_results):
     assert list(ticket.y) == pytest.approx([100 * r["early_stop"]["test_accuracy"] for r in result["ticket"]])
     noise = figures["noise"]
     assert names(noise) == ["round 1 (80% left)", "round 1 (80% left): rewind to 0",
-                            "round 2 (64% left)", "round 2 (64% left): rewind to 0"]
+                            "round 2 (64.1% left)", "round 2 (64.1% left): rewind to 0"]
     first = noise.data[0]
     assert list(first.x) == [0.0, 1.0, 2.0]  # α = 0: the unperturbed ticket
     assert first.y[0] == pytest.approx(100 * result["ticket"][0]["early_stop"]["test_accuracy"])
