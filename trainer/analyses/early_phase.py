@@ -21,8 +21,17 @@ network is a unit of work stored at once, so a cancelled study resumes where it 
 from __future__ import annotations
 
 from trainer import events
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished,
-                                     round_started, segment_record, summary)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_rounds,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+    summary,
+)
 from trainer.analyses.params import Param
 from trainer.pruning import criteria
 from trainer.pruning import perturbations as ticket_perturbations
@@ -195,8 +204,8 @@ def check(params: dict, info: dict) -> None:
 
 
 def summary_lines(result: dict) -> list[str]:
-    lines = [f"perturbed at k = {result.get('rewind_iteration')} and trained to {result.get('total_iterations')}; "
-             f"rewind to 0: the same masks on θ0, trained from 0",
+    lines = [(f"perturbed at k = {result.get('rewind_iteration')} and trained to {result.get('total_iterations')}; "
+              f"rewind to 0: the same masks on θ0, trained from 0"),
              f"{'network':<26} {'round':>5} {'% remaining':>11} {'early-stop acc':>14} {'final acc':>9}"]
     groups = {"ticket (unperturbed)": result.get("ticket") or [], REWIND_TO_ZERO: result.get(REWIND_TO_ZERO) or [],
               **(result.get("perturbations") or {})}

@@ -18,10 +18,23 @@ when > 3 points; in between undecided.
 """
 from __future__ import annotations
 
-from trainer.analyses import early_phase
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing, points, signed_points)
 from trainer import replicate_stats
+from trainer.analyses import early_phase
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+    points,
+    signed_points,
+)
 
 NAME = "early_phase_signs"
 HURTING = ("flip_signs", "shuffle_layer")
