@@ -42,24 +42,18 @@ def multiset(values: torch.Tensor) -> list[float]:
     return sorted(values.tolist())
 
 
-def test_init_signs_keeps_the_magnitudes_of_theta_k_and_takes_the_signs_of_theta_0():
+@pytest.mark.parametrize("perturb, magnitudes_from, signs_from", [
+    (perturbations.init_signs, "theta_k", "theta_0"), (perturbations.init_magnitudes, "theta_0", "theta_k")])
+def test_init_signs_and_init_magnitudes_take_one_from_theta_0_and_the_other_from_theta_k(perturb, magnitudes_from,
+                                                                                         signs_from):
     theta_k, theta_0, mask = hand_made()
-    state = perturbations.init_signs(theta_k, theta_0, mask)
+    source = {"theta_k": theta_k, "theta_0": theta_0}
+    state = perturb(theta_k, theta_0, mask)
     assert_untouched_outside_survivors(state, theta_k, mask)
     for name in NAMES:
         keep = mask[name]
-        assert torch.equal(state[name][keep].abs(), theta_k[name][keep].abs())
-        assert torch.equal(torch.sign(state[name][keep]), torch.sign(theta_0[name][keep]))
-
-
-def test_init_magnitudes_takes_the_magnitudes_of_theta_0_and_keeps_the_signs_of_theta_k():
-    theta_k, theta_0, mask = hand_made()
-    state = perturbations.init_magnitudes(theta_k, theta_0, mask)
-    assert_untouched_outside_survivors(state, theta_k, mask)
-    for name in NAMES:
-        keep = mask[name]
-        assert torch.equal(state[name][keep].abs(), theta_0[name][keep].abs())
-        assert torch.equal(torch.sign(state[name][keep]), torch.sign(theta_k[name][keep]))
+        assert torch.equal(state[name][keep].abs(), source[magnitudes_from][name][keep].abs())
+        assert torch.equal(torch.sign(state[name][keep]), torch.sign(source[signs_from][name][keep]))
 
 
 def test_flip_signs_flips_every_survivor_or_an_exact_random_fraction_per_layer():
