@@ -7,8 +7,8 @@ weights of different signs), while shuffling only among same-sign weights within
 tolerated (close to the unperturbed ticket).
 
 Protocol (small): LeNet-300-100 (a CPU-sized stand-in for ResNet-20) with Adam 1.2e-3, batch 60,
-3,000 iterations per round, 5 rounds of layerwise 20% (output 10%), rewinding to k = 100
-iterations. Then trainer.analyses.early_phase on the last COMPARED_ROUNDS pruned rounds with
+3,000 iterations per round, 10 rounds of layerwise 20% (output 10%; 10.8% of weights left), rewinding
+to k = 100 iterations. Then trainer.analyses.early_phase on the last COMPARED_ROUNDS pruned rounds with
 flip_signs, shuffle_layer and shuffle_unit_same_sign (no noise).
 
 Verdict on test accuracy at early stop averaged over the compared rounds (the sparsest), as the
@@ -44,8 +44,8 @@ HURT_HOLDS, HURT_FAILS = 0.02, 0.005
 TOLERATED_HOLDS, TOLERATED_FAILS = 0.01, 0.03
 
 # (iterations per round, eval interval, pruned rounds, rewind step)
-BUDGET_SETTINGS = {"tiny": ("30it", "15it", 1, "10it"), "small": ("3000it", "250it", 5, "100it"),
-                   "large": ("10000it", "500it", 8, "200it")}
+BUDGET_SETTINGS = {"tiny": ("30it", "15it", 1, "10it"), "small": ("3000it", "250it", 10, "100it"),
+                   "large": ("10000it", "500it", 12, "200it")}
 MATCH_FIELDS = ("model", "training.optimizer", "training.lr", "training.batch_size", "pruning.strategy",
                 "pruning.schedule", "rewind_step")
 
