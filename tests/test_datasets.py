@@ -68,6 +68,18 @@ def write_cifar_batch(path: Path, count: int, seed: int, protocol: int = pickle.
     return data, labels
 
 
+def write_cifar100_file(path: Path, count: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """A file of cifar-100-python: fine labels 0-99 beside coarse ones 0-19, as the real files hold them."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (count, 3072), dtype=np.uint8)
+    fine = [int(label) for label in rng.integers(0, 100, count)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump({b"filenames": [b"x.png"] * count, b"batch_label": b"training batch 1 of 1", b"fine_labels": fine,
+                     b"coarse_labels": [label // 5 for label in fine], b"data": data}, handle)
+    return data, fine
+
+
 def write_cifar_dataset(directory: Path, per_batch: int = 4, **options) -> dict[str, tuple[np.ndarray, list[int]]]:
     return {name: write_cifar_batch(directory / name, per_batch, seed, **options)
             for seed, name in enumerate(CIFAR_NAMES)}
@@ -299,10 +311,44 @@ def test_damaged_cifar_batch_is_named_in_the_error(tmp_path, damage, problem):
     assert problem in str(caught.value)
 
 
+# ---- CIFAR-100 ------------------------------------------------------------------------------
+
+def test_cifar100_reads_the_fine_labels(tmp_path):
+    directory = tmp_path / "cifar100" / "cifar-100-python"
+    train_pixels, train_labels = write_cifar100_file(directory / "train", 12, seed=1)
+    test_pixels, test_labels = write_cifar100_file(directory / "test", 5, seed=2)
+    entry = DATASETS["cifar100"]
+    assert entry.info.num_classes == 100 and entry.info.augment and entry.is_installed(tmp_path)
+
+    tensors = entry.load(tmp_path)
+
+    assert tensors.train_x.shape == (12, 3, 32, 32) and tensors.test_x.shape == (5, 3, 32, 32)
+    assert tensors.train_y.tolist() == train_labels and tensors.test_y.tolist() == test_labels
+    assert max(train_labels + test_labels) >= 20  # fine, not coarse, labels were read
+    expected = expected_normalized(test_pixels.reshape(-1, 3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    torch.testing.assert_close(tensors.test_x, expected)
+
+
+def test_cifar100_missing_and_damaged_files_are_named(tmp_path):
+    with pytest.raises(DatasetError) as caught:
+        DATASETS["cifar100"].load(tmp_path)
+    message = str(caught.value)
+    assert "train, test" in message and str(tmp_path / "cifar100" / "cifar-100-python") in message
+    assert "cifar-100-python.tar.gz" in message
+
+    directory = tmp_path / "cifar-100-python"
+    write_cifar100_file(directory / "train", 4, seed=1)
+    (directory / "test").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}))
+    with pytest.raises(DatasetError) as caught:
+        DATASETS["cifar100"].load(tmp_path)
+    assert str(directory / "test") in str(caught.value)
+    assert "not a CIFAR-100 file: it lacks the key b'fine_labels'" in str(caught.value)
+
+
 # ---- registry and synthetic -----------------------------------------------------------------
 
-def test_registry_lists_the_four_datasets():
-    assert set(DATASETS) == {"fashion_mnist", "mnist", "cifar10", "synthetic"}
+def test_registry_lists_the_datasets():
+    assert set(DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "synthetic"}
     for name, entry in DATASETS.items():
         assert isinstance(entry.info, DatasetInfo) and entry.info.name == name
 

@@ -27,7 +27,7 @@ def count(model):
 
 
 def test_registry_lists_the_paper_models_in_display_order():
-    assert MODEL_NAMES == ["lenet_300_100", "conv2", "conv4", "conv6", "vgg16", "resnet20"]
+    assert MODEL_NAMES == ["lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "vgg16", "resnet20"]
     for name, entry in MODELS.items():
         assert entry.name == name
         assert entry.description and "\n" not in entry.description
@@ -52,6 +52,17 @@ def test_lenet_300_100_parameter_count():
     expected = linear_count(28 * 28, 300) + linear_count(300, 100) + linear_count(100, 10)
     assert expected == 266_610
     assert count(build_model("lenet_300_100", MNIST, 10, init_seed=0)) == expected
+
+
+def test_lenet5_parameter_count_is_the_caffe_networks():
+    # 28 -> conv 24 -> pool 12 -> conv 8 -> pool 4: 50 * 4 * 4 = 800 inputs to fc1 (431k parameters, as in SNIP)
+    expected = (conv_count(1, 20, kernel=5) + conv_count(20, 50, kernel=5)
+                + linear_count(800, 500) + linear_count(500, 10))
+    assert expected == 431_080
+    assert count(build_model("lenet5", MNIST, 10, init_seed=0)) == expected
+    # 32 -> 28 -> 14 -> 10 -> 5 on CIFAR
+    cifar = conv_count(3, 20, kernel=5) + conv_count(20, 50, kernel=5) + linear_count(1250, 500) + linear_count(500, 10)
+    assert count(build_model("lenet5", CIFAR, 10, init_seed=0)) == cifar
 
 
 def test_conv2_parameter_count_on_cifar():

@@ -72,6 +72,30 @@ class LeNet300100(nn.Module):
         return self.fc3(x)
 
 
+class LeNet5(nn.Module):
+    """LeNet-5 as in Caffe's MNIST example, the convnet of SNIP (Lee et al. 2019) and GraSP (Wang et al. 2020):
+    5x5 convs of 20 and 50 channels (no padding), each followed by a 2x2 max pool, then FC 500-classes."""
+
+    def __init__(self, input_shape: InputShape, num_classes: int):
+        super().__init__()
+        channels, height, width = input_shape
+        if min(height, width) < 16:
+            raise ValueError("lenet5 needs inputs of at least 16 pixels per side")
+        self.conv1 = nn.Conv2d(channels, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        def side(size: int) -> int:  # after conv 5x5, pool, conv 5x5, pool
+            return ((size - 4) // 2 - 4) // 2
+
+        self.fc1 = nn.Linear(50 * side(height) * side(width), 500)
+        self.fc2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
 # 'M' is a 2x2 max pool; numbers are 3x3 conv widths.
 _CONV_PLANS = {
     "conv2": (64, 64, "M"),
@@ -244,6 +268,9 @@ def _register(entry: ModelEntry) -> None:
 _register(ModelEntry(
     "lenet_300_100", "LeNet-300-100: fully connected 300-100 (Frankle & Carbin 2019), Glorot init",
     LeNet300100, _glorot_normal, PaperPruning(_FRANKLE_CARBIN, output_fraction=0.1)))
+_register(ModelEntry(
+    "lenet5", "LeNet-5 (Caffe): 5x5 convs 20-50 with max pools, FC 500 (SNIP's and GraSP's convnet), Glorot init",
+    LeNet5, _glorot_normal, PaperPruning(_FRANKLE_CARBIN, conv_fraction=0.1, output_fraction=0.1)))
 for _name, _depth, _conv_fraction in (("conv2", 2, 0.1), ("conv4", 4, 0.1), ("conv6", 6, 0.15)):
     _register(ModelEntry(
         _name, f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
