@@ -261,7 +261,7 @@ def test_analyses_chosen_on_the_new_form_run_after_the_imp_run(client):
 def test_new_form_refuses_early_bird_for_a_model_without_batch_norm(client):
     response = client.post("/new/", form_data(analyses=["early_bird"]))
     assert response.status_code == 400
-    assert "need a model with batch norm" in response.content.decode()
+    assert "Early-bird tickets: lenet_300_100 has no batch norm" in response.content.decode()
     assert not Experiment.objects.exists()
 
 
@@ -269,7 +269,7 @@ def test_new_form_refuses_early_bird_for_a_model_without_batch_norm(client):
 
 def figures_of(analysis_results, name):
     result = slim_result(analysis_results[name][0])
-    figures = charts.analysis_figures(name, result)
+    figures = charts.analysis_figures(ANALYSES[name].chart, result)
     for item in figures:
         assert item["caption"] and "\n" not in item["caption"]
         json.loads(charts.figure_json(item["figure"]))
@@ -310,9 +310,10 @@ def test_masking_criteria_charts(analysis_results):
 def test_pruning_at_init_chart_and_collapse_warning(analysis_results):
     figures, result = figures_of(analysis_results, "pruning_at_init")
     assert names(figures["accuracy"]) == ["IMP (this run)", "snip", "synflow", "magnitude"]
-    assert charts.analysis_warnings("pruning_at_init", result) == []
+    chart = ANALYSES["pruning_at_init"].chart
+    assert charts.analysis_warnings(chart, result) == []
     result["methods"]["synflow"][1]["collapsed_layers"] = ["fc2.weight"]
-    (warning,) = charts.analysis_warnings("pruning_at_init", result)
+    (warning,) = charts.analysis_warnings(chart, result)
     assert warning.startswith("synflow at 64.1% of weights (round 2): fc2.weight collapsed")
 
 
@@ -347,12 +348,13 @@ def test_transfer_chart(analysis_results):
 
 
 def test_charts_of_an_empty_result_are_empty():
-    assert charts.analysis_figures("retraining", None) == []
-    assert charts.analysis_figures("no_such_analysis", {"x": 1}) == []
+    assert charts.analysis_figures(ANALYSES["retraining"].chart, None) == []
+    assert charts.analysis_figures("no_such_builder", {"x": 1}) == []
 
 
-def test_every_analysis_has_chart_test_parameters():
-    assert set(ANALYSIS_PARAMS) | {"early_bird"} == set(ANALYSES) == set(charts.analyses.BUILDERS)
+def test_every_analysis_has_chart_test_parameters_and_its_registry_entry_names_a_builder():
+    assert set(ANALYSIS_PARAMS) | {"early_bird"} == set(ANALYSES)
+    assert {analysis.chart for analysis in ANALYSES.values()} == set(charts.analyses.BUILDERS)
 
 
 def test_progress_recorder_is_throttled():

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from frontend import charts
+from trainer.analyses import ANALYSES
 
 
 def rows(network, accuracies):
@@ -105,7 +106,7 @@ def test_with_replicates_every_accuracy_vs_sparsity_analysis_chart_shades_the_im
              "reported": {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.85, "count": 3}}]
     shaded = 0
     for name, (result, _) in analysis_results.items():
-        for item in charts.analysis_figures(name, result, band):
+        for item in charts.analysis_figures(ANALYSES[name].chart, result, band):
             figure = item["figure"]
             is_sparsity_chart = figure.layout.xaxis.title.text == "% of weights remaining"
             has_band = any(trace.meta == "band:imp" for trace in figure.data)
@@ -113,5 +114,6 @@ def test_with_replicates_every_accuracy_vs_sparsity_analysis_chart_shades_the_im
             if has_band:
                 assert figure.data[0].meta == "band:imp", "drawn underneath the lines"
                 shaded += 1
-        assert all(trace.meta != "band:imp" for item in charts.analysis_figures(name, result) for trace in item["figure"].data)
+        assert all(trace.meta != "band:imp" for item in charts.analysis_figures(ANALYSES[name].chart, result)
+                   for trace in item["figure"].data)
     assert shaded >= 5  # retraining, masking criteria, pruning at init, structured, transfer

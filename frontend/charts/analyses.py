@@ -1,7 +1,7 @@
-"""Charts of the analyses (trainer.analyses): one builder per study, found in `BUILDERS` by the study's
-name. A builder takes the analysis's stored result and returns [{id, caption, figure}]: the id is unique
-within the analysis, the caption one line saying what the chart shows. The papers behind each study are
-cited in its trainer.analyses module.
+"""Charts of the analyses (trainer.analyses): one builder per study, found in `BUILDERS` by the name its
+registry entry gives (`Analysis.chart`). A builder takes the analysis's stored result and returns
+[{id, caption, figure}]: the id is unique within the analysis, the caption one line saying what the chart
+shows. The papers behind each study are cited in its trainer.analyses module.
 """
 from __future__ import annotations
 
@@ -260,20 +260,24 @@ class StudyCharts:
     warnings: Callable[[dict], list[str]] | None = None  # result -> lines shown above the charts
 
 
-# Keyed by analysis name for now; the registry's `chart` field will name the entry.
+# Keyed by builder name, the `chart` of each study's registry entry (trainer.analyses.ANALYSES).
 BUILDERS = {
-    "retraining": StudyCharts(retraining_figures), "connectivity": StudyCharts(connectivity_figures),
-    "transfer": StudyCharts(transfer_figures), "masking_criteria": StudyCharts(masking_criteria_figures),
-    "pruning_at_init": StudyCharts(pruning_at_init_figures, warnings=pruning_at_init_warnings),
-    "early_bird": StudyCharts(early_bird_figures), "structured_pruning": StudyCharts(structured_pruning_figures),
+    "retraining_figures": StudyCharts(retraining_figures),
+    "connectivity_figures": StudyCharts(connectivity_figures),
+    "transfer_figures": StudyCharts(transfer_figures),
+    "masking_criteria_figures": StudyCharts(masking_criteria_figures),
+    "pruning_at_init_figures": StudyCharts(pruning_at_init_figures, warnings=pruning_at_init_warnings),
+    "early_bird_figures": StudyCharts(early_bird_figures),
+    "structured_pruning_figures": StudyCharts(structured_pruning_figures),
 }
 
 
-def analysis_figures(name: str, result: dict, imp_band: list[dict] | None = None) -> list[dict]:
-    """The analysis's charts. Analyses branch off replicate 0; with replicates, `imp_band` (the
-    ticket's rows of queries.replicate_bands) shades the IMP ticket's min-max across replicates
-    behind every accuracy-vs-sparsity chart, so a single-seed difference can be read against it."""
-    builder = BUILDERS.get(name)
+def analysis_figures(chart: str, result: dict, imp_band: list[dict] | None = None) -> list[dict]:
+    """The charts of an analysis's result, by builder name (`Analysis.chart`). Analyses branch off
+    replicate 0; with replicates, `imp_band` (the ticket's rows of queries.replicate_bands) shades the IMP
+    ticket's min-max across replicates behind every accuracy-vs-sparsity chart, so a single-seed
+    difference can be read against it."""
+    builder = BUILDERS.get(chart)
     items = builder.figures(result) if builder and result else []
     if imp_band:
         for item in items:
@@ -291,6 +295,6 @@ def _add_imp_band(figure: go.Figure, rows: list[dict]) -> None:
     figure.data = (figure.data[-1],) + figure.data[:-1]  # underneath the lines
 
 
-def analysis_warnings(name: str, result: dict) -> list[str]:
-    builder = BUILDERS.get(name)
+def analysis_warnings(chart: str, result: dict) -> list[str]:
+    builder = BUILDERS.get(chart)
     return builder.warnings(result) if builder and builder.warnings and result else []

@@ -21,10 +21,10 @@ from typing import Callable
 
 from trainer.analyses import (connectivity, early_bird, masking_criteria, pruning_at_init, retraining,
                                structured_pruning, transfer)
-from trainer.analyses.common import check_rounds, no_summary_lines, run_info
+from trainer.analyses.common import check_rounds, make_run_info, no_summary_lines, planned_run_info, run_info
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.rundir import RunDir
-from trainer.spec import SpecError
+from trainer.spec import ExperimentSpec, SpecError
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class Analysis:
     check: Callable[[dict, dict], None] = check_rounds  # (params, run_info) -> None or SpecError: the pre-flight check
     summary_lines: Callable[[dict], list[str]] = no_summary_lines  # what the CLI prints under a finished result
     old_layout: Callable[[RunDir], list[Path]] | None = None  # converts the study's files of an older run layout
+    # offered on the new-experiment form and API: runs with its default parameters when the IMP run finishes
+    runs_with_experiment: bool = True
 
     def validate(self, params: dict | None) -> dict:
         return validate_params(self.params, params)
@@ -66,7 +68,8 @@ _register(Analysis(connectivity.NAME, "Linear mode connectivity",
 _register(Analysis(transfer.NAME, "Ticket transfer",
                    "The run's tickets trained on another dataset, beside tickets found there (Morcos et al. 2019).",
                    transfer.run_transfer, transfer.PARAMS, "transfer_figures",
-                   check=transfer.check, summary_lines=transfer.summary_lines))
+                   check=transfer.check, summary_lines=transfer.summary_lines,
+                   runs_with_experiment=False))  # no default target dataset
 _register(Analysis(masking_criteria.NAME, "Masking criteria and supermasks",
                    "Zhou et al. 2019: which weights to keep (large final, large init, magnitude increase, movement), "
                    "how survivors restart, pruned weights zero or frozen at init, and the untrained masked network's accuracy.",
@@ -104,6 +107,24 @@ def run_analysis(name: str, run_path, params: dict | None = None, **options) -> 
     return analysis.function(run_path, **checked, **options)
 
 
+def check_runs_with_experiment(names, spec: ExperimentSpec) -> None:
+    """The analyses chosen to run with their default parameters when the IMP run of `spec` finishes (the
+    new-experiment form and API): each must be one that can, and pass its check on the run as planned.
+    SpecError("analyses", ...) names the analysis and says why not."""
+    info = None
+    for name in names:
+        analysis = ANALYSES.get(name)
+        if analysis is None or not analysis.runs_with_experiment:
+            choices = ", ".join(key for key, entry in ANALYSES.items() if entry.runs_with_experiment)
+            raise SpecError("analyses", f"{name!r} cannot run with its default parameters when the run finishes "
+                                        f"(choose from {choices}; run it with parameters from the result page)")
+        info = info or planned_run_info(spec)
+        try:
+            analysis.check(analysis.validate(None), info)
+        except SpecError as error:
+            raise SpecError("analyses", f"{analysis.title}: {error.message}") from None
+
+
 def stored_results(run_path) -> list[dict]:
     """The finished analysis results stored in a run directory (analyses/<name>/<hash>/result.json), after
     converting the files of older layouts once; unreadable results are left out."""
@@ -122,4 +143,5 @@ def stored_results(run_path) -> list[dict]:
     return results
 
 
-__all__ = ["ANALYSES", "Analysis", "Param", "get_analysis", "validate", "run_analysis", "run_info", "stored_results"]
+__all__ = ["ANALYSES", "Analysis", "Param", "check_runs_with_experiment", "get_analysis", "make_run_info", "validate",
+           "run_analysis", "run_info", "stored_results"]

@@ -34,7 +34,7 @@ from trainer.pruning.channels import bn_producers
 from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
-from trainer.spec import SpecError, TrainingSpec
+from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
 from trainer.training.stacked_loop import train_segments
 from trainer.training.loop import PreparedData, SegmentResult, train_segment
 
@@ -299,18 +299,31 @@ def has_batch_norm(model_name: str, dataset_name: str) -> bool:
     return bool(bn_producers(architecture))
 
 
+def make_run_info(model: str, dataset: str, finished_rounds) -> dict:
+    """What a study's `check(params, run_info)` may look at: model, dataset, has_batch_norm and
+    finished_rounds (the ticket's, replicate 0). Built from a run directory (run_info), a spec not run yet
+    (planned_run_info) or the web app's rows of an experiment."""
+    return {"model": model, "dataset": dataset, "has_batch_norm": has_batch_norm(model, dataset),
+            "finished_rounds": sorted(finished_rounds)}
+
+
 def run_info(run_dir: RunDir) -> dict:
-    """What a study's `check(params, run_info)` may look at, from a run directory. The web app builds
-    the same dict from its rows: model, dataset, has_batch_norm, finished_rounds (the ticket's, replicate 0)."""
+    """The run_info of a run directory: the rounds it has finished."""
     spec = run_dir.spec
-    return {"model": spec.model, "dataset": spec.dataset, "has_batch_norm": has_batch_norm(spec.model, spec.dataset),
-            "finished_rounds": [r["round"] for r in run_dir.records() if r["status"] == "finished"]}
+    return make_run_info(spec.model, spec.dataset, [r["round"] for r in run_dir.records() if r["status"] == "finished"])
+
+
+def planned_run_info(spec: ExperimentSpec) -> dict:
+    """The run_info of a run not made yet, as it will be when it has finished: every round of its spec."""
+    return make_run_info(spec.model, spec.dataset, range(spec.rounds_total() + 1))
 
 
 def check_rounds(params: dict, info: dict) -> None:
-    """Every round named in a `rounds` parameter is a finished round of the run (SpecError otherwise)."""
+    """Every round named in a `rounds` list is a finished round of the run (SpecError otherwise); a study
+    whose `rounds` is an int means the length of a new pruning chain, not a round of the run."""
+    rounds = params.get("rounds")
     finished = set(info["finished_rounds"])
-    for index, round_index in enumerate(params.get("rounds") or []):
+    for index, round_index in enumerate(rounds if isinstance(rounds, list) else []):
         if round_index not in finished:
             raise SpecError(f"rounds[{index}]", f"round {round_index} is not a finished round of this run "
                                                 f"(finished: {', '.join(map(str, sorted(finished))) or 'none'})")
