@@ -99,7 +99,8 @@ def import_finished_analyses(experiment: Experiment, run_dir: RunDir) -> int:
     imported = 0
     for result in stored_results(run_dir.path):
         name, params = result.get("analysis"), result.get("params", {})
-        if not name or any(row.params == params for row in AnalysisRun.objects.filter(experiment=experiment, name=name)):
+        known = AnalysisRun.objects.filter(experiment=experiment, name=name)
+        if not name or any(row.params == params for row in known):
             continue
         AnalysisRun.objects.create(experiment=experiment, name=name, params=params, result=result,
                                    status=AnalysisRun.Status.FINISHED, finished_at=timezone.now())

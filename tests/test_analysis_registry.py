@@ -1,6 +1,8 @@
 """The analysis registry carries everything a study needs besides its module (params, the pre-flight
-check, the CLI's summary lines, the chart builder's name), and no other trainer module names a study."""
+check, the CLI's summary lines, the chart builder's name, whether it runs with a new experiment), and no
+other trainer or web app module names a study."""
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -9,12 +11,17 @@ import pytest
 from test_old_layout import FIXTURE
 from test_early_bird import TinyBN
 from trainer import analyses, models
-from trainer.analyses import ANALYSES, get_analysis, run_info
+from trainer.analyses import ANALYSES, check_runs_with_experiment, get_analysis, run_info
+from trainer.analyses.common import planned_run_info
 from trainer.cli.analyze import summary_text
 from trainer.rundir import RunDir
-from trainer.spec import SpecError
+from trainer.spec import ExperimentSpec, SpecError
 
-TRAINER = Path(__file__).resolve().parent.parent / "trainer"
+ROOT = Path(__file__).resolve().parent.parent
+TRAINER = ROOT / "trainer"
+FRONTEND = ROOT / "frontend"
+# where the web app may name a study: the chart builders (keyed by Analysis.chart) and migrations (history)
+FRONTEND_ALLOWED = (FRONTEND / "charts" / "analyses.py", FRONTEND / "migrations")
 LENET = {"model": "lenet_300_100", "dataset": "mnist", "has_batch_norm": False, "finished_rounds": [0, 1, 2]}
 
 
@@ -23,8 +30,8 @@ def test_every_entry_has_its_params_check_summary_and_chart():
         assert analysis.name == name and analysis.params
         assert analysis.chart == f"{name}_figures"
         defaults = analysis.validate(None)
-        if name != "transfer":  # transfer has no default target
-            analysis.check(defaults, {**LENET, "has_batch_norm": True})  # defaults on a finished run pass
+        if analysis.runs_with_experiment:  # its defaults on a finished run pass
+            analysis.check(defaults, {**LENET, "has_batch_norm": True})
         assert analysis.summary_lines is not None and callable(analysis.check)
 
 
@@ -46,6 +53,24 @@ def test_the_checks_refuse_what_the_worker_would_refuse():
         transfer.check(transfer.validate({"target_dataset": "cifar10"}), LENET)
     assert error.value.field == "target_dataset"
     transfer.check(transfer.validate({"target_dataset": "fashion_mnist"}), LENET)
+
+
+def test_a_chain_length_named_rounds_is_not_taken_for_rounds_of_the_run():
+    chain = get_analysis("masking_criteria")
+    chain.check(chain.validate({"rounds": 5}), LENET)  # an int: five new rounds, not round 5 of the run
+
+
+def test_analyses_queued_with_a_new_experiment_are_checked_on_the_run_as_planned():
+    spec = ExperimentSpec.from_dict({"model": "lenet_300_100", "dataset": "mnist", "pruning": {"rounds": 3}})
+    assert planned_run_info(spec) == {"model": "lenet_300_100", "dataset": "mnist", "has_batch_norm": False,
+                                      "finished_rounds": [0, 1, 2, 3]}
+    check_runs_with_experiment(["retraining", "masking_criteria"], spec)
+    with pytest.raises(SpecError, match="Early-bird tickets: lenet_300_100 has no batch norm") as error:
+        check_runs_with_experiment(["retraining", "early_bird"], spec)
+    assert error.value.field == "analyses"
+    with pytest.raises(SpecError, match="'transfer' cannot run with its default parameters"):
+        check_runs_with_experiment(["transfer"], spec)
+    check_runs_with_experiment(["early_bird"], ExperimentSpec.from_dict({"model": "resnet20", "dataset": "cifar10"}))
 
 
 def test_run_info_describes_a_run_directory(tmp_path, monkeypatch):
@@ -88,3 +113,53 @@ def test_no_trainer_module_outside_the_analyses_names_a_study():
     assert offenders == []
     # the scan does see a study named as a string
     assert _string_constants(ast.parse('x = "early_bird"\ndef f():\n    "doc"\n')) == {"early_bird"}
+
+
+def _study_names_in_python(source: str) -> set[str]:
+    """Study names as strings (not docstrings) and study modules imported by name."""
+    tree = ast.parse(source)
+    named = _string_constants(tree) & set(ANALYSES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "trainer.analyses":
+            named |= {alias.name for alias in node.names} & set(ANALYSES)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            named |= {module.split(".")[2] for module in modules
+                      if module.startswith("trainer.analyses.") and module.split(".")[2] in ANALYSES}
+    return named
+
+
+def _study_names_in_text(text: str) -> set[str]:
+    return {name for name in ANALYSES if re.search(rf"\b{name}\b", text)}
+
+
+def _web_app_offenders() -> list[str]:
+    offenders = []
+    for path in sorted(FRONTEND.rglob("*")) + sorted((ROOT / "lotteryweb").rglob("*")):
+        if not path.is_file() or any(path == allowed or allowed in path.parents for allowed in FRONTEND_ALLOWED):
+            continue
+        if path.suffix == ".py":
+            named = _study_names_in_python(path.read_text())
+        elif path.suffix in (".html", ".js", ".css", ".txt"):
+            named = _study_names_in_text(path.read_text())
+        else:
+            continue
+        offenders += [f"{path.relative_to(ROOT)}: {name!r}" for name in sorted(named)]
+    return offenders
+
+
+def test_no_web_app_module_or_template_outside_the_chart_builders_names_a_study():
+    """The web app asks the registry (checks, titles, runs_with_experiment, chart names); only the chart
+    builders are keyed by study, and adding a study adds one there."""
+    assert _web_app_offenders() == []
+    assert sorted(FRONTEND.rglob("*.html")) and sorted((FRONTEND / "static").rglob("*.js")), "the scan sees templates"
+
+
+def test_the_web_app_scan_finds_a_study_named_in_code_an_import_or_a_template():
+    assert _study_names_in_python('if "early_bird" in chosen:\n    pass\n') == {"early_bird"}
+    assert _study_names_in_python("from trainer.analyses import transfer\n") == {"transfer"}
+    assert _study_names_in_python("from trainer.analyses.connectivity import check\n") == {"connectivity"}
+    assert _study_names_in_python('def f():\n    "about early_bird"\n') == set()
+    assert _study_names_in_text('{% if section.name == "early_bird" %}') == {"early_bird"}
+    assert _study_names_in_text("early-bird tickets, retrained") == set()
+

@@ -1,5 +1,6 @@
 """The web side of the analyses: the per-analysis forms (validation = Analysis.validate, errors beside
 their fields, 400), the views, the Celery task (eager) and every chart builder on real tiny results."""
+import dataclasses
 import html as html_module
 import json
 import re
@@ -7,13 +8,14 @@ import re
 import pytest
 
 from frontend import charts, progress, records, services
-from frontend.forms import AnalysisForm
+from frontend.forms import AnalysisForm, ExperimentForm
 from frontend.models import AnalysisRun, Experiment
 from frontend.records import slim_result
 from frontend.tasks import run_analysis_task
 from tests.conftest import form_data, single_torch_thread
 from tests.web_analysis_fixtures import ANALYSIS_PARAMS
 from trainer.analyses import ANALYSES
+from trainer.spec import SpecError
 
 pytestmark = pytest.mark.django_db
 
@@ -264,6 +266,44 @@ def test_new_form_refuses_early_bird_for_a_model_without_batch_norm(client):
     assert "Early-bird tickets: lenet_300_100 has no batch norm" in response.content.decode()
     assert not Experiment.objects.exists()
 
+
+
+def test_new_form_offers_the_analyses_the_registry_says_can_run_with_the_experiment(client):
+    offered = set(ExperimentForm().fields["analyses"].choices)
+    assert offered == {(name, analysis.title) for name, analysis in ANALYSES.items() if analysis.runs_with_experiment}
+    assert ("transfer", ANALYSES["transfer"].title) not in offered  # it has no default target dataset
+    response = client.post("/new/", form_data(analyses=["transfer"]))
+    assert response.status_code == 400 and not Experiment.objects.exists()
+
+
+def test_both_forms_refuse_what_the_registry_entrys_check_refuses_with_its_message(client, finished_experiment, queued,
+                                                                                 monkeypatch):
+    seen = []
+
+    def refuse(params, info):
+        seen.append(info)
+        raise SpecError("modes", "refused by the registry's check")
+
+    monkeypatch.setitem(ANALYSES, "retraining", dataclasses.replace(ANALYSES["retraining"], check=refuse))
+    response = client.post(f"/e/{finished_experiment.pk}/analyses/retraining/", post_data("retraining", {}))
+    assert response.status_code == 400 and not queued
+    assert "refused by the registry's check" in field_error(response.content.decode().replace("&#x27;", "'"),
+                                                            "retraining", "modes")
+    finished = sorted(finished_experiment.round_results.filter(network="ticket", replicate=0)
+                      .values_list("round_index", flat=True))
+    assert seen == [{"model": "lenet_300_100", "dataset": "synthetic", "has_batch_norm": False,
+                     "finished_rounds": finished}]
+    response = client.post("/new/", form_data(analyses=["retraining"]))
+    assert response.status_code == 400 and not Experiment.objects.exists()
+    assert "Retraining modes after pruning: refused by the registry&#x27;s check" in response.content.decode()
+    assert seen[-1]["finished_rounds"] == [0, 1, 2], "the new run as planned: every round of its spec"
+
+
+def test_a_round_the_experiment_has_not_finished_is_refused_beside_its_field(client, finished_experiment, queued):
+    response = client.post(f"/e/{finished_experiment.pk}/analyses/connectivity/", post_data("connectivity",
+                                                                                           {"round": "7"}))
+    assert response.status_code == 400 and not queued
+    assert "round 7 is not a finished round" in field_error(response.content.decode(), "connectivity", "round")
 
 # ---- charts on real tiny results --------------------------------------------------------------
 

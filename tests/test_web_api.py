@@ -97,6 +97,19 @@ def test_hostile_api_bodies_get_a_json_4xx_and_store_nothing(api, queued, stored
     assert not queued  # and `stored` checks that the stored experiment is unchanged
 
 
+@pytest.mark.parametrize("analyses, message", [
+    (["transfer"], "'transfer' cannot run with its default parameters"),
+    (["structured_pruning", "early_bird"], "Early-bird tickets: lenet_300_100 has no batch norm"),
+])
+def test_analyses_the_registry_refuses_for_the_spec_are_a_400_and_nothing_is_queued(api, queued, analyses, message):
+    response = api("POST", "/api/experiments/", body={"spec": SPEC, "analyses": analyses})
+    assert response.status_code == 400
+    assert response.json()["field"] == "analyses" and message in response.json()["error"]
+    assert not queued and not Experiment.objects.exists()
+    accepted = api("POST", "/api/experiments/", body={"spec": SPEC, "analyses": ["structured_pruning"]})
+    assert accepted.status_code == 201 and Experiment.objects.get().analyses == ["structured_pruning"]
+
+
 def test_keys_are_made_on_the_account_page_shown_once_and_revocable(client, anonymous_client, user):
     page = client.post("/account/token/", {"label": "notebook"}).content.decode()
     key = page.split('id="new-key"')[1].split("<code>")[1].split("</code>")[0]

@@ -5,6 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from frontend.models import AnalysisRun, Experiment, RoundResult
+from test_old_layout import old_run  # noqa: F401  (fixture)
 
 
 @pytest.mark.django_db
@@ -45,3 +46,16 @@ def test_import_run_refuses_what_is_not_a_finished_run_with_a_message(tmp_path, 
     with pytest.raises(CommandError, match="not a trainer results file"):
         call_command("import_run", str(unfinished))
     assert Experiment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_run_directory_of_the_old_layout_imports_with_its_study_results_converted(old_run, client):  # noqa: F811
+    call_command("import_run", str(old_run))
+    experiment = Experiment.objects.get()
+    runs = {run.name: run for run in experiment.analysis_runs.filter(status="finished")}
+    assert set(runs) == {"early_bird", "pruning_at_init"}
+    assert runs["early_bird"].result["converted_from"] == "early_bird/p0.5"
+    assert not (old_run / "early_bird").exists(), "converted in place, once"
+    page = client.get(f"/e/{experiment.pk}/").content.decode()
+    assert f'id="analysis-{runs["early_bird"].pk}-distances"' in page
+    assert f'id="analysis-{runs["pruning_at_init"].pk}-accuracy"' in page

@@ -1,4 +1,11 @@
-"""Queues: GPU experiments route to the gpu queue, the list shows queue positions, re-queueing."""
+"""Queues: GPU experiments route to the gpu queue, the list shows queue positions, re-queueing; the tasks
+are imported by queues on first send in the web process and by Celery's autodiscovery in a worker."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from frontend.models import Experiment
@@ -80,3 +87,43 @@ def test_pages_say_nothing_about_listeners_when_redis_cannot_be_asked(client, se
     assert listeners.listening_queues() is None
     assert 'id="queue-notice"' not in client.get(f"/e/{gpu.pk}/").content.decode()
     assert client.get("/").status_code == 200
+
+
+def _fresh_process(script: str) -> subprocess.CompletedProcess:
+    """`script` after django.setup() with the test settings, in a new interpreter (nothing imported yet)."""
+    root = Path(__file__).resolve().parent.parent
+    setup = ("import os, sys\nos.environ['DJANGO_SETTINGS_MODULE'] = 'lotteryweb.settings_test'\n"
+             "import django\ndjango.setup()\n")
+    return subprocess.run([sys.executable, "-c", setup + textwrap.dedent(script)], cwd=root, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_the_web_process_imports_the_tasks_on_its_first_send_only():
+    done = _fresh_process("""
+        from frontend import queues
+        from lotteryweb.celery import app
+        assert "frontend.tasks" not in sys.modules, "loading the apps no longer imports the tasks"
+        app.conf.task_always_eager = False  # publish to the in-memory broker instead of running
+        queues.enqueue_reproduction(1)
+        assert "frontend.tasks" in sys.modules and queues.REPRODUCTION_TASK in app.tasks
+        print("sent")
+    """)
+    assert done.returncode == 0 and done.stdout.strip() == "sent", done.stderr[-2000:]
+
+
+def test_a_worker_finds_the_tasks_and_its_start_hook_by_autodiscovery():
+    done = _fresh_process("""
+        from celery.signals import worker_ready
+        from frontend import recovery
+        from lotteryweb.celery import app
+        assert "frontend.tasks" not in sys.modules
+        app.loader.import_default_modules()  # what a worker does before it is ready
+        assert "frontend.tasks" in sys.modules
+        assert {"frontend.run_experiment", "frontend.run_analysis", "frontend.run_reproduction"} <= set(app.tasks)
+        started = []
+        recovery.start_watchdog = lambda: started.append("watchdog")
+        worker_ready.send(sender=None)
+        assert started == ["watchdog"], "the worker's threads start when it is ready"
+        print("found")
+    """)
+    assert done.returncode == 0 and done.stdout.strip() == "found", done.stderr[-2000:]
