@@ -21,8 +21,8 @@ def finished_experiment(db, finished_run, user):
     results, run_path = finished_run
     spec = results["spec"]
     experiment = Experiment.objects.create(
-        spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], status=Experiment.Status.FINISHED, owner=user,
-        run_name=results["run_name"], run_dir=str(run_path), results_path=str(run_path / "results.json"),
+        spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], status=Experiment.Status.FINISHED,
+        owner=user, run_name=results["run_name"], run_dir=str(run_path), results_path=str(run_path / "results.json"),
         rounds_total=spec["pruning"]["rounds"], iterations_per_round=results["total_iterations"])
     for record in results["rounds"] + [r for chain in results["controls"].values() for r in chain]:
         records.store_record(experiment.pk, record)

@@ -3,7 +3,6 @@ resumes, and its study results are found (converted once into analyses/<name>/<h
 import json
 from pathlib import Path
 
-
 from trainer import analyses
 from trainer.imp import run_experiment
 from trainer.rundir import RunDir
