@@ -1,6 +1,6 @@
 """Session fixtures for the web side of the analyses: every analysis run once on tiny runs.
 
-`analysis_results` runs all seven with small parameters (ANALYSIS_PARAMS) on the session's tiny
+`analysis_results` runs all nine with small parameters (ANALYSIS_PARAMS) on the session's tiny
 LeNet run, and early-bird on a tiny ResNet-20 run (it needs batch norm). The engine stores each
 result in the run directory, so the web tests that submit the same parameters (the eager task, the
 real Celery worker of the browser test) find it finished and do not train again.
@@ -28,6 +28,8 @@ ANALYSIS_PARAMS = {
     "pruning_at_init": {"methods": ["snip", "synflow", "magnitude"], "synflow_iterations": 10, "score_examples": 64},
     "structured_pruning": {"norms": ["l1", "l2"]},
     "transfer": {"target_dataset": "synthetic", "rounds": [0, 2], "controls": ["random_reinit"]},
+    "edge_popup": {"kept_percents": [30, 70], "widths": [0.5, 1], "iterations": "20it"},
+    "learned_supermask": {"weights": ["theta_0", "signed_constant"], "iterations": "20it", "eval_samples": 3},
 }
 EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
 
@@ -49,7 +51,7 @@ def finished_bn_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def analysis_results(finished_run, finished_bn_run):
-    """name -> (result dict, run directory) for all seven analyses."""
+    """name -> (result dict, run directory) for every analysis."""
     from tests.conftest import single_torch_thread
     from trainer.analyses import ANALYSES, run_analysis
 

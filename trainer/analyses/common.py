@@ -35,6 +35,7 @@ from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
+from trainer.steps import Step
 from trainer.training.stacked_loop import train_segments
 from trainer.training.loop import PreparedData, SegmentResult, train_segment
 
@@ -191,6 +192,20 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
         if segment.status == "cancelled":
             break
     return done
+
+
+def score_training_data(context: AnalysisContext, batch_size: int, length: str) -> tuple[PreparedData, int]:
+    """The run's data (its splits and data order) at a study's own batch size, and `length` (a Step such
+    as '2ep') in iterations of that batch size; SpecError names batch_size or iterations when they do not fit."""
+    data = context.run.data
+    train_size = int(data.train_x.shape[0])
+    if batch_size > train_size:
+        raise SpecError("batch_size", f"{batch_size} is larger than the run's {train_size} training examples")
+    data = replace(data, batch_size=batch_size)
+    iterations = Step.parse(length).to_iterations(data.iterations_per_epoch)
+    if iterations < 1:
+        raise SpecError("iterations", "must be at least one iteration")
+    return data, iterations
 
 
 def mask_sparsity(mask: masks.Mask, sparsity: dict | None) -> dict:
