@@ -387,6 +387,19 @@ def test_transfer_chart(analysis_results):
                                           "ticket found on synthetic", "random reinit found on synthetic"]
 
 
+def test_edge_popup_chart(analysis_results):
+    figures, _ = figures_of(analysis_results, "edge_popup")
+    assert names(figures["accuracy"]) == ["edge-popup, width ×0.5", "dense, width ×0.5 (trained)",
+                                          "edge-popup, width ×1", "dense, width ×1 (trained)", "chance"]
+    assert list(figures["accuracy"].data[0].x) == [30, 70]
+
+
+def test_learned_supermask_chart(analysis_results):
+    figures, _ = figures_of(analysis_results, "learned_supermask")
+    assert names(figures["accuracy"]) == ["sampled masks (mean)", "expected mask (w·σ(s))",
+                                          "dense (trained, the run's round 0)", "chance"]
+
+
 def test_charts_of_an_empty_result_are_empty():
     assert charts.analysis_figures(ANALYSES["retraining"].chart, None) == []
     assert charts.analysis_figures("no_such_builder", {"x": 1}) == []
