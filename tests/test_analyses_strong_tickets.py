@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from tests.analysis_helpers import collector, one_torch_thread, tiny_run  # noqa: F401  (autouse fixture)
 from frontend.charts.analyses import edge_popup_figures, learned_supermask_figures
+from tests.analysis_helpers import collector, one_torch_thread, tiny_run  # noqa: F401  (autouse fixture)
 from trainer import analyses, events, models
 from trainer.analyses import events as aevents
 from trainer.analyses.edge_popup import frozen_random_network, run_edge_popup
@@ -17,10 +17,10 @@ from trainer.analyses.learned_supermask import frozen_weights, run_learned_super
 from trainer.cli.main import main
 from trainer.imp import Run
 from trainer.rundir import RunDir
+from trainer.seeds import generator
 from trainer.spec import SpecError
 from trainer.training.score_masks import (BernoulliStraightThrough, ScoreTraining, kept_count, sampled_masks,
                                           top_k_mask, top_k_masks, train_scores)
-from trainer.seeds import generator
 
 EDGE_POPUP = {"kept_percents": [30, 70], "widths": [0.5, 1], "iterations": "40it", "batch_size": 50}
 SUPERMASK = {"weights": ["theta_0", "signed_constant"], "iterations": "100it", "batch_size": 50, "eval_samples": 3}
@@ -38,7 +38,8 @@ def without_times(result: dict) -> dict:
 
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("wall_seconds", "result_dir", "run_dir", "run_name")}
+            return {k: strip(v) for k, v in value.items()
+                    if k not in ("wall_seconds", "result_dir", "run_dir", "run_name")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
@@ -115,8 +116,9 @@ def test_the_random_weights_are_kaiming_normal_or_the_signed_kaiming_constant():
 
 
 def test_width_multiplier_scales_hidden_layers_and_width_one_is_the_model_itself():
-    assert all(torch.equal(a, b) for a, b in zip(models.build_model("lenet_300_100", (1, 28, 28), 10, 3).state_dict().values(),
-                                                   models.build_model("lenet_300_100", (1, 28, 28), 10, 3, 1.0).state_dict().values()))
+    default = models.build_model("lenet_300_100", (1, 28, 28), 10, 3).state_dict()
+    explicit = models.build_model("lenet_300_100", (1, 28, 28), 10, 3, 1.0).state_dict()
+    assert default.keys() == explicit.keys() and all(torch.equal(default[k], explicit[k]) for k in default)
     wide = models.build_model("lenet_300_100", (1, 28, 28), 10, 3, 2.0)
     assert [tuple(wide.get_parameter(f"fc{i}.weight").shape) for i in (1, 2, 3)] == [(600, 784), (200, 600), (10, 200)]
     conv = models.build_model("conv2", (3, 32, 32), 10, 3, 0.5)

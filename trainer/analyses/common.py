@@ -194,6 +194,16 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
     return done
 
 
+def check_score_training(params: dict, lists: tuple[str, ...]) -> None:
+    """The pre-flight check of a study that trains mask scores: each of `lists` names at least one value and
+    `iterations` is at least one iteration."""
+    for name in lists:
+        if not params.get(name):
+            raise SpecError(name, "choose at least one value")
+    if Step.parse(params["iterations"]).amount < 1:
+        raise SpecError("iterations", "must be at least one iteration")
+
+
 def score_training_data(context: AnalysisContext, batch_size: int, length: str) -> tuple[PreparedData, int]:
     """The run's data (its splits and data order) at a study's own batch size, and `length` (a Step such
     as '2ep') in iterations of that batch size; SpecError names batch_size or iterations when they do not fit."""

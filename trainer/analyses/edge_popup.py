@@ -26,14 +26,14 @@ import torch
 from torch import nn
 
 from trainer import events, models
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, percent_text, round_finished, round_started,
-                                     score_training_data, segment_record, summary, train_networks)
+from trainer.analyses.common import (AnalysisContext, Cancelled, check_score_training, execute, percent_text,
+                                     round_finished, round_started, score_training_data, segment_record, summary,
+                                     train_networks)
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
 from trainer.seeds import derive_seed, generator
-from trainer.spec import SpecError
-from trainer.steps import Step
-from trainer.training.score_masks import ScoreTraining, accuracy_with, kept_count, top_k_mask, top_k_masks, train_scores
+from trainer.training.score_masks import (ScoreTraining, accuracy_with, kept_count, top_k_mask, top_k_masks,
+                                          train_scores)
 
 NAME = "edge_popup"
 WEIGHT_INITS = ("signed_kaiming_constant", "kaiming_normal")
@@ -76,11 +76,7 @@ def run_edge_popup(run_path, kept_percents=(10.0, 30.0, 50.0, 70.0, 90.0), width
 
 
 def check(params: dict, info: dict) -> None:
-    for name in ("kept_percents", "widths"):
-        if not params.get(name):
-            raise SpecError(name, "choose at least one value")
-    if Step.parse(params["iterations"]).amount < 1:
-        raise SpecError("iterations", "must be at least one iteration")
+    check_score_training(params, ("kept_percents", "widths"))
 
 
 def _body(context: AnalysisContext) -> dict:

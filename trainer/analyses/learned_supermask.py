@@ -26,13 +26,11 @@ import statistics
 import torch
 
 from trainer import events, models
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, percent_text, round_finished, round_started,
-                                     score_training_data, summary)
+from trainer.analyses.common import (AnalysisContext, Cancelled, check_score_training, execute, percent_text,
+                                     round_finished, round_started, score_training_data, summary)
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
 from trainer.seeds import generator
-from trainer.spec import SpecError
-from trainer.steps import Step
 from trainer.training.score_masks import ScoreTraining, accuracy_with, sampled_masks, train_scores
 
 NAME = "learned_supermask"
@@ -44,7 +42,8 @@ PARAMS = (
           unordered=True, labels=("θ0 of the run", "signed constant of θ0")),
     Param("iterations", "step", "2ep", "Mask training, in iterations ('500it') or epochs of the run's training split "
           "('2ep'); the paper trains 2,000 epochs, scaled down for a CPU."),
-    Param("batch_size", "int", 250, "Batch size of the mask training (the paper's code: 250).", minimum=1, maximum=4096),
+    Param("batch_size", "int", 250, "Batch size of the mask training (the paper's code: 250).", minimum=1,
+          maximum=4096),
     Param("lr", "float", 100.0, "Learning rate of the scores, decayed to 0 on a cosine (paper: 100, SGD).",
           minimum=1e-6, maximum=10000),
     Param("momentum", "float", 0.9, "SGD momentum of the scores (paper: 0.9).", minimum=0, maximum=0.999),
@@ -72,10 +71,7 @@ def run_learned_supermask(run_path, weights=("theta_0",), iterations="2ep", batc
 
 
 def check(params: dict, info: dict) -> None:
-    if not params.get("weights"):
-        raise SpecError("weights", "choose at least one")
-    if Step.parse(params["iterations"]).amount < 1:
-        raise SpecError("iterations", "must be at least one iteration")
+    check_score_training(params, ("weights",))
 
 
 def _body(context: AnalysisContext) -> dict:
