@@ -107,6 +107,11 @@ BAD_PARAMS = [
     ("transfer", {"target_dataset": "cifar10"}, "target_dataset", "Select a valid choice"),
     ("transfer", {"target_dataset": "synthetic", "validation_size": "-1"}, "validation_size", "must be at least 0"),
     ("transfer", {"target_dataset": "synthetic", "rounds": "0, 0"}, "rounds", "has repeated entries"),
+    ("edge_popup", {"kept_percents": "0, 50"}, "kept_percents", "[0]: must be at least 0.1"),
+    ("edge_popup", {"widths": ""}, "widths", "choose at least one value"),
+    ("edge_popup", {"iterations": "0it"}, "iterations", "must be at least one iteration"),
+    ("learned_supermask", {"weights": None}, "weights", "choose at least one value"),
+    ("learned_supermask", {"lr": "fast"}, "lr", "cannot read 'fast' as float"),
 ]
 
 
