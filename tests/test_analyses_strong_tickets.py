@@ -128,6 +128,16 @@ def test_width_multiplier_scales_hidden_layers_and_width_one_is_the_model_itself
         models.build_model("lenet_300_100", (1, 28, 28), 10, 3, 0.0)
 
 
+def test_every_registered_model_takes_a_width_multiplier():
+    for name in models.MODELS:
+        for shape in ((1, 28, 28), (3, 32, 32)):
+            narrow, wide = (models.parameter_count(name, shape, 10, width) for width in (1.0, 2.0))
+            assert wide > 2 * narrow, name  # hidden layers doubled: weights between two of them ×4
+            output = models.output_parameter_name(name, shape, 10)
+            with torch.device("meta"):
+                assert models.MODELS[name].layers(shape, 10, 2.0).get_parameter(output).shape[0] == 10
+
+
 def test_signed_constant_of_theta_0_keeps_the_sign_and_the_layers_std():
     theta = {"w": torch.tensor([[0.5, -0.1], [0.2, -0.4]])}
     constant = frozen_weights(theta, ["w"], "signed_constant")["w"]

@@ -82,18 +82,19 @@ class LeNet5(nn.Module):
     """LeNet-5 as in Caffe's MNIST example, the convnet of SNIP (Lee et al. 2019) and GraSP (Wang et al. 2020):
     5x5 convs of 20 and 50 channels (no padding), each followed by a 2x2 max pool, then FC 500-classes."""
 
-    def __init__(self, input_shape: InputShape, num_classes: int):
+    def __init__(self, input_shape: InputShape, num_classes: int, width: float = 1.0):
         super().__init__()
-        channels, height, width = input_shape
-        if min(height, width) < 16:
+        channels, height, image_width = input_shape
+        if min(height, image_width) < 16:
             raise ValueError("lenet5 needs inputs of at least 16 pixels per side")
-        self.conv1 = nn.Conv2d(channels, 20, 5)
-        self.conv2 = nn.Conv2d(20, 50, 5)
+        filters1, filters2, hidden = scaled_units(20, width), scaled_units(50, width), scaled_units(500, width)
+        self.conv1 = nn.Conv2d(channels, filters1, 5)
+        self.conv2 = nn.Conv2d(filters1, filters2, 5)
         def side(size: int) -> int:  # after conv 5x5, pool, conv 5x5, pool
             return ((size - 4) // 2 - 4) // 2
 
-        self.fc1 = nn.Linear(50 * side(height) * side(width), 500)
-        self.fc2 = nn.Linear(500, num_classes)
+        self.fc1 = nn.Linear(filters2 * side(height) * side(image_width), hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(torch.relu(self.conv1(x)), 2)
@@ -256,14 +257,19 @@ class ModelEntry:
     init_weight: Callable[[torch.Tensor, torch.Generator], None]  # for Conv2d/Linear weights; biases are 0
     paper_pruning: PaperPruning = PaperPruning(_FRANKLE_CARBIN)
 
+    def layers(self, input_shape: InputShape, num_classes: int, width: float = 1.0) -> nn.Module:
+        """The architecture at `width` (on the current default device; values unset)."""
+        if width == 1:  # a registered architecture need not take a width to be the paper's network
+            return self.architecture(input_shape, num_classes)
+        return self.architecture(input_shape, num_classes, width=width)
+
     def build(self, input_shape: InputShape, num_classes: int, init_seed: int, width: float = 1.0) -> nn.Module:
         """The initialized model on the CPU; see build_model."""
         input_shape, num_classes = _check_shape(input_shape, num_classes)
         if not width > 0:
             raise ValueError(f"width must be a positive multiplier, got {width!r}")
         with torch.device("meta"):  # no allocation and no draws from the global RNG
-            model = (self.architecture(input_shape, num_classes) if width == 1 else
-                     self.architecture(input_shape, num_classes, width=width))
+            model = self.layers(input_shape, num_classes, width)
         model = model.to_empty(device="cpu")
         generator = torch.Generator(device="cpu").manual_seed(init_seed)
         with torch.no_grad():
@@ -330,7 +336,7 @@ def parameter_count(name: str, input_shape: InputShape, num_classes: int, width:
     shape, classes = _check_shape(input_shape, num_classes)
     entry = _entry(name)
     with torch.device("meta"):
-        model = entry.architecture(shape, classes) if width == 1 else entry.architecture(shape, classes, width=width)
+        model = entry.layers(shape, classes, width)
     return sum(parameter.numel() for parameter in model.parameters())
 
 
