@@ -204,18 +204,27 @@ def check_score_training(params: dict, lists: tuple[str, ...]) -> None:
         raise SpecError("iterations", "must be at least one iteration")
 
 
-def score_training_data(context: AnalysisContext, batch_size: int, length: str) -> tuple[PreparedData, int]:
-    """The run's data (its splits and data order) at a study's own batch size, and `length` (a Step such
-    as '2ep') in iterations of that batch size; SpecError names batch_size or iterations when they do not fit."""
+def run_score_study(context: AnalysisContext, check: Callable[[dict, dict], None],
+                    train_units: Callable[[PreparedData, int], dict]) -> dict:
+    """The body of a study that trains mask scores (edge_popup, learned_supermask): its check, a finished
+    result reused, the run's data (splits and data order) at the study's `batch_size`, its `iterations`
+    (a Step such as '2ep') in iterations of that batch size; then train_units(data, iterations)'s result
+    fields, finished with iterations, chance, model and dataset."""
+    params = context.params
+    check(params, {})
+    if (done := context.reuse_finished()) is not None:
+        return done
     data = context.run.data
     train_size = int(data.train_x.shape[0])
-    if batch_size > train_size:
-        raise SpecError("batch_size", f"{batch_size} is larger than the run's {train_size} training examples")
-    data = replace(data, batch_size=batch_size)
-    iterations = Step.parse(length).to_iterations(data.iterations_per_epoch)
-    if iterations < 1:
-        raise SpecError("iterations", "must be at least one iteration")
-    return data, iterations
+    if params["batch_size"] > train_size:
+        raise SpecError("batch_size", f"{params['batch_size']} is larger than the run's {train_size} training examples")
+    data = replace(data, batch_size=params["batch_size"])
+    iterations = Step.parse(params["iterations"]).to_iterations(data.iterations_per_epoch)
+    context.start()
+    fields = train_units(data, iterations)
+    spec = context.run.spec
+    return context.finish({**fields, "iterations": iterations, "chance": 1.0 / data.info.num_classes,
+                           "model": spec.model, "dataset": spec.dataset})
 
 
 def mask_sparsity(mask: masks.Mask, sparsity: dict | None) -> dict:

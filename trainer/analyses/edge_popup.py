@@ -27,7 +27,7 @@ from torch import nn
 
 from trainer import events, models
 from trainer.analyses.common import (AnalysisContext, Cancelled, check_score_training, execute, percent_text,
-                                     round_finished, round_started, score_training_data, segment_record, summary,
+                                     round_finished, round_started, run_score_study, segment_record, summary,
                                      train_networks)
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
@@ -80,18 +80,14 @@ def check(params: dict, info: dict) -> None:
 
 
 def _body(context: AnalysisContext) -> dict:
-    params = context.params
-    check(params, {})
-    if (done := context.reuse_finished()) is not None:
-        return done
-    data, iterations = score_training_data(context, params["batch_size"], params["iterations"])
-    context.start()
-    dense = [_dense(context, width) for width in params["widths"]]
-    subnetworks = [_subnetwork(context, data, width, k, iterations)
-                   for width in params["widths"] for k in params["kept_percents"]]
-    return context.finish({"subnetworks": subnetworks, "dense": dense, "iterations": iterations,
-                           "chance": 1.0 / data.info.num_classes, "model": context.run.spec.model,
-                           "dataset": context.run.spec.dataset})
+    return run_score_study(context, check, lambda data, iterations: _sweep(context, data, iterations))
+
+
+def _sweep(context: AnalysisContext, data, iterations: int) -> dict:
+    widths, kept_percents = context.params["widths"], context.params["kept_percents"]
+    dense = [_dense(context, width) for width in widths]
+    subnetworks = [_subnetwork(context, data, width, k, iterations) for width in widths for k in kept_percents]
+    return {"subnetworks": subnetworks, "dense": dense}
 
 
 def frozen_random_network(model_name: str, input_shape, num_classes: int, init_seed: int, width: float,

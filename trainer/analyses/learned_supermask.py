@@ -27,7 +27,7 @@ import torch
 
 from trainer import events, models
 from trainer.analyses.common import (AnalysisContext, Cancelled, check_score_training, execute, percent_text,
-                                     round_finished, round_started, score_training_data, summary)
+                                     round_finished, round_started, run_score_study, summary)
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
 from trainer.seeds import generator
@@ -75,17 +75,13 @@ def check(params: dict, info: dict) -> None:
 
 
 def _body(context: AnalysisContext) -> dict:
-    params = context.params
-    check(params, {})
-    if (done := context.reuse_finished()) is not None:
-        return done
-    data, iterations = score_training_data(context, params["batch_size"], params["iterations"])
-    context.start()
-    entries = [_learn(context, data, choice, iterations) for choice in params["weights"]]
+    return run_score_study(context, check, lambda data, iterations: _learn_all(context, data, iterations))
+
+
+def _learn_all(context: AnalysisContext, data, iterations: int) -> dict:
+    entries = [_learn(context, data, choice, iterations) for choice in context.params["weights"]]
     dense = context.run_dir.record(0) if 0 in context.finished_rounds() else None
-    return context.finish({"masks": entries, "dense": summary(dense) if dense else None, "iterations": iterations,
-                           "chance": 1.0 / data.info.num_classes, "model": context.run.spec.model,
-                           "dataset": context.run.spec.dataset})
+    return {"masks": entries, "dense": summary(dense) if dense else None}
 
 
 def frozen_weights(theta_0: dict, names: list[str], choice: str) -> dict[str, torch.Tensor]:
