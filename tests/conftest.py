@@ -42,6 +42,8 @@ ANALYSIS_PARAMS = {
     "pruning_at_init": {"methods": ["snip", "synflow", "magnitude"], "synflow_iterations": 10, "score_examples": 64},
     "structured_pruning": {"norms": ["l1", "l2"]},
     "transfer": {"target_dataset": "synthetic", "rounds": [0, 2], "controls": ["random_reinit"]},
+    "edge_popup": {"kept_percents": [30, 70], "widths": [0.5, 1], "iterations": "20it"},
+    "learned_supermask": {"weights": ["theta_0", "signed_constant"], "iterations": "20it", "eval_samples": 3},
 }
 EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
 

@@ -107,6 +107,11 @@ BAD_PARAMS = [
     ("transfer", {"target_dataset": "cifar10"}, "target_dataset", "Select a valid choice"),
     ("transfer", {"target_dataset": "synthetic", "validation_size": "-1"}, "validation_size", "must be at least 0"),
     ("transfer", {"target_dataset": "synthetic", "rounds": "0, 0"}, "rounds", "has repeated entries"),
+    ("edge_popup", {"kept_percents": "0, 50"}, "kept_percents", "[0]: must be at least 0.1"),
+    ("edge_popup", {"widths": ""}, "widths", "choose at least one value"),
+    ("edge_popup", {"iterations": "0it"}, "iterations", "must be at least one iteration"),
+    ("learned_supermask", {"weights": None}, "weights", "choose at least one value"),
+    ("learned_supermask", {"lr": "fast"}, "lr", "cannot read 'fast' as float"),
 ]
 
 
@@ -387,9 +392,23 @@ def test_transfer_chart(analysis_results):
                                           "ticket found on synthetic", "random reinit found on synthetic"]
 
 
+def test_edge_popup_chart(analysis_results):
+    figures, _ = figures_of(analysis_results, "edge_popup")
+    assert names(figures["accuracy"]) == ["edge-popup, width ×0.5", "dense, width ×0.5 (trained)",
+                                          "edge-popup, width ×1", "dense, width ×1 (trained)", "chance"]
+    assert list(figures["accuracy"].data[0].x) == [30, 70]
+
+
+def test_learned_supermask_chart(analysis_results):
+    figures, _ = figures_of(analysis_results, "learned_supermask")
+    assert names(figures["accuracy"]) == ["sampled masks (mean)", "expected mask (w·σ(s))",
+                                          "dense (trained, the run's round 0)", "chance"]
+
+
 def test_charts_of_an_empty_result_are_empty():
     assert charts.analysis_figures(ANALYSES["retraining"].chart, None) == []
     assert charts.analysis_figures("no_such_builder", {"x": 1}) == []
+    assert charts.analysis_figures(ANALYSES["edge_popup"].chart, {})[0]["figure"].data == ()
 
 
 def test_every_analysis_has_chart_test_parameters_and_its_registry_entry_names_a_builder():

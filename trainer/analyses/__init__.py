@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.analyses import (connectivity, early_bird, masking_criteria, pruning_at_init, retraining,
-                               structured_pruning, transfer)
+from trainer.analyses import (connectivity, early_bird, edge_popup, learned_supermask, masking_criteria,
+                               pruning_at_init, retraining, structured_pruning, transfer)
 from trainer.analyses.common import check_rounds, make_run_info, no_summary_lines, planned_run_info, run_info
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.rundir import RunDir
@@ -87,6 +87,17 @@ _register(Analysis(early_bird.NAME, "Early-bird tickets",
 _register(Analysis(structured_pruning.NAME, "Structured pruning",
                    "Neuron and filter pruning by L1/L2 norm with the run's rates, with parameter and FLOP counts.",
                    structured_pruning.run_structured_pruning, structured_pruning.PARAMS, "structured_pruning_figures"))
+
+_register(Analysis(edge_popup.NAME, "Strong tickets: edge-popup",
+                   "Subnetworks of random networks (frozen weights) found by training a score per weight: top-k% edges "
+                   "per layer, swept over k and width, beside the trained dense network (Ramanujan et al. 2020).",
+                   edge_popup.run_edge_popup, edge_popup.PARAMS, "edge_popup_figures",
+                   check=edge_popup.check, summary_lines=edge_popup.summary_lines))
+_register(Analysis(learned_supermask.NAME, "Learned supermasks",
+                   "Bernoulli masks with sigmoid scores trained by a straight-through estimator on the run's frozen θ0 "
+                   "(or its signed constant); no weight trains (Zhou et al. 2019).",
+                   learned_supermask.run_learned_supermask, learned_supermask.PARAMS, "learned_supermask_figures",
+                   check=learned_supermask.check, summary_lines=learned_supermask.summary_lines))
 
 
 def get_analysis(name: str) -> Analysis:

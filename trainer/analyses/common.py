@@ -35,6 +35,7 @@ from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
+from trainer.steps import Step
 from trainer.training.stacked_loop import train_segments
 from trainer.training.loop import PreparedData, SegmentResult, train_segment
 
@@ -191,6 +192,39 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
         if segment.status == "cancelled":
             break
     return done
+
+
+def check_score_training(params: dict, lists: tuple[str, ...]) -> None:
+    """The pre-flight check of a study that trains mask scores: each of `lists` names at least one value and
+    `iterations` is at least one iteration."""
+    for name in lists:
+        if not params.get(name):
+            raise SpecError(name, "choose at least one value")
+    if Step.parse(params["iterations"]).amount < 1:
+        raise SpecError("iterations", "must be at least one iteration")
+
+
+def run_score_study(context: AnalysisContext, check: Callable[[dict, dict], None],
+                    train_units: Callable[[PreparedData, int], dict]) -> dict:
+    """The body of a study that trains mask scores (edge_popup, learned_supermask): its check, a finished
+    result reused, the run's data (splits and data order) at the study's `batch_size`, its `iterations`
+    (a Step such as '2ep') in iterations of that batch size; then train_units(data, iterations)'s result
+    fields, finished with iterations, chance, model and dataset."""
+    params = context.params
+    check(params, {})
+    if (done := context.reuse_finished()) is not None:
+        return done
+    data = context.run.data
+    train_size = int(data.train_x.shape[0])
+    if params["batch_size"] > train_size:
+        raise SpecError("batch_size", f"{params['batch_size']} is larger than the run's {train_size} training examples")
+    data = replace(data, batch_size=params["batch_size"])
+    iterations = Step.parse(params["iterations"]).to_iterations(data.iterations_per_epoch)
+    context.start()
+    fields = train_units(data, iterations)
+    spec = context.run.spec
+    return context.finish({**fields, "iterations": iterations, "chance": 1.0 / data.info.num_classes,
+                           "model": spec.model, "dataset": spec.dataset})
 
 
 def mask_sparsity(mask: masks.Mask, sparsity: dict | None) -> dict:

@@ -17,7 +17,7 @@ from typing import Any
 from trainer.spec import SpecError
 from trainer.steps import Step, StepFormatError
 
-KINDS = ("int", "float", "str", "step", "bool", "int_list", "str_list", "step_list", "path")
+KINDS = ("int", "float", "str", "step", "bool", "int_list", "float_list", "str_list", "step_list", "path")
 
 
 @dataclass(frozen=True)

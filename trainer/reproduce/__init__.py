@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from trainer import events
-from trainer.reproduce import (early_bird_convergence, iterative_vs_one_shot, lenet_stability, retraining_modes,
-                               supermask, synflow_collapse, tickets_vs_dense)
+from trainer.reproduce import (early_bird_convergence, edge_popup_subnetworks, iterative_vs_one_shot, lenet_stability,
+                               retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
 from trainer.reproduce.base import (BUDGETS, CHECK_PROGRESS, FAIL, INCONCLUSIVE, PASS, Check, CheckCancelled,
                                     Session, check_budget)
 from trainer.rundir import json_safe, write_json_atomically
@@ -29,7 +29,7 @@ from trainer.spec import SpecError
 # them in this order trains it once.
 CHECKS: dict[str, Check] = {check.name: check for check in (
     tickets_vs_dense.CHECK, iterative_vs_one_shot.CHECK, supermask.CHECK, lenet_stability.CHECK,
-    retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK)}
+    retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK, edge_popup_subnetworks.CHECK)}
 EMPTY_CHART = {"title": "", "x_label": "", "y_label": "", "log_x": False, "series": []}
 
 

@@ -11,8 +11,8 @@ import torch
 
 from trainer.cli.main import main
 from trainer.reproduce import (BUDGETS, CHECK_PROGRESS, CHECKS, matching_checks, result_path, run_check)
-from trainer.reproduce import (early_bird_convergence, iterative_vs_one_shot, lenet_stability, retraining_modes,
-                               supermask, synflow_collapse, tickets_vs_dense)
+from trainer.reproduce import (early_bird_convergence, edge_popup_subnetworks, iterative_vs_one_shot, lenet_stability,
+                               retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
 from trainer.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -129,6 +129,16 @@ def _early_bird(found, epochs=40, window=5):
     return {"early_bird_epoch": found, "epochs": epochs, "window": window}
 
 
+def _edge_popup(narrow: tuple, wide: tuple) -> dict:
+    """Measured accuracies at k = 10, 30, 50, 70, 90% for widths ×1 and ×2, built as measurements() does."""
+    results = {"spec": {"dataset": "fashion_mnist"}}
+    analysis = {"subnetworks": [{"width": width, "kept_percent": k, "test_accuracy": accuracy}
+                                for width, row in ((1.0, narrow), (2.0, wide))
+                                for k, accuracy in zip(edge_popup_subnetworks.KEPT_PERCENTS, row)],
+                "dense": [{"width": 1.0, "final": {"test_accuracy": 0.89}}, {"width": 2.0, "final": {"test_accuracy": 0.9}}]}
+    return edge_popup_subnetworks.measurements(results, analysis)["measured"]
+
+
 VERDICT_CASES = [
     (tickets_vs_dense, _tickets(), "PASS"),
     (tickets_vs_dense, _tickets(ticket_early_stop_iteration=4500.0), "FAIL"),  # the ticket learns slower
@@ -163,6 +173,11 @@ VERDICT_CASES = [
     (early_bird_convergence, _early_bird(25), "FAIL"),
     (early_bird_convergence, _early_bird(None), "FAIL"),
     (early_bird_convergence, _early_bird(12), "INCONCLUSIVE"),
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.85, 0.88, 0.86, 0.7)), "PASS"),
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.9), (0.55, 0.85, 0.88, 0.86, 0.7)), "FAIL"),
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.8, 0.82, 0.8, 0.7)), "FAIL"),
+    (edge_popup_subnetworks, _edge_popup((0.12, 0.16, 0.17, 0.1, 0.1), (0.55, 0.85, 0.88, 0.86, 0.7)), "INCONCLUSIVE"),
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.855), (0.55, 0.85, 0.88, 0.86, 0.7)), "INCONCLUSIVE"),
 ]
 
 
