@@ -14,5 +14,4 @@ for arg in "$@"; do
   esac
 done
 echo "test.sh: the database-backed tests again, on PostgreSQL"
-exec scripts/with_postgres.sh .venv/bin/python -m pytest "$@" tests/test_database.py tests/test_web_*.py \
-  tests/test_live_integration.py
+exec scripts/with_postgres.sh .venv/bin/python -m pytest "$@" tests/web/ tests/live/test_integration.py

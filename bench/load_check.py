@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.live_fixtures import HttpSession, app_environment, free_port, start_process, wait_until  # noqa: E402
+from tests.live.conftest import HttpSession, app_environment, free_port, start_process, wait_until  # noqa: E402
 
 
 def manage(env: dict, *args: str) -> str:

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from frontend import access, catalog, queries, services
 from frontend.models import ApiToken, Experiment
 from frontend.progress import progress_of
-from trainer.analyses import ANALYSES
+from trainer.analyses import ANALYSES, check_runs_with_experiment
 from trainer.spec import ExperimentSpec, SpecError
 
 MAX_BODY_BYTES = 64 * 1024  # a spec is a few hundred bytes
@@ -119,6 +119,10 @@ def experiments(request):
         catalog.check_runnable_here(spec)
     except SpecError as problem:
         return error(400, problem.message, field=f"spec.{problem.field}")
+    try:
+        check_runs_with_experiment(analyses, spec)
+    except SpecError as problem:
+        return error(400, problem.message, field=problem.field)
     experiment = services.create_experiment(spec, analyses=analyses, owner=request.user, visibility=visibility)
     return JsonResponse(experiment_json(experiment, detail=True), status=201)
 

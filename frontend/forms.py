@@ -6,16 +6,14 @@ import re
 import types
 import typing
 
-import torch
 from django import forms
 
 from frontend import catalog
 from frontend.models import Experiment
 from frontend.presets import PRESETS
-from trainer import datasets, models
-from trainer.pruning import channels as early_bird
-from trainer.analyses import ANALYSES
+from trainer.analyses import ANALYSES, check_runs_with_experiment, make_run_info
 from trainer.analyses.params import parse_text
+from trainer.events import TICKET
 from trainer.spec import ExperimentSpec, SpecError, spec_fields
 
 # Display groups; a spec field not listed here lands in "Advanced", so new trainer fields show up by themselves.
@@ -179,10 +177,10 @@ class ExperimentForm(forms.Form):
         for dotted, (dataclass_field, hint) in SPEC_FIELDS.items():
             self.fields[form_name(dotted)] = _form_field(dotted, dataclass_field, hint)
         self.fields["analyses"] = forms.MultipleChoiceField(
-            choices=auto_analysis_choices(), required=False, widget=forms.CheckboxSelectMultiple,
+            choices=analysis_choices_with_experiment(), required=False, widget=forms.CheckboxSelectMultiple,
             label="analyses to run when the IMP run finishes",
-            help_text="Each runs with its default parameters on the finished run (early-bird needs a batch-norm "
-                      "model); more, with other parameters, from the result page.")
+            help_text="Each runs with its default parameters on the finished run (one the chosen model cannot "
+                      "run is refused with the reason); more, with other parameters, from the result page.")
         self.fields["visibility"] = forms.ChoiceField(
             choices=Experiment.Visibility.choices, initial=Experiment.Visibility.PRIVATE, widget=forms.RadioSelect,
             required=False,
@@ -218,10 +216,7 @@ class ExperimentForm(forms.Form):
         try:
             spec = ExperimentSpec.from_dict(nested)
             catalog.check_runnable_here(spec)
-            if "early_bird" in cleaned.get("analyses", []) and not model_has_batch_norm(spec.model, spec.dataset):
-                raise SpecError("analyses", f"early-bird tickets need a model with batch norm (vgg16, resnet20), "
-                                            f"not {spec.model}")
-            check_default_analyses_against_spec(cleaned.get("analyses", []), spec)
+            check_runs_with_experiment(cleaned.get("analyses", []), spec)
         except SpecError as error:
             self._add_spec_error(error)
             return cleaned
@@ -319,7 +314,7 @@ class AnalysisForm(forms.Form):
                 values[param.name] = self._value(param, cleaned.get(param.name))
             params = self.analysis.validate(values)
             if self.experiment is not None:
-                check_analysis_against_experiment(self.analysis.name, params, self.experiment)
+                self.analysis.check(params, experiment_run_info(self.experiment))
         except SpecError as error:
             name = error.field.split("[", 1)[0]
             if name in self.fields:
@@ -332,61 +327,14 @@ class AnalysisForm(forms.Form):
         return cleaned
 
 
-def check_default_analyses_against_spec(names: list[str], spec: ExperimentSpec) -> None:
-    """The chosen analyses' own pre-flight checks (Analysis.check, default parameters) on the run this spec
-    will make, as a SpecError on the 'analyses' field."""
-    for name in names:
-        analysis = ANALYSES[name]
-        info = {"model": spec.model, "dataset": spec.dataset,
-                "has_batch_norm": model_has_batch_norm(spec.model, spec.dataset),
-                "finished_rounds": list(range(spec.rounds_total() + 1)), "rewind_step": spec.rewind_step}
-        try:
-            analysis.check(analysis.validate({}), info)
-        except SpecError as error:
-            raise SpecError("analyses", f"{analysis.title}: {error.message}") from None
+def experiment_run_info(experiment: Experiment) -> dict:
+    """The run_info an analysis's check looks at (trainer.analyses.common), from the experiment's rows:
+    what the engine would only find out in the worker is refused here, beside the parameter it names."""
+    finished = experiment.round_results.filter(network=TICKET, replicate=0, status="finished")
+    return make_run_info(experiment.model_name, experiment.dataset_name,
+                         finished.values_list("round_index", flat=True), (experiment.spec or {}).get("rewind_step", "0it"))
 
 
-def model_has_batch_norm(model_name: str, dataset_name: str) -> bool:
-    info = datasets.DATASETS[dataset_name].info
-    with torch.device("meta"):  # layers only: no memory, no random numbers
-        architecture = models.MODELS[model_name].architecture(info.input_shape, info.num_classes)
-    return bool(early_bird.bn_producers(architecture))
-
-
-def check_analysis_against_experiment(name: str, params: dict, experiment) -> None:
-    """What the engine would only find out in the worker, raised here as a SpecError naming the parameter."""
-    finished = set(experiment.round_results.filter(network="ticket", replicate=0, status="finished")
-                   .values_list("round_index", flat=True))
-    rounds = params.get("rounds")
-    if isinstance(rounds, list):
-        for index, round_index in enumerate(rounds):
-            if round_index not in finished:
-                raise SpecError(f"rounds[{index}]", f"round {round_index} is not a finished round of this experiment "
-                                                    f"(finished: {', '.join(map(str, sorted(finished))) or 'none'})")
-    if name == "connectivity" and params["round"] not in finished:
-        raise SpecError("round", f"round {params['round']} is not a finished round of this experiment")
-    if name == "early_bird" and not model_has_batch_norm(experiment.model_name, experiment.dataset_name):
-        raise SpecError("analysis", f"{experiment.model_name} has no batch norm; early-bird tickets need a model "
-                                    f"with it (vgg16, resnet20)")
-    if name == "transfer":
-        target = params.get("target_dataset")
-        if target is None and params.get("target_run") is None:
-            raise SpecError("target_dataset", "choose the dataset to train the ticket on (or a target run)")
-        if target is not None:
-            source_info = datasets.DATASETS[experiment.dataset_name].info
-            target_info = datasets.DATASETS[target].info if target in datasets.DATASETS else None
-            if target_info is None:
-                raise SpecError("target_dataset", f"unknown dataset {target!r}")
-            if tuple(target_info.input_shape) != tuple(source_info.input_shape):
-                raise SpecError("target_dataset", f"{target} inputs are {tuple(target_info.input_shape)}, the ticket's "
-                                                  f"are {tuple(source_info.input_shape)}")
-    # then the study's own pre-flight check (trainer.analyses.Analysis.check) on the run_info the rows give
-    ANALYSES[name].check(params, {"model": experiment.model_name, "dataset": experiment.dataset_name,
-                                  "has_batch_norm": model_has_batch_norm(experiment.model_name, experiment.dataset_name),
-                                  "finished_rounds": sorted(finished),
-                                  "rewind_step": (experiment.spec or {}).get("rewind_step", "0it")})
-
-
-def auto_analysis_choices() -> list[tuple[str, str]]:
-    """Analyses that can run with their default parameters when an IMP run finishes (transfer needs a target)."""
-    return [(name, analysis.title) for name, analysis in ANALYSES.items() if name != "transfer"]
+def analysis_choices_with_experiment() -> list[tuple[str, str]]:
+    """The analyses that can run with their default parameters when an IMP run finishes."""
+    return [(name, analysis.title) for name, analysis in ANALYSES.items() if analysis.runs_with_experiment]

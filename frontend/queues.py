@@ -10,13 +10,16 @@ of run.sh serves. Analyses follow their experiment. Reproduction checks (trainer
 CPU-sized protocols and go to the default queue. Celery calls `route_task` for every task it
 sends (settings.CELERY_TASK_ROUTES).
 
-The tasks are looked up by name in the Celery app's registry, where frontend.tasks registered them
-(FrontendConfig.ready imports it), so this module does not import frontend.tasks, which sits above
-it (its tasks queue follow-up work through here): no import cycle.
+The tasks are found by name in the Celery app's registry. frontend.tasks, which registers them, sits
+above this module (its tasks queue follow-up work through here), so it is imported on first use, by its
+dotted path (TASKS_MODULE, in `_send`): the project's one lazy import. A Celery worker has imported it
+already (lotteryweb.celery autodiscovers it; it starts the worker's watchdog and queue announcer); in the
+web process and the eager test suite the first send does.
 """
 from __future__ import annotations
 
 import logging
+from importlib import import_module
 
 from django.conf import settings
 
@@ -26,6 +29,7 @@ from lotteryweb.celery import app
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "celery"
+TASKS_MODULE = "frontend.tasks"
 EXPERIMENT_TASK, ANALYSIS_TASK, REPRODUCTION_TASK = "frontend.run_experiment", "frontend.run_analysis", "frontend.run_reproduction"
 # the task of each queued row, and the word the row's page uses when it could not be queued
 _TASK_OF_ROW = {Experiment: (EXPERIMENT_TASK, "run"), AnalysisRun: (ANALYSIS_TASK, "analysis"),
@@ -52,6 +56,7 @@ def route_task(name, args, kwargs, options, task=None, **extra):
 
 
 def _send(task_name: str, row_id: int) -> None:
+    import_module(TASKS_MODULE)  # the one lazy import (see above); after the first call a dict lookup
     app.tasks[task_name].delay(row_id)
 
 

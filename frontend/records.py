@@ -8,8 +8,6 @@ rewrite them from the files on disk, which are the truth (frontend.tasks when a 
 """
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 from django.utils import timezone
@@ -17,9 +15,8 @@ from django.utils import timezone
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from trainer import events as trainer_events
 from trainer import replicate_stats
+from trainer.analyses import stored_results
 from trainer.rundir import RunDir, json_safe
-
-log = logging.getLogger(__name__)
 
 
 def empty_evals() -> dict:
@@ -97,18 +94,13 @@ def import_results(run_dir: RunDir, results: dict, round_records: list[dict]) ->
 
 
 def import_finished_analyses(experiment: Experiment, run_dir: RunDir) -> int:
-    """An AnalysisRun for every finished analysis on disk the experiment does not have yet; how many."""
+    """An AnalysisRun for every finished analysis on disk the experiment does not have yet (results of an
+    older run layout converted first, by trainer.analyses.stored_results); how many."""
     imported = 0
-    for result_path in sorted(run_dir.path.glob("analyses/*/*/result.json")):
-        try:
-            result = json.loads(result_path.read_text())
-        except ValueError:
-            log.warning("skipping unreadable %s", result_path)
-            continue
-        if result.get("status") != "finished":
-            continue
-        name, params = result.get("analysis", result_path.parent.parent.name), result.get("params", {})
-        if any(row.params == params for row in AnalysisRun.objects.filter(experiment=experiment, name=name)):
+    for result in stored_results(run_dir.path):
+        name, params = result.get("analysis"), result.get("params", {})
+        known = AnalysisRun.objects.filter(experiment=experiment, name=name)
+        if not name or any(row.params == params for row in known):
             continue
         AnalysisRun.objects.create(experiment=experiment, name=name, params=params, result=result,
                                    status=AnalysisRun.Status.FINISHED, finished_at=timezone.now())

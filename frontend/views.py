@@ -161,10 +161,10 @@ def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: Analys
         defaults = analysis.validate({})
         runs = []
         for run in runs_by_name.get(name, []):
-            figures = (charts.analysis_figures(name, run.result, imp_band)
+            figures = (charts.analysis_figures(analysis.chart, run.result, imp_band)
                        if run.status == AnalysisRun.Status.FINISHED else [])
             runs.append({"run": run, "params_label": queries.params_label(run.params, defaults),
-                         "warnings": charts.analysis_warnings(name, run.result) if run.result else [],
+                         "warnings": charts.analysis_warnings(analysis.chart, run.result) if run.result else [],
                          "charts": [{"dom_id": f"analysis-{run.pk}-{item['id']}", "caption": item["caption"],
                                      "figure_json": charts.figure_json(item["figure"])} for item in figures]})
         form = bound_form if bound_form is not None and bound_form.analysis.name == name else None

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command against a throwaway PostgreSQL server: initdb in a temporary directory, start it
 # on a free port (127.0.0.1 only, trust auth, no fsync: test data), export DATABASE_URL (and
-# POSTGRES_EXPECTED=1, which tests/test_database.py checks), run the command, stop and delete it.
+# POSTGRES_EXPECTED=1, which tests/web/test_database.py checks), run the command, stop and delete it.
 # Usage: scripts/with_postgres.sh COMMAND [ARGS...]   (needs Debian's postgresql: scripts/setup.sh test)
 set -euo pipefail
 cd "$(dirname "$0")/.."

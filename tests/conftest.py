@@ -1,14 +1,22 @@
-"""Shared fixtures: a finished tiny run on disk (made once per session) and web helpers.
+"""Fixtures of every level (tests/trainer, tests/web, tests/live): one torch thread, the session's
+finished tiny runs, every analysis run once on them, and a private redis-server.
 
-The fixtures that start real processes (redis-server, Celery worker, ASGI server) are in
-tests/live_fixtures.py and imported here so every test module can use them.
+Each level's own fixtures are in its conftest.py: tests/trainer/conftest.py (tiny analysis runs),
+tests/web/conftest.py (accounts, clients, stored experiments), tests/live/conftest.py (the real
+processes: a Celery worker and daphne, and the helpers that start and watch them).
 """
 import contextlib
+import shutil
+import socket
+from pathlib import Path
 
 import pytest
+import torch
 
-from tests.live_fixtures import live_app, live_database, redis_server  # noqa: F401  (fixtures)
-from tests.web_analysis_fixtures import analysis_results, finished_bn_run, finished_rewound_run  # noqa: F401  (fixtures)
+from tests.live.conftest import free_port, start_process, wait_until
+from trainer.analyses import ANALYSES, run_analysis
+from trainer.imp import run_experiment
+from trainer.spec import ExperimentSpec
 
 # Small enough for seconds on two cores, big enough for two pruned rounds and a control.
 TINY_SPEC = {
@@ -19,13 +27,41 @@ TINY_SPEC = {
     "controls": ["random_reinit"],
 }
 
+# A BN model for early-bird, as small as ResNet-20 gets: a few iterations, small validation set.
+BN_SPEC = {
+    "model": "resnet20", "dataset": "synthetic", "validation_size": 60,
+    "training": {"optimizer": "sgd", "lr": 0.1, "batch_size": 30, "training_steps": "6it", "eval_interval": "3it"},
+    "pruning": {"rounds": 1, "fraction": 0.2},
+}
+
+# Late rewinding for the early-phase study: perturbed tickets at θk, k > 0.
+REWOUND_SPEC = {
+    "model": "lenet_300_100", "dataset": "synthetic", "rewind_step": "20it",
+    "training": {"optimizer": "adam", "lr": 0.0012, "training_steps": "60it", "eval_interval": "30it",
+                 "metrics_interval": 10},
+    "pruning": {"rounds": 2, "fraction": 0.2, "layer_fractions": {"fc3.weight": 0.1}},
+}
+
+# Analysis parameters small enough for seconds each; `transfer`'s target_run is filled in with the run itself.
+ANALYSIS_PARAMS = {
+    "retraining": {},
+    "connectivity": {"rewind_steps": ["0it", "50it"], "points": 9},
+    "masking_criteria": {"criteria": ["large_final", "large_init", "movement"]},
+    "pruning_at_init": {"methods": ["snip", "synflow", "magnitude"], "synflow_iterations": 10, "score_examples": 64},
+    "structured_pruning": {"norms": ["l1", "l2"]},
+    "transfer": {"target_dataset": "synthetic", "rounds": [0, 2], "controls": ["random_reinit"]},
+    "edge_popup": {"kept_percents": [30, 70], "widths": [0.5, 1], "iterations": "20it"},
+    "learned_supermask": {"weights": ["theta_0", "signed_constant"], "iterations": "20it", "eval_samples": 3},
+    "early_phase": {"perturbations": ["init_signs", "shuffle_layer", "shuffle_unit_same_sign"],
+                    "noise_alphas": [1.0, 2.0]},
+}
+EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread_for_the_session():
     """Every test model is tiny: one thread each, so the suite does not spin against itself
     or the worker processes it starts (see single_torch_thread)."""
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -37,11 +73,6 @@ def finished_run(tmp_path_factory):
 
 def train_spec_once(tmp_path_factory, spec: dict, directory: str):
     """Train `spec` in a fresh session directory on one thread: (results dict, run directory path)."""
-    from pathlib import Path
-
-    from trainer.imp import run_experiment
-    from trainer.spec import ExperimentSpec
-
     runs_root = tmp_path_factory.mktemp(directory)
     with single_torch_thread():
         results = run_experiment(ExperimentSpec.from_dict(spec), runs_root)
@@ -52,8 +83,6 @@ def train_spec_once(tmp_path_factory, spec: dict, directory: str):
 def single_torch_thread():
     """Tiny models on a busy 2-core machine: one thread avoids OpenMP spinning against other processes
     (measured: a 100-iteration round took 13 s with 2 threads under load, 0.25 s with 1)."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -62,61 +91,66 @@ def single_torch_thread():
         torch.set_num_threads(before)
 
 
-@pytest.fixture
-def finished_experiment(db, finished_run, user):
-    """An Experiment row of `user` (the signed-in test client's) for the session's finished run,
-    with its rounds and curves stored."""
-    from frontend import records
-    from frontend.models import Experiment
+# ---- every analysis run once (the web tests' charts and the browser test's pages) --------------
+# The engine stores each result in the run directory, so the web tests that submit the same parameters
+# (the eager task, the real Celery worker of the browser test) find it finished and do not train again.
 
-    results, run_path = finished_run
-    spec = results["spec"]
-    experiment = Experiment.objects.create(
-        spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], status=Experiment.Status.FINISHED, owner=user,
-        run_name=results["run_name"], run_dir=str(run_path), results_path=str(run_path / "results.json"),
-        rounds_total=spec["pruning"]["rounds"], iterations_per_round=results["total_iterations"])
-    for record in results["rounds"] + [r for records in results["controls"].values() for r in records]:
-        records.store_record(experiment.pk, record)
-    return experiment
+def analysis_params(name: str, run_path: Path) -> dict:
+    if name == "early_bird":
+        return dict(EARLY_BIRD_PARAMS)
+    params = dict(ANALYSIS_PARAMS[name])
+    if name == "transfer":
+        params["target_run"] = str(run_path)  # "a ticket found on the target": the run itself, on synthetic
+    return params
 
 
-def form_data(spec_overrides: dict | None = None, **field_values) -> dict:
-    """POST data of the new-experiment form for TINY_SPEC (plus overrides), as a browser would send it."""
-    from frontend.forms import widget_values
-    from trainer.spec import ExperimentSpec
-
-    spec = ExperimentSpec.from_dict({**TINY_SPEC, **(spec_overrides or {})}).to_dict()
-    data = widget_values(spec)
-    data.update(field_values)
-    return data
+@pytest.fixture(scope="session")
+def finished_bn_run(tmp_path_factory):
+    return train_spec_once(tmp_path_factory, BN_SPEC, "bn_runs")
 
 
-# ---- accounts: the web tests run signed in unless they ask otherwise ---------------------------
-
-@pytest.fixture
-def user(django_user_model):
-    return django_user_model.objects.create_user("alice", password="alice-password-1")
+@pytest.fixture(scope="session")
+def finished_rewound_run(tmp_path_factory):
+    return train_spec_once(tmp_path_factory, REWOUND_SPEC, "rewound_runs")
 
 
-@pytest.fixture
-def other_user(django_user_model):
-    return django_user_model.objects.create_user("bob", password="bob-password-1")
+@pytest.fixture(scope="session")
+def analysis_results(finished_run, finished_bn_run, finished_rewound_run):
+    """name -> (result dict, run directory) for every analysis: early-bird on the batch-norm run (it
+    needs batch norm), early-phase on the run that rewinds to k > 0 (it needs late rewinding), the
+    others on the session's tiny LeNet run."""
+    runs = {"early_bird": finished_bn_run[1], "early_phase": finished_rewound_run[1]}
+    found = {}
+    with single_torch_thread():
+        for name in ANALYSES:
+            run_path = runs.get(name, finished_run[1])
+            found[name] = (run_analysis(name, run_path, analysis_params(name, run_path)), run_path)
+    return found
 
 
-@pytest.fixture
-def client(client, user):
-    """pytest-django's test client, signed in as `user`."""
-    client.force_login(user)
-    return client
+# ---- a private redis-server (the web tests' queue listeners and the live processes) ------------
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server on a free port; yields its URL."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed; scripts/setup.sh installs it (apt-get install redis-server)")
+    directory = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    managed = start_process("redis", [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                                      "--save", "", "--appendonly", "no"], directory)
 
-@pytest.fixture
-def anonymous_client():
-    from django.test import Client
-    return Client()
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
-
-def session_cookie_header(client) -> tuple[bytes, bytes]:
-    """The (name, value) header that carries `client`'s session to a websocket communicator."""
-    from django.conf import settings
-    return b"cookie", f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+    try:
+        wait_until(answers, 20, "redis-server to answer PING", [managed])
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        managed.stop()

@@ -276,52 +276,57 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch file -> (uint8 images (N, 3, 32, 32), int64 labels (N,))."""
+def read_cifar_batch(path: Path, label_key: str = "labels", kind: str = "CIFAR-10 batch") -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch file -> (uint8 images (N, 3, 32, 32), int64 labels (N,)). CIFAR-10's batches
+    keep their labels under 'labels', CIFAR-100's files under 'fine_labels' (and 'coarse_labels')."""
     try:
         with open(path, "rb") as handle:
             batch = _CifarUnpickler(handle, encoding="latin1").load()  # latin1: batches pickled by Python 2
     except OSError as error:
         raise DatasetError(f"Cannot read the file {path}: {error.strerror or error}.") from error
     except Exception as error:  # pickle raises many types on garbage
-        raise DatasetError(f"The file {path} is not a readable CIFAR-10 batch: unpickling failed "
+        raise DatasetError(f"The file {path} is not a readable {kind}: unpickling failed "
                            f"({type(error).__name__}: {error}). Replace it with a complete copy.") from error
     if not isinstance(batch, dict):
-        raise DatasetError(f"The file {path} is not a CIFAR-10 batch: it holds a {type(batch).__name__}, not a dict.")
+        raise DatasetError(f"The file {path} is not a {kind}: it holds a {type(batch).__name__}, not a dict.")
     # Python 2 pickles load with str keys under latin1, Python 3 ones keep bytes keys.
     fields = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
-    missing = [key for key in ("data", "labels") if key not in fields]
+    missing = [key for key in ("data", label_key) if key not in fields]
     if missing:
-        raise DatasetError(f"The file {path} is not a CIFAR-10 batch: it lacks the key{'s' if len(missing) > 1 else ''} "
+        raise DatasetError(f"The file {path} is not a {kind}: it lacks the key{'s' if len(missing) > 1 else ''} "
                            f"{', '.join(repr(key.encode()) for key in missing)}.")
     try:
         data = np.asarray(fields["data"])
-        labels = np.asarray(fields["labels"])
+        labels = np.asarray(fields[label_key])
     except Exception as error:
-        raise DatasetError(f"The file {path} has unreadable 'data' or 'labels' ({error}).") from error
+        raise DatasetError(f"The file {path} has unreadable 'data' or '{label_key}' ({error}).") from error
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(f"The file {path} has 'data' of shape {data.shape} and type {data.dtype}, "
-                           f"but a CIFAR-10 batch holds uint8 rows of 3072 values (N, 3072).")
+                           f"but a {kind} holds uint8 rows of 3072 values (N, 3072).")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise DatasetError(f"The file {path} has 'labels' that are not a list of non-negative integers.")
+        raise DatasetError(f"The file {path} has '{label_key}' that are not a list of non-negative integers.")
     if len(labels) != len(data):
         raise DatasetError(f"The file {path} holds {len(labels)} labels for {len(data)} images.")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 class CifarDatasetEntry(_FileDatasetEntry):
-    TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-    TEST_BATCH = "test_batch"
+    """CIFAR-10 or CIFAR-100, python version: training files and one test file of pickled dicts."""
 
     def __init__(self, info: DatasetInfo, mean: tuple[float, float, float], std: tuple[float, float, float],
-                 subdirs: tuple[str, ...]):
-        super().__init__(info, self.TRAIN_BATCHES + (self.TEST_BATCH,), subdirs,
-                         install_advice="They are the contents of cifar-10-python.tar.gz, extracted.")
+                 subdirs: tuple[str, ...], train_files: tuple[str, ...], test_file: str, label_key: str,
+                 archive: str):
+        super().__init__(info, train_files + (test_file,), subdirs,
+                         install_advice=f"They are the contents of {archive}, extracted.")
         self.mean = mean
         self.std = std
+        self.train_files = train_files
+        self.test_file = test_file
+        self.label_key = label_key
 
     def _load_batches(self, paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-        batches = [read_cifar_batch(path) for path in paths]
+        kind = f"{self.info.title} {'batch' if len(self.train_files) > 1 else 'file'}"
+        batches = [read_cifar_batch(path, self.label_key, kind) for path in paths]
         for (_, labels), path in zip(batches, paths):
             _check_labels(labels, self.info.num_classes, path)
         images = np.concatenate([images for images, _ in batches])
@@ -329,8 +334,8 @@ class CifarDatasetEntry(_FileDatasetEntry):
         return _normalize(images, self.mean, self.std), torch.from_numpy(labels)
 
     def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
-        train_x, train_y = self._load_batches([files[name] for name in self.TRAIN_BATCHES])
-        test_x, test_y = self._load_batches([files[self.TEST_BATCH]])
+        train_x, train_y = self._load_batches([files[name] for name in self.train_files])
+        test_x, test_y = self._load_batches([files[self.test_file]])
         return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
 
 
@@ -420,7 +425,15 @@ DATASETS: dict[str, DatasetEntry] = {
         DatasetInfo("cifar10", "CIFAR-10", (3, 32, 32), 10, 50000, 10000, True,
                     "32x32 colour photos in 10 classes; trained with random crops and flips."),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-        subdirs=("cifar10/cifar-10-batches-py", "cifar-10-batches-py")),
+        subdirs=("cifar10/cifar-10-batches-py", "cifar-10-batches-py"),
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_file="test_batch", label_key="labels",
+        archive="cifar-10-python.tar.gz"),
+    "cifar100": CifarDatasetEntry(
+        DatasetInfo("cifar100", "CIFAR-100", (3, 32, 32), 100, 50000, 10000, True,
+                    "32x32 colour photos in 100 fine classes (CIFAR-10's size and format); crops and flips."),
+        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+        subdirs=("cifar100/cifar-100-python", "cifar-100-python"),
+        train_files=("train",), test_file="test", label_key="fine_labels", archive="cifar-100-python.tar.gz"),
     "synthetic": SyntheticDatasetEntry(
         DatasetInfo("synthetic", "Synthetic strokes", (1, 28, 28), 10, 3000, 1000, False,
                     "Small generated MNIST-shaped set of noisy, shifted stroke patterns; always available, for quick tries and tests.")),

@@ -48,6 +48,11 @@ def _kaiming_normal(weight: torch.Tensor, generator: torch.Generator) -> None:
     nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=generator)
 
 
+def scaled_units(units: int, width: float) -> int:
+    """A layer's unit count times the width multiplier (rounded half up, at least one unit)."""
+    return max(1, math.floor(units * width + 0.5))
+
+
 def _pooled_size(size: int, pools: int, model_name: str) -> int:
     for _ in range(pools):
         size //= 2  # floor, as nn.MaxPool2d(2) does
@@ -60,16 +65,42 @@ def _pooled_size(size: int, pools: int, model_name: str) -> int:
 class LeNet300100(nn.Module):
     """Fully connected 300-100 network of Frankle & Carbin (2019)."""
 
-    def __init__(self, input_shape: InputShape, num_classes: int):
+    def __init__(self, input_shape: InputShape, num_classes: int, width: float = 1.0):
         super().__init__()
-        self.fc1 = nn.Linear(math.prod(input_shape), 300)
-        self.fc2 = nn.Linear(300, 100)
-        self.fc3 = nn.Linear(100, num_classes)
+        hidden1, hidden2 = scaled_units(300, width), scaled_units(100, width)
+        self.fc1 = nn.Linear(math.prod(input_shape), hidden1)
+        self.fc2 = nn.Linear(hidden1, hidden2)
+        self.fc3 = nn.Linear(hidden2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.fc1(x.flatten(1)))
         x = torch.relu(self.fc2(x))
         return self.fc3(x)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 as in Caffe's MNIST example, the convnet of SNIP (Lee et al. 2019) and GraSP (Wang et al. 2020):
+    5x5 convs of 20 and 50 channels (no padding), each followed by a 2x2 max pool, then FC 500-classes."""
+
+    def __init__(self, input_shape: InputShape, num_classes: int, width: float = 1.0):
+        super().__init__()
+        channels, height, image_width = input_shape
+        if min(height, image_width) < 16:
+            raise ValueError("lenet5 needs inputs of at least 16 pixels per side")
+        filters1, filters2, hidden = scaled_units(20, width), scaled_units(50, width), scaled_units(500, width)
+        self.conv1 = nn.Conv2d(channels, filters1, 5)
+        self.conv2 = nn.Conv2d(filters1, filters2, 5)
+        def side(size: int) -> int:  # after conv 5x5, pool, conv 5x5, pool
+            return ((size - 4) // 2 - 4) // 2
+
+        self.fc1 = nn.Linear(filters2 * side(height) * side(image_width), hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
 
 
 # 'M' is a 2x2 max pool; numbers are 3x3 conv widths.
@@ -83,24 +114,26 @@ _CONV_PLANS = {
 class ConvNet(nn.Module):
     """The Conv-2/4/6 CIFAR networks of Frankle & Carbin (2019): convs, then FC 256-256-classes."""
 
-    def __init__(self, plan: tuple, input_shape: InputShape, num_classes: int, model_name: str):
+    def __init__(self, plan: tuple, input_shape: InputShape, num_classes: int, model_name: str, width: float = 1.0):
         super().__init__()
-        channels, height, width = input_shape
+        channels, height, image_width = input_shape
         # one flag per conv: pool after it? Layers live in attributes conv1..convN for readable names.
         self._pool_after: list[bool] = []
         for item in plan:
             if item == "M":
                 self._pool_after[-1] = True
                 continue
-            self.add_module(f"conv{len(self._pool_after) + 1}", nn.Conv2d(channels, item, 3, padding=1))
+            filters = scaled_units(item, width)
+            self.add_module(f"conv{len(self._pool_after) + 1}", nn.Conv2d(channels, filters, 3, padding=1))
             self._pool_after.append(False)
-            channels = item
+            channels = filters
         self._conv_names = tuple(f"conv{index + 1}" for index in range(len(self._pool_after)))
         pools = sum(self._pool_after)
-        flat_size = channels * _pooled_size(height, pools, model_name) * _pooled_size(width, pools, model_name)
-        self.fc1 = nn.Linear(flat_size, 256)
-        self.fc2 = nn.Linear(256, 256)
-        self.fc3 = nn.Linear(256, num_classes)
+        flat_size = channels * _pooled_size(height, pools, model_name) * _pooled_size(image_width, pools, model_name)
+        hidden = scaled_units(256, width)
+        self.fc1 = nn.Linear(flat_size, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name, pool in zip(self._conv_names, self._pool_after):
@@ -121,20 +154,20 @@ class VGG16(nn.Module):
     Convs have no bias: the batch norm right after them would cancel it.
     """
 
-    def __init__(self, input_shape: InputShape, num_classes: int):
+    def __init__(self, input_shape: InputShape, num_classes: int, width: float = 1.0):
         super().__init__()
-        channels, height, width = input_shape
-        _pooled_size(min(height, width), _VGG16_PLAN.count("M"), "vgg16")
+        channels, height, image_width = input_shape
+        _pooled_size(min(height, image_width), _VGG16_PLAN.count("M"), "vgg16")
         self._pool_after: list[bool] = []
         for item in _VGG16_PLAN:
             if item == "M":
                 self._pool_after[-1] = True
                 continue
-            index = len(self._pool_after) + 1
-            self.add_module(f"conv{index}", nn.Conv2d(channels, item, 3, padding=1, bias=False))
-            self.add_module(f"bn{index}", nn.BatchNorm2d(item))
+            index, filters = len(self._pool_after) + 1, scaled_units(item, width)
+            self.add_module(f"conv{index}", nn.Conv2d(channels, filters, 3, padding=1, bias=False))
+            self.add_module(f"bn{index}", nn.BatchNorm2d(filters))
             self._pool_after.append(False)
-            channels = item
+            channels = filters
         self._layer_names = tuple((f"conv{index + 1}", f"bn{index + 1}") for index in range(len(self._pool_after)))
         self.fc = nn.Linear(channels, num_classes)
 
@@ -173,8 +206,9 @@ class ResNet20(nn.Module):
     """CIFAR ResNet-20 (He et al. 2016): stem, 3 stages x 3 blocks (16/32/64), global pool, FC."""
 
     def __init__(self, input_shape: InputShape, num_classes: int, widths: tuple[int, ...] = (16, 32, 64),
-                 blocks_per_stage: int = 3):
+                 blocks_per_stage: int = 3, width: float = 1.0):
         super().__init__()
+        widths = tuple(scaled_units(stage_width, width) for stage_width in widths)
         channels = input_shape[0]
         self.conv1 = nn.Conv2d(channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -218,15 +252,24 @@ _FRANKLE_2020 = "Frankle et al. 2020 (ICML), Table 1; open_lth CIFAR defaults (o
 class ModelEntry:
     name: str
     description: str  # one line, shown in the CLI help and the web form
-    architecture: Callable[[InputShape, int], nn.Module]  # layers only; values come from init_weight
+    # layers only, values come from init_weight; (input_shape, num_classes[, width=multiplier of every hidden layer])
+    architecture: Callable[..., nn.Module]
     init_weight: Callable[[torch.Tensor, torch.Generator], None]  # for Conv2d/Linear weights; biases are 0
     paper_pruning: PaperPruning = PaperPruning(_FRANKLE_CARBIN)
 
-    def build(self, input_shape: InputShape, num_classes: int, init_seed: int) -> nn.Module:
+    def layers(self, input_shape: InputShape, num_classes: int, width: float = 1.0) -> nn.Module:
+        """The architecture at `width` (on the current default device; values unset)."""
+        if width == 1:  # a registered architecture need not take a width to be the paper's network
+            return self.architecture(input_shape, num_classes)
+        return self.architecture(input_shape, num_classes, width=width)
+
+    def build(self, input_shape: InputShape, num_classes: int, init_seed: int, width: float = 1.0) -> nn.Module:
         """The initialized model on the CPU; see build_model."""
         input_shape, num_classes = _check_shape(input_shape, num_classes)
+        if not width > 0:
+            raise ValueError(f"width must be a positive multiplier, got {width!r}")
         with torch.device("meta"):  # no allocation and no draws from the global RNG
-            model = self.architecture(input_shape, num_classes)
+            model = self.layers(input_shape, num_classes, width)
         model = model.to_empty(device="cpu")
         generator = torch.Generator(device="cpu").manual_seed(init_seed)
         with torch.no_grad():
@@ -244,6 +287,9 @@ def _register(entry: ModelEntry) -> None:
 _register(ModelEntry(
     "lenet_300_100", "LeNet-300-100: fully connected 300-100 (Frankle & Carbin 2019), Glorot init",
     LeNet300100, _glorot_normal, PaperPruning(_FRANKLE_CARBIN, output_fraction=0.1)))
+_register(ModelEntry(
+    "lenet5", "LeNet-5 (Caffe): 5x5 convs 20-50 with max pools, FC 500 (SNIP's and GraSP's convnet), Glorot init",
+    LeNet5, _glorot_normal, PaperPruning(_FRANKLE_CARBIN, conv_fraction=0.1, output_fraction=0.1)))
 for _name, _depth, _conv_fraction in (("conv2", 2, 0.1), ("conv4", 4, 0.1), ("conv6", 6, 0.15)):
     _register(ModelEntry(
         _name, f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
@@ -275,13 +321,23 @@ def _check_shape(input_shape, num_classes) -> tuple[InputShape, int]:
     return shape, int(num_classes)
 
 
-def build_model(name: str, input_shape: InputShape, num_classes: int, init_seed: int) -> nn.Module:
-    """A freshly initialized model on the CPU.
+def build_model(name: str, input_shape: InputShape, num_classes: int, init_seed: int, width: float = 1.0) -> nn.Module:
+    """A freshly initialized model on the CPU; `width` multiplies every hidden layer's units or
+    channels (the output layer keeps num_classes; 1 is the paper's network).
 
     Deterministic (same arguments -> bit-identical parameters and buffers) and leaves
     torch's global RNG untouched. Unknown names raise ValueError listing the known ones.
     """
-    return _entry(name).build(input_shape, num_classes, init_seed)
+    return _entry(name).build(input_shape, num_classes, init_seed, width)
+
+
+def parameter_count(name: str, input_shape: InputShape, num_classes: int, width: float = 1.0) -> int:
+    """Parameters (weights, biases, batch-norm γ/β) of the model at `width`, counted on 'meta' (no memory)."""
+    shape, classes = _check_shape(input_shape, num_classes)
+    entry = _entry(name)
+    with torch.device("meta"):
+        model = entry.layers(shape, classes, width)
+    return sum(parameter.numel() for parameter in model.parameters())
 
 
 @functools.lru_cache(maxsize=None)

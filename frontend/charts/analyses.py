@@ -1,7 +1,7 @@
-"""Charts of the analyses (trainer.analyses): one builder per study, found in `BUILDERS` by the study's
-name. A builder takes the analysis's stored result and returns [{id, caption, figure}]: the id is unique
-within the analysis, the caption one line saying what the chart shows. The papers behind each study are
-cited in its trainer.analyses module.
+"""Charts of the analyses (trainer.analyses): one builder per study, found in `BUILDERS` by the name its
+registry entry gives (`Analysis.chart`). A builder takes the analysis's stored result and returns
+[{id, caption, figure}]: the id is unique within the analysis, the caption one line saying what the chart
+shows. The papers behind each study are cited in its trainer.analyses module.
 """
 from __future__ import annotations
 
@@ -298,27 +298,97 @@ def early_phase_figures(result: dict) -> list[dict]:
     return figures
 
 
+def _reference_line(figure: go.Figure, value, name: str, color: str, dash: str) -> None:
+    """A horizontal line across the whole x range (a dense network's or chance's accuracy)."""
+    if value is None:
+        return
+    figure.add_trace(go.Scatter(x=[0, 1], y=[value, value], xaxis="x2", mode="lines", name=name,
+                                line=dict(color=color, dash=dash, width=1.5),
+                                hovertemplate=f"{name}: %{{y:.2f}}%<extra></extra>"))
+
+
+def _with_reference_axis(figure: go.Figure) -> None:
+    # reference lines live on a hidden [0, 1] axis so they span the chart whatever the data's x range
+    figure.update_layout(xaxis2=dict(overlaying="x", range=[0, 1], visible=False))
+
+
+def edge_popup_figures(result: dict) -> list[dict]:
+    figure = go.Figure(layout=figure_layout("Edge-popup: subnetworks of random networks",
+                                            xaxis=dict(title="k: % of each layer's weights used", range=[0, 100]),
+                                            yaxis=dict(title="test accuracy (%)")))
+    _with_reference_axis(figure)
+    dense = {entry.get("width"): entry for entry in result.get("dense") or []}
+    entries = [e for e in result.get("subnetworks") or [] if e.get("test_accuracy") is not None]
+    for index, width in enumerate(sorted({e["width"] for e in entries} | set(dense))):
+        color = palette_color(index)
+        rows = sorted((e for e in entries if e["width"] == width), key=lambda e: e["kept_percent"])
+        if rows:
+            figure.add_trace(go.Scatter(
+                x=[e["kept_percent"] for e in rows], y=[as_percent(e["test_accuracy"]) for e in rows],
+                mode="lines+markers", name=f"edge-popup, width ×{width:g}", line=dict(color=color),
+                customdata=[[e["weights_used"]] for e in rows],
+                hovertemplate=f"width ×{width:g}, k=%{{x:g}}%: %{{y:.2f}}% (%{{customdata[0]:,}} weights)<extra></extra>"))
+        _reference_line(figure, _test_accuracy(dense.get(width), "final"), f"dense, width ×{width:g} (trained)",
+                        color, "dash")
+    _reference_line(figure, as_percent(result.get("chance")), "chance", "#7f7f7f", "dot")
+    init = ((result.get("params") or {}).get("weight_init") or "").replace("_", " ")
+    return [{"id": "accuracy", "figure": figure,
+             "caption": f"Test accuracy of the top-k% subnetwork of a random network ({init} weights, frozen; only "
+                        "scores trained) against k, one line per width, beside the trained dense network of each "
+                        "width (dashed, end of training) and chance (dotted)."}]
+
+
+def learned_supermask_figures(result: dict) -> list[dict]:
+    entries = [e for e in result.get("masks") or [] if (e.get("sampled") or {}).get("test_accuracy") is not None]
+    labels = [f"{_label(e['weights'])}<br>{100 * e['kept_fraction_expected']:.1f}% kept" for e in entries]
+    figure = go.Figure(layout=figure_layout("Learned supermasks on frozen weights", yaxis=dict(title="test accuracy (%)"),
+                                            xaxis=dict(title="frozen weights (expected % of weights kept)"),
+                                            barmode="group"))
+    figure.add_trace(go.Bar(
+        x=labels, y=[as_percent(e["sampled"]["test_accuracy"]) for e in entries], name="sampled masks (mean)",
+        error_y=dict(type="data", array=[as_percent(e["sampled"].get("test_accuracy_std")) for e in entries]),
+        marker=dict(color=palette_color(0)), hovertemplate="%{x}: %{y:.2f}% (sampled)<extra></extra>"))
+    figure.add_trace(go.Bar(
+        x=labels, y=[as_percent(e["expected"]["test_accuracy"]) for e in entries], name="expected mask (w·σ(s))",
+        marker=dict(color=palette_color(1)), hovertemplate="%{x}: %{y:.2f}% (expected mask)<extra></extra>"))
+    _with_reference_axis(figure)
+    _reference_line(figure, _test_accuracy(result.get("dense"), "final"), "dense (trained, the run's round 0)",
+                    "#000000", "dash")
+    _reference_line(figure, as_percent(result.get("chance")), "chance", "#7f7f7f", "dot")
+    samples = (result.get("params") or {}).get("eval_samples")
+    return [{"id": "accuracy", "figure": figure,
+             "caption": f"Test accuracy of Bernoulli masks learned on the run's frozen weights: the mean (± std) over "
+                        f"{samples} masks sampled from the learned probabilities (the paper's evaluation) and the "
+                        "expected mask, beside the trained dense network and chance."}]
+
+
 @dataclass(frozen=True)
 class StudyCharts:
     figures: Callable[[dict], list[dict]]  # result -> [{id, caption, figure}]
     warnings: Callable[[dict], list[str]] | None = None  # result -> lines shown above the charts
 
 
-# Keyed by analysis name for now; the registry's `chart` field will name the entry.
+# Keyed by builder name, the `chart` of each study's registry entry (trainer.analyses.ANALYSES).
 BUILDERS = {
-    "retraining": StudyCharts(retraining_figures), "connectivity": StudyCharts(connectivity_figures),
-    "transfer": StudyCharts(transfer_figures), "masking_criteria": StudyCharts(masking_criteria_figures),
-    "pruning_at_init": StudyCharts(pruning_at_init_figures, warnings=pruning_at_init_warnings),
-    "early_bird": StudyCharts(early_bird_figures), "structured_pruning": StudyCharts(structured_pruning_figures),
-    "early_phase": StudyCharts(early_phase_figures),
+    "retraining_figures": StudyCharts(retraining_figures),
+    "connectivity_figures": StudyCharts(connectivity_figures),
+    "transfer_figures": StudyCharts(transfer_figures),
+    "masking_criteria_figures": StudyCharts(masking_criteria_figures),
+    "pruning_at_init_figures": StudyCharts(pruning_at_init_figures, warnings=pruning_at_init_warnings),
+    "early_bird_figures": StudyCharts(early_bird_figures),
+    "structured_pruning_figures": StudyCharts(structured_pruning_figures),
+    "edge_popup_figures": StudyCharts(edge_popup_figures),
+    "learned_supermask_figures": StudyCharts(learned_supermask_figures),
+    "early_phase_figures": StudyCharts(early_phase_figures),
 }
 
 
-def analysis_figures(name: str, result: dict, imp_band: list[dict] | None = None) -> list[dict]:
-    """The analysis's charts. Analyses branch off replicate 0; with replicates, `imp_band` (the
-    ticket's rows of queries.replicate_bands) shades the IMP ticket's min-max across replicates
-    behind every accuracy-vs-sparsity chart, so a single-seed difference can be read against it."""
-    builder = BUILDERS.get(name)
+def analysis_figures(chart: str, result: dict, imp_band: list[dict] | None = None) -> list[dict]:
+    """The charts of an analysis's result, by builder name (`Analysis.chart`). Analyses branch off
+    replicate 0; with replicates, `imp_band` (the ticket's rows of queries.replicate_bands) shades the IMP
+    ticket's min-max across replicates behind every accuracy-vs-sparsity chart, so a single-seed
+    difference can be read against it."""
+    builder = BUILDERS.get(chart)
     items = builder.figures(result) if builder and result else []
     if imp_band:
         for item in items:
@@ -336,6 +406,6 @@ def _add_imp_band(figure: go.Figure, rows: list[dict]) -> None:
     figure.data = (figure.data[-1],) + figure.data[:-1]  # underneath the lines
 
 
-def analysis_warnings(name: str, result: dict) -> list[str]:
-    builder = BUILDERS.get(name)
+def analysis_warnings(chart: str, result: dict) -> list[str]:
+    builder = BUILDERS.get(chart)
     return builder.warnings(result) if builder and builder.warnings and result else []

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.analyses import (connectivity, early_bird, early_phase, masking_criteria, pruning_at_init, retraining,
-                               structured_pruning, transfer)
-from trainer.analyses.common import check_rounds, no_summary_lines, run_info
+from trainer.analyses import (connectivity, early_bird, early_phase, edge_popup, learned_supermask, masking_criteria,
+                               pruning_at_init, retraining, structured_pruning, transfer)
+from trainer.analyses.common import check_rounds, make_run_info, no_summary_lines, planned_run_info, run_info
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.rundir import RunDir
-from trainer.spec import SpecError
+from trainer.spec import ExperimentSpec, SpecError
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class Analysis:
     check: Callable[[dict, dict], None] = check_rounds  # (params, run_info) -> None or SpecError: the pre-flight check
     summary_lines: Callable[[dict], list[str]] = no_summary_lines  # what the CLI prints under a finished result
     old_layout: Callable[[RunDir], list[Path]] | None = None  # converts the study's files of an older run layout
+    # offered on the new-experiment form and API: runs with its default parameters when the IMP run finishes
+    runs_with_experiment: bool = True
 
     def validate(self, params: dict | None) -> dict:
         return validate_params(self.params, params)
@@ -66,7 +68,8 @@ _register(Analysis(connectivity.NAME, "Linear mode connectivity",
 _register(Analysis(transfer.NAME, "Ticket transfer",
                    "The run's tickets trained on another dataset, beside tickets found there (Morcos et al. 2019).",
                    transfer.run_transfer, transfer.PARAMS, "transfer_figures",
-                   check=transfer.check, summary_lines=transfer.summary_lines))
+                   check=transfer.check, summary_lines=transfer.summary_lines,
+                   runs_with_experiment=False))  # no default target dataset
 _register(Analysis(masking_criteria.NAME, "Masking criteria and supermasks",
                    "Zhou et al. 2019: which weights to keep (large final, large init, magnitude increase, movement), "
                    "how survivors restart, pruned weights zero or frozen at init, and the untrained masked network's accuracy.",
@@ -84,6 +87,17 @@ _register(Analysis(early_bird.NAME, "Early-bird tickets",
 _register(Analysis(structured_pruning.NAME, "Structured pruning",
                    "Neuron and filter pruning by L1/L2 norm with the run's rates, with parameter and FLOP counts.",
                    structured_pruning.run_structured_pruning, structured_pruning.PARAMS, "structured_pruning_figures"))
+
+_register(Analysis(edge_popup.NAME, "Strong tickets: edge-popup",
+                   "Subnetworks of random networks (frozen weights) found by training a score per weight: top-k% edges "
+                   "per layer, swept over k and width, beside the trained dense network (Ramanujan et al. 2020).",
+                   edge_popup.run_edge_popup, edge_popup.PARAMS, "edge_popup_figures",
+                   check=edge_popup.check, summary_lines=edge_popup.summary_lines))
+_register(Analysis(learned_supermask.NAME, "Learned supermasks",
+                   "Bernoulli masks with sigmoid scores trained by a straight-through estimator on the run's frozen θ0 "
+                   "(or its signed constant); no weight trains (Zhou et al. 2019).",
+                   learned_supermask.run_learned_supermask, learned_supermask.PARAMS, "learned_supermask_figures",
+                   check=learned_supermask.check, summary_lines=learned_supermask.summary_lines))
 _register(Analysis(early_phase.NAME, "Early phase: perturbed tickets at θk",
                    "The run's tickets at θk with signs, magnitudes, shuffles or noise changed, then trained k..T, "
                    "beside the unperturbed ticket and rewinding to 0 (Frankle, Schwab & Morcos 2020).",
@@ -109,6 +123,24 @@ def run_analysis(name: str, run_path, params: dict | None = None, **options) -> 
     return analysis.function(run_path, **checked, **options)
 
 
+def check_runs_with_experiment(names, spec: ExperimentSpec) -> None:
+    """The analyses chosen to run with their default parameters when the IMP run of `spec` finishes (the
+    new-experiment form and API): each must be one that can, and pass its check on the run as planned.
+    SpecError("analyses", ...) names the analysis and says why not."""
+    info = None
+    for name in names:
+        analysis = ANALYSES.get(name)
+        if analysis is None or not analysis.runs_with_experiment:
+            choices = ", ".join(key for key, entry in ANALYSES.items() if entry.runs_with_experiment)
+            raise SpecError("analyses", f"{name!r} cannot run with its default parameters when the run finishes "
+                                        f"(choose from {choices}; run it with parameters from the result page)")
+        info = info or planned_run_info(spec)
+        try:
+            analysis.check(analysis.validate(None), info)
+        except SpecError as error:
+            raise SpecError("analyses", f"{analysis.title}: {error.message}") from None
+
+
 def stored_results(run_path) -> list[dict]:
     """The finished analysis results stored in a run directory (analyses/<name>/<hash>/result.json), after
     converting the files of older layouts once; unreadable results are left out."""
@@ -127,4 +159,5 @@ def stored_results(run_path) -> list[dict]:
     return results
 
 
-__all__ = ["ANALYSES", "Analysis", "Param", "get_analysis", "validate", "run_analysis", "run_info", "stored_results"]
+__all__ = ["ANALYSES", "Analysis", "Param", "check_runs_with_experiment", "get_analysis", "make_run_info", "validate",
+           "run_analysis", "run_info", "stored_results"]

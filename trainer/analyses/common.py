@@ -34,7 +34,8 @@ from trainer.pruning.channels import bn_producers
 from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
-from trainer.spec import SpecError, TrainingSpec
+from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
+from trainer.steps import Step
 from trainer.training.stacked_loop import train_segments
 from trainer.training.loop import PreparedData, SegmentResult, train_segment
 
@@ -193,6 +194,39 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
     return done
 
 
+def check_score_training(params: dict, lists: tuple[str, ...]) -> None:
+    """The pre-flight check of a study that trains mask scores: each of `lists` names at least one value and
+    `iterations` is at least one iteration."""
+    for name in lists:
+        if not params.get(name):
+            raise SpecError(name, "choose at least one value")
+    if Step.parse(params["iterations"]).amount < 1:
+        raise SpecError("iterations", "must be at least one iteration")
+
+
+def run_score_study(context: AnalysisContext, check: Callable[[dict, dict], None],
+                    train_units: Callable[[PreparedData, int], dict]) -> dict:
+    """The body of a study that trains mask scores (edge_popup, learned_supermask): its check, a finished
+    result reused, the run's data (splits and data order) at the study's `batch_size`, its `iterations`
+    (a Step such as '2ep') in iterations of that batch size; then train_units(data, iterations)'s result
+    fields, finished with iterations, chance, model and dataset."""
+    params = context.params
+    check(params, {})
+    if (done := context.reuse_finished()) is not None:
+        return done
+    data = context.run.data
+    train_size = int(data.train_x.shape[0])
+    if params["batch_size"] > train_size:
+        raise SpecError("batch_size", f"{params['batch_size']} is larger than the run's {train_size} training examples")
+    data = replace(data, batch_size=params["batch_size"])
+    iterations = Step.parse(params["iterations"]).to_iterations(data.iterations_per_epoch)
+    context.start()
+    fields = train_units(data, iterations)
+    spec = context.run.spec
+    return context.finish({**fields, "iterations": iterations, "chance": 1.0 / data.info.num_classes,
+                           "model": spec.model, "dataset": spec.dataset})
+
+
 def mask_sparsity(mask: masks.Mask, sparsity: dict | None) -> dict:
     """A record's sparsity fields: `sparsity` (structured.sparsity or Run.sparsity of the mask: effective
     counts, effective parameters, costs) when given; else only the unmasked counts, which overstate
@@ -299,20 +333,32 @@ def has_batch_norm(model_name: str, dataset_name: str) -> bool:
     return bool(bn_producers(architecture))
 
 
+def make_run_info(model: str, dataset: str, finished_rounds, rewind_step: str) -> dict:
+    """What a study's `check(params, run_info)` may look at: model, dataset, has_batch_norm,
+    finished_rounds (the ticket's, replicate 0) and rewind_step (the spec's). Built from a run directory
+    (run_info), a spec not run yet (planned_run_info) or the web app's rows of an experiment."""
+    return {"model": model, "dataset": dataset, "has_batch_norm": has_batch_norm(model, dataset),
+            "finished_rounds": sorted(finished_rounds), "rewind_step": rewind_step}
+
+
 def run_info(run_dir: RunDir) -> dict:
-    """What a study's `check(params, run_info)` may look at, from a run directory. The web app builds
-    the same dict from its rows: model, dataset, has_batch_norm, finished_rounds (the ticket's, replicate 0),
-    rewind_step (the spec's)."""
+    """The run_info of a run directory: the rounds it has finished."""
     spec = run_dir.spec
-    return {"model": spec.model, "dataset": spec.dataset, "has_batch_norm": has_batch_norm(spec.model, spec.dataset),
-            "finished_rounds": [r["round"] for r in run_dir.records() if r["status"] == "finished"],
-            "rewind_step": spec.rewind_step}
+    return make_run_info(spec.model, spec.dataset, [r["round"] for r in run_dir.records() if r["status"] == "finished"],
+                         spec.rewind_step)
+
+
+def planned_run_info(spec: ExperimentSpec) -> dict:
+    """The run_info of a run not made yet, as it will be when it has finished: every round of its spec."""
+    return make_run_info(spec.model, spec.dataset, range(spec.rounds_total() + 1), spec.rewind_step)
 
 
 def check_rounds(params: dict, info: dict) -> None:
-    """Every round named in a `rounds` parameter is a finished round of the run (SpecError otherwise)."""
+    """Every round named in a `rounds` list is a finished round of the run (SpecError otherwise); a study
+    whose `rounds` is an int means the length of a new pruning chain, not a round of the run."""
+    rounds = params.get("rounds")
     finished = set(info["finished_rounds"])
-    for index, round_index in enumerate(params.get("rounds") or []):
+    for index, round_index in enumerate(rounds if isinstance(rounds, list) else []):
         if round_index not in finished:
             raise SpecError(f"rounds[{index}]", f"round {round_index} is not a finished round of this run "
                                                 f"(finished: {', '.join(map(str, sorted(finished))) or 'none'})")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from trainer import events
+from trainer import events, models
 from trainer.analyses.common import (AnalysisContext, Cancelled, adopt_old_result, check_rounds, execute,
                                      has_batch_norm)
 from trainer.analyses.params import Param
@@ -105,8 +105,7 @@ def adopt_old_layout(run_dir: RunDir) -> list[Path]:
 def _body(context: AnalysisContext) -> dict:
     spec = context.run_dir.spec
     if not has_batch_norm(spec.model, spec.dataset):
-        raise SpecError("run_dir", f"{spec.model} has no batch norm; early-bird tickets need a model with it "
-                                   f"(vgg16, resnet20)")
+        raise SpecError("run_dir", _needs_batch_norm(spec.model, spec.dataset))
     if (done := context.reuse_finished()) is not None:
         return done
     context.start()
@@ -177,7 +176,7 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
     theta_init = run.theta_init()
     model = run.model_with(theta_init)
     if not bn_producers(model):
-        raise ValueError(f"{spec.model} has no batch norm: early-bird tickets need one (vgg16, resnet20)")
+        raise ValueError(_needs_batch_norm(spec.model, spec.dataset))
     epoch_masks: list[ChannelMask] = []
     epochs: list[int] = []
 
@@ -254,5 +253,10 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
 def check(params: dict, info: dict) -> None:
     check_rounds(params, info)
     if not info["has_batch_norm"]:
-        raise SpecError("analysis", f"{info['model']} has no batch norm; early-bird tickets need a model with it "
-                                    f"(vgg16, resnet20)")
+        raise SpecError("analysis", _needs_batch_norm(info["model"], info["dataset"]))
+
+
+def _needs_batch_norm(model_name: str, dataset_name: str) -> str:
+    with_batch_norm = [name for name in models.MODELS if has_batch_norm(name, dataset_name)]
+    return (f"{model_name} has no batch norm; early-bird tickets need a model with it "
+            f"({', '.join(with_batch_norm)})")

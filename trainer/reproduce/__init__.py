@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from trainer import events
-from trainer.reproduce import (early_bird_convergence, early_phase_signs, iterative_vs_one_shot, lenet_stability,
+from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
+                               lenet_stability,
                                retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
 from trainer.reproduce.base import (BUDGETS, CHECK_PROGRESS, FAIL, INCONCLUSIVE, PASS, Check, CheckCancelled,
                                     Session, check_budget)
@@ -29,7 +30,8 @@ from trainer.spec import SpecError
 # them in this order trains it once.
 CHECKS: dict[str, Check] = {check.name: check for check in (
     tickets_vs_dense.CHECK, iterative_vs_one_shot.CHECK, supermask.CHECK, lenet_stability.CHECK,
-    retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK, early_phase_signs.CHECK)}
+    retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK, edge_popup_subnetworks.CHECK,
+    early_phase_signs.CHECK)}
 EMPTY_CHART = {"title": "", "x_label": "", "y_label": "", "log_x": False, "series": []}
 
 

@@ -1,0 +1,267 @@
+"""Reproduction checks (trainer/reproduce/): every check end to end at the tiny budget, each verdict
+rule on made-up measurements, matching_checks, resume, cancel, and the CLI."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.cli.main import main
+from trainer.reproduce import (BUDGETS, CHECK_PROGRESS, CHECKS, matching_checks, result_path, run_check)
+from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
+                               lenet_stability, retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
+from trainer.spec import SpecError
+
+ROOT = Path(__file__).resolve().parents[3]
+RESULT_KEYS = {"name", "title", "claim", "source", "tolerance", "budget", "status", "verdict", "reason", "measured",
+               "summary", "chart", "protocol", "run_paths", "wall_seconds"}
+
+
+@pytest.fixture(scope="module")
+def shared_runs_root(tmp_path_factory):
+    """One runs root for the tiny runs of every check: the checks that share the LeNet run reuse it."""
+    return tmp_path_factory.mktemp("reproduce_runs")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- end to end -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_every_check_runs_end_to_end_at_the_tiny_budget(name, shared_runs_root):
+    seen = []
+    result = run_check(name, shared_runs_root, budget="tiny", callback=seen.append)
+    assert RESULT_KEYS <= set(result)
+    assert result["name"] == name and result["budget"] == "tiny" and result["status"] == "finished"
+    # tiny is a smoke test: never a verdict on the claim, but the reason says what the rule found
+    assert result["verdict"] == "INCONCLUSIVE" and result["reason"].startswith("tiny is a smoke-test budget")
+    assert result["measured"] and all(value is None or isinstance(value, (int, float))
+                                      for value in result["measured"].values())
+    chart = result["chart"]
+    assert {"title", "x_label", "y_label", "log_x", "series"} <= set(chart) and chart["series"]
+    assert all(len(series["x"]) == len(series["y"]) for series in chart["series"])
+    assert result["protocol"] == CHECKS[name].protocol("tiny")
+    assert all(step["spec"]["dataset"] == "synthetic" for step in result["protocol"]["steps"])
+    assert result["run_paths"] and all(Path(path, "spec.json").is_file() for path in result["run_paths"])
+    assert json.loads(result_path(shared_runs_root, name, "tiny").read_text()) == result
+    json.dumps(result, allow_nan=False)
+    progress = [event for event in seen if event["type"] == CHECK_PROGRESS]
+    assert progress and all(event["check"] == name for event in seen)
+    assert [event["done"] for event in progress] == sorted(event["done"] for event in progress)
+    assert progress[-1]["done"] == progress[-1]["total"] > 0
+
+
+def test_a_second_run_of_a_check_trains_nothing(tmp_path):
+    first = run_check("lenet_stability", tmp_path, budget="tiny")
+    seen = []
+    second = run_check("lenet_stability", tmp_path, budget="tiny", callback=seen.append)
+    types = {event["type"] for event in seen}
+    assert "round_started" not in types and "metrics" not in types
+    assert "round_skipped" in types or "unit_skipped" in types
+    assert second["measured"] == first["measured"] and second["run_paths"] == first["run_paths"]
+
+
+def test_a_stop_request_ends_the_check_cancelled_and_inconclusive(tmp_path):
+    result = run_check("retraining_modes", tmp_path, budget="tiny", stop_requested=lambda: True)
+    assert result["status"] == "cancelled" and result["verdict"] == "INCONCLUSIVE"
+    assert json.loads(result_path(tmp_path, "retraining_modes", "tiny").read_text())["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("name, budget", [("nope", "tiny"), ("supermask", "huge")])
+def test_unknown_name_or_budget_is_a_spec_error(name, budget, tmp_path):
+    with pytest.raises(SpecError):
+        run_check(name, tmp_path, budget=budget)
+    assert not (tmp_path / "reproduce").exists()
+
+
+def test_every_check_states_its_claim_source_tolerance_and_protocol_per_budget():
+    for check in CHECKS.values():
+        assert check.claim and check.source and check.tolerance and check.title
+        for budget in BUDGETS:
+            protocol = check.protocol(budget)
+            assert protocol["budget"] == budget and protocol["steps"]
+            json.dumps(protocol)
+    small = CHECKS["tickets_vs_dense"].protocol("small")["steps"][0]["spec"]
+    assert small["training"]["optimizer"] == "adam" and small["training"]["lr"] == 0.0012
+    assert small["training"]["batch_size"] == 60 and small["pruning"]["layer_fractions"] == {"fc3.weight": 0.1}
+
+
+# ---- verdict rules on made-up measurements ----------------------------------------------------
+
+def _tickets(**changes):
+    measured = {"reference_round": 7, "remaining_fraction": 0.211, "tolerance": 0.005, "replicates": 3,
+                "dense_accuracy": 0.876, "ticket_accuracy": 0.889, "reinit_accuracy": 0.860,
+                "ticket_minus_dense": 0.013, "ticket_minus_dense_ci_low": 0.008, "ticket_minus_dense_ci_high": 0.018,
+                "dense_early_stop_iteration": 4250.0, "ticket_early_stop_iteration": 2500.0,
+                "reinit_minus_dense": -0.016, "reinit_minus_dense_ci_low": -0.025, "reinit_minus_dense_ci_high": -0.007,
+                "reinit_replicates": 3, "ticket_minus_reinit": 0.029}
+    return {**measured, **changes}
+
+
+def _iterative(**changes):
+    return {"remaining_fraction": 0.07, "tolerance": 0.005, "replicates": 3, "iterative_accuracy": 0.89,
+            "one_shot_accuracy": 0.88, "iterative_minus_one_shot": 0.01, "ci_low": 0.0, "ci_high": 0.02, **changes}
+
+
+def _retraining(lr, weight, fine):
+    return {"lr_rewinding_accuracy": lr, "weight_rewinding_accuracy": weight, "fine_tuning_accuracy": fine}
+
+
+def _synflow(*accuracies, empty_layers=(0, 0, 0, 0)):
+    """accuracies of synflow, snip, grasp, magnitude; 1 point above chance or less counts as collapsed (flow cut)."""
+    measured = {"remaining_fraction": 0.0011, "chance": 0.1}
+    for method, accuracy, empty in zip(("synflow", "snip", "grasp", "magnitude"), accuracies, empty_layers):
+        measured.update({f"{method}_empty_layers": empty, f"{method}_accuracy": accuracy,
+                         f"{method}_collapsed": int(empty > 0 or accuracy <= 0.11)})
+    return measured
+
+
+def _early_bird(found, epochs=40, window=5):
+    return {"early_bird_epoch": found, "epochs": epochs, "window": window}
+
+
+def _early_phase(ticket, flipped, shuffled, same_sign):
+    return {"ticket_accuracy": ticket, "flip_signs_accuracy": flipped, "shuffle_layer_accuracy": shuffled,
+            "shuffle_unit_same_sign_accuracy": same_sign}
+
+
+def _edge_popup(narrow: tuple, wide: tuple) -> dict:
+    """Measured accuracies at k = 10, 30, 50, 70, 90% for widths ×1 and ×2, built as measurements() does."""
+    results = {"spec": {"dataset": "fashion_mnist"}}
+    analysis = {"subnetworks": [{"width": width, "kept_percent": k, "test_accuracy": accuracy}
+                                for width, row in ((1.0, narrow), (2.0, wide))
+                                for k, accuracy in zip(edge_popup_subnetworks.KEPT_PERCENTS, row)],
+                "dense": [{"width": 1.0, "final": {"test_accuracy": 0.89}}, {"width": 2.0, "final": {"test_accuracy": 0.9}}]}
+    return edge_popup_subnetworks.measurements(results, analysis)["measured"]
+
+
+VERDICT_CASES = [
+    (tickets_vs_dense, _tickets(), "PASS"),
+    (tickets_vs_dense, _tickets(ticket_early_stop_iteration=4500.0), "FAIL"),  # the ticket learns slower
+    (tickets_vs_dense, _tickets(ticket_minus_dense=-0.03, ticket_minus_dense_ci_high=-0.02), "FAIL"),
+    (tickets_vs_dense, _tickets(reinit_minus_dense=0.001, reinit_minus_dense_ci_low=-0.004,
+                                reinit_minus_dense_ci_high=0.006), "FAIL"),  # reinit stays at dense level
+    (tickets_vs_dense, _tickets(reinit_minus_dense=-0.003, reinit_minus_dense_ci_low=-0.012,
+                                reinit_minus_dense_ci_high=0.006), "INCONCLUSIVE"),
+    (tickets_vs_dense, _tickets(replicates=2), "INCONCLUSIVE"),
+    (tickets_vs_dense, _tickets(ticket_minus_dense=None), "INCONCLUSIVE"),  # diverged
+    (iterative_vs_one_shot, _iterative(), "PASS"),
+    (iterative_vs_one_shot, _iterative(iterative_minus_one_shot=-0.004), "PASS"),  # within tolerance
+    (iterative_vs_one_shot, _iterative(iterative_minus_one_shot=-0.03, ci_high=-0.01), "FAIL"),
+    (iterative_vs_one_shot, _iterative(iterative_minus_one_shot=-0.01, ci_high=0.002), "INCONCLUSIVE"),
+    (iterative_vs_one_shot, _iterative(replicates=1), "INCONCLUSIVE"),
+    (supermask, {"remaining_fraction": 0.07, "supermask_accuracy": 0.73, "chance": 0.1}, "PASS"),
+    (supermask, {"remaining_fraction": 0.07, "supermask_accuracy": 0.12, "chance": 0.1}, "FAIL"),
+    (supermask, {"remaining_fraction": 0.07, "supermask_accuracy": 0.17, "chance": 0.1}, "INCONCLUSIVE"),
+    (lenet_stability, {"instability": 0.004}, "PASS"),
+    (lenet_stability, {"instability": 0.05}, "FAIL"),
+    (lenet_stability, {"instability": 0.025}, "INCONCLUSIVE"),
+    (lenet_stability, {"instability": None}, "INCONCLUSIVE"),
+    (retraining_modes, _retraining(0.89, 0.885, 0.88), "PASS"),
+    (retraining_modes, _retraining(0.886, 0.889, 0.88), "PASS"),  # lr rewinding within 0.5 points
+    (retraining_modes, _retraining(0.89, 0.885, 0.91), "FAIL"),  # fine-tuning 2.5 points above
+    (retraining_modes, _retraining(0.879, 0.889, 0.88), "INCONCLUSIVE"),  # 1 point below: neither
+    (synflow_collapse, _synflow(0.65, 0.1, 0.1, 0.1, empty_layers=(0, 1, 1, 0)), "PASS"),
+    (synflow_collapse, _synflow(0.65, 0.1, 0.1, 0.3, empty_layers=(1, 0, 0, 0)), "FAIL"),  # SynFlow empties a layer
+    (synflow_collapse, _synflow(0.65, 0.5, 0.4, 0.3), "FAIL"),  # no baseline collapses
+    (synflow_collapse, _synflow(0.65, 0.1, 0.1, 0.3, empty_layers=(0, 1, 1, 0)), "INCONCLUSIVE"),
+    (early_bird_convergence, _early_bird(7), "PASS"),
+    (early_bird_convergence, _early_bird(25), "FAIL"),
+    (early_bird_convergence, _early_bird(None), "FAIL"),
+    (early_bird_convergence, _early_bird(12), "INCONCLUSIVE"),
+    (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.885), "PASS"),
+    (early_phase_signs, _early_phase(0.89, 0.888, 0.70, 0.885), "FAIL"),  # flipping signs does not hurt
+    (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.85), "FAIL"),  # the same-sign shuffle hurts 4 points
+    (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.87), "INCONCLUSIVE"),  # 2 points: neither
+    (early_phase_signs, _early_phase(0.89, None, 0.70, 0.885), "INCONCLUSIVE"),  # diverged
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.85, 0.88, 0.86, 0.7)), "PASS"),
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.9), (0.55, 0.85, 0.88, 0.86, 0.7)), "FAIL"),
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.8, 0.82, 0.8, 0.7)), "FAIL"),
+    (edge_popup_subnetworks, _edge_popup((0.12, 0.16, 0.17, 0.1, 0.1), (0.55, 0.85, 0.88, 0.86, 0.7)), "INCONCLUSIVE"),
+    (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.855), (0.55, 0.85, 0.88, 0.86, 0.7)), "INCONCLUSIVE"),
+]
+
+
+@pytest.mark.parametrize("module, measured, expected", VERDICT_CASES,
+                         ids=[f"{case[0].NAME}-{index}-{case[2]}" for index, case in enumerate(VERDICT_CASES)])
+def test_verdict_rules(module, measured, expected):
+    decision = module.judge(measured)
+    assert decision.verdict == expected, decision.reason
+    assert decision.reason.endswith(".")
+
+
+def test_every_verdict_is_reachable_for_every_check():
+    reached = {}
+    for module, _, expected in VERDICT_CASES:
+        reached.setdefault(module.NAME, set()).add(expected)
+    assert set(reached) == set(CHECKS)
+    assert all(verdicts == {"PASS", "FAIL", "INCONCLUSIVE"} for verdicts in reached.values()), reached
+
+
+# ---- matching_checks ------------------------------------------------------------------------
+
+def test_matching_checks_of_specs_that_match_and_that_do_not():
+    lenet = CHECKS["tickets_vs_dense"].protocol("small")["steps"][0]["spec"]
+    assert matching_checks(lenet) == ["tickets_vs_dense", "iterative_vs_one_shot", "supermask"]
+    # budgets may differ; without a random-reinit control the F&C claim cannot be tested
+    shorter = {**lenet, "training": {**lenet["training"], "training_steps": "1000it"}, "replicates": 1,
+               "controls": [], "control_rounds": []}
+    assert matching_checks(shorter) == ["iterative_vs_one_shot", "supermask"]
+    assert matching_checks({**lenet, "dataset": "synthetic"}) == []
+    assert matching_checks({**lenet, "training": {**lenet["training"], "optimizer": "sgd", "lr": 0.1}}) == []
+    stability = CHECKS["lenet_stability"].protocol("small")["steps"][0]["spec"]
+    assert "lenet_stability" in matching_checks(stability)
+    assert "early_bird_convergence" in matching_checks(CHECKS["early_bird_convergence"].protocol("large")["steps"][0]["spec"])
+    assert matching_checks({"model": "conv2"}) == [] and matching_checks({"model": 3}) == []
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+def reproduce(capsys, *args):
+    """`python -m trainer reproduce ...` in this process: (exit code, stdout, stderr)."""
+    code = main(["reproduce", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_lists_the_checks(capsys):
+    code, out, _ = reproduce(capsys, "--list")
+    assert code == 0
+    for check in CHECKS.values():
+        assert f"{check.name}: {check.title}" in out and check.source in out
+
+
+def test_cli_runs_a_check_and_prints_the_verdict_table(capsys, tmp_path):
+    code, out, err = reproduce(capsys, "supermask", "--budget", "tiny", "--runs-root", str(tmp_path))
+    assert code == 0, err
+    header, _, row = out.splitlines()[:3]
+    assert [cell.strip() for cell in header.split("|")] == ["check", "verdict", "measured vs claim", "wall time"]
+    assert row.startswith("supermask") and "INCONCLUSIVE" in row and "chance" in row
+    assert "supermask [" in err and "\r" not in err  # not a terminal: plain progress lines, not a bar
+    assert result_path(tmp_path, "supermask", "tiny").is_file()
+
+
+def test_cli_through_python_m_trainer(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOTTERYWEB_TORCH_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "trainer", "reproduce", "nope"], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: check: unknown check 'nope'; choose one of {', '.join(CHECKS)} (or 'all')"]
+
+
+@pytest.mark.parametrize("args, words", [(["nope"], "unknown check 'nope'"), (["all", "--budget", "huge"], "invalid choice"),
+                                         ([], "needs a check name")])
+def test_cli_bad_name_or_budget_is_one_line_with_exit_code_2(args, words, capsys, tmp_path):
+    code, out, err = reproduce(capsys, *args, "--runs-root", str(tmp_path))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and words in err and "Traceback" not in err
+    assert not (tmp_path / "reproduce").exists()

@@ -1,0 +1,174 @@
+"""Learning a mask over frozen weights: a score per weight decides whether the weight is used, and
+only the scores train (strong tickets and learned supermasks; the studies that use this are
+trainer.analyses.edge_popup and trainer.analyses.learned_supermask).
+
+Two ways a score becomes a mask, each with a straight-through gradient to the scores:
+
+  top-k (Ramanujan et al. 2020, "What's Hidden in a Randomly Weighted Neural Network?", Alg. 1):
+      the mask keeps exactly kept_count(n, k) weights of each layer, those with the largest |score|;
+      backward passes the mask's gradient to the scores unchanged.
+  Bernoulli (Zhou et al. 2019, "Deconstructing Lottery Tickets", Section 5.1): the mask is a sample
+      of Bernoulli(sigmoid(score)) drawn at every forward pass; backward passes the sample's
+      gradient to the probability unchanged, and on through the sigmoid.
+
+The network's weights stay the tensors they were given: the forward pass computes with
+weight × mask through torch.func.functional_call, and the optimizer only holds the scores.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from trainer import events
+from trainer.training.loop import DataOrder, PreparedData, evaluate
+
+MaskMaker = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]  # (scores, iteration) -> masks
+
+
+def kept_count(total: int, kept_fraction: float) -> int:
+    """Weights a top-k mask keeps of a layer of `total`: k·n rounded half up, at least one."""
+    return min(total, max(1, math.floor(kept_fraction * total + 0.5)))
+
+
+def top_k_mask(scores: torch.Tensor, kept_fraction: float) -> torch.Tensor:
+    """A boolean mask of the kept_count weights with the largest |score| (exactly that many)."""
+    flat = scores.detach().abs().flatten()
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=scores.device)
+    mask[torch.topk(flat, kept_count(flat.numel(), kept_fraction), sorted=False).indices] = True
+    return mask.view(scores.shape)
+
+
+class TopKStraightThrough(torch.autograd.Function):
+    """Forward: the top-k mask of non-negative `magnitudes` as 0/1 values; backward: the mask's gradient,
+    unchanged, to the magnitudes."""
+
+    @staticmethod
+    def forward(ctx, magnitudes: torch.Tensor, kept_fraction: float) -> torch.Tensor:
+        return top_k_mask(magnitudes, kept_fraction).to(magnitudes.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def top_k_masks(scores: dict[str, torch.Tensor], kept_fraction: float) -> dict[str, torch.Tensor]:
+    """The top-k mask of each layer by |score|, with the straight-through gradient to |score| (and so,
+    through the absolute value, to the score: the paper's code ranks scores.abs() the same way)."""
+    return {name: TopKStraightThrough.apply(score.abs(), kept_fraction) for name, score in scores.items()}
+
+
+class BernoulliStraightThrough(torch.autograd.Function):
+    """Forward: a 0/1 sample of Bernoulli(probabilities); backward: the sample's gradient to the probabilities."""
+
+    @staticmethod
+    def forward(ctx, probabilities: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.bernoulli(probabilities.detach(), generator=generator)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def sampled_masks(scores: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One Bernoulli(sigmoid(score)) mask per layer, in the order of `scores`, with straight-through gradients."""
+    return {name: BernoulliStraightThrough.apply(torch.sigmoid(score), generator) for name, score in scores.items()}
+
+
+class MaskedNetwork(nn.Module):
+    """`model` computing with weight × mask for the masked weights (fixed masks): what evaluate() runs."""
+
+    def __init__(self, model: nn.Module, frozen: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.weights = {name: frozen[name] * masks[name].to(frozen[name].dtype) for name in masks}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, self.weights, (x,))
+
+
+@dataclass
+class ScoreTraining:
+    """How the scores train: SGD with momentum and weight decay, a cosine learning rate from `lr` to 0
+    over `iterations` (per iteration), on the batches of DataOrder(data, data_seed)."""
+    iterations: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    data_seed: int
+    metrics_interval: int = 100
+
+
+@dataclass
+class ScoreResult:
+    status: str  # "finished" | "diverged" | "cancelled"
+    train_loss: dict = field(default_factory=lambda: {"iteration": [], "loss": []})
+    message: str = ""
+    wall_seconds: float = 0.0
+
+
+def cosine_lr(base_lr: float, iteration: int, iterations: int) -> float:
+    return 0.5 * base_lr * (1 + math.cos(math.pi * iteration / iterations))
+
+
+def train_scores(model: nn.Module, frozen: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
+                 make_masks: MaskMaker, data: PreparedData, plan: ScoreTraining, *, network: str,
+                 callback: events.Callback = events.ignore,
+                 stop_requested: Callable[[], bool] = lambda: False) -> ScoreResult:
+    """Train `scores` (leaf tensors, updated in place) so that `model` with weight × make_masks(scores)
+    for the weights in `frozen` fits the data; `frozen` and the model's parameters are never changed.
+    Batch-norm running statistics do update (they are statistics, not trained weights)."""
+    for score in scores.values():
+        score.requires_grad_(True)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    optimizer = torch.optim.SGD(list(scores.values()), lr=plan.lr, momentum=plan.momentum,
+                                weight_decay=plan.weight_decay)
+    order = DataOrder(data, plan.data_seed)
+    result = ScoreResult(status="finished")
+    began = time.perf_counter()
+    running, count = 0.0, 0
+    model.train()
+    for iteration in range(plan.iterations):
+        inputs, targets = order.batch(iteration)
+        lr = cosine_lr(plan.lr, iteration, plan.iterations)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        masks = make_masks(scores, iteration)
+        weights = {name: frozen[name] * masks[name] for name in masks}
+        loss = F.cross_entropy(functional_call(model, weights, (inputs,)), targets)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        optimizer.step()
+        running += loss.item()
+        count += 1
+        done = iteration + 1
+        if done % plan.metrics_interval == 0 or done == plan.iterations:
+            mean_loss = running / count
+            running, count = 0.0, 0
+            if not math.isfinite(mean_loss):
+                result.status, result.message = "diverged", f"the training loss became NaN/inf at iteration {done}"
+                break
+            result.train_loss["iteration"].append(done)
+            result.train_loss["loss"].append(mean_loss)
+            callback(events.make_event(events.METRICS, network, round=0, iteration=done, train_loss=mean_loss, lr=lr))
+            if stop_requested():
+                result.status = "cancelled"
+                break
+    for score in scores.values():
+        score.requires_grad_(False)
+    result.wall_seconds = time.perf_counter() - began
+    return result
+
+
+def accuracy_with(model: nn.Module, frozen: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                  x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` with weight × mask, in eval mode."""
+    with torch.no_grad():
+        return evaluate(MaskedNetwork(model, frozen, masks), x, y)
