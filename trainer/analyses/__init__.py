@@ -66,7 +66,8 @@ _register(Analysis(connectivity.NAME, "Linear mode connectivity",
                    connectivity.run_connectivity, connectivity.PARAMS, "connectivity_figures",
                    check=connectivity.check, summary_lines=connectivity.summary_lines))
 _register(Analysis(transfer.NAME, "Ticket transfer",
-                   "The run's tickets trained on another dataset, beside tickets found there (Morcos et al. 2019).",
+                   "The run's tickets trained on another dataset or with another optimizer, beside random tickets "
+                   "and tickets found there (Morcos et al. 2019).",
                    transfer.run_transfer, transfer.PARAMS, "transfer_figures",
                    check=transfer.check, summary_lines=transfer.summary_lines,
                    runs_with_experiment=False))  # no default target dataset
