@@ -10,7 +10,14 @@ from typing import Callable
 
 import plotly.graph_objects as go
 
-from frontend.charts.base import as_percent, figure_layout, min_max_band, palette_color, remaining_axis
+from frontend.charts.base import (
+    as_percent,
+    figure_layout,
+    min_max_band,
+    palette_color,
+    remaining_axis,
+)
+from trainer.analyses.transfer import training_label
 
 STABILITY_THRESHOLD = 0.02  # Frankle et al. 2020: stable when instability < 2%
 
@@ -236,22 +243,31 @@ def structured_pruning_figures(result: dict) -> list[dict]:
 
 
 def transfer_figures(result: dict) -> list[dict]:
+    """Dataset transfer (labels name the datasets) or optimizer transfer (labels name the trainings too); results
+    stored before optimizer transfer existed have no training fields and chart as dataset transfers."""
     source = (result.get("source") or {}).get("dataset", "the source")
     target = (result.get("target_dataset") or {}).get("name", "the target")
-    figure = _accuracy_figure(f"Ticket transfer: {source} → {target}")
-    _add_records(figure, result.get("transfer"), f"ticket from {source}, trained on {target}", "#1f77b4")
+    found_on_target = result.get("target") or {}
+    origin, trained, own = source, f"on {target}", f"on {found_on_target.get('dataset', target)}"
+    source_training, target_training = result.get("source_training"), result.get("target_training")
+    if target_training and target_training != source_training:
+        origin += f" with {training_label(source_training)}"
+        trained += f" with {training_label(target_training)}"
+        own += f" with {found_on_target.get('optimizer', 'the target run')}"
+    figure = _accuracy_figure(f"Ticket transfer: {origin} → {trained.removeprefix('on ')}")
+    _add_records(figure, result.get("transfer"), f"ticket from {origin}, trained {trained}", "#1f77b4")
     for index, (kind, records) in enumerate((result.get("controls") or {}).items()):
         _add_records(figure, records, f"{_label(kind)} (control)", palette_color(index + 3), dash="dot")
-    found_on_target = result.get("target") or {}
     if found_on_target.get("rounds"):
-        _add_records(figure, found_on_target["rounds"], f"ticket found on {found_on_target.get('dataset', target)}",
-                     "#2ca02c", dash="dash", symbol="diamond")
+        _add_records(figure, found_on_target["rounds"], f"ticket found {own}", "#2ca02c", dash="dash", symbol="diamond")
         for index, (kind, records) in enumerate((found_on_target.get("controls") or {}).items()):
-            _add_records(figure, records, f"{_label(kind)} found on {found_on_target.get('dataset', target)}",
-                         palette_color(index + 6), dash="dashdot", symbol="diamond-open")
+            _add_records(figure, records, f"{_label(kind)} found {own}", palette_color(index + 6), dash="dashdot",
+                         symbol="diamond-open")
+    controls = ", ".join(_label(kind) for kind in result.get("controls") or {}) or "no control"
     return [{"id": "accuracy", "figure": figure,
-             "caption": f"Test accuracy at early stop on {target} against % of weights remaining: the tickets "
-                        f"found on {source}, beside controls and (when a target run is chosen) tickets found on {target}."}]
+             "caption": f"Test accuracy at early stop {trained} against % of weights remaining: the tickets found "
+                        f"{'on ' + origin}, beside {controls} (a random ticket: a random mask of the ticket's "
+                        "per-layer sparsity on a fresh init) and, when a target run is chosen, the target's own tickets."}]
 
 
 def early_phase_figures(result: dict) -> list[dict]:

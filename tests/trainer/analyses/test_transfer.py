@@ -1,14 +1,18 @@
 """Ticket transfer: the output layer, the mask on the rest, the target run beside it, resume, bad parameters."""
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 
-from tests.trainer.conftest import collector, tiny_run
+from tests.trainer.conftest import TINY_RUN, collector, tiny_run
 from trainer import analyses, datasets, events, models
+from trainer.analyses import transfer
 from trainer.analyses.transfer import TransferPlan, run_transfer
+from trainer.cli.main import main
 from trainer.rundir import RunDir
 from trainer.spec import SpecError
+from trainer.training.stacked import StackedOptimizer
 
 
 def variant(name: str, *, classes: int | None = None, label_shift: int = 0, crop: int | None = None):
@@ -120,3 +124,160 @@ def test_input_shape_mismatch_says_what_differs(run_path):
     with pytest.raises(SpecError, match=r"\(1, 14, 14\).*\(1, 28, 28\)"):
         run_transfer(run_path, "small_images", extra_datasets=EXTRA)
     assert models.output_parameter_name("lenet_300_100", (1, 28, 28), 10) == "fc3.weight"
+
+
+# ---- transfer across optimizers (Morcos et al. 2019, Section 4.3) ------------------------------------------------
+
+ADAM = {"target_optimizer": "adam", "target_lr": 0.002}
+
+
+@pytest.fixture(scope="module")
+def adam_run(tmp_path_factory):
+    """A finished run of the same model trained with Adam, pruned at another rate: the target's own tickets."""
+    return tiny_run(tmp_path_factory.mktemp("adam_runs"), training={**TINY_RUN["training"], "optimizer": "adam",
+                                                                    "lr": 0.002}, pruning={"fraction": 0.3, "rounds": 2})
+
+
+@pytest.fixture(scope="module")
+def single_stack_run(tmp_path_factory):
+    """The run of `run_path` trained one network at a time: each transferred network is a unit of its own stack."""
+    return tiny_run(tmp_path_factory.mktemp("single_runs"), pruning={"fraction": 0.5, "rounds": 1}, stack_size=1)
+
+
+def spy_optimizers(monkeypatch) -> list:
+    """The training specs every stacked optimizer is built from, as (optimizer, lr, momentum)."""
+    built = []
+    original = StackedOptimizer.from_training_spec.__func__
+
+    def spy(cls, stacked, training):
+        built.append((training.optimizer, training.lr, training.momentum))
+        return original(cls, stacked, training)
+    monkeypatch.setattr(StackedOptimizer, "from_training_spec", classmethod(spy))
+    return built
+
+
+def test_the_ticket_found_with_sgd_trains_with_adam_beside_a_random_ticket(run_path, monkeypatch):
+    run_dir = RunDir.open(run_path)
+    built = spy_optimizers(monkeypatch)
+    seen, callback = collector()
+    result = run_transfer(run_path, rounds=[1], callback=callback, **ADAM)
+    assert built == [("adam", 0.002, 0.9)], "one stack of the ticket and its random ticket, trained with Adam"
+    assert result["params"]["controls"] == ["random_ticket"], "an optimizer transfer always has the random ticket"
+    assert result["target_dataset"]["name"] == "synthetic" and result["changes"] == ["optimizer", "lr"]
+    assert result["source_training"]["optimizer"] == "sgd" and result["target_training"]["optimizer"] == "adam"
+    assert {k: v for k, v in result["target_training"].items() if k not in ("optimizer", "lr")} == \
+        {k: v for k, v in result["source_training"].items() if k not in ("optimizer", "lr")}
+    (entry,) = result["transfer"]
+    (random_ticket,) = result["controls"]["random_ticket"]
+    assert entry["curve"] != run_dir.record(1)["curve"], "Adam trains it otherwise than the run's SGD"
+    assert entry["remaining_fraction"] == random_ticket["remaining_fraction"] == run_dir.record(1)["remaining_fraction"]
+    assert {name: layer["remaining"] for name, layer in entry["layers"].items()} == \
+        {name: layer["remaining"] for name, layer in random_ticket["layers"].items()}
+    assert sorted(e["network"] for e in seen if e["type"] == events.ROUND_STARTED) == \
+        ["transfer", "transfer_random_ticket"]
+    assert {e["round"] for e in seen if e["type"] == events.METRICS} == {1}
+    assert "training: sgd lr 0.05 momentum 0.9 -> adam lr 0.002" in "\n".join(transfer.summary_lines(result))
+
+
+def test_the_random_ticket_has_the_tickets_per_layer_sparsity_another_mask_and_a_fresh_init(run_path):
+    run_dir = RunDir.open(run_path)
+    plan = TransferPlan(run_dir.spec, "synthetic", datasets.load_dataset("synthetic").info, "fc3.weight", "fc3.bias",
+                        reinit=False, output_mask="dense")
+    ticket_mask = run_dir.mask(1)
+    model, mask = plan.control_network("random_ticket", ticket_mask, 1)
+    theta_k, theta_0 = run_dir.load_state(run_dir.theta_rewind_path), run_dir.load_state(run_dir.theta_init_path)
+    state = model.state_dict()
+    for name, keep in ticket_mask.items():
+        assert mask[name].shape == keep.shape and int(mask[name].sum()) == int(keep.sum()), name
+        assert not torch.equal(mask[name], keep), f"{name}: a random mask, not the ticket's"
+        assert not torch.equal(state[name], theta_k[name]) and not torch.equal(state[name], theta_0[name])
+    again_model, again_mask = plan.control_network("random_ticket", ticket_mask, 1)
+    assert all(torch.equal(again_mask[n], mask[n]) for n in mask), "seeded: the same random ticket every time"
+    assert all(torch.equal(again_model.state_dict()[n], state[n]) for n in state)
+    _, other_round = plan.control_network("random_ticket", ticket_mask, 2)
+    assert not torch.equal(other_round["fc1.weight"], mask["fc1.weight"])
+    reinit_model, reinit_mask = plan.control_network("random_reinit", ticket_mask, 1)
+    assert all(torch.equal(reinit_mask[n], ticket_mask[n]) for n in ticket_mask)
+    assert not torch.equal(reinit_model.state_dict()["fc1.weight"], state["fc1.weight"])
+
+
+def test_nearest_round_matches_by_remaining_fraction():
+    records = [{"round": 0, "remaining_fraction": 1.0}, {"round": 1, "remaining_fraction": 0.7},
+               {"round": 2, "remaining_fraction": 0.49}, {"round": 3, "remaining_fraction": 0.3, "status": "diverged"}]
+    assert transfer.nearest_round(records, 0.5)["round"] == 2
+    assert transfer.nearest_round(records, 0.6)["round"] == 1
+    assert transfer.nearest_round(records, 0.3)["round"] == 2, "a diverged round is no match"
+    assert transfer.nearest_round(records, 0.85)["round"] == 0, "a tie goes to the earlier round"
+    assert transfer.nearest_round([], 0.5) is None
+
+
+def test_the_target_runs_own_tickets_are_matched_at_the_nearest_remaining_fraction(run_path, adam_run):
+    result = run_transfer(run_path, rounds=[0, 1], target_run=str(adam_run), **ADAM)
+    target = result["target"]
+    assert target["optimizer"] == "adam" and target["model"] == "lenet_300_100" and target["same_training"] is True
+    fractions = {r["round"]: r["remaining_fraction"] for r in target["rounds"]}
+    assert fractions[1] == pytest.approx(0.7, abs=0.01) and fractions[2] == pytest.approx(0.49, abs=0.01)
+    assert [(m["round"], m["target_round"]) for m in target["matches"]] == [(0, 0), (1, 2)]
+    assert target["matches"][1]["target_remaining_fraction"] == fractions[2]
+    lines = transfer.summary_lines(result)
+    target_accuracy = RunDir.open(adam_run).record(2)["early_stop"]["test_accuracy"]
+    assert lines[-1].endswith(f"{100 * target_accuracy:.2f}%"), "round 1 (50%) beside the target's round 2 (49%)"
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"target_optimizer": "rmsprop", "target_lr": 0.1}, "target_optimizer"),
+    ({"target_optimizer": "adam"}, "target_lr"),
+    ({"target_optimizer": "adam", "target_lr": 0.001, "target_momentum": 0.9}, "target_momentum"),
+    ({"target_optimizer": "sgd", "target_lr": 0.0}, "target_lr"),
+    ({"target_lr": 0.1, "target_momentum": 1.0}, "target_momentum"),
+    ({"target_optimizer": "sgd", "target_lr": 0.1, "controls": ["random_mask"]}, "controls[0]"),
+])
+def test_bad_optimizer_parameters_name_the_parameter(run_path, params, field):
+    with pytest.raises(SpecError) as error:
+        analyses.run_analysis("transfer", run_path, params)
+    assert error.value.field == field
+    analysis = analyses.get_analysis("transfer")
+    with pytest.raises(SpecError) as error:  # the pre-flight check (form, CLI) refuses the same before any work
+        analysis.check(analysis.validate(params), analyses.run_info(RunDir.open(run_path)))
+    assert error.value.field == field
+
+
+def test_a_target_run_trained_with_another_optimizer_is_refused(run_path, adam_run):
+    with pytest.raises(SpecError, match="the target run trains with adam, the target optimizer is sgd") as error:
+        run_transfer(run_path, target_optimizer="sgd", target_lr=0.1, target_run=str(adam_run))
+    assert error.value.field == "target_run"
+
+
+def test_the_cli_refuses_a_new_optimizer_without_its_learning_rate_with_exit_code_2(run_path, capsys):
+    assert main(["analyze", str(run_path), "transfer", "--target-optimizer", "adam"]) == 2
+    assert "target_lr" in capsys.readouterr().err
+    assert main(["analyze", str(run_path), "transfer", "--target-optimizer", "adam", "--target-lr", "0.002",
+                 "--target-momentum", "0.5"]) == 2
+
+
+def test_optimizer_transfer_is_deterministic_and_resumes_after_a_cancel(single_stack_run):
+    first = run_transfer(single_stack_run, rounds=[1], controls=["random_reinit"], **ADAM)
+    assert len(first["controls"]) == 2
+    shutil.rmtree(first["result_dir"])
+    finished_units = []
+
+    def stop_after_first_unit() -> bool:
+        return bool(finished_units)
+    seen = []
+
+    def callback(event):
+        seen.append(event)
+        if event["type"] == events.ROUND_FINISHED:
+            finished_units.append(event["network"])
+    cancelled = run_transfer(single_stack_run, rounds=[1], controls=["random_reinit"], callback=callback,
+                             stop_requested=stop_after_first_unit, **ADAM)
+    assert cancelled["status"] == "cancelled" and finished_units == ["transfer"]
+    seen.clear()
+    resumed = run_transfer(single_stack_run, rounds=[1], controls=["random_reinit"], callback=seen.append, **ADAM)
+    assert [e["unit"] for e in seen if e["type"] == "unit_skipped"] == ["transfer/round_001"]
+    assert sorted(e["network"] for e in seen if e["type"] == events.ROUND_STARTED) == \
+        ["transfer_random_reinit", "transfer_random_ticket"]
+    strip = lambda record: {k: v for k, v in record.items() if k != "wall_seconds"}  # noqa: E731
+    assert strip(resumed["transfer"][0]) == strip(first["transfer"][0])
+    for kind, records in first["controls"].items():
+        assert strip(resumed["controls"][kind][0]) == strip(records[0]), kind
