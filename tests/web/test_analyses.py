@@ -4,6 +4,7 @@ import dataclasses
 import html as html_module
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +15,12 @@ from frontend.records import slim_result
 from frontend.tasks import run_analysis_task
 from tests.conftest import ANALYSIS_PARAMS, single_torch_thread
 from tests.web.conftest import form_data
-from trainer.analyses import ANALYSES
+from trainer.analyses import ANALYSES, run_analysis
 from trainer.spec import SpecError
 
 pytestmark = pytest.mark.django_db
+OLD_TRANSFER_RESULT = Path(__file__).parents[1] / "trainer" / "analyses" / "fixtures" / \
+    "transfer_result_before_optimizer_transfer.json"
 
 
 @pytest.fixture
@@ -107,6 +110,11 @@ BAD_PARAMS = [
     ("transfer", {"target_dataset": "cifar10"}, "target_dataset", "Select a valid choice"),
     ("transfer", {"target_dataset": "synthetic", "validation_size": "-1"}, "validation_size", "must be at least 0"),
     ("transfer", {"target_dataset": "synthetic", "rounds": "0, 0"}, "rounds", "has repeated entries"),
+    ("transfer", {"target_optimizer": "adam"}, "target_lr", "give the learning rate to train with adam"),
+    ("transfer", {"target_optimizer": "adam", "target_lr": "0.001", "target_momentum": "0.9"}, "target_momentum",
+     "Adam has no momentum"),
+    ("transfer", {"target_optimizer": "rmsprop"}, "target_optimizer", "Select a valid choice"),
+    ("transfer", {"target_optimizer": "sgd", "target_lr": "0"}, "target_lr", "must be at least"),
     ("early_phase", {"noise_alphas": "0"}, "noise_alphas", "[0]: must be at least 0.01"),
     ("early_phase", {"noise_alphas": "1, loud"}, "noise_alphas", "cannot read 'loud' as float"),
     ("early_phase", {"flip_fraction": "1.5"}, "flip_fraction", "must be at most 1.0"),
@@ -409,6 +417,32 @@ def test_transfer_chart(analysis_results):
     figures, _ = figures_of(analysis_results, "transfer")
     assert names(figures["accuracy"]) == ["ticket from synthetic, trained on synthetic", "random reinit (control)",
                                           "ticket found on synthetic", "random reinit found on synthetic"]
+
+
+def test_transfer_across_optimizers_chart(finished_run):
+    run_path = finished_run[1]
+    with single_torch_thread():
+        result = run_analysis("transfer", run_path, {"rounds": [0, 2], "target_optimizer": "sgd", "target_lr": 0.05})
+    assert result["source_training"]["optimizer"] == "adam"
+    figures, slim = figures_of({"transfer": (result, run_path)}, "transfer")
+    accuracy = figures["accuracy"]
+    source = f"adam lr {result['source_training']['lr']:g}"
+    assert names(accuracy) == [f"ticket from synthetic with {source}, trained on synthetic with sgd lr 0.05",
+                               "random ticket (control)"]
+    assert list(accuracy.data[1].x) == pytest.approx([100 * r["remaining_fraction"]
+                                                      for r in result["controls"]["random_ticket"]])
+    (item,) = charts.analysis_figures(ANALYSES["transfer"].chart, slim)
+    assert "with sgd lr 0.05" in item["caption"] and "random ticket" in item["caption"]
+
+
+def test_a_dataset_transfer_stored_before_optimizer_transfer_still_charts():
+    old = json.loads(OLD_TRANSFER_RESULT.read_text())
+    assert "target_training" not in old
+    figures, _ = figures_of({"transfer": (old, None)}, "transfer")
+    assert names(figures["accuracy"]) == ["ticket from synthetic, trained on synthetic", "random reinit (control)",
+                                          "ticket found on synthetic"]
+    assert list(figures["accuracy"].data[0].y) == pytest.approx([100 * r["early_stop"]["test_accuracy"]
+                                                                 for r in old["transfer"]])
 
 
 def test_early_phase_charts(analysis_results):

@@ -1,6 +1,8 @@
 """Ticket transfer: the output layer, the mask on the rest, the target run beside it, resume, bad parameters."""
+import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from tests.trainer.conftest import TINY_RUN, collector, tiny_run
 from trainer import analyses, datasets, events, models
 from trainer.analyses import transfer
+from trainer.analyses.params import params_hash
 from trainer.analyses.transfer import TransferPlan, run_transfer
 from trainer.cli.main import main
 from trainer.rundir import RunDir
@@ -281,3 +284,17 @@ def test_optimizer_transfer_is_deterministic_and_resumes_after_a_cancel(single_s
     assert strip(resumed["transfer"][0]) == strip(first["transfer"][0])
     for kind, records in first["controls"].items():
         assert strip(resumed["controls"][kind][0]) == strip(records[0]), kind
+
+
+OLD_RESULT = Path(__file__).parent / "fixtures" / "transfer_result_before_optimizer_transfer.json"
+
+
+def test_a_dataset_transfer_stored_before_optimizer_transfer_keeps_its_directory_and_summary():
+    """The fixture is a result written by the dataset-only transfer: its parameters still hash to its directory
+    (the new parameters' defaults add nothing), so the same request finds it; the CLI still prints it."""
+    old = json.loads(OLD_RESULT.read_text())
+    analysis = analyses.get_analysis("transfer")
+    assert params_hash("transfer", analysis.params, analysis.validate(old["params"])) == Path(old["result_dir"]).name
+    lines = transfer.summary_lines(old)
+    assert lines[0] == "synthetic -> synthetic; output layer kept" and len(lines) == 2 + len(old["transfer"])
+    assert lines[-1].endswith(f"{100 * old['target']['rounds'][1]['early_stop']['test_accuracy']:.2f}%")
