@@ -12,7 +12,8 @@ import torch
 from trainer.cli.main import main
 from trainer.reproduce import (BUDGETS, CHECK_PROGRESS, CHECKS, matching_checks, result_path, run_check)
 from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
-                               lenet_stability, retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
+                               lenet_stability, optimizer_transfer, retraining_modes, supermask, synflow_collapse,
+                               tickets_vs_dense)
 from trainer.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -129,6 +130,15 @@ def _early_bird(found, epochs=40, window=5):
     return {"early_bird_epoch": found, "epochs": epochs, "window": window}
 
 
+def _optimizer_transfer(adam_to_sgd, sgd_to_adam):
+    """(ticket, random ticket) accuracies per direction."""
+    measured = {}
+    for direction, (ticket, random) in (("adam_to_sgd", adam_to_sgd), ("sgd_to_adam", sgd_to_adam)):
+        measured.update({f"{direction}_ticket_accuracy": ticket, f"{direction}_random_ticket_accuracy": random,
+                         f"{direction}_own_ticket_accuracy": 0.89, f"{direction}_remaining_fraction": 0.108})
+    return measured
+
+
 def _early_phase(ticket, flipped, shuffled, same_sign):
     return {"ticket_accuracy": ticket, "flip_signs_accuracy": flipped, "shuffle_layer_accuracy": shuffled,
             "shuffle_unit_same_sign_accuracy": same_sign}
@@ -183,6 +193,10 @@ VERDICT_CASES = [
     (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.85), "FAIL"),  # the same-sign shuffle hurts 4 points
     (early_phase_signs, _early_phase(0.89, 0.60, 0.70, 0.87), "INCONCLUSIVE"),  # 2 points: neither
     (early_phase_signs, _early_phase(0.89, None, 0.70, 0.885), "INCONCLUSIVE"),  # diverged
+    (optimizer_transfer, _optimizer_transfer((0.88, 0.85), (0.89, 0.86)), "PASS"),
+    (optimizer_transfer, _optimizer_transfer((0.88, 0.85), (0.86, 0.86)), "FAIL"),  # SGD -> Adam: no lead
+    (optimizer_transfer, _optimizer_transfer((0.88, 0.875), (0.89, 0.86)), "INCONCLUSIVE"),  # half a point
+    (optimizer_transfer, _optimizer_transfer((None, 0.85), (0.89, 0.86)), "INCONCLUSIVE"),  # diverged
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.85, 0.88, 0.86, 0.7)), "PASS"),
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.9), (0.55, 0.85, 0.88, 0.86, 0.7)), "FAIL"),
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.8, 0.82, 0.8, 0.7)), "FAIL"),
