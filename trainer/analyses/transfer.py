@@ -59,6 +59,7 @@ from trainer.training.stacked_loop import train_segments
 
 NAME = "transfer"
 RANDOM_TICKET = "random_ticket"
+TRANSFERRED = "transfer"  # the result's list of transferred tickets (a record per round)
 CONTROLS = ("random_reinit", RANDOM_TICKET)
 RUN_OPTIMIZER = "run"  # target_optimizer's default: train with the run's own optimizer
 OPTIMIZER_CHOICES = (RUN_OPTIMIZER, "sgd", "adam")
@@ -273,7 +274,7 @@ def _body(context: AnalysisContext, extra_datasets: dict) -> dict:
         "start_iteration": start, "total_iterations": total, "rounds": rounds,
         "output_layer": {"weight": output_weight, "bias": output_bias, "reinitialised": reinit,
                          "mask": ("pruned" if params["output_mask"] == "pruned" else "dense") if reinit else "ticket"},
-        "transfer": transfer,
+        TRANSFERRED: transfer,
         "controls": {kind: [by_unit[f"{kind}/round_{r:03d}"] for r in rounds] for kind in params["controls"]},
         "target": _target_section(target_run, training, transfer),
     })

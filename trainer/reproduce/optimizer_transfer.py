@@ -88,7 +88,7 @@ def measurements(studies: dict) -> dict:
     """studies: direction -> (the transfer result, the results.json of the run trained with the target optimizer)."""
     measured, series = {}, []
     for direction, (study, own_run) in studies.items():
-        tickets, randoms = study["transfer"], study["controls"].get(transfer.RANDOM_TICKET, [])
+        tickets, randoms = study[transfer.TRANSFERRED], study["controls"].get(transfer.RANDOM_TICKET, [])
         own = [transfer.nearest_round(own_run["rounds"], entry["remaining_fraction"]) for entry in tickets]
         measured[f"{direction}_remaining_fraction"] = min(entry["remaining_fraction"] for entry in tickets)
         measured[f"{direction}_ticket_accuracy"] = _mean(tickets)
