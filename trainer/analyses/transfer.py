@@ -364,17 +364,15 @@ def _train_missing(context: AnalysisContext, networks: list[tuple], data: Prepar
             records[network[0]] = stored
         else:
             missing.append(network)
-    stack_size = spec.stack_size or choose_stack_size_for(spec, data)
-    for part in chunks(len(missing), stack_size) if missing else []:
-        context.check_stop()
-        for record in _train_stack(context, [missing[index] for index in part], data, spec, start, end):
-            records[record["unit"]] = record["record"]
+    if missing:
+        stack_size = spec.stack_size or choose_stack_size(spec.model, data.info.input_shape, data.batch_size,
+                                                          data.train_x.device, data.info.num_classes,
+                                                          spec.training.optimizer)
+        for part in chunks(len(missing), stack_size):
+            context.check_stop()
+            for record in _train_stack(context, [missing[index] for index in part], data, spec, start, end):
+                records[record["unit"]] = record["record"]
     return [records[network[0]] for network in networks]
-
-
-def choose_stack_size_for(spec, data: PreparedData) -> int:
-    return choose_stack_size(spec.model, data.info.input_shape, data.batch_size, data.train_x.device,
-                             data.info.num_classes, spec.training.optimizer)
 
 
 def _train_stack(context: AnalysisContext, batch: list[tuple], data: PreparedData, spec, start: int,
