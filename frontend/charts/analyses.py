@@ -362,6 +362,32 @@ def learned_supermask_figures(result: dict) -> list[dict]:
                         "expected mask, beside the trained dense network and chance."}]
 
 
+def weight_agnostic_figures(result: dict) -> list[dict]:
+    figure = go.Figure(layout=figure_layout("Weight-agnostic: one shared weight value for every surviving weight",
+                                            xaxis=dict(title="shared weight value w"),
+                                            yaxis=dict(title="test accuracy (%)")))
+    random = {entry["round"]: entry for entry in result.get("random") or []}
+    for index, entry in enumerate(result.get("ticket") or []):
+        color = palette_color(index)
+        label = f"round {entry['round']} ({100 * entry['remaining_fraction']:.3g}% left)"
+        for row, name, dash in ((entry, label, None), (random.get(entry["round"]), f"{label}: random mask", "dot")):
+            if row is None:
+                continue
+            figure.add_trace(go.Scatter(
+                x=row["weight_values"], y=[as_percent(a) for a in row["test_accuracy"]], mode="lines+markers",
+                name=f"{name}, mean {as_percent(row['mean_accuracy']):.2f}%", line=dict(color=color, dash=dash),
+                hovertemplate=f"{name}, w=%{{x:g}}: %{{y:.2f}}%<extra></extra>"))
+    if not figure.data:
+        return []
+    _with_reference_axis(figure)
+    _reference_line(figure, as_percent(result.get("chance")), "chance", "#7f7f7f", "dot")
+    scale = "× each layer's init std " if (result.get("params") or {}).get("scale") == "init_std" else ""
+    return [{"id": "accuracy", "figure": figure,
+             "caption": f"Untrained test accuracy of each round's ticket mask (solid) and a random mask of the same "
+                        f"per-layer sparsity (dotted) when every surviving weight is w {scale}with θ0's sign and biases "
+                        "are 0, against w; the legend gives the mean over w (Gaier & Ha's score)."}]
+
+
 @dataclass(frozen=True)
 class StudyCharts:
     figures: Callable[[dict], list[dict]]  # result -> [{id, caption, figure}]
@@ -380,6 +406,7 @@ BUILDERS = {
     "edge_popup_figures": StudyCharts(edge_popup_figures),
     "learned_supermask_figures": StudyCharts(learned_supermask_figures),
     "early_phase_figures": StudyCharts(early_phase_figures),
+    "weight_agnostic_figures": StudyCharts(weight_agnostic_figures),
 }
 
 

@@ -117,6 +117,8 @@ BAD_PARAMS = [
     ("edge_popup", {"iterations": "0it"}, "iterations", "must be at least one iteration"),
     ("learned_supermask", {"weights": None}, "weights", "choose at least one value"),
     ("learned_supermask", {"lr": "fast"}, "lr", "cannot read 'fast' as float"),
+    ("weight_agnostic", {"weight_values": "0, 1"}, "weight_values", "must not contain 0"),
+    ("weight_agnostic", {"rounds": "9"}, "rounds", "round 9 is not a finished round"),
 ]
 
 
@@ -440,6 +442,20 @@ def test_learned_supermask_chart(analysis_results):
     figures, _ = figures_of(analysis_results, "learned_supermask")
     assert names(figures["accuracy"]) == ["sampled masks (mean)", "expected mask (w·σ(s))",
                                           "dense (trained, the run's round 0)", "chance"]
+
+
+def test_weight_agnostic_chart(analysis_results):
+    figures, result = figures_of(analysis_results, "weight_agnostic")
+    ticket, random = result["ticket"], result["random"]
+    assert names(figures["accuracy"]) == [
+        f"round 0 (100% left), mean {100 * ticket[0]['mean_accuracy']:.2f}%",
+        f"round 0 (100% left): random mask, mean {100 * random[0]['mean_accuracy']:.2f}%",
+        f"round 2 ({100 * ticket[1]['remaining_fraction']:.3g}% left), mean {100 * ticket[1]['mean_accuracy']:.2f}%",
+        f"round 2 ({100 * ticket[1]['remaining_fraction']:.3g}% left): random mask, "
+        f"mean {100 * random[1]['mean_accuracy']:.2f}%", "chance"]
+    line = figures["accuracy"].data[2]
+    assert list(line.x) == [-1.0, 0.5, 1.0]
+    assert list(line.y) == pytest.approx([100 * a for a in ticket[1]["test_accuracy"]])
 
 
 def test_charts_of_an_empty_result_are_empty():
