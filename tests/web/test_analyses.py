@@ -117,6 +117,8 @@ BAD_PARAMS = [
     ("edge_popup", {"iterations": "0it"}, "iterations", "must be at least one iteration"),
     ("learned_supermask", {"weights": None}, "weights", "choose at least one value"),
     ("learned_supermask", {"lr": "fast"}, "lr", "cannot read 'fast' as float"),
+    ("malach", {"widths": "0, 10"}, "widths", "[0]: must be at least 1"),
+    ("malach", {"target_iterations": "0it"}, "target_iterations", "must be at least one iteration"),
     ("weight_agnostic", {"weight_values": "0, 1"}, "weight_values", "must not contain 0"),
     ("weight_agnostic", {"rounds": "9"}, "rounds", "round 9 is not a finished round"),
 ]
@@ -442,6 +444,20 @@ def test_learned_supermask_chart(analysis_results):
     figures, _ = figures_of(analysis_results, "learned_supermask")
     assert names(figures["accuracy"]) == ["sampled masks (mean)", "expected mask (w·σ(s))",
                                           "dense (trained, the run's round 0)", "chance"]
+
+
+def test_malach_charts(analysis_results):
+    figures, result = figures_of(analysis_results, "malach")
+    approximation = figures["approximation"]
+    assert names(approximation) == ["relative MSE", "agreement (same predicted class)"]
+    assert list(approximation.data[0].x) == [20, 40]
+    assert list(approximation.data[0].y) == pytest.approx([e["relative_mse"] for e in result["approximation"]])
+    two_layer = figures["two_layer"]
+    assert names(two_layer) == ["neuron subnetwork", "random features", "weight subnetwork",
+                                "target network (trained)", "chance"]
+    features = [e for e in result["two_layer"] if e["model"] == "random_features"]
+    assert list(two_layer.data[1].y) == pytest.approx([100 * e["test_accuracy"] for e in features])
+    assert charts.analysis_figures("malach_figures", {"approximation": [], "two_layer": []}) == []
 
 
 def test_weight_agnostic_chart(analysis_results):

@@ -141,7 +141,8 @@ def _score(context: AnalysisContext, kind: str, round_index: int) -> dict:
 
 def summary_lines(result: dict) -> list[str]:
     random = {entry["round"]: entry for entry in result.get("random") or []}
-    lines = [f"weight-agnostic scores (one shared weight × {result['params']['scale'].replace('_', ' ')} × sign(θ0), "
+    scale = result["params"]["scale"].replace("_", " ")
+    lines = [f"weight-agnostic scores (one shared weight × {scale} × sign(θ0), "
              f"w in {', '.join(f'{w:g}' for w in result['weight_values'])}); chance {percent_text(result['chance'])}",
              f"{'round':>5} {'% left':>7} {'ticket mean':>11} {'ticket best':>11} {'best w':>6} {'random mean':>11}"]
     for entry in result["ticket"]:
