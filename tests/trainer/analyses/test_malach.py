@@ -41,7 +41,8 @@ def test_a_weight_subnetwork_keeps_top_k_of_each_layer_and_never_changes_a_weigh
     assert all(getattr(model, f"fc{index}").bias is None for index in range(1, 5))
     before = {name: weight.clone() for name, weight in frozen.items()}
     scores = {name: torch.randn(w.shape, generator=generator("test", name)) for name, w in frozen.items()}
-    result = train_scores(model, frozen, scores, lambda current, _: top_k_masks(current, 0.3), data, plan(), network="test")
+    result = train_scores(model, frozen, scores, lambda current, _: top_k_masks(current, 0.3), data, plan(),
+                          network="test")
     assert result.status == "finished"
     assert all(torch.equal(frozen[name], before[name]) and torch.equal(model.get_parameter(name), before[name])
                for name in frozen)
@@ -68,7 +69,8 @@ def test_a_neuron_subnetwork_drops_whole_hidden_units(data):
     assert torch.equal(outputs[0], outputs[1])
     # and training moves the unit scores (gradients pass straight through to them)
     scores = {"units": unit_scores.clone()}
-    train_scores(model, frozen, scores, lambda current, _: unit_masks(current["units"], 0.25), data, plan(), network="test")
+    train_scores(model, frozen, scores, lambda current, _: unit_masks(current["units"], 0.25), data, plan(),
+                 network="test")
     assert not torch.equal(scores["units"], unit_scores)
 
 
