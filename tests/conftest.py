@@ -54,6 +54,8 @@ ANALYSIS_PARAMS = {
     "learned_supermask": {"weights": ["theta_0", "signed_constant"], "iterations": "20it", "eval_samples": 3},
     "early_phase": {"perturbations": ["init_signs", "shuffle_layer", "shuffle_unit_same_sign"],
                     "noise_alphas": [1.0, 2.0]},
+    "malach": {"target_iterations": "30it", "widths": [20, 40], "iterations": "20it", "batch_size": 50},
+    "weight_agnostic": {"rounds": [0, 2], "weight_values": [-1.0, 0.5, 1.0]},
 }
 EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
 

@@ -378,6 +378,80 @@ def learned_supermask_figures(result: dict) -> list[dict]:
                         "expected mask, beside the trained dense network and chance."}]
 
 
+def malach_figures(result: dict) -> list[dict]:
+    entries = sorted((e for e in result.get("approximation") or [] if e.get("test_mse") is not None),
+                     key=lambda e: e["width"])
+    items = []
+    target = result.get("target") or {}
+    if entries:
+        widths = [e["width"] for e in entries]
+        error = go.Figure(layout=figure_layout(
+            "Approximating a trained target by pruning a random network",
+            xaxis=dict(title="hidden width n", type="log"),
+            yaxis=dict(title="test MSE of the logits (relative to the target's)"),
+            yaxis2=dict(title="agreement with the target (%)", overlaying="y", side="right", range=[0, 100])))
+        error.add_trace(go.Scatter(x=widths, y=[e["relative_mse"] for e in entries], mode="lines+markers",
+                                   name="relative MSE", line=dict(color=palette_color(0)),
+                                   customdata=[[e["test_mse"]] for e in entries],
+                                   hovertemplate="n=%{x}: relative MSE %{y:.3f} "
+                                                 "(MSE %{customdata[0]:.4g})<extra></extra>"))
+        error.add_trace(go.Scatter(x=widths, y=[as_percent(e["agreement"]) for e in entries], yaxis="y2",
+                                   mode="lines+markers", name="agreement (same predicted class)",
+                                   line=dict(color=palette_color(1), dash="dash"),
+                                   hovertemplate="n=%{x}: %{y:.2f}% agreement<extra></extra>"))
+        depth, kept = entries[0]["depth"], entries[0]["kept_percent"]
+        items.append({"id": "approximation", "figure": error,
+                      "caption": f"Weight-subnetworks (top {kept:g}% per layer, weights frozen) of random "
+                                 f"depth-{depth} nets trained to match a trained depth-{target.get('depth')} "
+                                 "target's logits: test MSE relative to the target's mean square logit, and "
+                                 "agreement, against width."})
+    two_layer = [e for e in result.get("two_layer") or [] if e.get("test_accuracy") is not None]
+    if two_layer:
+        figure = go.Figure(layout=figure_layout("Two-layer random network: neuron vs weight subnetworks vs random "
+                                                "features", xaxis=dict(title="hidden width n", type="log"),
+                                                yaxis=dict(title="test accuracy (%)")))
+        for index, model in enumerate(("neuron_subnetwork", "random_features", "weight_subnetwork")):
+            rows = sorted((e for e in two_layer if e["model"] == model), key=lambda e: e["width"])
+            if rows:
+                figure.add_trace(go.Scatter(x=[e["width"] for e in rows],
+                                            y=[as_percent(e["test_accuracy"]) for e in rows], mode="lines+markers",
+                                            name=_label(model), line=dict(color=palette_color(index)),
+                                            hovertemplate=f"{_label(model)}, n=%{{x}}: %{{y:.2f}}%<extra></extra>"))
+        _with_reference_axis(figure)
+        _reference_line(figure, as_percent(target.get("test_accuracy")), "target network (trained)", "#000000", "dash")
+        _reference_line(figure, as_percent(result.get("chance")), "chance", "#7f7f7f", "dot")
+        items.append({"id": "two_layer", "figure": figure,
+                      "caption": "Test accuracy against hidden width of a random two-layer net pruned to whole units, "
+                                 "with only its last layer trained (random features), or pruned to single weights."})
+    return items
+
+
+def weight_agnostic_figures(result: dict) -> list[dict]:
+    figure = go.Figure(layout=figure_layout("Weight-agnostic: one shared weight value for every surviving weight",
+                                            xaxis=dict(title="shared weight value w"),
+                                            yaxis=dict(title="test accuracy (%)")))
+    random = {entry["round"]: entry for entry in result.get("random") or []}
+    for index, entry in enumerate(result.get("ticket") or []):
+        color = palette_color(index)
+        label = f"round {entry['round']} ({100 * entry['remaining_fraction']:.3g}% left)"
+        for row, name, dash in ((entry, label, None), (random.get(entry["round"]), f"{label}: random mask", "dot")):
+            if row is None:
+                continue
+            figure.add_trace(go.Scatter(
+                x=row["weight_values"], y=[as_percent(a) for a in row["test_accuracy"]], mode="lines+markers",
+                name=f"{name}, mean {as_percent(row['mean_accuracy']):.2f}%", line=dict(color=color, dash=dash),
+                hovertemplate=f"{name}, w=%{{x:g}}: %{{y:.2f}}%<extra></extra>"))
+    if not figure.data:
+        return []
+    _with_reference_axis(figure)
+    _reference_line(figure, as_percent(result.get("chance")), "chance", "#7f7f7f", "dot")
+    scale = "× each layer's init std " if (result.get("params") or {}).get("scale") == "init_std" else ""
+    return [{"id": "accuracy", "figure": figure,
+             "caption": f"Untrained test accuracy of each round's ticket mask (solid) and a random mask of the same "
+                        f"per-layer sparsity (dotted) when every surviving weight is w {scale}with θ0's sign and biases "
+                        "are 0, against w; the legend gives the mean over w (Gaier & Ha's score)."}]
+
+
 @dataclass(frozen=True)
 class StudyCharts:
     figures: Callable[[dict], list[dict]]  # result -> [{id, caption, figure}]
@@ -396,6 +470,8 @@ BUILDERS = {
     "edge_popup_figures": StudyCharts(edge_popup_figures),
     "learned_supermask_figures": StudyCharts(learned_supermask_figures),
     "early_phase_figures": StudyCharts(early_phase_figures),
+    "weight_agnostic_figures": StudyCharts(weight_agnostic_figures),
+    "malach_figures": StudyCharts(malach_figures),
 }
 
 

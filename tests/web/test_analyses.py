@@ -125,6 +125,10 @@ BAD_PARAMS = [
     ("edge_popup", {"iterations": "0it"}, "iterations", "must be at least one iteration"),
     ("learned_supermask", {"weights": None}, "weights", "choose at least one value"),
     ("learned_supermask", {"lr": "fast"}, "lr", "cannot read 'fast' as float"),
+    ("malach", {"widths": "0, 10"}, "widths", "[0]: must be at least 1"),
+    ("malach", {"target_iterations": "0it"}, "target_iterations", "must be at least one iteration"),
+    ("weight_agnostic", {"weight_values": "0, 1"}, "weight_values", "must not contain 0"),
+    ("weight_agnostic", {"rounds": "9"}, "rounds", "round 9 is not a finished round"),
 ]
 
 
@@ -474,6 +478,34 @@ def test_learned_supermask_chart(analysis_results):
     figures, _ = figures_of(analysis_results, "learned_supermask")
     assert names(figures["accuracy"]) == ["sampled masks (mean)", "expected mask (w·σ(s))",
                                           "dense (trained, the run's round 0)", "chance"]
+
+
+def test_malach_charts(analysis_results):
+    figures, result = figures_of(analysis_results, "malach")
+    approximation = figures["approximation"]
+    assert names(approximation) == ["relative MSE", "agreement (same predicted class)"]
+    assert list(approximation.data[0].x) == [20, 40]
+    assert list(approximation.data[0].y) == pytest.approx([e["relative_mse"] for e in result["approximation"]])
+    two_layer = figures["two_layer"]
+    assert names(two_layer) == ["neuron subnetwork", "random features", "weight subnetwork",
+                                "target network (trained)", "chance"]
+    features = [e for e in result["two_layer"] if e["model"] == "random_features"]
+    assert list(two_layer.data[1].y) == pytest.approx([100 * e["test_accuracy"] for e in features])
+    assert charts.analysis_figures("malach_figures", {"approximation": [], "two_layer": []}) == []
+
+
+def test_weight_agnostic_chart(analysis_results):
+    figures, result = figures_of(analysis_results, "weight_agnostic")
+    ticket, random = result["ticket"], result["random"]
+    assert names(figures["accuracy"]) == [
+        f"round 0 (100% left), mean {100 * ticket[0]['mean_accuracy']:.2f}%",
+        f"round 0 (100% left): random mask, mean {100 * random[0]['mean_accuracy']:.2f}%",
+        f"round 2 ({100 * ticket[1]['remaining_fraction']:.3g}% left), mean {100 * ticket[1]['mean_accuracy']:.2f}%",
+        f"round 2 ({100 * ticket[1]['remaining_fraction']:.3g}% left): random mask, "
+        f"mean {100 * random[1]['mean_accuracy']:.2f}%", "chance"]
+    line = figures["accuracy"].data[2]
+    assert list(line.x) == [-1.0, 0.5, 1.0]
+    assert list(line.y) == pytest.approx([100 * a for a in ticket[1]["test_accuracy"]])
 
 
 def test_charts_of_an_empty_result_are_empty():

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.analyses import (connectivity, early_bird, early_phase, edge_popup, learned_supermask, masking_criteria,
-                               pruning_at_init, retraining, structured_pruning, transfer)
+from trainer.analyses import (connectivity, early_bird, early_phase, edge_popup, learned_supermask, malach,
+                               masking_criteria, pruning_at_init, retraining, structured_pruning, transfer,
+                               weight_agnostic)
 from trainer.analyses.common import check_rounds, make_run_info, no_summary_lines, planned_run_info, run_info
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.rundir import RunDir
@@ -104,6 +105,17 @@ _register(Analysis(early_phase.NAME, "Early phase: perturbed tickets at θk",
                    "beside the unperturbed ticket and rewinding to 0 (Frankle, Schwab & Morcos 2020).",
                    early_phase.run_early_phase, early_phase.PARAMS, "early_phase_figures",
                    check=early_phase.check, summary_lines=early_phase.summary_lines))
+_register(Analysis(weight_agnostic.NAME, "Weight-agnostic scores of masks",
+                   "The run's ticket masks and random masks evaluated with one shared weight value (sign from θ0) over "
+                   "a range of values, no training; the mean accuracy is the mask's score (Gaier & Ha 2019).",
+                   weight_agnostic.run_weight_agnostic, weight_agnostic.PARAMS, "weight_agnostic_figures",
+                   check=weight_agnostic.check, summary_lines=weight_agnostic.summary_lines))
+_register(Analysis(malach.NAME, "Strong tickets: pruning random nets to a target",
+                   "Weight-subnetworks of random depth-2l nets matched to a trained depth-l target, by width; "
+                   "neuron-subnetworks vs random features vs weight-subnetworks of a two-layer net "
+                   "(Malach et al. 2020).",
+                   malach.run_malach, malach.PARAMS, "malach_figures",
+                   check=malach.check, summary_lines=malach.summary_lines))
 
 
 def get_analysis(name: str) -> Analysis:

@@ -100,12 +100,18 @@ def frozen_random_network(model_name: str, input_shape, num_classes: int, init_s
     with torch.no_grad():
         for name in models.prunable_parameter_names(model_name, input_shape, num_classes):
             weight = model.get_parameter(name)
-            nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=draws)
-            if weight_init == "signed_kaiming_constant":
-                fan_in = weight[0].numel()
-                weight.copy_(torch.sign(weight) * math.sqrt(2.0 / fan_in))
+            draw_random_weight_(weight, weight_init, draws)
             frozen[name] = weight.detach().clone()
     return model, frozen
+
+
+def draw_random_weight_(weight: torch.Tensor, weight_init: str, draws: torch.Generator) -> None:
+    """Fill `weight` in place: Kaiming normal N(0, 2/fan_in), or its sign × sqrt(2/fan_in) (signed Kaiming
+    constant)."""
+    with torch.no_grad():
+        nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=draws)
+        if weight_init == "signed_kaiming_constant":
+            weight.copy_(torch.sign(weight) * math.sqrt(2.0 / weight[0].numel()))
 
 
 def initial_scores(frozen: dict[str, torch.Tensor], init_seed: int, width: float) -> dict[str, torch.Tensor]:

@@ -30,6 +30,12 @@ from trainer import events
 from trainer.training.loop import DataOrder, PreparedData, evaluate
 
 MaskMaker = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]  # (scores, iteration) -> masks
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, inputs, targets) -> loss
+
+
+def classification_loss(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default objective: cross-entropy of the outputs (logits) against the labels."""
+    return F.cross_entropy(outputs, targets)
 
 
 def kept_count(total: int, kept_fraction: float) -> int:
@@ -119,11 +125,12 @@ def cosine_lr(base_lr: float, iteration: int, iterations: int) -> float:
 
 def train_scores(model: nn.Module, frozen: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
                  make_masks: MaskMaker, data: PreparedData, plan: ScoreTraining, *, network: str,
-                 callback: events.Callback = events.ignore,
-                 stop_requested: Callable[[], bool] = lambda: False) -> ScoreResult:
+                 callback: events.Callback = events.ignore, stop_requested: Callable[[], bool] = lambda: False,
+                 objective: Objective = classification_loss) -> ScoreResult:
     """Train `scores` (leaf tensors, updated in place) so that `model` with weight × make_masks(scores)
-    for the weights in `frozen` fits the data; `frozen` and the model's parameters are never changed.
-    Batch-norm running statistics do update (they are statistics, not trained weights)."""
+    for the weights in `frozen` minimises `objective` on the data (default: cross-entropy on the labels);
+    `frozen` and the model's parameters are never changed. Batch-norm running statistics do update (they
+    are statistics, not trained weights)."""
     for score in scores.values():
         score.requires_grad_(True)
     for parameter in model.parameters():
@@ -142,7 +149,7 @@ def train_scores(model: nn.Module, frozen: dict[str, torch.Tensor], scores: dict
             group["lr"] = lr
         masks = make_masks(scores, iteration)
         weights = {name: frozen[name] * masks[name] for name in masks}
-        loss = F.cross_entropy(functional_call(model, weights, (inputs,)), targets)
+        loss = objective(functional_call(model, weights, (inputs,)), inputs, targets)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
@@ -165,6 +172,22 @@ def train_scores(model: nn.Module, frozen: dict[str, torch.Tensor], scores: dict
         score.requires_grad_(False)
     result.wall_seconds = time.perf_counter() - began
     return result
+
+
+def identity_masks(values: dict[str, torch.Tensor], iteration: int) -> dict[str, torch.Tensor]:
+    """A MaskMaker whose masks are the trained tensors themselves: on `frozen` tensors of ones, train_scores
+    then trains those weights directly (ordinary training of the chosen layers with the same loop)."""
+    return values
+
+
+def train_weights(model: nn.Module, weights: dict[str, torch.Tensor], data: PreparedData, plan: ScoreTraining, *,
+                  network: str, callback: events.Callback = events.ignore,
+                  stop_requested: Callable[[], bool] = lambda: False) -> ScoreResult:
+    """Train the tensors `weights` (leaf tensors, updated in place) as the named weights of `model` on the labels
+    with `plan` (the score-training loop on real-valued 'masks' of ones); every other parameter stays fixed."""
+    ones = {name: torch.ones_like(weight) for name, weight in weights.items()}
+    return train_scores(model, ones, weights, identity_masks, data, plan, network=network, callback=callback,
+                        stop_requested=stop_requested)
 
 
 def accuracy_with(model: nn.Module, frozen: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],

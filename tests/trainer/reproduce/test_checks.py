@@ -12,8 +12,8 @@ import torch
 from trainer.cli.main import main
 from trainer.reproduce import (BUDGETS, CHECK_PROGRESS, CHECKS, matching_checks, result_path, run_check)
 from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
-                               lenet_stability, optimizer_transfer, retraining_modes, supermask, synflow_collapse,
-                               tickets_vs_dense)
+                               lenet_stability, malach_width, optimizer_transfer, retraining_modes, supermask,
+                               synflow_collapse, tickets_vs_dense)
 from trainer.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -154,6 +154,12 @@ def _edge_popup(narrow: tuple, wide: tuple) -> dict:
     return edge_popup_subnetworks.measurements(results, analysis)["measured"]
 
 
+def _malach(*errors) -> dict:
+    """Measured relative approximation errors at widths 25, 50, ... (one per error), built as measurements() does."""
+    entries = [{"width": 25 * 2 ** index, "relative_mse": error, "agreement": 0.8} for index, error in enumerate(errors)]
+    return malach_width.measurements({"approximation": entries, "target": {"test_accuracy": 0.85}})["measured"]
+
+
 VERDICT_CASES = [
     (tickets_vs_dense, _tickets(), "PASS"),
     (tickets_vs_dense, _tickets(ticket_early_stop_iteration=4500.0), "FAIL"),  # the ticket learns slower
@@ -202,6 +208,11 @@ VERDICT_CASES = [
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.8, 0.82, 0.8, 0.7)), "FAIL"),
     (edge_popup_subnetworks, _edge_popup((0.12, 0.16, 0.17, 0.1, 0.1), (0.55, 0.85, 0.88, 0.86, 0.7)), "INCONCLUSIVE"),
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.855), (0.55, 0.85, 0.88, 0.86, 0.7)), "INCONCLUSIVE"),
+    (malach_width, _malach(0.5, 0.3, 0.2, 0.15), "PASS"),
+    (malach_width, _malach(0.5, 0.3, 0.35, 0.4), "PASS"),  # judged on the ends; the rise is reported
+    (malach_width, _malach(0.3, 0.35, 0.31), "FAIL"),  # the widest is no better than the narrowest
+    (malach_width, _malach(0.3, 0.29, 0.28), "INCONCLUSIVE"),  # less than 10% lower
+    (malach_width, _malach(0.3, None), "INCONCLUSIVE"),  # diverged
 ]
 
 
