@@ -266,8 +266,8 @@ def transfer_figures(result: dict) -> list[dict]:
     controls = ", ".join(_label(kind) for kind in result.get("controls") or {}) or "no control"
     return [{"id": "accuracy", "figure": figure,
              "caption": f"Test accuracy at early stop {trained} against % of weights remaining: the tickets found "
-                        f"{'on ' + origin}, beside {controls} (a random ticket: a random mask of the ticket's "
-                        "per-layer sparsity on a fresh init) and, when a target run is chosen, the target's own tickets."}]
+                        f"on {origin}, beside {controls} (a random ticket: a random mask of the ticket's per-layer "
+                        "sparsity on a fresh init) and, when a target run is chosen, the target's own tickets."}]
 
 
 def early_phase_figures(result: dict) -> list[dict]:

@@ -95,7 +95,8 @@ PARAMS = (
 def run_transfer(run_path, target_dataset=None, rounds=(), output_layer="auto", output_mask="dense", controls=(),
                  validation_size=None, target_run=None, target_optimizer=RUN_OPTIMIZER, target_lr=None,
                  target_momentum=None, *, callback: events.Callback = events.ignore, data_dir=None,
-                 stop_requested=lambda: False, extra_datasets: dict[str, datasets.DatasetTensors] | None = None) -> dict:
+                 stop_requested=lambda: False,
+                 extra_datasets: dict[str, datasets.DatasetTensors] | None = None) -> dict:
     """Train the run's tickets on `target_dataset` and/or with another optimizer; the result JSON (also in result.json).
 
     `extra_datasets` maps names to in-memory DatasetTensors usable as target_dataset besides
@@ -166,7 +167,8 @@ def target_training(source: TrainingSpec, params: dict) -> TrainingSpec:
 
 def nearest_round(records: list[dict], remaining_fraction: float) -> dict | None:
     """The finished record whose % remaining is nearest `remaining_fraction` (ties: the earlier round)."""
-    finished = [r for r in records if r.get("status", "finished") == "finished" and r.get("remaining_fraction") is not None]
+    finished = [r for r in records
+                if r.get("status", "finished") == "finished" and r.get("remaining_fraction") is not None]
     if not finished:
         return None
     return min(finished, key=lambda r: (abs(r["remaining_fraction"] - remaining_fraction), r["round"]))

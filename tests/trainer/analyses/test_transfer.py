@@ -137,8 +137,8 @@ ADAM = {"target_optimizer": "adam", "target_lr": 0.002}
 @pytest.fixture(scope="module")
 def adam_run(tmp_path_factory):
     """A finished run of the same model trained with Adam, pruned at another rate: the target's own tickets."""
-    return tiny_run(tmp_path_factory.mktemp("adam_runs"), training={**TINY_RUN["training"], "optimizer": "adam",
-                                                                    "lr": 0.002}, pruning={"fraction": 0.3, "rounds": 2})
+    adam = {**TINY_RUN["training"], "optimizer": "adam", "lr": 0.002}
+    return tiny_run(tmp_path_factory.mktemp("adam_runs"), training=adam, pruning={"fraction": 0.3, "rounds": 2})
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,9 @@ def test_optimizer_transfer_is_deterministic_and_resumes_after_a_cancel(single_s
     assert [e["unit"] for e in seen if e["type"] == "unit_skipped"] == ["transfer/round_001"]
     assert sorted(e["network"] for e in seen if e["type"] == events.ROUND_STARTED) == \
         ["transfer_random_reinit", "transfer_random_ticket"]
-    strip = lambda record: {k: v for k, v in record.items() if k != "wall_seconds"}  # noqa: E731
+
+    def strip(record: dict) -> dict:
+        return {k: v for k, v in record.items() if k != "wall_seconds"}
     assert strip(resumed["transfer"][0]) == strip(first["transfer"][0])
     for kind, records in first["controls"].items():
         assert strip(resumed["controls"][kind][0]) == strip(records[0]), kind
