@@ -43,7 +43,7 @@ def model_choices() -> list[dict]:
     return [{"name": name, "description": entry.description} for name, entry in models.MODELS.items()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prunable_layer_sizes(model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int]:
     """Parameter name -> number of weights of each default-prunable layer, from shapes only."""
     names = models.prunable_parameter_names(model_name, input_shape, num_classes)

@@ -15,8 +15,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -26,8 +26,8 @@ from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun
 from frontend.records import empty_evals, empty_train_loss, store_record
-from trainer.analyses import events as analysis_events
 from trainer import events as trainer_events
+from trainer.analyses import events as analysis_events
 from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
 

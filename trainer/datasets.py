@@ -55,7 +55,7 @@ class DatasetTensors:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "DatasetTensors":
+    def to(self, device: torch.device | str) -> DatasetTensors:
         return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
                        test_x=self.test_x.to(device), test_y=self.test_y.to(device))
 

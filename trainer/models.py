@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -340,7 +340,7 @@ def parameter_count(name: str, input_shape: InputShape, num_classes: int, width:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layer_names(name: str, input_shape: InputShape, num_classes: int) -> tuple[tuple[str, ...], str]:
     with torch.device("meta"):  # shapes only: no memory, no RNG
         model = _entry(name).architecture(input_shape, num_classes)

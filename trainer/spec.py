@@ -140,13 +140,13 @@ class ExperimentSpec:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ExperimentSpec":
+    def from_dict(cls, data: Any) -> ExperimentSpec:
         spec = _build(cls, _with_paper_pruning(data), "")
         spec.validate()
         return spec
 
     @classmethod
-    def from_json(cls, text: str) -> "ExperimentSpec":
+    def from_json(cls, text: str) -> ExperimentSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:

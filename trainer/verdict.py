@@ -39,8 +39,8 @@ freedom, inverted by bisection) so the engine needs no scipy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from trainer import replicate_stats
 from trainer.events import TICKET

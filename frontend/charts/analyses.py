@@ -5,8 +5,8 @@ shows. The papers behind each study are cited in its trainer.analyses module.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import plotly.graph_objects as go
 

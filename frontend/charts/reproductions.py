@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 
 from frontend.charts.base import figure_layout, palette_color
 
+
 def reproduction_chart(chart: dict) -> go.Figure:
     """A reproduction check's chart as trainer.reproduce describes it: one line per series, its axis
     labels, a log x axis when the check asks for one. Missing points (null) stay gaps."""

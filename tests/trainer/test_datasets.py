@@ -11,13 +11,29 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainer.dataset_files import (CIFAR_NAMES, IDX_IMAGES_TEST, IDX_IMAGES_TRAIN, IDX_LABELS_TEST,
-                                         IDX_LABELS_TRAIN, IDX_NAMES, idx_bytes, write_cifar100_file,
-                                         write_cifar_dataset, write_idx_dataset)
+from tests.trainer.dataset_files import (
+    CIFAR_NAMES,
+    IDX_IMAGES_TEST,
+    IDX_IMAGES_TRAIN,
+    IDX_LABELS_TEST,
+    IDX_LABELS_TRAIN,
+    IDX_NAMES,
+    idx_bytes,
+    write_cifar100_file,
+    write_cifar_dataset,
+    write_idx_dataset,
+)
 from trainer import datasets
-from trainer.datasets import (DATASETS, DatasetError, DatasetInfo, DatasetTensors, augment_batch,
-                              default_data_dir, load_dataset, split_validation)
-
+from trainer.datasets import (
+    DATASETS,
+    DatasetError,
+    DatasetInfo,
+    DatasetTensors,
+    augment_batch,
+    default_data_dir,
+    load_dataset,
+    split_validation,
+)
 
 # ---- helpers that check what was read ---------------------------------------------------------
 

@@ -15,12 +15,22 @@ and the web app reach them through `ANALYSES` / `run_analysis`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from trainer.analyses import (connectivity, early_bird, early_phase, edge_popup, learned_supermask, masking_criteria,
-                               pruning_at_init, retraining, structured_pruning, transfer)
+from trainer.analyses import (
+    connectivity,
+    early_bird,
+    early_phase,
+    edge_popup,
+    learned_supermask,
+    masking_criteria,
+    pruning_at_init,
+    retraining,
+    structured_pruning,
+    transfer,
+)
 from trainer.analyses.common import check_rounds, make_run_info, no_summary_lines, planned_run_info, run_info
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.rundir import RunDir

@@ -27,16 +27,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from trainer import events, models
-from trainer.analyses.common import (AnalysisContext, Cancelled, adopt_old_result, check_rounds, execute,
-                                     has_batch_norm)
+from trainer.analyses.common import AnalysisContext, Cancelled, adopt_old_result, check_rounds, execute, has_batch_norm
 from trainer.analyses.params import Param
 from trainer.pruning import masks, structured
-from trainer.pruning.channels import (ChannelMask, add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix,
-                                      mask_distance, pruning_at_remaining, weight_mask_from_channels)
+from trainer.pruning.channels import (
+    ChannelMask,
+    add_bn_l1_penalty,
+    bn_producers,
+    channel_mask,
+    distance_matrix,
+    mask_distance,
+    pruning_at_remaining,
+    weight_mask_from_channels,
+)
 from trainer.pruning.masks import Mask
 from trainer.rundir import RunDir, json_safe
 from trainer.spec import SpecError

@@ -33,8 +33,7 @@ from trainer.analyses.common import (
     summary,
 )
 from trainer.analyses.params import Param
-from trainer.pruning import criteria
-from trainer.pruning import perturbations as ticket_perturbations
+from trainer.pruning import criteria, perturbations as ticket_perturbations
 from trainer.seeds import generator
 from trainer.spec import SpecError
 from trainer.steps import Step

@@ -19,10 +19,10 @@ import itertools
 from dataclasses import asdict
 
 from trainer import events
-from trainer.pruning import criteria, structured
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, json_safe, round_finished, summary)
+from trainer.analyses.common import AnalysisContext, Cancelled, execute, json_safe, round_finished, summary
 from trainer.analyses.params import Param
 from trainer.imp.variants import Variant, variant_mask
+from trainer.pruning import criteria, structured
 from trainer.seeds import generator
 from trainer.spec import SpecError
 

@@ -15,13 +15,20 @@ from pathlib import Path
 import torch
 
 from trainer import events
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    adopt_old_result,
+    execute,
+    json_safe,
+    round_finished,
+    summary,
+)
+from trainer.analyses.params import Param
 from trainer.pruning import at_init, masks
 from trainer.pruning.at_init import SYNFLOW_ITERATIONS, collapsed_layers, pruning_at_init_mask
 from trainer.rundir import RunDir
 from trainer.seeds import generator
-from trainer.analyses.common import (AnalysisContext, Cancelled, adopt_old_result, execute, json_safe, round_finished,
-                                     summary)
-from trainer.analyses.params import Param
 from trainer.spec import SpecError
 
 NAME = "pruning_at_init"

@@ -28,10 +28,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from trainer import events
-from trainer.pruning import masks
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, percent_text, round_finished, round_started,
-                                     segment_record, summary, train_networks)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+    summary,
+    train_networks,
+)
 from trainer.analyses.params import Param
+from trainer.pruning import masks
 from trainer.spec import SpecError
 from trainer.training.loop import Schedule
 

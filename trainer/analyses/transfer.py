@@ -22,10 +22,20 @@ import math
 import torch
 
 from trainer import datasets, events, models
-from trainer.pruning import masks, structured
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished, round_started,
-                                     segment_record, summary, train_networks)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_rounds,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+    summary,
+    train_networks,
+)
 from trainer.analyses.params import Param
+from trainer.pruning import masks, structured
 from trainer.rundir import RunDir, RunDirError, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError

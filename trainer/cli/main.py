@@ -14,8 +14,15 @@ from pathlib import Path
 
 from trainer import datasets, models
 from trainer.cli.analyze import add_analysis_commands, command_analyze
-from trainer.cli.display import (Parser, Progress, UsageError, default_runs_dir, percent_text, read_json_object,
-                                 summary_table)
+from trainer.cli.display import (
+    Parser,
+    Progress,
+    UsageError,
+    default_runs_dir,
+    percent_text,
+    read_json_object,
+    summary_table,
+)
 from trainer.cli.reproduce import add_reproduce_command, command_reproduce
 from trainer.imp import run_controls_on, run_experiment, train_ticket
 from trainer.rundir import RunDir, RunDirError

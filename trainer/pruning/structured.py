@@ -39,8 +39,7 @@ from torch import nn
 from trainer import models
 from trainer.pruning import rules
 from trainer.pruning.masks import Mask
-
-from trainer.spec import UNIT_NORMS as NORMS  # noqa: E402  (one list, the spec's)
+from trainer.spec import UNIT_NORMS as NORMS  # one list, the spec's
 
 
 # ---- structured masks ---------------------------------------------------------------------

@@ -14,15 +14,32 @@ for the "tiny" smoke-test budget, and for a cancelled or failed check).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from trainer import events
-from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
-                               lenet_stability,
-                               retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
-from trainer.reproduce.base import (BUDGETS, CHECK_PROGRESS, FAIL, INCONCLUSIVE, PASS, Check, CheckCancelled,
-                                    Session, check_budget)
+from trainer.reproduce import (
+    early_bird_convergence,
+    early_phase_signs,
+    edge_popup_subnetworks,
+    iterative_vs_one_shot,
+    lenet_stability,
+    retraining_modes,
+    supermask,
+    synflow_collapse,
+    tickets_vs_dense,
+)
+from trainer.reproduce.base import (
+    BUDGETS,
+    CHECK_PROGRESS,
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Check,
+    CheckCancelled,
+    Session,
+    check_budget,
+)
 from trainer.rundir import json_safe, write_json_atomically
 from trainer.spec import SpecError
 

@@ -18,8 +18,19 @@ window + 1, so a budget with fewer than 5 × (window + 1) epochs cannot show 20%
 from __future__ import annotations
 
 from trainer.analyses import early_bird
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide, full_spec,
-                                    image_dataset, points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    full_spec,
+    image_dataset,
+    points,
+)
 
 NAME = "early_bird_convergence"
 CLAIM_FRACTION = 0.2

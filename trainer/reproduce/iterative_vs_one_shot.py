@@ -18,8 +18,21 @@ from __future__ import annotations
 from trainer import replicate_stats, verdict
 from trainer.events import TICKET
 from trainer.reproduce import tickets_vs_dense
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, full_spec, missing, points, signed_points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    full_spec,
+    missing,
+    points,
+    signed_points,
+)
 
 NAME = "iterative_vs_one_shot"
 

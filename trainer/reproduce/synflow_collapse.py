@@ -24,8 +24,20 @@ from __future__ import annotations
 
 from trainer import datasets, replicate_stats
 from trainer.analyses import pruning_at_init
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing, points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+    points,
+)
 
 NAME = "synflow_collapse"
 BASELINES = ("snip", "grasp", "magnitude")

@@ -24,9 +24,21 @@ from __future__ import annotations
 
 from trainer import replicate_stats, verdict
 from trainer.events import TICKET
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing, points,
-                                    signed_points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+    points,
+    signed_points,
+)
 
 NAME = "tickets_vs_dense"
 CONTROL = "random_reinit"

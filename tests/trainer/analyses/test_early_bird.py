@@ -4,11 +4,16 @@ import torch
 
 from tests.trainer.conftest import TinyBN
 from trainer import models
-from trainer.analyses.early_bird import early_bird_index
-from trainer.analyses.early_bird import run_early_bird as run_early_bird_analysis
-from trainer.pruning.channels import (add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix, mask_distance,
-                                      weight_mask_from_channels)
+from trainer.analyses.early_bird import early_bird_index, run_early_bird as run_early_bird_analysis
 from trainer.imp import run_experiment
+from trainer.pruning.channels import (
+    add_bn_l1_penalty,
+    bn_producers,
+    channel_mask,
+    distance_matrix,
+    mask_distance,
+    weight_mask_from_channels,
+)
 from trainer.pruning.masks import MaskEnforcer
 from trainer.spec import ExperimentSpec, SpecError
 

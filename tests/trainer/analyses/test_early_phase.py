@@ -7,8 +7,7 @@ import torch
 
 from tests.trainer.conftest import collector, tiny_run
 from trainer import analyses, events
-from trainer.analyses import early_phase
-from trainer.analyses import events as aevents
+from trainer.analyses import early_phase, events as aevents
 from trainer.analyses.early_phase import run_early_phase
 from trainer.cli.main import main
 from trainer.imp import Run

@@ -9,9 +9,16 @@ from torch import nn
 from trainer import models
 from trainer.analyses import pruning_at_init as pai_analysis
 from trainer.imp import run_experiment
+from trainer.pruning.at_init import (
+    METHODS,
+    collapsed_layers,
+    grasp_scores,
+    pruning_at_init_mask,
+    remaining_count,
+    snip_scores,
+    synflow_scores,
+)
 from trainer.pruning.masks import dense_mask
-from trainer.pruning.at_init import (METHODS, collapsed_layers, grasp_scores, pruning_at_init_mask, remaining_count,
-                                     snip_scores, synflow_scores)
 from trainer.spec import ExperimentSpec, SpecError
 
 

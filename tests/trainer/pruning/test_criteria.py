@@ -7,10 +7,10 @@ import torch
 
 from tests.trainer.conftest import TINY_RUN, keeps_larger_half, tiny_run
 from trainer import models
-from trainer.pruning import criteria
-from trainer.pruning.criteria import FrozenAtInitEnforcer, criterion_scores, reinit_survivors, supermask_score
 from trainer.analyses.masking_criteria import run_masking_criteria
 from trainer.imp import Run, run_experiment
+from trainer.pruning import criteria
+from trainer.pruning.criteria import FrozenAtInitEnforcer, criterion_scores, reinit_survivors, supermask_score
 from trainer.pruning.masks import apply_mask, load_mask
 from trainer.pruning.rules import prune_by_scores
 from trainer.rundir import RunDir

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from trainer.pruning.masks import MaskEnforcer, dense_mask
-from trainer.pruning.rules import prune_by_scores, magnitude_scores
+from trainer.pruning.rules import magnitude_scores, prune_by_scores
 from trainer.spec import ExperimentSpec
 from trainer.training.loop import make_optimizer
 

@@ -10,9 +10,23 @@ import pytest
 import torch
 
 from trainer.cli.main import main
-from trainer.reproduce import (BUDGETS, CHECK_PROGRESS, CHECKS, matching_checks, result_path, run_check)
-from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
-                               lenet_stability, retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
+from trainer.reproduce import (
+    BUDGETS,
+    CHECK_PROGRESS,
+    CHECKS,
+    early_bird_convergence,
+    early_phase_signs,
+    edge_popup_subnetworks,
+    iterative_vs_one_shot,
+    lenet_stability,
+    matching_checks,
+    result_path,
+    retraining_modes,
+    run_check,
+    supermask,
+    synflow_collapse,
+    tickets_vs_dense,
+)
 from trainer.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[3]
