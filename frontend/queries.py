@@ -197,7 +197,7 @@ def layer_table(ticket_rounds: list[dict]) -> dict:
                        "total": first["total"],
                        "cells": [{"remaining": c["remaining"], "percent": 100 * c["remaining_fraction"]} if c else None
                                  for c in cells]})
-    total = [{"remaining": sum(l["remaining"] for l in row["layers"].values()),
+    total = [{"remaining": sum(layer["remaining"] for layer in row["layers"].values()),
               "percent": 100 * row["remaining_fraction"]} for row in ticket_rounds]
     return {"rounds": [row["round"] for row in ticket_rounds], "layers": layers, "total": total}
 

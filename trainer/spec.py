@@ -324,7 +324,7 @@ def _build(cls, data: Any, prefix: str):
         if key not in known:
             raise SpecError(f"{prefix}{key}", f"unknown field; known fields are {', '.join(known)}")
     values = {}
-    for name, f in known.items():
+    for name, _field in known.items():
         if name not in data:
             continue
         hint = hints[name]

@@ -17,6 +17,7 @@ The random_reinit control trains the same mask from a fresh initialisation on th
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -155,7 +156,7 @@ def _body(context: AnalysisContext, extra_datasets: dict) -> dict:
                                lambda: plan.transferred_model(theta_k), mask, data, start, total, extra))
         for kind in params["controls"]:
             control_entries[kind].append(_train(context, f"{kind}/round_{round_index:03d}", f"transfer_{kind}",
-                                                round_index, lambda: plan.fresh_model(round_index), mask, data,
+                                                round_index, functools.partial(plan.fresh_model, round_index), mask, data,
                                                 start, total, extra))
     return context.finish({
         "source": {"run_name": context.run_dir.path.name, "dataset": spec.dataset,

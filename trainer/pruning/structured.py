@@ -211,7 +211,7 @@ def _effective(liveness: Liveness, mask: Mask) -> Mask:
             & _inputs_alive_per_weight(layer)
         if layer.module.bias is not None:
             effective[f"{layer.name}.bias"] = kept(f"{layer.name}.bias", layer.outputs_alive.shape) & layer.outputs_alive
-    for name, (module, alive) in liveness.norms.items():
+    for name, (_module, alive) in liveness.norms.items():
         for parameter in ("weight", "bias"):
             effective[f"{name}.{parameter}"] = kept(f"{name}.{parameter}", alive.shape) & alive
     return effective
