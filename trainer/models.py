@@ -292,7 +292,8 @@ _register(ModelEntry(
     LeNet5, _glorot_normal, PaperPruning(_FRANKLE_CARBIN, conv_fraction=0.1, output_fraction=0.1)))
 for _name, _depth, _conv_fraction in (("conv2", 2, 0.1), ("conv4", 4, 0.1), ("conv6", 6, 0.15)):
     _register(ModelEntry(
-        _name, f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
+        _name,
+        f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
         functools.partial(ConvNet, _CONV_PLANS[_name], model_name=_name), _glorot_normal,
         PaperPruning(_FRANKLE_CARBIN, conv_fraction=_conv_fraction, output_fraction=0.1)))
 _register(ModelEntry(

@@ -12,9 +12,10 @@ def reproduction_chart(chart: dict) -> go.Figure:
     xaxis = dict(title=chart.get("x_label", ""))
     if chart.get("log_x"):
         xaxis.update(type="log", tickformat=".3~g")
-    figure = go.Figure(layout=figure_layout(chart.get("title", ""), xaxis=xaxis, yaxis=dict(title=chart.get("y_label", "")),
-                                      height=340))
+    figure = go.Figure(layout=figure_layout(chart.get("title", ""), xaxis=xaxis,
+                                            yaxis=dict(title=chart.get("y_label", "")), height=340))
     for index, series in enumerate(chart.get("series", [])):
         figure.add_trace(go.Scatter(x=series.get("x", []), y=series.get("y", []), mode="lines+markers",
-                                    name=series.get("name", f"series {index + 1}"), line=dict(color=palette_color(index))))
+                                    name=series.get("name", f"series {index + 1}"),
+                                    line=dict(color=palette_color(index))))
     return figure

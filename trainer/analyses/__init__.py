@@ -82,7 +82,8 @@ _register(Analysis(transfer.NAME, "Ticket transfer",
                    runs_with_experiment=False))  # no default target dataset
 _register(Analysis(masking_criteria.NAME, "Masking criteria and supermasks",
                    "Zhou et al. 2019: which weights to keep (large final, large init, magnitude increase, movement), "
-                   "how survivors restart, pruned weights zero or frozen at init, and the untrained masked network's accuracy.",
+                   "how survivors restart, pruned weights zero or frozen at init, "
+                   "and the untrained masked network's accuracy.",
                    masking_criteria.run_masking_criteria, masking_criteria.PARAMS, "masking_criteria_figures"))
 _register(Analysis(pruning_at_init.NAME, "Pruning at initialisation",
                    "SNIP, GraSP, SynFlow, random and magnitude masks at θ0 to the run's sparsities, then trained "

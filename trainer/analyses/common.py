@@ -130,7 +130,8 @@ class AnalysisContext:
         return result
 
     def cancelled(self) -> dict:
-        self.raw_callback(aevents.make_event(aevents.ANALYSIS_FINISHED, self.name, status="cancelled", result_path=None))
+        self.raw_callback(aevents.make_event(aevents.ANALYSIS_FINISHED, self.name, status="cancelled",
+                                             result_path=None))
         return {"schema": SCHEMA_VERSION, "analysis": self.name, "status": "cancelled",
                 "run_name": self.run_dir.path.name, "result_dir": str(self.directory), "params": self.params}
 

@@ -43,7 +43,8 @@ STABILITY_THRESHOLD = 0.02
 COPIES = ("copy_a", "copy_b")
 
 PARAMS = (
-    Param("round", "int", 0, "0 = the dense network; r > 0 = round r's ticket (its mask on θk).", minimum=0, maximum=100),
+    Param("round", "int", 0, "0 = the dense network; r > 0 = round r's ticket (its mask on θk).",
+          minimum=0, maximum=100),
     Param("rewind_steps", "step_list", (), "Rewind points k to start the two copies from, e.g. 0it,100it,1ep; "
           "empty = the run's own rewind step.", unordered=True),
     Param("points", "int", 25, "Evenly spaced interpolation points from α=0 to α=1 (both ends included).",

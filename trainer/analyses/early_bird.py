@@ -97,7 +97,8 @@ def adopt_old_layout(run_dir: RunDir) -> list[Path]:
         params = {"prune_fraction": result["prune_fraction"], "threshold": result["threshold"],
                   "window": result["window"], "bn_l1": result["bn_l1"], "train_examples": result["train_examples"],
                   "test_examples": None, "one_shot_imp": "one_shot_imp" in result}
-        finished = result["search"]["status"] == "finished" and result.get("ticket", {}).get("status", "finished") == "finished"
+        finished = (result["search"]["status"] == "finished"
+                    and result.get("ticket", {}).get("status", "finished") == "finished")
         if finished and result.get("imp") is None and "ticket" in result:
             records = run_dir.records()
             prunable = list(records[0]["layers"]) if records else []
@@ -147,7 +148,8 @@ def _nearest_imp_round(imp_run_path: Path, prunable: list[str], remaining_fracti
 
     def fraction(record):
         layers = record["layers"]
-        return sum(layers[n]["remaining"] for n in prunable if n in layers) / sum(layers[n]["total"] for n in prunable if n in layers)
+        present = [n for n in prunable if n in layers]
+        return sum(layers[n]["remaining"] for n in present) / sum(layers[n]["total"] for n in present)
 
     best = min(records, key=lambda r: abs(fraction(r) - remaining_fraction))
     return {"run_dir": str(imp_run_path), "round": best["round"], "remaining_fraction": fraction(best),
@@ -224,7 +226,8 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
         ticket = run.model_with(theta_init)
         weight_mask = weight_mask_from_channels(ticket, chosen, run.prunable)
         ticket_sparsity = sparsity_of(weight_mask)
-        remaining = ticket_sparsity["remaining_fraction"]  # effective: a pruned channel takes the next conv's inputs too
+        # effective: a pruned channel takes the next conv's inputs too
+        remaining = ticket_sparsity["remaining_fraction"]
         callback(events.make_event(events.ROUND_STARTED, TICKET_NETWORK, round=1, remaining_fraction=remaining,
                                    start_iteration=0, end_iteration=total))
         began = time.perf_counter()

@@ -66,7 +66,8 @@ PARAMS = (
 
 def run_transfer(run_path, target_dataset=None, rounds=(), output_layer="auto", output_mask="dense", controls=(),
                  validation_size=None, target_run=None, *, callback: events.Callback = events.ignore, data_dir=None,
-                 stop_requested=lambda: False, extra_datasets: dict[str, datasets.DatasetTensors] | None = None) -> dict:
+                 stop_requested=lambda: False,
+                 extra_datasets: dict[str, datasets.DatasetTensors] | None = None) -> dict:
     """Train the run's tickets on `target_dataset`; the result JSON (also in result.json).
 
     `extra_datasets` maps names to in-memory DatasetTensors usable as target_dataset besides
@@ -156,8 +157,8 @@ def _body(context: AnalysisContext, extra_datasets: dict) -> dict:
                                lambda: plan.transferred_model(theta_k), mask, data, start, total, extra))
         for kind in params["controls"]:
             control_entries[kind].append(_train(context, f"{kind}/round_{round_index:03d}", f"transfer_{kind}",
-                                                round_index, functools.partial(plan.fresh_model, round_index), mask, data,
-                                                start, total, extra))
+                                                round_index, functools.partial(plan.fresh_model, round_index), mask,
+                                                data, start, total, extra))
     return context.finish({
         "source": {"run_name": context.run_dir.path.name, "dataset": spec.dataset,
                    "num_classes": source_info.num_classes, "model": spec.model},

@@ -59,7 +59,8 @@ def unit_norms(weight: torch.Tensor, keep: torch.Tensor, norm: str = "l1") -> to
 
 
 def structured_prunable_names(model_name: str, input_shape, num_classes: int) -> list[str]:
-    """Weights whose units may be pruned: every conv/linear weight but the output layer's (its units are the classes)."""
+    """Weights whose units may be pruned: every conv/linear weight but the output layer's (its units are
+    the classes)."""
     output = models.output_parameter_name(model_name, input_shape, num_classes)
     return [name for name in models.prunable_parameter_names(model_name, input_shape, num_classes) if name != output]
 
@@ -67,7 +68,8 @@ def structured_prunable_names(model_name: str, input_shape, num_classes: int) ->
 def prune_units(mask: Mask, weights: dict[str, torch.Tensor], fraction: float, *, names=None, norm: str = "l1",
                 scope: str = "layerwise", layer_fractions: dict[str, float] | None = None) -> Mask:
     """Prune `fraction` of the surviving units of each named layer (or globally, by each unit's norm
-    relative to its layer's mean) by the norm of their surviving weights; returns a weight mask. Layers of `mask` not in `names` are copied unchanged."""
+    relative to its layer's mean) by the norm of their surviving weights; returns a weight mask. Layers of
+    `mask` not in `names` are copied unchanged."""
     names = list(mask) if names is None else list(names)
     unit_mask = {name: alive_units(mask[name]) for name in names}
     unit_scores = {name: unit_norms(weights[name], mask[name], norm) for name in names}
@@ -210,7 +212,8 @@ def _effective(liveness: Liveness, mask: Mask) -> Mask:
         effective[f"{layer.name}.weight"] = kept(f"{layer.name}.weight", weight.shape) & outputs \
             & _inputs_alive_per_weight(layer)
         if layer.module.bias is not None:
-            effective[f"{layer.name}.bias"] = kept(f"{layer.name}.bias", layer.outputs_alive.shape) & layer.outputs_alive
+            bias_kept = kept(f"{layer.name}.bias", layer.outputs_alive.shape)
+            effective[f"{layer.name}.bias"] = bias_kept & layer.outputs_alive
     for name, (_module, alive) in liveness.norms.items():
         for parameter in ("weight", "bias"):
             effective[f"{name}.{parameter}"] = kept(f"{name}.{parameter}", alive.shape) & alive

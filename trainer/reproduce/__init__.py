@@ -87,7 +87,8 @@ def run_check(name: str, runs_root: Path, *, budget: str = "small", data_dir=Non
         decision = check.judge(measurement["measured"])
         verdict, reason = decision.verdict, decision.reason
         if budget == "tiny":
-            verdict, reason = INCONCLUSIVE, f"tiny is a smoke-test budget (the rule would say {decision.verdict}: {reason})"
+            verdict = INCONCLUSIVE
+            reason = f"tiny is a smoke-test budget (the rule would say {decision.verdict}: {reason})"
         measured = {key: value for key, value in measurement["measured"].items() if not isinstance(value, (dict, list))}
         details = {key: value for key, value in measurement["measured"].items() if isinstance(value, (dict, list))}
         result.update(status="finished", verdict=verdict, reason=reason, measured=measured,

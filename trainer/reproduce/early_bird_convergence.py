@@ -77,7 +77,8 @@ def measure(session, protocol_steps: list[Step]) -> dict:
     }
     chart = {"title": "Distance between consecutive epochs' channel masks",
              "x_label": "epoch", "y_label": "normalised Hamming distance", "log_x": False,
-             "series": [{"name": "mask distance (epoch e-1 to e)", "x": epochs[1:], "y": result["consecutive_distances"]},
+             "series": [{"name": "mask distance (epoch e-1 to e)", "x": epochs[1:],
+                         "y": result["consecutive_distances"]},
                         {"name": "threshold", "x": [epochs[0], epochs[-1]] if epochs else [],
                          "y": [result["threshold"]] * 2 if epochs else []}]}
     return {"measured": measured, "chart": chart}

@@ -133,7 +133,8 @@ def test_run_early_bird_end_to_end_on_a_tiny_batch_norm_model(tmp_path, monkeypa
 
 def test_early_bird_analysis_refuses_a_model_without_batch_norm(tmp_path):
     spec = ExperimentSpec.from_dict({"dataset": "synthetic", "validation_size": 500, "device": "cpu",
-                                     "training": {"batch_size": 50, "training_steps": "10it"}, "pruning": {"rounds": 1}})
+                                     "training": {"batch_size": 50, "training_steps": "10it"},
+                                     "pruning": {"rounds": 1}})
     path = tmp_path / run_experiment(spec, tmp_path)["run_name"]
     with pytest.raises(SpecError, match="no batch norm"):
         run_early_bird_analysis(path)

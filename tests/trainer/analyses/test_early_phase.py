@@ -106,7 +106,8 @@ def test_a_shuffle_permutes_survivors_within_its_groups_only(scope, same_sign):
         for name in NAMES:
             assert torch.equal(torch.sign(state[name][mask[name]]), torch.sign(theta_k[name][mask[name]]))
     else:
-        changed_signs = sum(int((torch.sign(state[n][mask[n]]) != torch.sign(theta_k[n][mask[n]])).sum()) for n in NAMES)
+        changed_signs = sum(int((torch.sign(state[n][mask[n]]) != torch.sign(theta_k[n][mask[n]])).sum())
+                            for n in NAMES)
         assert changed_signs > 0
     assert any(not torch.equal(state[n], theta_k[n] * mask[n]) for n in NAMES)  # it did move something
     again = perturbations.shuffle(theta_k, mask, scope, same_sign, generator(3))
@@ -213,6 +214,7 @@ def test_two_runs_give_the_same_numbers_and_another_seed_another_draw(run_path, 
     first = run_early_phase(run_path, **params)
     copy = tiny_run(tmp_path)  # the same spec trained again elsewhere
     second = run_early_phase(copy, **params)
+
     def numbers(result):
         return {name: [(e["early_stop"], e["final"]) for e in entries]
                 for name, entries in result["perturbations"].items()}
@@ -227,6 +229,7 @@ def test_a_cancelled_study_resumes_and_skips_the_finished_units(run_path, monkey
     params = {"perturbations": ["init_magnitudes", "shuffle_global"], "noise_alphas": [], "rounds": [1]}
     monkeypatch.setattr(Run, "stack_size", lambda self: 1)  # one network per stack: a stop between stacks
     seen, callback = collector()
+
     def stop_after_first_network():
         return any(e["type"] == events.ROUND_FINISHED for e in seen)
 

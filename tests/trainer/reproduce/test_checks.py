@@ -154,7 +154,8 @@ def _edge_popup(narrow: tuple, wide: tuple) -> dict:
     analysis = {"subnetworks": [{"width": width, "kept_percent": k, "test_accuracy": accuracy}
                                 for width, row in ((1.0, narrow), (2.0, wide))
                                 for k, accuracy in zip(edge_popup_subnetworks.KEPT_PERCENTS, row)],
-                "dense": [{"width": 1.0, "final": {"test_accuracy": 0.89}}, {"width": 2.0, "final": {"test_accuracy": 0.9}}]}
+                "dense": [{"width": 1.0, "final": {"test_accuracy": 0.89}},
+                          {"width": 2.0, "final": {"test_accuracy": 0.9}}]}
     return edge_popup_subnetworks.measurements(results, analysis)["measured"]
 
 
@@ -234,7 +235,8 @@ def test_matching_checks_of_specs_that_match_and_that_do_not():
     assert matching_checks({**lenet, "training": {**lenet["training"], "optimizer": "sgd", "lr": 0.1}}) == []
     stability = CHECKS["lenet_stability"].protocol("small")["steps"][0]["spec"]
     assert "lenet_stability" in matching_checks(stability)
-    assert "early_bird_convergence" in matching_checks(CHECKS["early_bird_convergence"].protocol("large")["steps"][0]["spec"])
+    early_bird = CHECKS["early_bird_convergence"].protocol("large")["steps"][0]["spec"]
+    assert "early_bird_convergence" in matching_checks(early_bird)
     assert matching_checks({"model": "conv2"}) == [] and matching_checks({"model": 3}) == []
 
 
@@ -272,7 +274,8 @@ def test_cli_through_python_m_trainer(tmp_path):
         f"error: check: unknown check 'nope'; choose one of {', '.join(CHECKS)} (or 'all')"]
 
 
-@pytest.mark.parametrize("args, words", [(["nope"], "unknown check 'nope'"), (["all", "--budget", "huge"], "invalid choice"),
+@pytest.mark.parametrize("args, words", [(["nope"], "unknown check 'nope'"),
+                                         (["all", "--budget", "huge"], "invalid choice"),
                                          ([], "needs a check name")])
 def test_cli_bad_name_or_budget_is_one_line_with_exit_code_2(args, words, capsys, tmp_path):
     code, out, err = reproduce(capsys, *args, "--runs-root", str(tmp_path))
