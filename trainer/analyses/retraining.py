@@ -28,10 +28,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from trainer import events
-from trainer.pruning import masks
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, percent_text, round_finished, round_started,
-                                     segment_record, summary, train_networks)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+    summary,
+    train_networks,
+)
 from trainer.analyses.params import Param
+from trainer.pruning import masks
 from trainer.spec import SpecError
 from trainer.training.loop import Schedule
 
@@ -45,7 +54,8 @@ MASK_CHAINS = ("own", "imp_masks")
 PARAMS = (
     Param("rounds", "int_list", (), "Pruned rounds of the run to retrain; empty = every finished pruned round.",
           minimum=1, maximum=100, unordered=True),
-    Param("modes", "str_list", MODES, "Retraining modes: weight_rewinding (θk, LR schedule from k: the IMP run itself), "
+    Param("modes", "str_list", MODES,
+          "Retraining modes: weight_rewinding (θk, LR schedule from k: the IMP run itself), "
           "lr_rewinding (final weights, LR schedule replayed from k), fine_tuning (final weights, final LR); "
           "each retrains T-k iterations.", choices=MODES, unordered=True),
     Param("mask_chain", "str", "own", "'own' (Renda et al.): each mode prunes its own retrained weights round after "

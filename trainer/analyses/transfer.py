@@ -17,15 +17,26 @@ The random_reinit control trains the same mask from a fresh initialisation on th
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from trainer import datasets, events, models
-from trainer.pruning import masks, structured
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished, round_started,
-                                     segment_record, summary, train_networks)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_rounds,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+    summary,
+    train_networks,
+)
 from trainer.analyses.params import Param
+from trainer.pruning import masks, structured
 from trainer.rundir import RunDir, RunDirError, write_json_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError
@@ -55,7 +66,8 @@ PARAMS = (
 
 def run_transfer(run_path, target_dataset=None, rounds=(), output_layer="auto", output_mask="dense", controls=(),
                  validation_size=None, target_run=None, *, callback: events.Callback = events.ignore, data_dir=None,
-                 stop_requested=lambda: False, extra_datasets: dict[str, datasets.DatasetTensors] | None = None) -> dict:
+                 stop_requested=lambda: False,
+                 extra_datasets: dict[str, datasets.DatasetTensors] | None = None) -> dict:
     """Train the run's tickets on `target_dataset`; the result JSON (also in result.json).
 
     `extra_datasets` maps names to in-memory DatasetTensors usable as target_dataset besides
@@ -145,8 +157,8 @@ def _body(context: AnalysisContext, extra_datasets: dict) -> dict:
                                lambda: plan.transferred_model(theta_k), mask, data, start, total, extra))
         for kind in params["controls"]:
             control_entries[kind].append(_train(context, f"{kind}/round_{round_index:03d}", f"transfer_{kind}",
-                                                round_index, lambda: plan.fresh_model(round_index), mask, data,
-                                                start, total, extra))
+                                                round_index, functools.partial(plan.fresh_model, round_index), mask,
+                                                data, start, total, extra))
     return context.finish({
         "source": {"run_name": context.run_dir.path.name, "dataset": spec.dataset,
                    "num_classes": source_info.num_classes, "model": spec.model},
