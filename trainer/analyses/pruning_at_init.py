@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from trainer import events
+from trainer.imp.round_training import train_round
 from trainer.pruning import at_init, masks
 from trainer.pruning.at_init import SYNFLOW_ITERATIONS, collapsed_layers, pruning_at_init_mask
 from trainer.rundir import RunDir
@@ -149,7 +150,7 @@ def prune_at_init_and_train(run, method: str, target: float, round_index: int, t
                                 random_generator=generator(spec.init_seed, "pruning_at_init_random", target),
                                 scope=scope, synflow_iterations=synflow_iterations)
     scoring_seconds = time.perf_counter() - began
-    segment, record = run.train_round(round_index, network, model, mask, 0)  # the record holds the costs
+    segment, record = train_round(run, round_index, network, model, mask, 0)  # the record holds the costs
     record.update({"method": method, "scope": scope, "target_remaining_fraction": target,
                    "collapsed_layers": collapsed_layers(mask), "scoring_seconds": round(scoring_seconds, 3)})
     return segment, record, mask, model
