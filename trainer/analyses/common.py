@@ -37,7 +37,8 @@ from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write
 from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
 from trainer.steps import Step
 from trainer.training.stacked_loop import train_segments
-from trainer.training.loop import PreparedData, SegmentResult, train_segment
+from trainer.training.loop import PreparedData, train_segment
+from trainer.training.record import SegmentResult
 
 SCHEMA_VERSION = 1
 

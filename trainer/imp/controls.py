@@ -44,7 +44,8 @@ def run_controls(run, kinds: list[str], rounds: list[int]) -> str:
     share the iterations k..T."""
     todo = []
     for replicate in run.replicates:
-        finished_rounds = [r["round"] for r in replicate.run_dir.records() if r["status"] == "finished" and r["round"] > 0]
+        finished_rounds = [r["round"] for r in replicate.run_dir.records()
+                           if r["status"] == "finished" and r["round"] > 0]
         for round_index in rounds or finished_rounds:
             if round_index not in finished_rounds:
                 continue

@@ -30,7 +30,8 @@ def replicate_seeds(spec: ExperimentSpec, index: int) -> tuple[int, int]:
 
 def replicates_of(spec: ExperimentSpec, run_dir: RunDir) -> list[Replicate]:
     """The spec's replicates, replicate 0 first."""
-    return [Replicate(index, *replicate_seeds(spec, index), run_dir.replicate(index)) for index in range(spec.replicates)]
+    return [Replicate(index, *replicate_seeds(spec, index), run_dir.replicate(index))
+            for index in range(spec.replicates)]
 
 
 def finished_records(run_dir: RunDir) -> dict:

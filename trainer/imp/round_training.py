@@ -12,7 +12,8 @@ from trainer import events
 from trainer.imp.replicates import Replicate
 from trainer.pruning import masks
 from trainer.rundir import json_safe
-from trainer.training.loop import SegmentResult, train_segment
+from trainer.training.loop import train_segment
+from trainer.training.record import SegmentResult
 from trainer.training.stacked import choose_stack_size
 from trainer.training.stacked_loop import train_segments_stacked
 
