@@ -15,7 +15,7 @@ import torch
 
 from trainer import events
 from trainer.imp.replicates import Replicate
-from trainer.imp.round_training import announce_round, finish_round, round_record, stack_size, train_networks
+from trainer.imp.round_training import announce_round, finish_round, round_record, train_networks
 from trainer.pruning import masks, rules
 from trainer.seeds import derive_seed, generator
 from trainer.training.stacked import chunks
@@ -60,7 +60,7 @@ def run_controls(run, kinds: list[str], rounds: list[int]) -> str:
     for network in todo:
         by_start.setdefault(control_start(run, network[0]), []).append(network)
     for start, group in sorted(by_start.items()):
-        for part in chunks(len(group), stack_size(run)):
+        for part in chunks(len(group), run.stack_size()):
             networks = [group[index] for index in part]
             built = [control_network(run, kind, round_index, replicate) for kind, round_index, replicate in networks]
             for (kind, round_index, replicate), (_, mask) in zip(networks, built):

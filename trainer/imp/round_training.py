@@ -14,7 +14,6 @@ from trainer.pruning import masks
 from trainer.rundir import json_safe
 from trainer.training.loop import train_segment
 from trainer.training.record import SegmentResult
-from trainer.training.stacked import choose_stack_size
 from trainer.training.stacked_loop import train_segments_stacked
 
 
@@ -64,13 +63,6 @@ def train_round(run, round_index: int, network: str, model: torch.nn.Module, mas
                             round_index=round_index, network=network, callback=run.callback,
                             stop_requested=run.stop_requested, snapshot_at=snapshot_at, frozen_values=frozen_values)
     return segment, round_record(run, round_index, network, mask, start_iteration, segment)
-
-
-def stack_size(run) -> int:
-    """How many networks train together in one stack: the spec's, else chosen for the model and device."""
-    return run.spec.stack_size or choose_stack_size(
-        run.spec.model, run.data.info.input_shape, run.data.batch_size, run.device,
-        run.data.info.num_classes, run.spec.training.optimizer)
 
 
 def train_networks(run, models_to_train: list[torch.nn.Module], masks_to_use: list[masks.Mask], start_iteration: int,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from trainer import events
 from trainer.imp import variants
 from trainer.imp.replicates import Replicate
-from trainer.imp.round_training import announce_round, finish_round, round_record, stack_size, train_networks
+from trainer.imp.round_training import announce_round, finish_round, round_record, train_networks
 from trainer.pruning import masks, rules
 from trainer.rundir import save_tensor_dict_atomically
 from trainer.seeds import generator
@@ -65,7 +65,7 @@ def run_ticket_rounds(run) -> str:
                     alive = [other for other in alive if other is not replicate]
             else:
                 todo.append(replicate)
-        for part in chunks(len(todo), stack_size(run)) if todo else []:
+        for part in chunks(len(todo), run.stack_size()) if todo else []:
             statuses = train_ticket_round(run, round_index, [todo[index] for index in part])
             if "cancelled" in statuses.values():
                 return "cancelled"

@@ -27,6 +27,7 @@ from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomi
 from trainer.spec import ExperimentSpec
 from trainer.steps import Step
 from trainer.training.loop import PreparedData, prepare_data, resolve_device
+from trainer.training.stacked import choose_stack_size
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -91,6 +92,12 @@ class Run:
         unmasked fraction, effective parameters, per-layer counts and costs (structured.sparsity)."""
         info = self.data.info
         return structured.sparsity(self.spec.model, info.input_shape, info.num_classes, mask)
+
+    def stack_size(self) -> int:
+        """How many networks train together in one stack: the spec's, else chosen for the model and device."""
+        return self.spec.stack_size or choose_stack_size(
+            self.spec.model, self.data.info.input_shape, self.data.batch_size, self.device,
+            self.data.info.num_classes, self.spec.training.optimizer)
 
     # ---- results ----------------------------------------------------------------------
     def results(self, status: str) -> dict:
