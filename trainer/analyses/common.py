@@ -36,7 +36,8 @@ from trainer.pruning.channels import bn_producers
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
 from trainer.steps import Step
-from trainer.training.loop import PreparedData, SegmentResult, train_segment
+from trainer.training.loop import PreparedData, train_segment
+from trainer.training.record import SegmentResult
 from trainer.training.stacked_loop import train_segments
 
 SCHEMA_VERSION = 1

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from trainer import events
 from trainer.analyses.common import AnalysisContext, Cancelled, execute, json_safe, round_finished, summary
 from trainer.analyses.params import Param
+from trainer.imp.round_training import train_round
 from trainer.imp.variants import Variant, variant_mask
 from trainer.pruning import criteria, structured
 from trainer.seeds import generator
@@ -166,7 +167,7 @@ def train_variant_round(run, variant: Variant, round_index: int, previous_mask, 
                                          frozen_values=untrained if frozen else None)
     state = round_start_state(run, variant, round_index, mask, run.theta_rewind())
     model = run.model_with(state)
-    segment, record = run.train_round(round_index, variant.name, model, mask, run.rewind_iteration,
-                                      frozen_values=state if frozen else None)
+    segment, record = train_round(run, round_index, variant.name, model, mask, run.rewind_iteration,
+                                  frozen_values=state if frozen else None)
     record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask})  # the record holds the costs
     return segment, record, mask, model

@@ -25,6 +25,7 @@ from trainer.analyses.common import (
     summary,
 )
 from trainer.analyses.params import Param
+from trainer.imp.round_training import train_round
 from trainer.pruning import at_init, masks
 from trainer.pruning.at_init import SYNFLOW_ITERATIONS, collapsed_layers, pruning_at_init_mask
 from trainer.rundir import RunDir
@@ -159,7 +160,7 @@ def prune_at_init_and_train(run, method: str, target: float, round_index: int, t
                                 random_generator=generator(spec.init_seed, "pruning_at_init_random", target),
                                 scope=scope, synflow_iterations=synflow_iterations)
     scoring_seconds = time.perf_counter() - began
-    segment, record = run.train_round(round_index, network, model, mask, 0)  # the record holds the costs
+    segment, record = train_round(run, round_index, network, model, mask, 0)  # the record holds the costs
     record.update({"method": method, "scope": scope, "target_remaining_fraction": target,
                    "collapsed_layers": collapsed_layers(mask), "scoring_seconds": round(scoring_seconds, 3)})
     return segment, record, mask, model

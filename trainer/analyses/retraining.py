@@ -40,6 +40,7 @@ from trainer.analyses.common import (
     train_networks,
 )
 from trainer.analyses.params import Param
+from trainer.imp.rounds import next_mask
 from trainer.pruning import masks
 from trainer.spec import SpecError
 from trainer.training.loop import Schedule
@@ -143,7 +144,7 @@ def _retrain(context: AnalysisContext, mode: str, round_index: int, own_chain: b
     if own_chain:
         previous_mask, previous_state = _own_round(context, mode, round_index - 1)
         trained_from = run.theta_init() if round_index == 1 else _own_start(context, mode, round_index - 1)
-        mask = run.next_mask(previous_mask, previous_state, round_index, started_from=trained_from)
+        mask = next_mask(run, previous_mask, previous_state, round_index, started_from=trained_from)
     else:
         previous_state, mask = run_dir.final_weights(round_index - 1), run_dir.mask(round_index)
     if mode == "lr_rewinding":
