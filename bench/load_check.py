@@ -106,7 +106,8 @@ def main() -> None:
             print(f"{args.experiments} queued experiments + 1 finished (8 rounds + controls), "
                   f"{len(sockets)} websocket viewers connected; {args.requests} requests each, signed in:")
             for label, durations in timings.items():
-                print(f"  {label:<22} p50 {statistics.median(durations):6.1f} ms   p95 {percentile(durations, 0.95):6.1f} ms"
+                median, p95 = statistics.median(durations), percentile(durations, 0.95)
+                print(f"  {label:<22} p50 {median:6.1f} ms   p95 {p95:6.1f} ms"
                       f"   (target < 150 ms)")
         finally:
             for managed in reversed(processes):

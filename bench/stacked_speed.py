@@ -28,8 +28,8 @@ import torch  # noqa: E402
 from trainer import datasets, events, models  # noqa: E402
 from trainer.pruning.masks import dense_mask  # noqa: E402
 from trainer.spec import ExperimentSpec  # noqa: E402
-from trainer.training.stacked_loop import train_segments_stacked  # noqa: E402
 from trainer.training.loop import PreparedData, resolve_device, train_segment  # noqa: E402
+from trainer.training.stacked_loop import train_segments_stacked  # noqa: E402
 
 # model -> (input shape, training examples, batch size, timed iterations)
 SHAPES = {"lenet_300_100": ((1, 28, 28), 12000, 60, 200), "conv2": ((3, 32, 32), 3000, 60, 8)}

@@ -14,6 +14,7 @@ background load hits both sides of a ratio alike.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -107,8 +108,8 @@ def main() -> None:
         for optimizer in ("sgd", "adam"):
             dense, masked = median_of(
                 args.repeats,
-                lambda: training_seconds(model_name, data, iterations, 1.0, optimizer),
-                lambda: training_seconds(model_name, data, iterations, 0.2, optimizer))
+                functools.partial(training_seconds, model_name, data, iterations, 1.0, optimizer),
+                functools.partial(training_seconds, model_name, data, iterations, 0.2, optimizer))
             print(f"{model_name:<15} {optimizer:<9} {dense:8.3f} {masked:9.3f} {masked / dense:12.3f}x")
 
     print("\n2. one epoch of lenet_300_100 (55000 examples, batch 60, SGD) vs its bare matmuls")

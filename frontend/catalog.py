@@ -31,7 +31,8 @@ def check_runnable_here(spec) -> None:
     the dataset must be installed on this server and fit the spec (validation split, batch size)."""
     entry = datasets.DATASETS[spec.dataset]
     if not entry.is_installed(data_dir()):
-        raise SpecError("dataset", f"{entry.info.title} is not installed; put its files in {entry.location_hint(data_dir())}")
+        raise SpecError("dataset",
+                        f"{entry.info.title} is not installed; put its files in {entry.location_hint(data_dir())}")
     spec.check_dataset_fit()
 
 
@@ -43,7 +44,7 @@ def model_choices() -> list[dict]:
     return [{"name": name, "description": entry.description} for name, entry in models.MODELS.items()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prunable_layer_sizes(model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int]:
     """Parameter name -> number of weights of each default-prunable layer, from shapes only."""
     names = models.prunable_parameter_names(model_name, input_shape, num_classes)
@@ -60,5 +61,6 @@ def layer_sizes_by_model_and_dataset() -> dict[str, dict[str, dict[str, int]]]:
         table[model_name] = {}
         for dataset_name, entry in datasets.DATASETS.items():
             info = entry.info
-            table[model_name][dataset_name] = prunable_layer_sizes(model_name, tuple(info.input_shape), info.num_classes)
+            table[model_name][dataset_name] = prunable_layer_sizes(model_name, tuple(info.input_shape),
+                                                                   info.num_classes)
     return table

@@ -41,8 +41,9 @@ def curves_csv(experiment: Experiment) -> str:
         identity = [curve.network, curve.replicate, curve.round_index]
         evals = curve.evals or {}
         for index, iteration in enumerate(evals.get("iteration", [])):
-            yield identity + ["eval", iteration] + [evals.get(key, [None] * (index + 1))[index]
-                                                    for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")] + [None]
+            values = [evals.get(key, [None] * (index + 1))[index]
+                      for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")]
+            yield identity + ["eval", iteration] + values + [None]
         train = curve.train_loss or {}
         for iteration, loss in zip(train.get("iteration", []), train.get("loss", [])):
             yield identity + ["train", iteration, None, None, None, None, loss]

@@ -193,7 +193,8 @@ class ExperimentForm(forms.Form):
         groups = [(title, [self[form_name(name)] for name in names if name in SPEC_FIELDS])
                   for title, names in FIELD_GROUPS]
         advanced = [self[form_name(name)] for name in SPEC_FIELDS if name not in listed]
-        return groups + [("Analyses", [self["analyses"]]), ("Sharing", [self["visibility"]]), (ADVANCED_GROUP, advanced)]
+        return groups + [("Analyses", [self["analyses"]]), ("Sharing", [self["visibility"]]),
+                         (ADVANCED_GROUP, advanced)]
 
     def clean_visibility(self):
         return self.cleaned_data.get("visibility") or Experiment.Visibility.PRIVATE  # omitted: private
@@ -332,7 +333,8 @@ def experiment_run_info(experiment: Experiment) -> dict:
     what the engine would only find out in the worker is refused here, beside the parameter it names."""
     finished = experiment.round_results.filter(network=TICKET, replicate=0, status="finished")
     return make_run_info(experiment.model_name, experiment.dataset_name,
-                         finished.values_list("round_index", flat=True), (experiment.spec or {}).get("rewind_step", "0it"))
+                         finished.values_list("round_index", flat=True),
+                         (experiment.spec or {}).get("rewind_step", "0it"))
 
 
 def analysis_choices_with_experiment() -> list[tuple[str, str]]:

@@ -33,7 +33,8 @@ class Experiment(models.Model):
         LINK = "link", "public by link (anyone with the share link, no account needed)"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="experiments", help_text="null: imported or made before accounts (team-visible)")
+                              related_name="experiments",
+                              help_text="null: imported or made before accounts (team-visible)")
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
     share_token = models.CharField(max_length=64, unique=True, default=new_share_token, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -47,8 +48,8 @@ class Experiment(models.Model):
     message = models.TextField(blank=True, help_text="Why the run failed, diverged or was cancelled")
     cancel_requested = models.BooleanField(default=False)
     worker = models.CharField(max_length=200, blank=True, help_text="the Celery worker running (or last running) it")
-    heartbeat_at = models.DateTimeField(null=True, blank=True,
-                                        help_text="written every few seconds while a worker runs it (frontend.recovery)")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="written every few seconds while a worker runs it (frontend.recovery)")
     analyses = models.JSONField(default=list, blank=True,
                                 help_text="Analysis names queued with default parameters when the IMP run finishes")
 
@@ -114,7 +115,8 @@ class Curve(models.Model):
     network = models.CharField(max_length=30)
     replicate = models.PositiveSmallIntegerField(default=0)
     round_index = models.PositiveIntegerField()
-    evals = models.JSONField(default=dict, help_text="{iteration: [...], val_loss, val_accuracy, test_loss, test_accuracy}")
+    evals = models.JSONField(default=dict,
+                             help_text="{iteration: [...], val_loss, val_accuracy, test_loss, test_accuracy}")
     train_loss = models.JSONField(default=dict, help_text="{iteration: [...], loss: [...]}")
 
     class Meta:
@@ -194,8 +196,8 @@ class ReproductionRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="the Celery worker running (or last running) it")
-    heartbeat_at = models.DateTimeField(null=True, blank=True,
-                                        help_text="written every few seconds while a worker runs it (frontend.recovery)")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="written every few seconds while a worker runs it (frontend.recovery)")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -28,7 +28,8 @@ _CIFAR_SGD_TRAINING = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_d
 
 ARCHITECTURE_DEFAULTS: dict[str, dict] = {
     "lenet_300_100": {"training": {**_LENET_TRAINING, "training_steps": "50000it", "eval_interval": "1000it",
-                                   "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant", "lr_milestones": []},
+                                   "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant",
+                                   "lr_milestones": []},
                       "pruning": _paper_pruning("lenet_300_100"), "rewind_step": "0it"},
     "conv2": {"training": {"optimizer": "adam", "lr": 0.0002, "batch_size": 60, "training_steps": "20000it",
                            "eval_interval": "1000it", "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant",

@@ -15,8 +15,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -26,8 +26,8 @@ from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun
 from frontend.records import empty_evals, empty_train_loss, store_record
-from trainer.analyses import events as analysis_events
 from trainer import events as trainer_events
+from trainer.analyses import events as analysis_events
 from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
 
@@ -157,7 +157,8 @@ class ProgressRecorder:
         elif kind in (trainer_events.ROUND_FINISHED, trainer_events.ROUND_SKIPPED):
             record = self._run_dir.replicate(replicate).record(event["round"], network) if self._run_dir else None
             if record is not None:
-                store_record(self.experiment_id, {**record, "replicate": replicate})  # authoritative: replaces the live curve
+                # authoritative: replaces the live curve
+                store_record(self.experiment_id, {**record, "replicate": replicate})
             self._curves.pop((network, replicate, event["round"]), None)
             self._dirty.discard((network, replicate, event["round"]))
             experiment.trainings_done += 1
@@ -181,7 +182,8 @@ class ProgressRecorder:
         for network, replicate, round_index in self._dirty:
             curve = self._curves[(network, replicate, round_index)]
             Curve.objects.update_or_create(experiment_id=self.experiment_id, network=network, replicate=replicate,
-                                           round_index=round_index, defaults={"evals": curve["evals"], "train_loss": curve["train_loss"]})
+                                           round_index=round_index,
+                                           defaults={"evals": curve["evals"], "train_loss": curve["train_loss"]})
         self._dirty.clear()
 
 
@@ -344,7 +346,8 @@ class AnalysisProgressRecorder:
             log.exception("could not write the progress of analysis run %s", self.analysis_run_id)
 
 
-def analysis_cancel_checker(analysis_run_id: int, every_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+def analysis_cancel_checker(analysis_run_id: int, every_seconds: float = 1.0,
+                            clock: Callable[[], float] = time.monotonic):
     """stop_requested() for an analysis: asks the database at most once per `every_seconds`."""
     return _throttled_cancel_flag(AnalysisRun.objects.filter(pk=analysis_run_id, cancel_requested=True),
                                   every_seconds, clock)

@@ -18,7 +18,8 @@ BEST_TICKET_TOLERANCE = 0.01
 
 
 def round_row(result: RoundResult) -> dict:
-    return {"network": result.network, "replicate": result.replicate, "round": result.round_index, "status": result.status,
+    return {"network": result.network, "replicate": result.replicate, "round": result.round_index,
+            "status": result.status,
             "message": result.message, "remaining_fraction": result.remaining_fraction,
             "early_stop_iteration": result.early_stop_iteration,
             "early_stop_test_accuracy": result.early_stop_test_accuracy,
@@ -37,7 +38,8 @@ def best_ticket(ticket_rounds: list[dict]) -> dict | None:
     dense = next((r for r in finished if r["round"] == 0), None)
     if dense is None:
         return None
-    good = [r for r in finished if r["reported_test_accuracy"] >= dense["reported_test_accuracy"] - BEST_TICKET_TOLERANCE]
+    floor = dense["reported_test_accuracy"] - BEST_TICKET_TOLERANCE
+    good = [r for r in finished if r["reported_test_accuracy"] >= floor]
     return min(good, key=lambda r: r["remaining_fraction"])
 
 
@@ -197,7 +199,7 @@ def layer_table(ticket_rounds: list[dict]) -> dict:
                        "total": first["total"],
                        "cells": [{"remaining": c["remaining"], "percent": 100 * c["remaining_fraction"]} if c else None
                                  for c in cells]})
-    total = [{"remaining": sum(l["remaining"] for l in row["layers"].values()),
+    total = [{"remaining": sum(layer["remaining"] for layer in row["layers"].values()),
               "percent": 100 * row["remaining_fraction"]} for row in ticket_rounds]
     return {"rounds": [row["round"] for row in ticket_rounds], "layers": layers, "total": total}
 
@@ -225,7 +227,8 @@ def params_label(params: dict, defaults: dict) -> str:
         return value.rstrip("/").rsplit("/", 1)[-1] if isinstance(value, str) and "/" in value else str(value)
     # in the schema's order: PostgreSQL's jsonb does not keep the stored key order
     order = list(defaults) + [name for name in params if name not in defaults]
-    changed = [f"{name}={text(params[name])}" for name in order if name in params and defaults.get(name) != params[name]]
+    changed = [f"{name}={text(params[name])}" for name in order
+               if name in params and defaults.get(name) != params[name]]
     return "; ".join(changed) or "default parameters"
 
 

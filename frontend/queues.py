@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "celery"
 TASKS_MODULE = "frontend.tasks"
-EXPERIMENT_TASK, ANALYSIS_TASK, REPRODUCTION_TASK = "frontend.run_experiment", "frontend.run_analysis", "frontend.run_reproduction"
+EXPERIMENT_TASK = "frontend.run_experiment"
+ANALYSIS_TASK = "frontend.run_analysis"
+REPRODUCTION_TASK = "frontend.run_reproduction"
 # the task of each queued row, and the word the row's page uses when it could not be queued
 _TASK_OF_ROW = {Experiment: (EXPERIMENT_TASK, "run"), AnalysisRun: (ANALYSIS_TASK, "analysis"),
                 ReproductionRun: (REPRODUCTION_TASK, "check")}

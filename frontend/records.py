@@ -13,8 +13,7 @@ from pathlib import Path
 from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
-from trainer import events as trainer_events
-from trainer import replicate_stats
+from trainer import events as trainer_events, replicate_stats
 from trainer.analyses import stored_results
 from trainer.rundir import RunDir, json_safe
 

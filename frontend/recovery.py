@@ -118,7 +118,8 @@ def requeue_lost_reproductions() -> list[int]:
         lost_text = (f"worker {run.worker or '?'} stopped answering after {run.progress_done} of "
                      f"{run.progress_total or '?'} steps (last heartbeat {last})")
         if run.cancel_requested:
-            update = {"status": ReproductionRun.Status.CANCELLED, "finished_at": now, "message": f"cancelled; {lost_text}"}
+            update = {"status": ReproductionRun.Status.CANCELLED, "finished_at": now,
+                      "message": f"cancelled; {lost_text}"}
         else:
             update = {"status": ReproductionRun.Status.QUEUED,
                       "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')}, "

@@ -62,7 +62,8 @@ def result_view(result: dict) -> dict:
             "measured": [(str(label).replace("_", " "), _number(value))
                          for label, value in (result.get("measured") or {}).items()],
             "wall_seconds": result.get("wall_seconds"),
-            "figure_json": charts.figure_json(charts.reproduction_chart(chart)) if chart and chart.get("series") else ""}
+            "figure_json": (charts.figure_json(charts.reproduction_chart(chart))
+                            if chart and chart.get("series") else "")}
 
 
 def cards(user) -> list[dict]:
@@ -76,7 +77,8 @@ def cards(user) -> list[dict]:
             current = None  # the latest run is the one whose verdict is shown
         found.append({"check": check, "name": name, "shown": shown,
                       "result": result_view(shown.result) if shown else None, "current": current,
-                      "can_cancel": bool(current and not current.is_done and access.can_cancel_reproduction(user, current)),
+                      "can_cancel": bool(current and not current.is_done
+                                         and access.can_cancel_reproduction(user, current)),
                       "run_id": (current or shown).pk if (current or shown) else None,
                       "status": (current or shown).status if (current or shown) else ""})
     return found
@@ -102,9 +104,10 @@ def badges(spec: dict) -> list[dict]:
     if not names:
         return []
     latest: dict[str, tuple[str, str]] = {}
-    for name, budget, verdict in (ReproductionRun.objects.filter(check_name__in=names, result__isnull=False,
-                                                                 status=ReproductionRun.Status.FINISHED)
-                                  .order_by("-created_at", "-id").values_list("check_name", "budget", "result__verdict")):
+    finished = ReproductionRun.objects.filter(check_name__in=names, result__isnull=False,
+                                              status=ReproductionRun.Status.FINISHED)
+    for name, budget, verdict in (finished.order_by("-created_at", "-id")
+                                  .values_list("check_name", "budget", "result__verdict")):
         latest.setdefault(name, (budget, verdict))
     found = []
     for name in names:

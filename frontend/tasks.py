@@ -109,7 +109,8 @@ def run_analysis_task(analysis_run_id: int) -> str:
     rows = AnalysisRun.objects.filter(pk=analysis_run_id)
     run_dir = analysis_run.experiment.run_dir
     if not run_dir or not Path(run_dir).is_dir():
-        rows.update(status=AnalysisRun.Status.FAILED, message="the experiment has no run directory", finished_at=timezone.now())
+        rows.update(status=AnalysisRun.Status.FAILED, message="the experiment has no run directory",
+                    finished_at=timezone.now())
         return AnalysisRun.Status.FAILED
     if not rows.filter(status=AnalysisRun.Status.QUEUED).update(status=AnalysisRun.Status.RUNNING,
                                                                 started_at=timezone.now(), progress_text="starting"):
@@ -124,7 +125,8 @@ def run_analysis_task(analysis_run_id: int) -> str:
     except Exception as error:
         log.exception("analysis run %s failed", analysis_run_id)
         message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-        rows.update(status=AnalysisRun.Status.FAILED, message=message, finished_at=timezone.now(), progress_fraction=None)
+        rows.update(status=AnalysisRun.Status.FAILED, message=message, finished_at=timezone.now(),
+                    progress_fraction=None)
         return AnalysisRun.Status.FAILED
     if result.get("status") == "cancelled":
         rows.update(status=AnalysisRun.Status.CANCELLED, message="cancelled; finished units are kept for a rerun",

@@ -93,7 +93,8 @@ def _form_context(form: ExperimentForm) -> dict:
         "page_data": {
             # A preset sets every field; an architecture's defaults only the fields they name.
             "presets": {p.key: widget_values(p.spec().to_dict()) for p in PRESETS.values() if p.dataset in installed},
-            "architecture_defaults": {model: widget_values(defaults) for model, defaults in ARCHITECTURE_DEFAULTS.items()},
+            "architecture_defaults": {model: widget_values(defaults)
+                                      for model, defaults in ARCHITECTURE_DEFAULTS.items()},
             "layer_sizes": catalog.layer_sizes_by_model_and_dataset(),
         },
     }
@@ -138,9 +139,11 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
     return {
         "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
         "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1),
-        "no_early_stop": experiment.spec.get("validation_size") == 0, "best_ticket_label": _best_ticket_label(ticket_rounds),
+        "no_early_stop": experiment.spec.get("validation_size") == 0,
+        "best_ticket_label": _best_ticket_label(ticket_rounds),
         "verdict": verdict_table.verdict_section(all_rows, experiment.iterations_per_round),
-        "layer_table": queries.layer_table(ticket_rounds), "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
+        "layer_table": queries.layer_table(ticket_rounds),
+        "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
         "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
         "viewer": viewer, "visibility_choices": Experiment.Visibility.choices,
@@ -238,7 +241,8 @@ def export_ticket(request, experiment: Experiment, round_index: int):
     """A round's mask and θk as a file `python -m trainer retrain` trains again."""
     replicate = request.GET.get("replicate", "0")
     if not replicate.isdigit() or int(replicate) > 64:
-        return _error_page(request, 400, "Bad replicate", f"replicate must be a small whole number (got {replicate[:20]!r}).")
+        return _error_page(request, 400, "Bad replicate",
+                           f"replicate must be a small whole number (got {replicate[:20]!r}).")
     try:
         payload = ticket_payload(RunDir.open(experiment.run_dir), round_index, int(replicate))
     except (TicketError, RunDirError, OSError) as error:

@@ -46,7 +46,8 @@ PRODUCTION = _env_flag("LOTTERYWEB_PRODUCTION")
 SECRET_KEY = os.environ.get("LOTTERYWEB_SECRET_KEY") or "lotteryweb-local-development-key-change-me-when-exposed"
 if PRODUCTION and (len(SECRET_KEY) < 50 or "development" in SECRET_KEY):
     from django.core.exceptions import ImproperlyConfigured
-    raise ImproperlyConfigured("LOTTERYWEB_PRODUCTION=1 needs LOTTERYWEB_SECRET_KEY: at least 50 random characters, e.g. "
+    raise ImproperlyConfigured("LOTTERYWEB_PRODUCTION=1 needs LOTTERYWEB_SECRET_KEY: "
+                               "at least 50 random characters, e.g. "
                                "python -c 'import secrets; print(secrets.token_urlsafe(64))'")
 DEBUG = _env_flag("LOTTERYWEB_DEBUG") and not PRODUCTION
 ALLOWED_HOSTS = _env_list("LOTTERYWEB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])

@@ -29,7 +29,8 @@ def main() -> None:
         root = Path(scratch)
         env = app_environment(LOTTERYWEB_DB_PATH=str(root / "db.sqlite3"), LOTTERYWEB_CHANNEL_LAYER="memory",
                               LOTTERYWEB_LOG_LEVEL="WARNING")
-        for command in (["migrate", "--noinput"], ["ensure_user", "shot", "--password", "shot-password-1", "--superuser"],
+        for command in (["migrate", "--noinput"],
+                        ["ensure_user", "shot", "--password", "shot-password-1", "--superuser"],
                         ["import_run", str(args.run_dir.resolve())]):
             subprocess.run([sys.executable, "manage.py", *command], cwd=REPO, env=env, check=True, capture_output=True)
         port = free_port()

@@ -6,5 +6,4 @@
 from trainer.imp import run_experiment
 from trainer.spec import ExperimentSpec, PruningSpec, SpecError, TrainingSpec
 
-
 __all__ = ["ExperimentSpec", "PruningSpec", "TrainingSpec", "SpecError", "run_experiment"]

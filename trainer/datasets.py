@@ -55,7 +55,7 @@ class DatasetTensors:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "DatasetTensors":
+    def to(self, device: torch.device | str) -> DatasetTensors:
         return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
                        test_x=self.test_x.to(device), test_y=self.test_y.to(device))
 
@@ -82,7 +82,8 @@ def _normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ..
 def _check_labels(labels: np.ndarray, num_classes: int, path: Path) -> torch.Tensor:
     if labels.size and int(labels.max()) >= num_classes:
         raise DatasetError(f"The label file {path} contains the label {int(labels.max())}, "
-                           f"but this dataset has only the classes 0 to {num_classes - 1}; the file is not the right one.")
+                           f"but this dataset has only the classes 0 to {num_classes - 1}; "
+                           "the file is not the right one.")
     return torch.from_numpy(labels.astype(np.int64))
 
 
@@ -148,7 +149,8 @@ class _FileDatasetEntry(DatasetEntry):
             present = [name for name in self.file_names if self._find_file(directory, name)]
             if present:
                 missing = [name for name in self.file_names if name not in present]
-                partial = f" {directory} has only some of them: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing."
+                verb = "is" if len(missing) == 1 else "are"
+                partial = f" {directory} has only some of them: {', '.join(missing)} {verb} missing."
                 break
         searched = "" if len(candidates) == 1 else f" (also searched: {', '.join(str(d) for d in candidates[1:])})"
         advice = f" {self.install_advice}" if self.install_advice else ""
@@ -192,7 +194,8 @@ def _read_bytes(path: Path) -> bytes:
         raise DatasetError(f"The file {path} is truncated: the gzip data ends early. "
                            f"Replace it with a complete copy.") from error
     except (OSError, zlib.error) as error:
-        raise DatasetError(f"The file {path} is not valid gzip data ({error}). Replace it with a complete copy.") from error
+        raise DatasetError(f"The file {path} is not valid gzip data ({error}). "
+                           "Replace it with a complete copy.") from error
 
 
 def read_idx(path: Path, expected_dims: int) -> np.ndarray:
@@ -208,7 +211,8 @@ def read_idx(path: Path, expected_dims: int) -> np.ndarray:
                            f"0x{expected_magic:08X}; it is not the expected file.")
     header_size = 4 + 4 * expected_dims
     if len(data) < header_size:
-        raise DatasetError(f"The file {path} is truncated: its {len(data)} bytes do not hold the {header_size}-byte IDX header.")
+        raise DatasetError(f"The file {path} is truncated: its {len(data)} bytes do not hold "
+                           f"the {header_size}-byte IDX header.")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_dims))
     expected_size = header_size + int(np.prod(shape, dtype=np.int64))
     if len(data) != expected_size:
@@ -221,7 +225,8 @@ def read_idx(path: Path, expected_dims: int) -> np.ndarray:
 class IdxDatasetEntry(_FileDatasetEntry):
     """MNIST-format datasets: four IDX files, each either raw or gzipped (name + '.gz')."""
 
-    IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
     def __init__(self, info: DatasetInfo, mean: float, std: float, subdirs: tuple[str, ...],
                  system_dirs: tuple[Path, ...] = (), install_advice: str = ""):
@@ -252,7 +257,8 @@ class IdxDatasetEntry(_FileDatasetEntry):
         return x, _check_labels(labels, self.info.num_classes, labels_path)
 
     def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
-        train_x, train_y = self._load_split(files["train-images-idx3-ubyte"], files["train-labels-idx1-ubyte"], "training")
+        train_x, train_y = self._load_split(files["train-images-idx3-ubyte"], files["train-labels-idx1-ubyte"],
+                                            "training")
         test_x, test_y = self._load_split(files["t10k-images-idx3-ubyte"], files["t10k-labels-idx1-ubyte"], "test")
         return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
 
@@ -276,7 +282,8 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_cifar_batch(path: Path, label_key: str = "labels", kind: str = "CIFAR-10 batch") -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batch(path: Path, label_key: str = "labels",
+                     kind: str = "CIFAR-10 batch") -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR python batch file -> (uint8 images (N, 3, 32, 32), int64 labels (N,)). CIFAR-10's batches
     keep their labels under 'labels', CIFAR-100's files under 'fine_labels' (and 'coarse_labels')."""
     try:
@@ -371,7 +378,8 @@ class SyntheticDatasetEntry(DatasetEntry):
             for _ in range(3):
                 start, end = rng.uniform(6, 22, 2), rng.uniform(6, 22, 2)
                 direction = end - start
-                along = ((yy - start[0]) * direction[0] + (xx - start[1]) * direction[1]) / max(direction @ direction, 1e-6)
+                projection = (yy - start[0]) * direction[0] + (xx - start[1]) * direction[1]
+                along = projection / max(direction @ direction, 1e-6)
                 along = np.clip(along, 0.0, 1.0)
                 distance2 = (yy - start[0] - along * direction[0]) ** 2 + (xx - start[1] - along * direction[1]) ** 2
                 prototypes[label] = np.maximum(prototypes[label], np.exp(-distance2 / (2 * 1.5 ** 2)))
@@ -436,7 +444,8 @@ DATASETS: dict[str, DatasetEntry] = {
         train_files=("train",), test_file="test", label_key="fine_labels", archive="cifar-100-python.tar.gz"),
     "synthetic": SyntheticDatasetEntry(
         DatasetInfo("synthetic", "Synthetic strokes", (1, 28, 28), 10, 3000, 1000, False,
-                    "Small generated MNIST-shaped set of noisy, shifted stroke patterns; always available, for quick tries and tests.")),
+                    "Small generated MNIST-shaped set of noisy, shifted stroke patterns; "
+                    "always available, for quick tries and tests.")),
 }
 
 

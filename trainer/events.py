@@ -26,7 +26,8 @@ Types and their keys (besides "type", "network", "round" where it applies):
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 RUN_STARTED = "run_started"
 ROUND_STARTED = "round_started"

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -292,7 +292,8 @@ _register(ModelEntry(
     LeNet5, _glorot_normal, PaperPruning(_FRANKLE_CARBIN, conv_fraction=0.1, output_fraction=0.1)))
 for _name, _depth, _conv_fraction in (("conv2", 2, 0.1), ("conv4", 4, 0.1), ("conv6", 6, 0.15)):
     _register(ModelEntry(
-        _name, f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
+        _name,
+        f"Conv-{_depth}: {_depth} 3x3 convs with max pools, then FC 256-256 (Frankle & Carbin 2019), Glorot init",
         functools.partial(ConvNet, _CONV_PLANS[_name], model_name=_name), _glorot_normal,
         PaperPruning(_FRANKLE_CARBIN, conv_fraction=_conv_fraction, output_fraction=0.1)))
 _register(ModelEntry(
@@ -340,7 +341,7 @@ def parameter_count(name: str, input_shape: InputShape, num_classes: int, width:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layer_names(name: str, input_shape: InputShape, num_classes: int) -> tuple[tuple[str, ...], str]:
     with torch.device("meta"):  # shapes only: no memory, no RNG
         model = _entry(name).architecture(input_shape, num_classes)

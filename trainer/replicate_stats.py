@@ -7,7 +7,7 @@ leaves that replicate out of the round's statistics (the count says how many are
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from trainer.events import TICKET
 

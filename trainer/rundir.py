@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from trainer.pruning import masks
 from trainer.events import TICKET
+from trainer.pruning import masks
 from trainer.spec import ExperimentSpec, SpecError
 
 
@@ -61,7 +61,7 @@ class RunDir:
         self.spec = spec
 
     @classmethod
-    def create(cls, runs_root: Path, spec: ExperimentSpec) -> "RunDir":
+    def create(cls, runs_root: Path, spec: ExperimentSpec) -> RunDir:
         path = Path(runs_root) / spec.run_name()
         path.mkdir(parents=True, exist_ok=True)
         spec_path = path / "spec.json"
@@ -74,7 +74,7 @@ class RunDir:
         return cls(path, spec)
 
     @classmethod
-    def open(cls, path: Path) -> "RunDir":
+    def open(cls, path: Path) -> RunDir:
         path = Path(path)
         spec_path = path / "spec.json"
         if not spec_path.is_file():
@@ -85,7 +85,7 @@ class RunDir:
             raise RunDirError(f"{spec_path} is not a valid spec: {error}") from None
         return cls(path, spec)
 
-    def replicate(self, index: int) -> "RunDir":
+    def replicate(self, index: int) -> RunDir:
         """The run directory view of replicate `index` (0 is this directory itself)."""
         if index == 0:
             return self

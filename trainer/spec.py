@@ -66,8 +66,9 @@ class TrainingSpec:
     training_steps: str = _option("20ep", help="Training length per round, e.g. '50000it' or '40ep'.", step=True)
     lr_schedule: str = _option("constant", help="'constant' or 'multistep' (multiply by lr_gamma at each milestone).",
                                choices=LR_SCHEDULES)
-    lr_milestones: list[str] = _option(help="Steps where a multistep schedule multiplies the LR by lr_gamma, e.g. ['80ep', '120ep'].",
-                                       default_factory=list, step=True)
+    lr_milestones: list[str] = _option(
+        help="Steps where a multistep schedule multiplies the LR by lr_gamma, e.g. ['80ep', '120ep'].",
+        default_factory=list, step=True)
     lr_gamma: float = _option(0.1, help="LR factor at each milestone.", exclusive_minimum=0.0, maximum=1.0)
     warmup_steps: str = _option("0it", help="Linear LR warmup from 0 over this many steps.", step=True)
     eval_interval: str = _option("1ep", help="Evaluate validation and test sets every this many steps.", step=True)
@@ -78,26 +79,35 @@ class TrainingSpec:
 @dataclass
 class PruningSpec:
     strategy: str = _option("magnitude", help="'magnitude' (keep largest |w|) or 'random'.", choices=PRUNING_STRATEGIES)
-    scope: str = _option("layerwise", help="'layerwise' (each layer loses `fraction`) or 'global' (one threshold over all prunable layers).",
-                         choices=PRUNING_SCOPES)
+    scope: str = _option(
+        "layerwise",
+        help="'layerwise' (each layer loses `fraction`) or 'global' (one threshold over all prunable layers).",
+        choices=PRUNING_SCOPES)
     fraction: float = _option(0.2, help="Fraction of the surviving weights pruned per round.",
                               exclusive_minimum=0.0, exclusive_maximum=1.0)
     layer_fractions: dict[str, float] = _option(
         help="Per-layer overrides of `fraction`, e.g. {'fc3.weight': 0.1} for the output layer at half rate. "
              "Overridden layers are pruned on their own even under global scope.",
         default_factory=dict, exclusive_minimum=0.0, exclusive_maximum=1.0)
-    prunable_layers: list[str] = _option(help="Parameter names that may be pruned; empty = every conv/linear weight of the model.",
-                                         default_factory=list)
+    prunable_layers: list[str] = _option(
+        help="Parameter names that may be pruned; empty = every conv/linear weight of the model.",
+        default_factory=list)
     rounds: int = _option(10, help="Pruning rounds after the dense round 0.", minimum=1, maximum=100)
-    criterion: str = _option("large_final", help="Which survivors to keep (Zhou et al. 2019): 'large_final' |w_T| (IMP), "
-                                                  "'large_init' |w_0|, 'magnitude_increase' |w_T|-|w_0|, 'movement' |w_T-w_0|, "
-                                                  "'large_final_same_sign' |w_T| where w_T kept the sign of w_0 (sign "
-                                                  "changers go first). w_0 = the weights the pruned round started from: "
-                                                  "θ0 for round 0, θk after.", choices=MASK_CRITERIA)
-    structure: str = _option("unstructured", help="'unstructured' (single weights) or 'units' (whole neurons of fc layers and "
-                                                  "filters of conv layers, ranked by `unit_norm`; the output layer is not pruned).",
-                             choices=PRUNING_STRUCTURES)
-    unit_norm: str = _option("l1", help="Norm that ranks neurons/filters when structure is 'units'.", choices=UNIT_NORMS)
+    criterion: str = _option(
+        "large_final",
+        help="Which survivors to keep (Zhou et al. 2019): 'large_final' |w_T| (IMP), "
+             "'large_init' |w_0|, 'magnitude_increase' |w_T|-|w_0|, 'movement' |w_T-w_0|, "
+             "'large_final_same_sign' |w_T| where w_T kept the sign of w_0 (sign "
+             "changers go first). w_0 = the weights the pruned round started from: "
+             "θ0 for round 0, θk after.",
+        choices=MASK_CRITERIA)
+    structure: str = _option(
+        "unstructured",
+        help="'unstructured' (single weights) or 'units' (whole neurons of fc layers and "
+             "filters of conv layers, ranked by `unit_norm`; the output layer is not pruned).",
+        choices=PRUNING_STRUCTURES)
+    unit_norm: str = _option("l1", help="Norm that ranks neurons/filters when structure is 'units'.",
+                             choices=UNIT_NORMS)
     schedule: str = _option("iterative", help="'iterative' (prune `fraction` each round) or 'one_shot' "
                                               "(one round straight to the sparsity `rounds` iterative rounds reach).",
                             choices=PRUNING_SCHEDULES)
@@ -109,28 +119,34 @@ class ExperimentSpec:
     dataset: str = _option("fashion_mnist", help="Dataset (see `python -m trainer list`).")
     training: TrainingSpec = field(default_factory=TrainingSpec, metadata={"help": "Training hyperparameters."})
     pruning: PruningSpec = field(default_factory=PruningSpec, metadata={"help": "Pruning schedule."})
-    rewind_step: str = _option("0it", help="Rewind survivors to the weights at this step of round 0 ('0it' = θ0; >0 = late rewinding).",
-                               step=True)
+    rewind_step: str = _option(
+        "0it", help="Rewind survivors to the weights at this step of round 0 ('0it' = θ0; >0 = late rewinding).",
+        step=True)
     init_seed: int = _option(0, help="Seed of the initial weights θ0.", minimum=0, maximum=2**31 - 1)
     data_seed: int = _option(0, help="Seed of the data order (and augmentation).", minimum=0, maximum=2**31 - 1)
     validation_size: int | None = _option(None, help="Training examples held out for validation (early stopping); "
                                                      "null = 5000, or a sixth of a smaller training set.",
                                           minimum=0, maximum=1_000_000)
     device: str = _option("auto", help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
-    controls: list[str] = _option(help="Control experiments run on the finished IMP run: 'random_reinit' (the round's mask "
-                                       "on a fresh init, trained k..T like the ticket), 'random_reinit_from_scratch' (the same, "
-                                       "trained 0..T: Frankle & Carbin's control), 'random_prune' (a random mask of the "
-                                       "round's per-layer sparsity on θk).",
-                                  default_factory=list, choices=CONTROL_KINDS)
+    controls: list[str] = _option(
+        help="Control experiments run on the finished IMP run: 'random_reinit' (the round's mask "
+             "on a fresh init, trained k..T like the ticket), 'random_reinit_from_scratch' (the same, "
+             "trained 0..T: Frankle & Carbin's control), 'random_prune' (a random mask of the "
+             "round's per-layer sparsity on θk).",
+        default_factory=list, choices=CONTROL_KINDS)
     control_rounds: list[int] = _option(help="Rounds that get controls; empty = every pruned round.",
                                         default_factory=list, minimum=1, maximum=100)
-    replicates: int = _option(1, help="Independent copies of the whole experiment (ticket and controls), each with its own "
-                                      "init and data-order seeds; replicate 0 uses init_seed and data_seed. "
-                                      "Charts show their mean and min-max band. Adding replicates to a run keeps its rounds.",
-                              minimum=1, maximum=16)
-    stack_size: int | None = _option(None, help="Networks trained together in one step (replicates, controls); "
-                                                "null = chosen from the model and device (CPU: 8 for MLPs, 1 for convnets).",
-                                     minimum=1, maximum=64)
+    replicates: int = _option(
+        1,
+        help="Independent copies of the whole experiment (ticket and controls), each with its own "
+             "init and data-order seeds; replicate 0 uses init_seed and data_seed. "
+             "Charts show their mean and min-max band. Adding replicates to a run keeps its rounds.",
+        minimum=1, maximum=16)
+    stack_size: int | None = _option(
+        None,
+        help="Networks trained together in one step (replicates, controls); "
+             "null = chosen from the model and device (CPU: 8 for MLPs, 1 for convnets).",
+        minimum=1, maximum=64)
 
     # ---- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -140,17 +156,18 @@ class ExperimentSpec:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ExperimentSpec":
+    def from_dict(cls, data: Any) -> ExperimentSpec:
         spec = _build(cls, _with_paper_pruning(data), "")
         spec.validate()
         return spec
 
     @classmethod
-    def from_json(cls, text: str) -> "ExperimentSpec":
+    def from_json(cls, text: str) -> ExperimentSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise SpecError("spec", f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+            raise SpecError("spec",
+                            f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
         return cls.from_dict(data)
 
     # ---- identity ---------------------------------------------------------------------
@@ -181,18 +198,21 @@ class ExperimentSpec:
         if self.model not in models.MODELS:
             raise SpecError("model", f"unknown model {self.model!r}; choose one of {', '.join(models.MODELS)}")
         if self.dataset not in datasets.DATASETS:
-            raise SpecError("dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(datasets.DATASETS)}")
+            raise SpecError("dataset",
+                            f"unknown dataset {self.dataset!r}; choose one of {', '.join(datasets.DATASETS)}")
         if not (self.device in ("auto", "cpu", "cuda") or
                 (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise SpecError("device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         info = datasets.DATASETS[self.dataset].info
         if self.validation_size is not None and self.validation_size >= info.train_size:
-            raise SpecError("validation_size", f"must be smaller than the {info.train_size} training examples of {self.dataset}")
+            raise SpecError("validation_size",
+                            f"must be smaller than the {info.train_size} training examples of {self.dataset}")
         parameter_names = models.prunable_parameter_names(self.model, info.input_shape, info.num_classes)
         for index, name in enumerate(self.pruning.prunable_layers):
             if name not in parameter_names:
                 raise SpecError(f"pruning.prunable_layers[{index}]",
-                                f"{name!r} is not a prunable layer of {self.model}; choose from {', '.join(parameter_names)}")
+                                f"{name!r} is not a prunable layer of {self.model}; "
+                                f"choose from {', '.join(parameter_names)}")
         allowed = self.pruning.prunable_layers or parameter_names
         for name in self.pruning.layer_fractions:
             if name not in allowed:
@@ -214,7 +234,8 @@ class ExperimentSpec:
             raise SpecError("training.eval_interval", "must be at least 1 iteration")
         for index, round_number in enumerate(self.control_rounds):
             if round_number > self.rounds_total():
-                raise SpecError(f"control_rounds[{index}]", f"round {round_number} does not exist; the run has rounds 1..{self.rounds_total()}")
+                raise SpecError(f"control_rounds[{index}]",
+                                f"round {round_number} does not exist; the run has rounds 1..{self.rounds_total()}")
         # Early, with the registry's size: a form, the API and the CLI refuse it before any data is loaded.
         self.check_workload(self.iterations_per_epoch())
 
@@ -245,8 +266,9 @@ class ExperimentSpec:
         default the registry's): validation split, batch size, rewind point, warmup."""
         examples = self.training_examples(train_size)
         if examples < 1:
-            raise SpecError("validation_size", f"must be smaller than the {examples + self.resolved_validation_size(train_size)} "
-                                               f"training examples of {self.dataset}")
+            available = examples + self.resolved_validation_size(train_size)
+            raise SpecError("validation_size",
+                            f"must be smaller than the {available} training examples of {self.dataset}")
         if self.training.batch_size > examples:
             raise SpecError("training.batch_size",
                             f"larger than the {examples} training examples of {self.dataset}")
@@ -273,10 +295,12 @@ class ExperimentSpec:
         total = Step.parse(self.training.training_steps).to_iterations(iterations_per_epoch)
         rewind = Step.parse(self.rewind_step).to_iterations(iterations_per_epoch)
         if rewind >= total:
-            raise SpecError("rewind_step", f"rewind point {self.rewind_step} ({rewind} iterations) must be before the end of training ({total} iterations)")
+            raise SpecError("rewind_step", f"rewind point {self.rewind_step} ({rewind} iterations) "
+                                           f"must be before the end of training ({total} iterations)")
         warmup = Step.parse(self.training.warmup_steps).to_iterations(iterations_per_epoch)
         if warmup > total:
-            raise SpecError("training.warmup_steps", f"warmup ({warmup} iterations) is longer than training ({total} iterations)")
+            raise SpecError("training.warmup_steps",
+                            f"warmup ({warmup} iterations) is longer than training ({total} iterations)")
 
 
 def _with_paper_pruning(data: Any) -> Any:
@@ -324,7 +348,7 @@ def _build(cls, data: Any, prefix: str):
         if key not in known:
             raise SpecError(f"{prefix}{key}", f"unknown field; known fields are {', '.join(known)}")
     values = {}
-    for name, f in known.items():
+    for name, _field in known.items():
         if name not in data:
             continue
         hint = hints[name]

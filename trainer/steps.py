@@ -22,7 +22,7 @@ class Step:
     unit: str  # "it" (iterations) or "ep" (epochs)
 
     @classmethod
-    def parse(cls, text: str) -> "Step":
+    def parse(cls, text: str) -> Step:
         if not isinstance(text, str):
             raise StepFormatError(f"expected a string like '500it' or '40ep', got {text!r}")
         match = _STEP_PATTERN.match(text)

@@ -62,7 +62,8 @@ def load_ticket(path: Path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != TICKET_FORMAT:
         raise TicketError(f"{path} is not a lotteryweb ticket file")
     if payload.get("version") != TICKET_VERSION:
-        raise TicketError(f"{path} is a ticket file of version {payload.get('version')}; this trainer reads {TICKET_VERSION}")
+        raise TicketError(f"{path} is a ticket file of version {payload.get('version')}; "
+                          f"this trainer reads {TICKET_VERSION}")
     try:
         ExperimentSpec.from_dict(payload["spec"])
     except (SpecError, KeyError) as error:

@@ -39,8 +39,8 @@ freedom, inverted by bisection) so the engine needs no scipy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from trainer import replicate_stats
 from trainer.events import TICKET
@@ -183,7 +183,8 @@ def verdicts(observations: Observations, *, higher_is_better: bool = True, confi
     return {"metric": metric, "point": point, "higher_is_better": higher_is_better, "confidence": confidence,
             "test": TEST_NAME, "minimum_replicates": MINIMUM_REPLICATES,
             "tolerance": tolerance,
-            "tolerance_rule": f"max(one sample std of dense (round 0) across replicates, {TOLERANCE_FLOOR:g} = 0.5 points)",
+            "tolerance_rule": "max(one sample std of dense (round 0) across replicates, "
+                              f"{TOLERANCE_FLOOR:g} = 0.5 points)",
             "dense": mean_interval((p.value for p in dense.values()), confidence),
             "rounds": rounds}
 
@@ -277,7 +278,8 @@ def observations_from_rows(rows: Iterable[dict], total_iterations: int | None) -
         if row["status"] != "finished" or value is None or not math.isfinite(value):
             continue
         iteration = row["early_stop_iteration"] if row["early_stop_iteration"] is not None else total_iterations
-        observations.setdefault(row["network"], {}).setdefault(row["round"], {})[row["replicate"]] = Point(value, iteration)
+        by_replicate = observations.setdefault(row["network"], {}).setdefault(row["round"], {})
+        by_replicate[row["replicate"]] = Point(value, iteration)
     return observations
 
 
@@ -305,7 +307,8 @@ def summary_lines(result: dict) -> list[str]:
     """The CLI's lines: a blank line, a header that states the test and tolerance, one line per pruned round."""
     if not result["rounds"]:
         return []
-    lines = ["", f"Winning-ticket verdict ({result['test']}; {round(100 * result['confidence'])}% CI; matching = within "
+    lines = ["", f"Winning-ticket verdict ({result['test']}; {round(100 * result['confidence'])}% CI; "
+                 "matching = within "
              f"{_points(result['tolerance'])} of dense [{result['tolerance_rule']}] at no more iterations; "
              f"n >= {result['minimum_replicates']}; accuracy at {result['point']}):"]
     for row in result["rounds"]:
@@ -315,7 +318,8 @@ def summary_lines(result: dict) -> list[str]:
             parts.append(f"{100 * row['remaining_fraction']:.1f}% remaining")
         parts.append(f"ticket {_percent_interval(ticket['mean'], ticket['ci'])}")
         parts.append(f"vs dense {_signed_interval(dense['mean_difference'], dense['ci'])}")
-        parts += [f"vs {kind} {_signed_interval(c['mean_difference'], c['ci'])}" for kind, c in row["vs_controls"].items()]
+        parts += [f"vs {kind} {_signed_interval(c['mean_difference'], c['ci'])}"
+                  for kind, c in row["vs_controls"].items()]
         parts.append(f"n={dense['n']}")
         lines.append(": ".join(parts[:1]) + ": " + ", ".join(parts[1:]) + f" -> {row['verdict']} ({row['reason']})")
     return lines

@@ -10,8 +10,13 @@ from frontend.charts.analyses import analysis_figures, analysis_warnings
 from frontend.charts.base import figure_json
 from frontend.charts.masks import figures_payload, mask_figures
 from frontend.charts.reproductions import reproduction_chart
-from frontend.charts.runs import (compare_sparsity_vs_accuracy, early_stop_iterations, live_figures, sparsity_vs_accuracy,
-                                  training_curves)
+from frontend.charts.runs import (
+    compare_sparsity_vs_accuracy,
+    early_stop_iterations,
+    live_figures,
+    sparsity_vs_accuracy,
+    training_curves,
+)
 
 __all__ = ["analysis_figures", "analysis_warnings", "compare_sparsity_vs_accuracy", "early_stop_iterations",
            "figure_json", "figures_payload", "live_figures", "mask_figures", "reproduction_chart",

@@ -5,8 +5,8 @@ shows. The papers behind each study are cited in its trainer.analyses module.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import plotly.graph_objects as go
 
@@ -27,7 +27,8 @@ def _test_accuracy(record: dict | None, moment: str = "early_stop"):
 
 
 def _finished(records) -> list[dict]:
-    return [r for r in records or [] if r.get("status", "finished") == "finished" and r.get("remaining_fraction") is not None]
+    return [r for r in records or []
+            if r.get("status", "finished") == "finished" and r.get("remaining_fraction") is not None]
 
 
 def _accuracy_figure(title: str, **layout) -> go.Figure:
@@ -61,7 +62,8 @@ def retraining_figures(result: dict) -> list[dict]:
         masks = ("each mode prunes its own retrained weights round after round, so each has its own masks "
                  "(Renda et al. 2020; weight rewinding's chain is the IMP run)")
     else:
-        masks = "every mode retrains the IMP ticket's masks (not Renda et al.'s procedure, where each mode finds its own)"
+        masks = ("every mode retrains the IMP ticket's masks "
+                 "(not Renda et al.'s procedure, where each mode finds its own)")
     budget = result.get("retraining_iterations")
     return [{"id": "accuracy", "figure": figure,
              "caption": "Test accuracy at early stop against % of weights remaining, one line per retraining mode, "
@@ -129,7 +131,8 @@ def masking_criteria_figures(result: dict) -> list[dict]:
     for index, (key, entry) in enumerate((result.get("variants") or {}).items()):
         name = _variant_name(key, entry)
         _add_records(accuracy, dense + list(entry.get("rounds") or []), name, palette_color(index))
-        _add_records(supermask, dense + list(entry.get("rounds") or []), name, palette_color(index), value=_supermask_accuracy)
+        _add_records(supermask, dense + list(entry.get("rounds") or []), name, palette_color(index),
+                     value=_supermask_accuracy)
     return [
         {"id": "accuracy", "figure": accuracy,
          "caption": "Test accuracy at early stop against % of weights remaining, one line per masking variant "
@@ -167,7 +170,8 @@ def early_bird_figures(result: dict) -> list[dict]:
     matrix = result.get("distance_matrix") or []
     found = result.get("early_bird_epoch")
     heatmap = go.Figure(
-        go.Heatmap(z=matrix, x=epochs, y=epochs, zmin=0, colorscale="Viridis", colorbar=dict(title="distance", thickness=12),
+        go.Heatmap(z=matrix, x=epochs, y=epochs, zmin=0, colorscale="Viridis",
+                   colorbar=dict(title="distance", thickness=12),
                    hovertemplate="epochs %{y} and %{x}: %{z:.3f}<extra></extra>"),
         layout=figure_layout("Channel-mask distance between epochs" + (
             f": early bird at epoch {found} ({100 * result['search_fraction_at_early_bird']:.0f}% of the search)"
@@ -178,8 +182,8 @@ def early_bird_figures(result: dict) -> list[dict]:
     if found is not None:
         heatmap.add_vline(x=found, line=dict(color="#ff4136", width=2, dash="dash"))
         heatmap.add_hline(y=found, line=dict(color="#ff4136", width=2, dash="dash"))
-        heatmap.add_annotation(x=found, y=found, text=f"early bird: epoch {found}", showarrow=True, arrowcolor="#ff4136",
-                               font=dict(color="#ff4136"), bgcolor="white")
+        heatmap.add_annotation(x=found, y=found, text=f"early bird: epoch {found}", showarrow=True,
+                               arrowcolor="#ff4136", font=dict(color="#ff4136"), bgcolor="white")
     bars = []
     ticket = result.get("ticket") or {}
     if ticket.get("status") == "finished":
@@ -188,8 +192,9 @@ def early_bird_figures(result: dict) -> list[dict]:
         bars.append(("one-shot IMP ticket", result["one_shot_imp"], "#1f77b4"))
     if result.get("imp"):
         bars.append((f"IMP round {result['imp'].get('round')} (this run)", result["imp"], "#7f7f7f"))
-    comparison = go.Figure(layout=figure_layout("Early-bird ticket vs. IMP ticket", yaxis=dict(title="test accuracy (%)"),
-                                          xaxis=dict(title=""), showlegend=False))
+    comparison = go.Figure(layout=figure_layout("Early-bird ticket vs. IMP ticket",
+                                                yaxis=dict(title="test accuracy (%)"), xaxis=dict(title=""),
+                                                showlegend=False))
     comparison.add_trace(go.Bar(
         x=[f"{name}<br>{100 * record.get('remaining_fraction', 0):.3g}% of weights" for name, record, _ in bars],
         y=[_test_accuracy(record) for _, record, _ in bars], marker=dict(color=[color for *_, color in bars]),
@@ -343,7 +348,8 @@ def edge_popup_figures(result: dict) -> list[dict]:
                 x=[e["kept_percent"] for e in rows], y=[as_percent(e["test_accuracy"]) for e in rows],
                 mode="lines+markers", name=f"edge-popup, width ×{width:g}", line=dict(color=color),
                 customdata=[[e["weights_used"]] for e in rows],
-                hovertemplate=f"width ×{width:g}, k=%{{x:g}}%: %{{y:.2f}}% (%{{customdata[0]:,}} weights)<extra></extra>"))
+                hovertemplate=f"width ×{width:g}, k=%{{x:g}}%: %{{y:.2f}}% "
+                              "(%{customdata[0]:,} weights)<extra></extra>"))
         _reference_line(figure, _test_accuracy(dense.get(width), "final"), f"dense, width ×{width:g} (trained)",
                         color, "dash")
     _reference_line(figure, as_percent(result.get("chance")), "chance", "#7f7f7f", "dot")
@@ -357,7 +363,8 @@ def edge_popup_figures(result: dict) -> list[dict]:
 def learned_supermask_figures(result: dict) -> list[dict]:
     entries = [e for e in result.get("masks") or [] if (e.get("sampled") or {}).get("test_accuracy") is not None]
     labels = [f"{_label(e['weights'])}<br>{100 * e['kept_fraction_expected']:.1f}% kept" for e in entries]
-    figure = go.Figure(layout=figure_layout("Learned supermasks on frozen weights", yaxis=dict(title="test accuracy (%)"),
+    figure = go.Figure(layout=figure_layout("Learned supermasks on frozen weights",
+                                            yaxis=dict(title="test accuracy (%)"),
                                             xaxis=dict(title="frozen weights (expected % of weights kept)"),
                                             barmode="group"))
     figure.add_trace(go.Bar(
@@ -447,9 +454,9 @@ def weight_agnostic_figures(result: dict) -> list[dict]:
     _reference_line(figure, as_percent(result.get("chance")), "chance", "#7f7f7f", "dot")
     scale = "× each layer's init std " if (result.get("params") or {}).get("scale") == "init_std" else ""
     return [{"id": "accuracy", "figure": figure,
-             "caption": f"Untrained test accuracy of each round's ticket mask (solid) and a random mask of the same "
-                        f"per-layer sparsity (dotted) when every surviving weight is w {scale}with θ0's sign and biases "
-                        "are 0, against w; the legend gives the mean over w (Gaier & Ha's score)."}]
+             "caption": f"Untrained test accuracy of each round's ticket mask (solid) and a random mask of the "
+                        f"same per-layer sparsity (dotted) when every surviving weight is w {scale}with θ0's sign "
+                        "and biases are 0, against w; the legend gives the mean over w (Gaier & Ha's score)."}]
 
 
 @dataclass(frozen=True)

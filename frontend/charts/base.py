@@ -42,7 +42,9 @@ def rgba(hex_color: str | None, alpha: float) -> str:
 
 def min_max_band(x: list, bands: list[dict], fillcolor: str, name: str, meta: str, **options) -> go.Scatter:
     """A shaded area between each point's min and max (max left to right, then min back)."""
-    return go.Scatter(x=x + x[::-1], y=[as_percent(b["max"]) for b in bands] + [as_percent(b["min"]) for b in bands][::-1],
+    upper = [as_percent(b["max"]) for b in bands]
+    lower = [as_percent(b["min"]) for b in bands]
+    return go.Scatter(x=x + x[::-1], y=upper + lower[::-1],
                       mode="lines", fill="toself", fillcolor=fillcolor, line=dict(width=0), hoverinfo="skip",
                       name=name, meta=meta, **options)
 

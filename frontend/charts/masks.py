@@ -84,7 +84,8 @@ def mask_figures(masks: dict[str, torch.Tensor], round_index: int,
             found.append({"id": "mask-input-pixels", "title": "input pixels",
                           "figure": input_pixel_image(first, (height, width), round_index)})
     for index, name in enumerate(names):
-        found.append({"id": f"mask-layer-{index}", "title": name, "figure": mask_heatmap(name, masks[name], round_index)})
+        found.append({"id": f"mask-layer-{index}", "title": name,
+                      "figure": mask_heatmap(name, masks[name], round_index)})
     return found
 
 

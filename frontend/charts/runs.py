@@ -47,7 +47,8 @@ def sparsity_vs_accuracy(rounds_by_network: dict[str, list[dict]], bands: dict[s
             x=x, y=[as_percent(row["early_stop_test_accuracy"]) for row in rows], mode="lines+markers",
             name=f"{network_title(network)} (early stop)", line=dict(color=color),
             customdata=[[row["round"], row["early_stop_iteration"]] for row in rows],
-            hovertemplate="round %{customdata[0]}: %{x:.3g}% left, %{y:.2f}% at iteration %{customdata[1]}<extra></extra>"))
+            hovertemplate="round %{customdata[0]}: %{x:.3g}% left, %{y:.2f}% at iteration %{customdata[1]}"
+                          "<extra></extra>"))
         figure.add_trace(go.Scatter(
             x=x, y=[as_percent(row["final_test_accuracy"]) for row in rows], mode="lines+markers",
             name=f"{network_title(network)} (end of training)", line=dict(color=color, dash="dot"),
@@ -67,7 +68,8 @@ def _add_band(figure: go.Figure, network: str, rows: list[dict]) -> None:
                                    f"band:{network}", legendgroup=network))
     figure.add_trace(go.Scatter(
         x=x, y=[as_percent(b["mean"]) for b in early], mode="lines+markers", legendgroup=network,
-        name=f"{title} ({rows[0].get('point', 'early stop')}, mean of {count})", line=dict(color=color), meta=f"mean:{network}",
+        name=f"{title} ({rows[0].get('point', 'early stop')}, mean of {count})", line=dict(color=color),
+        meta=f"mean:{network}",
         customdata=[[row["round"], 100 * b["std"], 100 * b["min"], 100 * b["max"], b["count"]]
                     for row, b in zip(rows, early)],
         hovertemplate=("round %{customdata[0]}: %{x:.3g}% left, mean %{y:.2f}% ± %{customdata[1]:.2f} "
@@ -80,13 +82,15 @@ def _add_band(figure: go.Figure, network: str, rows: list[dict]) -> None:
 
 
 def early_stop_iterations(rounds_by_network: dict[str, list[dict]]) -> go.Figure:
-    figure = go.Figure(layout=figure_layout("Early-stopping iteration vs. sparsity", xaxis=remaining_axis(),
-                                      yaxis=dict(title="early-stop iteration (min. validation loss)", rangemode="tozero")))
+    figure = go.Figure(layout=figure_layout(
+        "Early-stopping iteration vs. sparsity", xaxis=remaining_axis(),
+        yaxis=dict(title="early-stop iteration (min. validation loss)", rangemode="tozero")))
     for network, rows in rounds_by_network.items():
         rows = [row for row in rows if row["status"] == "finished"]
         if rows:
             figure.add_trace(go.Scatter(
-                x=[as_percent(row["remaining_fraction"]) for row in rows], y=[row["early_stop_iteration"] for row in rows],
+                x=[as_percent(row["remaining_fraction"]) for row in rows],
+                y=[row["early_stop_iteration"] for row in rows],
                 mode="lines+markers", name=network_title(network), line=dict(color=NETWORK_COLORS.get(network))))
     return figure
 

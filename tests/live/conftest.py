@@ -214,7 +214,8 @@ def live_app(redis_server, live_database, tmp_path_factory):
 
     try:
         wait_until(HttpSession(app.base_url).answers, 60, "daphne to serve /login/", app.processes)
-        wait_until(lambda: b" ready." in worker.log_path.read_bytes(), 90, "the Celery worker to be ready", app.processes)
+        wait_until(lambda: b" ready." in worker.log_path.read_bytes(), 90, "the Celery worker to be ready",
+                   app.processes)
         yield app
     finally:
         for managed in reversed(app.processes):

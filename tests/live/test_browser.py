@@ -98,7 +98,8 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
                            timeout=60_000)
     # replicate 1 trains beside replicate 0 (stacked) and has its own live line
     page.wait_for_function("() => { const chart = document.getElementById('live-accuracy'); if (!chart) return true;"
-                           " const trace = chart.data.find(t => t.meta === 'ticket:1:0'); return trace && trace.x.length > 0; }",
+                           " const trace = chart.data.find(t => t.meta === 'ticket:1:0');"
+                           " return trace && trace.x.length > 0; }",
                            timeout=60_000)
     save_screenshot(page, "02_live", "live")
 
@@ -108,7 +109,8 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
     page.evaluate("() => window.lotteryLiveSocket.close()")
     page.wait_for_function("() => !document.getElementById('experiment-page') || "
                            "document.getElementById('experiment-page').dataset.connections === '2'", timeout=30_000)
-    assert page.evaluate(f"() => !document.getElementById('experiment-page') || ({LIVE_POINTS})() >= {points_before_drop}")
+    assert page.evaluate("() => !document.getElementById('experiment-page') || "
+                         f"({LIVE_POINTS})() >= {points_before_drop}")
 
     page.wait_for_selector("#result-page", timeout=180_000)
     assert page.evaluate("() => window.sameDocument === true"), "the page reloaded instead of turning into the results"
@@ -151,7 +153,8 @@ FILL_ANALYSIS_FORM = """([name, params]) => {
     }
   }
 }"""
-CHART_TRACES = "id => { const chart = document.getElementById(id); return chart && chart.data ? chart.data.length : 0; }"
+CHART_TRACES = ("id => { const chart = document.getElementById(id);"
+                " return chart && chart.data ? chart.data.length : 0; }")
 
 
 def test_every_analysis_chart_renders_in_chromium(live_app, browser, analysis_results):

@@ -129,8 +129,12 @@ def test_a_worker_killed_mid_round_loses_only_that_round(lab):
     lab.start_redis()
     first = lab.start_worker("worker_a")
     experiment_id = lab.create_experiment(SPEC % ("1500it", 4))
-    wait_until(lambda: lab.row(experiment_id)["current_round"] == 2 and lab.row(experiment_id)["current_iteration"] > 300,
-               120, "round 2 to be under way", lab.processes)
+
+    def round_2_under_way():
+        row = lab.row(experiment_id)
+        return row["current_round"] == 2 and row["current_iteration"] > 300
+
+    wait_until(round_2_under_way, 120, "round 2 to be under way", lab.processes)
     assert child_processes(first.process.pid) == [], "--pool=solo: the worker's own process runs the task"
     before = lab.row(experiment_id)
     run_dir = Path(before["run_dir"])
@@ -156,7 +160,8 @@ def test_a_worker_killed_mid_round_loses_only_that_round(lab):
         if claimed_after is not None and row["current_round"] == 2 and 0 < points < lost_points:
             training_after = time.monotonic() - killed  # a fresh live curve of round 2: training again
         time.sleep(0.05)
-    wait_until(lambda: lab.row(experiment_id)["status"] in ("finished", "failed"), 120, "the run to finish", lab.processes)
+    wait_until(lambda: lab.row(experiment_id)["status"] in ("finished", "failed"), 120, "the run to finish",
+               lab.processes)
     finished_after = time.monotonic() - killed
     after = lab.row(experiment_id)
     assert after["status"] == "finished", after["message"]
@@ -170,7 +175,8 @@ def test_a_worker_killed_mid_round_loses_only_that_round(lab):
     assert (run_dir / "rounds" / "round_002" / "record.json").stat().st_mtime > killed_wall
     results = json.loads((run_dir / "results.json").read_text())
     assert [r["round"] for r in results["rounds"]] == [0, 1, 2, 3, 4]
-    assert {len(r["curve"]["iteration"]) for r in results["rounds"]} == {len(results["rounds"][0]["curve"]["iteration"])}
+    evaluations = len(results["rounds"][0]["curve"]["iteration"])
+    assert {len(r["curve"]["iteration"]) for r in results["rounds"]} == {evaluations}
     assert set(results["rounds"][2]) == set(results["rounds"][0]), "the resumed rounds are recorded like the kept ones"
     print(f"\nkill -9 of worker_a during round 2 at iteration {lost_iterations} of 1500 (heartbeat every 0.5 s, "
           f"timeout 3 s): worker_b ready {ready_after:.1f} s after the kill, had the run {claimed_after:.1f} s after, "

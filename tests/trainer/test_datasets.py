@@ -11,13 +11,29 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainer.dataset_files import (CIFAR_NAMES, IDX_IMAGES_TEST, IDX_IMAGES_TRAIN, IDX_LABELS_TEST,
-                                         IDX_LABELS_TRAIN, IDX_NAMES, idx_bytes, write_cifar100_file,
-                                         write_cifar_dataset, write_idx_dataset)
+from tests.trainer.dataset_files import (
+    CIFAR_NAMES,
+    IDX_IMAGES_TEST,
+    IDX_IMAGES_TRAIN,
+    IDX_LABELS_TEST,
+    IDX_LABELS_TRAIN,
+    IDX_NAMES,
+    idx_bytes,
+    write_cifar100_file,
+    write_cifar_dataset,
+    write_idx_dataset,
+)
 from trainer import datasets
-from trainer.datasets import (DATASETS, DatasetError, DatasetInfo, DatasetTensors, augment_batch,
-                              default_data_dir, load_dataset, split_validation)
-
+from trainer.datasets import (
+    DATASETS,
+    DatasetError,
+    DatasetInfo,
+    DatasetTensors,
+    augment_batch,
+    default_data_dir,
+    load_dataset,
+    split_validation,
+)
 
 # ---- helpers that check what was read ---------------------------------------------------------
 
@@ -166,7 +182,8 @@ def test_damaged_idx_file_is_named_in_the_error(tmp_path, damage, target, proble
 
 @pytest.mark.parametrize("protocol, bytes_keys", [(pickle.HIGHEST_PROTOCOL, True), (2, False)])
 def test_cifar_batches_load(tmp_path, protocol, bytes_keys):
-    batches = write_cifar_dataset(tmp_path / "cifar10" / "cifar-10-batches-py", protocol=protocol, bytes_keys=bytes_keys)
+    batches = write_cifar_dataset(tmp_path / "cifar10" / "cifar-10-batches-py", protocol=protocol,
+                                  bytes_keys=bytes_keys)
     entry = DATASETS["cifar10"]
     assert entry.info.augment and entry.info.input_shape == (3, 32, 32)
     assert entry.is_installed(tmp_path)
@@ -261,7 +278,8 @@ def test_cifar100_reads_the_fine_labels(tmp_path):
     assert tensors.train_x.shape == (12, 3, 32, 32) and tensors.test_x.shape == (5, 3, 32, 32)
     assert tensors.train_y.tolist() == train_labels and tensors.test_y.tolist() == test_labels
     assert max(train_labels + test_labels) >= 20  # fine, not coarse, labels were read
-    expected = expected_normalized(test_pixels.reshape(-1, 3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    expected = expected_normalized(test_pixels.reshape(-1, 3, 32, 32), (0.5071, 0.4865, 0.4409),
+                                   (0.2673, 0.2564, 0.2762))
     torch.testing.assert_close(tensors.test_x, expected)
 
 
@@ -330,7 +348,8 @@ def test_synthetic_is_learnable_but_not_trivial():
 
 def _train_small_mlp(tensors: DatasetTensors, steps: int) -> float:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 100), torch.nn.ReLU(),
+                                torch.nn.Linear(100, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     order = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -354,7 +373,8 @@ def test_tensors_to_device_keeps_everything():
 def _indexed_tensors(count: int) -> DatasetTensors:
     info = DatasetInfo("indexed", "Indexed", (1, 1, 1), 10, count, 0, False, "")
     train_x = torch.arange(count, dtype=torch.float32).view(count, 1, 1, 1)
-    return DatasetTensors(info, train_x, torch.arange(count) % 10, torch.zeros(0, 1, 1, 1), torch.zeros(0, dtype=torch.int64))
+    return DatasetTensors(info, train_x, torch.arange(count) % 10, torch.zeros(0, 1, 1, 1),
+                          torch.zeros(0, dtype=torch.int64))
 
 
 def test_split_validation_is_fixed_disjoint_and_complete():
@@ -403,7 +423,8 @@ def test_augment_is_crop_and_flip_with_zero_padding():
     out = augment_batch(batch, torch.Generator().manual_seed(0))
 
     assert out.shape == batch.shape
-    choices = [(shift_y, shift_x, flip) for shift_y in range(-4, 5) for shift_x in range(-4, 5) for flip in (False, True)]
+    choices = [(shift_y, shift_x, flip)
+               for shift_y in range(-4, 5) for shift_x in range(-4, 5) for flip in (False, True)]
     references = torch.stack([_reference_augment(image, *choice) for choice in choices])
     seen = []
     for sample in out:

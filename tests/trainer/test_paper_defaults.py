@@ -58,7 +58,8 @@ def test_random_reinit_from_scratch_trains_zero_to_t_with_the_same_init_and_mask
     assert late["start_iteration"] == 40 and scratch["start_iteration"] == 0
     assert scratch["curve"]["iteration"][0] == 0 and scratch["end_iteration"] == late["end_iteration"] == 120
     assert scratch["layers"] == late["layers"] == results["rounds"][1]["layers"]
-    assert scratch["curve"]["test_accuracy"][0] == late["curve"]["test_accuracy"][0]  # the same fresh network at its start
+    # the same fresh network at its start
+    assert scratch["curve"]["test_accuracy"][0] == late["curve"]["test_accuracy"][0]
     assert late["curve"]["iteration"][0] == 40 and len(scratch["curve"]["iteration"]) > len(late["curve"]["iteration"])
 
 

@@ -31,7 +31,8 @@ def hash_of_non_default_fields(spec: ExperimentSpec) -> str:
 
 def test_a_criterion_run_with_late_rewinding_does_not_resume_masks_of_the_old_start_weights():
     """Round 1 of such a run once scored the dense weights against θk: it must not find that directory."""
-    late = ExperimentSpec.from_dict({"dataset": "synthetic", "rewind_step": "10it", "pruning": {"criterion": "movement"}})
+    late = ExperimentSpec.from_dict({"dataset": "synthetic", "rewind_step": "10it",
+                                     "pruning": {"criterion": "movement"}})
     assert late.run_hash() != hash_of_non_default_fields(late)
     at_theta_0 = ExperimentSpec.from_dict({"dataset": "synthetic", "pruning": {"criterion": "movement"}})
     assert at_theta_0.run_hash() == hash_of_non_default_fields(at_theta_0), "unchanged where nothing changed"
@@ -65,7 +66,8 @@ BAD_SPECS = [
     ({"pruning": {"rounds": True}}, "pruning.rounds", "expected an integer"),
     ({"pruning": {"scope": "sideways"}}, "pruning.scope", "unknown choice"),
     ({"pruning": {"strategy": "largest"}}, "pruning.strategy", "unknown choice"),
-    ({"pruning": {"layer_fractions": {"fc9.weight": 0.1}}}, "pruning.layer_fractions.fc9.weight", "not a prunable layer"),
+    ({"pruning": {"layer_fractions": {"fc9.weight": 0.1}}}, "pruning.layer_fractions.fc9.weight",
+     "not a prunable layer"),
     ({"pruning": {"layer_fractions": {"fc3.weight": 1.5}}}, "pruning.layer_fractions.fc3.weight", "less than 1"),
     ({"pruning": {"prunable_layers": ["fc1.bias"]}}, "pruning.prunable_layers[0]", "not a prunable layer"),
     ({"training": {"optimizer": "rmsprop"}}, "training.optimizer", "unknown choice"),
@@ -77,7 +79,8 @@ BAD_SPECS = [
     ({"training": {"training_steps": "forty epochs"}}, "training.training_steps", "'it' or 'ep'"),
     ({"training": {"training_steps": "0it"}}, "training.training_steps", "at least 1"),
     ({"training": {"eval_interval": "0ep"}}, "training.eval_interval", "at least 1"),
-    ({"training": {"lr_milestones": ["80ep", "40ep"], "lr_schedule": "multistep"}}, "training.lr_milestones", "increasing"),
+    ({"training": {"lr_milestones": ["80ep", "40ep"], "lr_schedule": "multistep"}}, "training.lr_milestones",
+     "increasing"),
     ({"training": {"lr_milestones": ["80ep"]}}, "training.lr_milestones", "multistep"),
     ({"training": "fast"}, "training", "expected an object"),
     ({"rewind_step": 100}, "rewind_step", "expected a string"),

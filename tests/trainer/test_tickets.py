@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from trainer.cli.main import main
-from trainer.rundir import RunDir
 from trainer.imp import train_ticket
+from trainer.rundir import RunDir
 from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload
 
 

@@ -13,10 +13,12 @@ TOTAL = 1000  # iterations per training in the made-up runs
 def record(round_index: int, replicate: int, accuracy: float | None, iteration: int = 600, early_stop: bool = True):
     """A round record as trainer.imp writes it; accuracy None is a diverged training."""
     if accuracy is None:
-        return {"round": round_index, "replicate": replicate, "status": "diverged", "remaining_fraction": 0.8 ** round_index,
+        return {"round": round_index, "replicate": replicate, "status": "diverged",
+                "remaining_fraction": 0.8 ** round_index,
                 "early_stop": {}, "final": {}}
     final = {"iteration": TOTAL, "test_accuracy": accuracy - 0.002}
-    return {"round": round_index, "replicate": replicate, "status": "finished", "remaining_fraction": 0.8 ** round_index,
+    return {"round": round_index, "replicate": replicate, "status": "finished",
+            "remaining_fraction": 0.8 ** round_index,
             "early_stop": {"iteration": iteration, "test_accuracy": accuracy} if early_stop else {},
             "final": final if early_stop else {**final, "test_accuracy": accuracy}}
 
@@ -103,7 +105,8 @@ def test_matching_without_controls_says_which_were_not_run():
     assert "cannot be winning" in row["reason"]
     no_controls = round_of(verdict.of_results(made_up_results({0: [0.90, 0.91, 0.92], 1: [0.905, 0.91, 0.925]})), 1)
     assert no_controls["verdict"] == "matching"
-    assert no_controls["notes"] == ["not compared with random_reinit (not run)", "not compared with random_prune (not run)"]
+    assert no_controls["notes"] == ["not compared with random_reinit (not run)",
+                                    "not compared with random_prune (not run)"]
 
 
 def test_matching_but_not_winning_when_a_control_is_as_good():
@@ -191,7 +194,8 @@ def test_rows_of_the_web_app_give_the_same_verdict_as_results():
     for entry in [{"rounds": results["rounds"], "controls": results["controls"]}] + results["replicates"]:
         for network, records in [("ticket", entry["rounds"])] + list(entry["controls"].items()):
             rows += [{"network": network, "replicate": r["replicate"], "round": r["round"], "status": r["status"],
-                      "remaining_fraction": r["remaining_fraction"], "early_stop_iteration": r["early_stop"]["iteration"],
+                      "remaining_fraction": r["remaining_fraction"],
+                      "early_stop_iteration": r["early_stop"]["iteration"],
                       "reported_test_accuracy": r["early_stop"]["test_accuracy"]} for r in records]
     assert verdict.of_rows(rows, TOTAL) == verdict.of_results(results)
 

@@ -35,8 +35,8 @@ def queued(monkeypatch):
 def finished_bn_experiment(db, finished_bn_run, user):
     results, run_path = finished_bn_run
     spec = results["spec"]
-    experiment = Experiment.objects.create(spec=spec, model_name=spec["model"], dataset_name=spec["dataset"], owner=user,
-                                           status=Experiment.Status.FINISHED, run_name=results["run_name"],
+    experiment = Experiment.objects.create(spec=spec, model_name=spec["model"], dataset_name=spec["dataset"],
+                                           owner=user, status=Experiment.Status.FINISHED, run_name=results["run_name"],
                                            run_dir=str(run_path), results_path=str(run_path / "results.json"))
     for record in results["rounds"]:
         records.store_record(experiment.pk, record)
@@ -184,7 +184,8 @@ def test_unknown_analysis_is_a_404_and_an_unfinished_experiment_a_409(client, fi
 def test_valid_parameters_store_and_queue_one_run_and_the_same_again_reuses_it(client, finished_experiment, queued):
     data = post_data("connectivity", {"points": "9", "rewind_steps": "50it, 0it"})
     response = client.post(f"/e/{finished_experiment.pk}/analyses/connectivity/", data)
-    assert response.status_code == 302 and response["Location"].endswith(f"/e/{finished_experiment.pk}/#analysis-connectivity")
+    assert response.status_code == 302
+    assert response["Location"].endswith(f"/e/{finished_experiment.pk}/#analysis-connectivity")
     (run,) = AnalysisRun.objects.all()
     assert run.status == "queued" and queued == [run.pk]
     assert run.params == {"round": 0, "rewind_steps": ["0it", "50it"], "points": 9, "seed": 0, "bn_batches": 20}

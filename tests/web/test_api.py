@@ -114,9 +114,11 @@ def test_metrics_and_curves_export_as_csv(client, finished_experiment):
     ticket_round_2 = next(r for r in rows if r["network"] == "ticket" and r["round"] == "2")
     stored = RoundResult.objects.get(experiment=finished_experiment, network="ticket", round_index=2)
     assert float(ticket_round_2["early_stop_test_accuracy"]) == stored.early_stop_test_accuracy
-    curves = list(csv.DictReader(io.StringIO(client.get(f"/e/{finished_experiment.pk}/export/curves.csv").content.decode())))
+    csv_text = client.get(f"/e/{finished_experiment.pk}/export/curves.csv").content.decode()
+    curves = list(csv.DictReader(io.StringIO(csv_text)))
     evals = [r for r in curves if r["network"] == "ticket" and r["round"] == "0" and r["kind"] == "eval"]
-    assert [int(r["iteration"]) for r in evals] == finished_experiment.curves.get(network="ticket", round_index=0).evals["iteration"]
+    stored_curve = finished_experiment.curves.get(network="ticket", round_index=0)
+    assert [int(r["iteration"]) for r in evals] == stored_curve.evals["iteration"]
 
 
 def test_a_ticket_downloads_as_a_file_the_trainer_loads(client, anonymous_client, finished_experiment, tmp_path):

@@ -51,7 +51,8 @@ def test_conv_mask_is_a_filter_by_input_channel_grid():
 
 
 def test_mnist_shaped_first_layer_gets_the_28x28_pixel_image():
-    masks = {"fc1.weight": torch.zeros(300, 784, dtype=torch.bool), "fc2.weight": torch.ones(100, 300, dtype=torch.bool)}
+    masks = {"fc1.weight": torch.zeros(300, 784, dtype=torch.bool),
+             "fc2.weight": torch.ones(100, 300, dtype=torch.bool)}
     masks["fc1.weight"][:5, 0] = True  # 5 weights survive from the top-left pixel
     items = charts.mask_figures(masks, 2, (1, 28, 28))
     assert [item["id"] for item in items] == ["mask-input-pixels", "mask-layer-0", "mask-layer-1"]
@@ -71,7 +72,8 @@ def test_figure_json_is_safe_inside_a_script_element():
 def test_live_figures_have_one_line_per_planned_training():
     curves = [{"network": "ticket", "round": 0, "evals": {"iteration": [0, 50], "val_accuracy": [0.1, 0.5]},
                "train_loss": {"iteration": [10], "loss": [2.0]}}]
-    figures = charts.live_figures(curves, [("ticket", 0, 0), ("ticket", 1, 0), ("ticket", 0, 1), ("random_prune", 0, 1)])
+    figures = charts.live_figures(curves, [("ticket", 0, 0), ("ticket", 1, 0), ("ticket", 0, 1),
+                                           ("random_prune", 0, 1)])
     accuracy = figures["accuracy"]
     assert [trace.meta for trace in accuracy.data] == ["ticket:0:0", "ticket:1:0", "ticket:0:1", "random_prune:0:1"]
     assert list(accuracy.data[0].y) == [10.0, 50.0] and accuracy.data[0].showlegend

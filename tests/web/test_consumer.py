@@ -40,7 +40,8 @@ def test_late_join_gets_the_snapshot_first_then_live_events(client):
     experiment = running_experiment_with_points()
 
     async def scenario():
-        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/", headers=ORIGIN + [session_cookie_header(client)])
+        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/",
+                                             headers=ORIGIN + [session_cookie_header(client)])
         connected, _ = await communicator.connect()
         assert connected
         snapshot = await communicator.receive_json_from(timeout=5)
@@ -62,7 +63,8 @@ def test_snapshot_request_resends_the_state_and_bad_json_is_answered_not_fatal(c
     experiment = running_experiment_with_points()
 
     async def scenario():
-        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/", headers=ORIGIN + [session_cookie_header(client)])
+        communicator = WebsocketCommunicator(application, f"/ws/e/{experiment.pk}/",
+                                             headers=ORIGIN + [session_cookie_header(client)])
         await communicator.connect()
         await communicator.receive_json_from(timeout=5)
         await communicator.send_to(text_data="this is not json")
@@ -77,7 +79,8 @@ def test_snapshot_request_resends_the_state_and_bad_json_is_answered_not_fatal(c
 
 def test_unknown_experiment_closes_with_not_found(client):
     async def scenario():
-        communicator = WebsocketCommunicator(application, "/ws/e/424242/", headers=ORIGIN + [session_cookie_header(client)])
+        communicator = WebsocketCommunicator(application, "/ws/e/424242/",
+                                             headers=ORIGIN + [session_cookie_header(client)])
         connected, _ = await communicator.connect()
         assert connected
         assert (await communicator.receive_json_from(timeout=5))["type"] == "error"

@@ -47,7 +47,7 @@ def program_exists(argv: list[str]) -> bool:
 
 def test_the_dockerfile_builds_from_a_cpu_base_by_default_and_copies_what_exists():
     instructions = dockerfile_instructions()
-    args = {value.split("=", 1)[0]: value.split("=", 1)[1] for kind, value in instructions if kind == "ARG" and "=" in value}
+    args = dict(value.split("=", 1) for kind, value in instructions if kind == "ARG" and "=" in value)
     assert args["BASE_IMAGE"].startswith("python:3.11"), "CPU by default"
     assert "/whl/cpu" in args["TORCH_INDEX_URL"]
     assert ("FROM", "${BASE_IMAGE}") in instructions

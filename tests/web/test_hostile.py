@@ -75,8 +75,10 @@ def test_a_good_spec_file_or_results_file_fills_in_the_form(client, finished_run
 
 
 @pytest.mark.parametrize("path", ["/e/99999999999999999999/", "/e/1/masks/99999999999/?network=<script>",
-                                  "/e/1/masks/1/?network=../../etc", "/s/%00/", "/compare/?ids=" + ",".join(["1"] * 500),
-                                  "/e/1/export/ticket/1.pt?replicate=-1", "/e/1/export/ticket/1.pt?replicate=" + "9" * 50])
+                                  "/e/1/masks/1/?network=../../etc", "/s/%00/",
+                                  "/compare/?ids=" + ",".join(["1"] * 500),
+                                  "/e/1/export/ticket/1.pt?replicate=-1",
+                                  "/e/1/export/ticket/1.pt?replicate=" + "9" * 50])
 def test_hostile_urls_are_4xx(client, finished_experiment, stored, path):
     path = path.replace("/e/1/", f"/e/{finished_experiment.pk}/")
     assert 400 <= client.get(path).status_code < 500, path

@@ -138,7 +138,8 @@ def test_running_a_check_records_its_progress_and_shows_its_verdict_and_chart(cl
     assert response.status_code == 302 and response["Location"] == "/reproductions/#check-tickets_fake"
     run = ReproductionRun.objects.get()
     assert (run.check_name, run.budget, run.status, run.requested_by) == ("tickets_fake", "tiny", "finished", user)
-    assert fake_checks["calls"] == [{"name": "tickets_fake", "budget": "tiny", "runs_root": str(settings.LOTTERYWEB_RUNS_DIR)}]
+    assert fake_checks["calls"] == [{"name": "tickets_fake", "budget": "tiny",
+                                     "runs_root": str(settings.LOTTERYWEB_RUNS_DIR)}]
     assert (run.progress_done, run.progress_total) == (2, 2)
     assert run.progress_text == "2 of 2 steps done: ticket trained"
     assert run.result["verdict"] == "PASS" and run.started_at <= run.finished_at
@@ -284,7 +285,8 @@ def test_only_whoever_queued_a_check_or_a_superuser_cancels_it(client, other_use
                                                                 django_user_model):
     run = services.request_reproduction("tickets_fake", "tiny", other_user)
     response = client.post(f"/reproductions/runs/{run.pk}/cancel/")
-    assert response.status_code == 403 and "Only whoever queued a check (or a superuser) cancels it." in text_of(response)
+    assert response.status_code == 403
+    assert "Only whoever queued a check (or a superuser) cancels it." in text_of(response)
     assert ReproductionRun.objects.get(pk=run.pk).status == "queued"
     assert f'form="cancel-{run.pk}"' not in client.get("/reproductions/").content.decode()
     admin = django_user_model.objects.create_superuser("root", password="root-password-1")
@@ -299,7 +301,8 @@ def lost_run(heartbeat_age_seconds: float, **fields) -> ReproductionRun:
     now = timezone.now()
     return ReproductionRun.objects.create(
         check_name="tickets_fake", budget="small", status="running", worker="celery@cpu-1", progress_done=3,
-        progress_total=7, started_at=now - timedelta(hours=1), heartbeat_at=now - timedelta(seconds=heartbeat_age_seconds),
+        progress_total=7, started_at=now - timedelta(hours=1),
+        heartbeat_at=now - timedelta(seconds=heartbeat_age_seconds),
         **fields)
 
 
@@ -362,7 +365,8 @@ def test_an_experiment_matching_a_check_shows_its_badge_with_the_latest_verdict(
 
 def test_the_live_page_and_a_share_link_show_the_badge_too(client, anonymous_client, user, fake_checks):
     running = experiment_row(user, status="running")
-    assert "matches the protocol of <b>Tickets beat random reinit</b>" in client.get(f"/e/{running.pk}/").content.decode()
+    running_html = client.get(f"/e/{running.pk}/").content.decode()
+    assert "matches the protocol of <b>Tickets beat random reinit</b>" in running_html
     shared = experiment_row(user, visibility=Experiment.Visibility.LINK)
     html = anonymous_client.get(f"/s/{shared.share_token}/").content.decode()
     assert "matches the protocol of <b>Tickets beat random reinit</b>" in html
@@ -407,7 +411,8 @@ def test_a_real_check_runs_through_the_task_at_the_tiny_budget(client, real_chec
     assert run.result["verdict"] == "INCONCLUSIVE" and "smoke-test" in run.result["reason"]
     assert (tmp_path / "reproduce" / "lenet_stability" / "tiny" / "result.json").is_file()
     stability = card(client.get("/reproductions/").content.decode(), "lenet_stability")
-    assert '<span class="verdict-badge verdict-inconclusive" title="latest finished run">INCONCLUSIVE</span>' in stability
+    badge = '<span class="verdict-badge verdict-inconclusive" title="latest finished run">INCONCLUSIVE</span>'
+    assert badge in stability
     figure = json.loads(re.search(r'data-figure-for="reproduction-chart-lenet_stability">(.*?)</script>', stability,
                                   re.S).group(1))
     assert figure["data"] and figure["layout"]["xaxis"]["title"]["text"] == run.result["chart"]["x_label"]

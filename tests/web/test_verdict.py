@@ -38,7 +38,9 @@ def verdict_rows(html: str) -> list[list[str]]:
     table = re.search(r'<table class="data" id="verdict-table">(.*?)</table>', html, re.S)
     assert table, "no verdict table on the page"
     rows = re.findall(r"<tr>(.*?)</tr>", table.group(1).split("<tbody>")[1], re.S)
-    return [[html_text.unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)] for row in rows]
+    return [[html_text.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
+             for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            for row in rows]
 
 
 def test_result_page_shows_the_verdict_per_round(client, user):

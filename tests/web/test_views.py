@@ -92,7 +92,8 @@ def test_live_page_of_a_queued_experiment(client, queued):
     experiment = Experiment.objects.get()
     html = client.get(f"/e/{experiment.pk}/").content.decode()
     assert 'id="progress-bar"' in html and f'data-socket-path="/ws/e/{experiment.pk}/"' in html
-    state = json.loads(re.search(r'<script id="live-state" type="application/json">(.*?)</script>', html, re.S).group(1))
+    state_json = re.search(r'<script id="live-state" type="application/json">(.*?)</script>', html, re.S).group(1)
+    state = json.loads(state_json)
     assert state["type"] == "snapshot" and state["progress"]["status"] == "queued"
     # one (still empty) line per planned training: rounds 0..2 of the ticket, rounds 1..2 of the control
     assert [trace["meta"] for trace in state["figures"]["accuracy"]["data"]] == [

@@ -15,13 +15,24 @@ and the web app reach them through `ANALYSES` / `run_analysis`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from trainer.analyses import (connectivity, early_bird, early_phase, edge_popup, learned_supermask, malach,
-                               masking_criteria, pruning_at_init, retraining, structured_pruning, transfer,
-                               weight_agnostic)
+from trainer.analyses import (
+    connectivity,
+    early_bird,
+    early_phase,
+    edge_popup,
+    learned_supermask,
+    malach,
+    masking_criteria,
+    pruning_at_init,
+    retraining,
+    structured_pruning,
+    transfer,
+    weight_agnostic,
+)
 from trainer.analyses.common import check_rounds, make_run_info, no_summary_lines, planned_run_info, run_info
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.rundir import RunDir
@@ -74,7 +85,8 @@ _register(Analysis(transfer.NAME, "Ticket transfer",
                    runs_with_experiment=False))  # no default target dataset
 _register(Analysis(masking_criteria.NAME, "Masking criteria and supermasks",
                    "Zhou et al. 2019: which weights to keep (large final, large init, magnitude increase, movement), "
-                   "how survivors restart, pruned weights zero or frozen at init, and the untrained masked network's accuracy.",
+                   "how survivors restart, pruned weights zero or frozen at init, "
+                   "and the untrained masked network's accuracy.",
                    masking_criteria.run_masking_criteria, masking_criteria.PARAMS, "masking_criteria_figures"))
 _register(Analysis(pruning_at_init.NAME, "Pruning at initialisation",
                    "SNIP, GraSP, SynFlow, random and magnitude masks at θ0 to the run's sparsities, then trained "

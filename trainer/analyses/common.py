@@ -20,24 +20,25 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from trainer.analyses import events as aevents
 from trainer import datasets, events, models
-from trainer.pruning import masks
-from trainer.pruning.channels import bn_producers
+from trainer.analyses import events as aevents
 from trainer.analyses.params import Param, params_hash, validate_params
 from trainer.imp import Run
+from trainer.pruning import masks
+from trainer.pruning.channels import bn_producers
 from trainer.rundir import RunDir, json_safe, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
 from trainer.steps import Step
+from trainer.training.loop import PreparedData, train_segment
+from trainer.training.record import SegmentResult
 from trainer.training.stacked_loop import train_segments
-from trainer.training.loop import PreparedData, SegmentResult, train_segment
 
 SCHEMA_VERSION = 1
 
@@ -130,7 +131,8 @@ class AnalysisContext:
         return result
 
     def cancelled(self) -> dict:
-        self.raw_callback(aevents.make_event(aevents.ANALYSIS_FINISHED, self.name, status="cancelled", result_path=None))
+        self.raw_callback(aevents.make_event(aevents.ANALYSIS_FINISHED, self.name, status="cancelled",
+                                             result_path=None))
         return {"schema": SCHEMA_VERSION, "analysis": self.name, "status": "cancelled",
                 "run_name": self.run_dir.path.name, "result_dir": str(self.directory), "params": self.params}
 

@@ -16,24 +16,35 @@ the run's, the run's mask (found with the run's own rewind point) is paired with
 """
 from __future__ import annotations
 
-from trainer.analyses import events as aevents
 from trainer import events
-from trainer.pruning import masks
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished, round_started,
-                                     segment_record, summary, train_networks)
+from trainer.analyses import events as aevents
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_rounds,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+    summary,
+    train_networks,
+)
 from trainer.analyses.params import Param
-from trainer.training.interpolation import batch_norm_layers, evaluate_path, evenly_spaced, statistics_batches
+from trainer.pruning import masks
 from trainer.rundir import save_tensor_dict_atomically
 from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError
 from trainer.steps import Step
+from trainer.training.interpolation import batch_norm_layers, evaluate_path, evenly_spaced, statistics_batches
 
 NAME = "connectivity"
 STABILITY_THRESHOLD = 0.02
 COPIES = ("copy_a", "copy_b")
 
 PARAMS = (
-    Param("round", "int", 0, "0 = the dense network; r > 0 = round r's ticket (its mask on θk).", minimum=0, maximum=100),
+    Param("round", "int", 0, "0 = the dense network; r > 0 = round r's ticket (its mask on θk).",
+          minimum=0, maximum=100),
     Param("rewind_steps", "step_list", (), "Rewind points k to start the two copies from, e.g. 0it,100it,1ep; "
           "empty = the run's own rewind step.", unordered=True),
     Param("points", "int", 25, "Evenly spaced interpolation points from α=0 to α=1 (both ends included).",

@@ -27,16 +27,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from trainer import events, models
-from trainer.analyses.common import (AnalysisContext, Cancelled, adopt_old_result, check_rounds, execute,
-                                     has_batch_norm)
+from trainer.analyses.common import AnalysisContext, Cancelled, adopt_old_result, check_rounds, execute, has_batch_norm
 from trainer.analyses.params import Param
 from trainer.pruning import masks, structured
-from trainer.pruning.channels import (ChannelMask, add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix,
-                                      mask_distance, pruning_at_remaining, weight_mask_from_channels)
+from trainer.pruning.channels import (
+    ChannelMask,
+    add_bn_l1_penalty,
+    bn_producers,
+    channel_mask,
+    distance_matrix,
+    mask_distance,
+    pruning_at_remaining,
+    weight_mask_from_channels,
+)
 from trainer.pruning.masks import Mask
 from trainer.rundir import RunDir, json_safe
 from trainer.spec import SpecError
@@ -90,7 +97,8 @@ def adopt_old_layout(run_dir: RunDir) -> list[Path]:
         params = {"prune_fraction": result["prune_fraction"], "threshold": result["threshold"],
                   "window": result["window"], "bn_l1": result["bn_l1"], "train_examples": result["train_examples"],
                   "test_examples": None, "one_shot_imp": "one_shot_imp" in result}
-        finished = result["search"]["status"] == "finished" and result.get("ticket", {}).get("status", "finished") == "finished"
+        finished = (result["search"]["status"] == "finished"
+                    and result.get("ticket", {}).get("status", "finished") == "finished")
         if finished and result.get("imp") is None and "ticket" in result:
             records = run_dir.records()
             prunable = list(records[0]["layers"]) if records else []
@@ -140,7 +148,8 @@ def _nearest_imp_round(imp_run_path: Path, prunable: list[str], remaining_fracti
 
     def fraction(record):
         layers = record["layers"]
-        return sum(layers[n]["remaining"] for n in prunable if n in layers) / sum(layers[n]["total"] for n in prunable if n in layers)
+        present = [n for n in prunable if n in layers]
+        return sum(layers[n]["remaining"] for n in present) / sum(layers[n]["total"] for n in present)
 
     best = min(records, key=lambda r: abs(fraction(r) - remaining_fraction))
     return {"run_dir": str(imp_run_path), "round": best["round"], "remaining_fraction": fraction(best),
@@ -217,7 +226,8 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
         ticket = run.model_with(theta_init)
         weight_mask = weight_mask_from_channels(ticket, chosen, run.prunable)
         ticket_sparsity = sparsity_of(weight_mask)
-        remaining = ticket_sparsity["remaining_fraction"]  # effective: a pruned channel takes the next conv's inputs too
+        # effective: a pruned channel takes the next conv's inputs too
+        remaining = ticket_sparsity["remaining_fraction"]
         callback(events.make_event(events.ROUND_STARTED, TICKET_NETWORK, round=1, remaining_fraction=remaining,
                                    start_iteration=0, end_iteration=total))
         began = time.perf_counter()

@@ -33,8 +33,7 @@ from trainer.analyses.common import (
     summary,
 )
 from trainer.analyses.params import Param
-from trainer.pruning import criteria
-from trainer.pruning import perturbations as ticket_perturbations
+from trainer.pruning import criteria, perturbations as ticket_perturbations
 from trainer.seeds import generator
 from trainer.spec import SpecError
 from trainer.steps import Step
@@ -139,7 +138,8 @@ def start_state(context: AnalysisContext, name: str, alpha: float | None, round_
     if name == NOISE:
         stds = criteria.layer_init_stds(run.spec.model, theta_0, mask)
         return ticket_perturbations.add_noise(theta_k, mask, alpha, stds, draws)
-    return ticket_perturbations.perturb(name, theta_k, theta_0, mask, generator=draws, flip_fraction=params["flip_fraction"])
+    return ticket_perturbations.perturb(name, theta_k, theta_0, mask, generator=draws,
+                                        flip_fraction=params["flip_fraction"])
 
 
 def _train_missing(context: AnalysisContext, todo: list[tuple], rewind: bool) -> dict[str, dict]:

@@ -26,14 +26,23 @@ import torch
 from torch import nn
 
 from trainer import events, models
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_score_training, execute, percent_text,
-                                     round_finished, round_started, run_score_study, segment_record, summary,
-                                     train_networks)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_score_training,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    run_score_study,
+    segment_record,
+    summary,
+    train_networks,
+)
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
 from trainer.seeds import derive_seed, generator
-from trainer.training.score_masks import (ScoreTraining, accuracy_with, kept_count, top_k_mask, top_k_masks,
-                                          train_scores)
+from trainer.training.score_masks import ScoreTraining, accuracy_with, kept_count, top_k_mask, top_k_masks, train_scores
 
 NAME = "edge_popup"
 WEIGHT_INITS = ("signed_kaiming_constant", "kaiming_normal")

@@ -26,8 +26,17 @@ import statistics
 import torch
 
 from trainer import events, models
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_score_training, execute, percent_text,
-                                     round_finished, round_started, run_score_study, summary)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_score_training,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    run_score_study,
+    summary,
+)
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
 from trainer.seeds import generator

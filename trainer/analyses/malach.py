@@ -39,8 +39,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer import events
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_score_training, execute, percent_text,
-                                     round_finished, round_started, run_score_study)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_score_training,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    run_score_study,
+)
 from trainer.analyses.edge_popup import WEIGHT_INITS, draw_random_weight_, initial_scores
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
@@ -48,8 +56,16 @@ from trainer.seeds import generator
 from trainer.spec import SpecError
 from trainer.steps import Step
 from trainer.training.loop import PreparedData
-from trainer.training.score_masks import (ScoreResult, ScoreTraining, TopKStraightThrough, accuracy_with, top_k_mask,
-                                          top_k_masks, train_scores, train_weights)
+from trainer.training.score_masks import (
+    ScoreResult,
+    ScoreTraining,
+    TopKStraightThrough,
+    accuracy_with,
+    top_k_mask,
+    top_k_masks,
+    train_scores,
+    train_weights,
+)
 
 NAME = "malach"
 TWO_LAYER_MODELS = ("neuron_subnetwork", "random_features", "weight_subnetwork")

@@ -19,10 +19,11 @@ import itertools
 from dataclasses import asdict
 
 from trainer import events
-from trainer.pruning import criteria, structured
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, json_safe, round_finished, summary)
+from trainer.analyses.common import AnalysisContext, Cancelled, execute, json_safe, round_finished, summary
 from trainer.analyses.params import Param
+from trainer.imp.round_training import train_round
 from trainer.imp.variants import Variant, variant_mask
+from trainer.pruning import criteria, structured
 from trainer.seeds import generator
 from trainer.spec import SpecError
 
@@ -37,8 +38,8 @@ PARAMS = (
     Param("reinits", "str_list", ("rewind",), "Survivor re-initialisations: rewind (θk), sign_kept_constant "
           "(sign(w0)·σ of the layer's init), reshuffled (survivor values permuted within the layer).",
           choices=criteria.REINITS, unordered=True),
-    Param("masked_weights", "str_list", ("zero",), "What pruned weights hold: zero, or frozen_init (their start values, "
-          "θk; in the supermask score, θ0).",
+    Param("masked_weights", "str_list", ("zero",),
+          "What pruned weights hold: zero, or frozen_init (their start values, θk; in the supermask score, θ0).",
           choices=criteria.MASKED_WEIGHTS, unordered=True),
     Param("rounds", "int", None, "Pruned rounds per chain; default: the run's.", minimum=1, maximum=100, optional=True),
 )
@@ -106,7 +107,8 @@ def _chain(context: AnalysisContext, variant: Variant, rounds: int) -> list[dict
             previous_unit = _unit(variant, round_index - 1)
             previous_mask, trained = context.unit_mask(previous_unit), context.unit_state(previous_unit)
         trained_from = round_started_from(run, variant, round_index - 1, previous_mask)
-        segment, record, mask, model = train_variant_round(run, variant, round_index, previous_mask, trained, trained_from)
+        segment, record, mask, model = train_variant_round(run, variant, round_index, previous_mask, trained,
+                                                           trained_from)
         if segment.status == "cancelled":
             raise Cancelled()
         record = json_safe(record)
@@ -165,7 +167,7 @@ def train_variant_round(run, variant: Variant, round_index: int, previous_mask, 
                                          frozen_values=untrained if frozen else None)
     state = round_start_state(run, variant, round_index, mask, run.theta_rewind())
     model = run.model_with(state)
-    segment, record = run.train_round(round_index, variant.name, model, mask, run.rewind_iteration,
-                                      frozen_values=state if frozen else None)
+    segment, record = train_round(run, round_index, variant.name, model, mask, run.rewind_iteration,
+                                  frozen_values=state if frozen else None)
     record.update({"variant": asdict(variant), "supermask_test_accuracy": supermask})  # the record holds the costs
     return segment, record, mask, model

@@ -15,13 +15,21 @@ from pathlib import Path
 import torch
 
 from trainer import events
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    adopt_old_result,
+    execute,
+    json_safe,
+    round_finished,
+    summary,
+)
+from trainer.analyses.params import Param
+from trainer.imp.round_training import train_round
 from trainer.pruning import at_init, masks
 from trainer.pruning.at_init import SYNFLOW_ITERATIONS, collapsed_layers, pruning_at_init_mask
 from trainer.rundir import RunDir
 from trainer.seeds import generator
-from trainer.analyses.common import (AnalysisContext, Cancelled, adopt_old_result, execute, json_safe, round_finished,
-                                     summary)
-from trainer.analyses.params import Param
 from trainer.spec import SpecError
 
 NAME = "pruning_at_init"
@@ -32,7 +40,8 @@ RESULTS_VERSION = 2
 PARAMS = (
     Param("methods", "str_list", at_init.METHODS, "snip |g⊙w|, grasp (Hg)⊙w, synflow (iterative, data-free), "
           "random, magnitude |w0|.", choices=at_init.METHODS, unordered=True),
-    Param("rounds", "int_list", (), "IMP rounds whose remaining fraction is a target; empty = every finished pruned round.",
+    Param("rounds", "int_list", (),
+          "IMP rounds whose remaining fraction is a target; empty = every finished pruned round.",
           minimum=1, maximum=100, unordered=True),
     Param("scope", "str", "global", "'global' (one ranking over all prunable layers, as in the paper) or 'layerwise'.",
           choices=("global", "layerwise")),
@@ -77,11 +86,13 @@ def adopt_old_layout(run_dir: RunDir) -> list[Path]:
             by_scope.setdefault(record["scope"], {}).setdefault(record["method"], []).append(
                 {**record, "imp_round": rounds[0]})
         else:
-            unmatched.setdefault(record["scope"], []).append({"method": record["method"], "target_remaining_fraction": target})
+            unmatched.setdefault(record["scope"], []).append({"method": record["method"],
+                                                              "target_remaining_fraction": target})
     adopted = []
     scopes = sorted(set(by_scope) | set(unmatched)) or ["global"]
     for scope in scopes:
-        methods = {m: sorted(entries, key=lambda e: e["imp_round"]) for m, entries in sorted(by_scope.get(scope, {}).items())}
+        methods = {m: sorted(entries, key=lambda e: e["imp_round"])
+                   for m, entries in sorted(by_scope.get(scope, {}).items())}
         rounds = sorted({e["imp_round"] for entries in methods.values() for e in entries})
         params = {"methods": list(methods) or list(at_init.METHODS), "rounds": rounds, "scope": scope}
         result = {"rounds": rounds, "scope": scope, "methods": methods, "imp": [summary(imp[r]) for r in sorted(imp)],
@@ -149,7 +160,7 @@ def prune_at_init_and_train(run, method: str, target: float, round_index: int, t
                                 random_generator=generator(spec.init_seed, "pruning_at_init_random", target),
                                 scope=scope, synflow_iterations=synflow_iterations)
     scoring_seconds = time.perf_counter() - began
-    segment, record = run.train_round(round_index, network, model, mask, 0)  # the record holds the costs
+    segment, record = train_round(run, round_index, network, model, mask, 0)  # the record holds the costs
     record.update({"method": method, "scope": scope, "target_remaining_fraction": target,
                    "collapsed_layers": collapsed_layers(mask), "scoring_seconds": round(scoring_seconds, 3)})
     return segment, record, mask, model

@@ -28,10 +28,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 from trainer import events
-from trainer.pruning import masks
-from trainer.analyses.common import (AnalysisContext, Cancelled, execute, percent_text, round_finished, round_started,
-                                     segment_record, summary, train_networks)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+    summary,
+    train_networks,
+)
 from trainer.analyses.params import Param
+from trainer.imp.rounds import next_mask
+from trainer.pruning import masks
 from trainer.spec import SpecError
 from trainer.training.loop import Schedule
 
@@ -45,7 +55,8 @@ MASK_CHAINS = ("own", "imp_masks")
 PARAMS = (
     Param("rounds", "int_list", (), "Pruned rounds of the run to retrain; empty = every finished pruned round.",
           minimum=1, maximum=100, unordered=True),
-    Param("modes", "str_list", MODES, "Retraining modes: weight_rewinding (θk, LR schedule from k: the IMP run itself), "
+    Param("modes", "str_list", MODES,
+          "Retraining modes: weight_rewinding (θk, LR schedule from k: the IMP run itself), "
           "lr_rewinding (final weights, LR schedule replayed from k), fine_tuning (final weights, final LR); "
           "each retrains T-k iterations.", choices=MODES, unordered=True),
     Param("mask_chain", "str", "own", "'own' (Renda et al.): each mode prunes its own retrained weights round after "
@@ -133,7 +144,7 @@ def _retrain(context: AnalysisContext, mode: str, round_index: int, own_chain: b
     if own_chain:
         previous_mask, previous_state = _own_round(context, mode, round_index - 1)
         trained_from = run.theta_init() if round_index == 1 else _own_start(context, mode, round_index - 1)
-        mask = run.next_mask(previous_mask, previous_state, round_index, started_from=trained_from)
+        mask = next_mask(run, previous_mask, previous_state, round_index, started_from=trained_from)
     else:
         previous_state, mask = run_dir.final_weights(round_index - 1), run_dir.mask(round_index)
     if mode == "lr_rewinding":

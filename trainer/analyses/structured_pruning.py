@@ -13,11 +13,11 @@ neuron also removes its column in the next layer, so % remaining is the effectiv
 from __future__ import annotations
 
 from trainer import events
-from trainer.pruning import structured
 from trainer.analyses.common import AnalysisContext, execute
 from trainer.analyses.masking_criteria import RESULTS_VERSION as CHAINS_VERSION, run_chains
 from trainer.analyses.params import Param
 from trainer.imp.variants import Variant
+from trainer.pruning import structured
 from trainer.spec import SpecError
 
 NAME = "structured_pruning"

@@ -380,7 +380,7 @@ def _train_missing(context: AnalysisContext, networks: list[tuple], data: Prepar
 def _train_stack(context: AnalysisContext, batch: list[tuple], data: PreparedData, spec, start: int,
                  end: int) -> list[dict]:
     labels, built = {}, []
-    for unit, network, round_index, _, build in batch:
+    for _, network, round_index, _, build in batch:
         model, mask = build()
         sparsity = structured.sparsity(spec.model, data.info.input_shape, data.info.num_classes, mask)
         labels[f"{network}@{round_index}"] = (network, round_index)

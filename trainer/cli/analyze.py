@@ -10,9 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from trainer.analyses import events as aevents
 from trainer import events
-from trainer.analyses import ANALYSES, get_analysis, run_info
+from trainer.analyses import ANALYSES, events as aevents, get_analysis, run_info
 from trainer.analyses.params import parse_text
 from trainer.cli.display import Progress
 from trainer.rundir import RunDir

@@ -83,11 +83,15 @@ class Progress:
         elif kind == events.ROUND_FINISHED:
             self._close_bar()
             summary = event["summary"]
-            self._line(f"round {event['round']}{label} {summary['status']}: {100 * summary['remaining_fraction']:.1f}% left, "
-                       + (f"early stop at it {summary['early_stop'].get('iteration')}, "
-                          f"test acc {percent_text(summary['early_stop'].get('test_accuracy'))} " if summary["early_stop"] else
-                          f"no early stop, test acc at the end {percent_text(summary['final'].get('test_accuracy'))} ")
-                       + f"({summary['wall_seconds']:.1f} s)")
+            early_stop = summary["early_stop"]
+            if early_stop:
+                accuracy = (f"early stop at it {early_stop.get('iteration')}, "
+                            f"test acc {percent_text(early_stop.get('test_accuracy'))} ")
+            else:
+                accuracy = f"no early stop, test acc at the end {percent_text(summary['final'].get('test_accuracy'))} "
+            self._line(f"round {event['round']}{label} {summary['status']}: "
+                       f"{100 * summary['remaining_fraction']:.1f}% left, "
+                       + accuracy + f"({summary['wall_seconds']:.1f} s)")
         elif kind == events.ROUND_SKIPPED:
             self._line(f"round {event['round']}{label}: already done, skipped")
         elif kind == events.RUN_FINISHED:
@@ -109,7 +113,8 @@ def summary_table(results: dict) -> str:
     replicates = 1 + len(results.get("replicates", []))
     bands = {network: replicate_stats.round_bands(results, network) for network in [events.TICKET, *kinds]}
     own = "replicate 0 " if replicates > 1 else ""
-    header = ["round", "% remaining", "effective params", "early-stop it", f"{own}test acc (early stop)", f"{own}test acc (end)"]
+    header = ["round", "% remaining", "effective params", "early-stop it", f"{own}test acc (early stop)",
+              f"{own}test acc (end)"]
     if replicates > 1:
         header += [f"mean of {replicates} replicates", "min-max"]
     early_stopping = results.get("dataset", {}).get("validation_size", 1) > 0
@@ -122,7 +127,8 @@ def summary_table(results: dict) -> str:
         row = [str(round_index), f"{100 * record['remaining_fraction']:.1f}",
                "-" if effective is None else f"{effective:,}",
                str(record["early_stop"].get("iteration", "-")),
-               percent_text(record["early_stop"].get("test_accuracy")), percent_text(record["final"].get("test_accuracy"))]
+               percent_text(record["early_stop"].get("test_accuracy")),
+               percent_text(record["final"].get("test_accuracy"))]
         ticket = bands[events.TICKET].get(round_index)
         if replicates > 1:
             row += [percent_text(ticket["mean"]) + f" (n={ticket['count']})" if ticket else "-",

@@ -14,8 +14,15 @@ from pathlib import Path
 
 from trainer import datasets, models
 from trainer.cli.analyze import add_analysis_commands, command_analyze
-from trainer.cli.display import (Parser, Progress, UsageError, default_runs_dir, percent_text, read_json_object,
-                                 summary_table)
+from trainer.cli.display import (
+    Parser,
+    Progress,
+    UsageError,
+    default_runs_dir,
+    percent_text,
+    read_json_object,
+    summary_table,
+)
 from trainer.cli.reproduce import add_reproduce_command, command_reproduce
 from trainer.imp import run_controls_on, run_experiment, train_ticket
 from trainer.rundir import RunDir, RunDirError
@@ -28,13 +35,16 @@ USER_ERRORS = (SpecError, datasets.DatasetError, RunDirError, StepFormatError, T
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m trainer", description="Lottery-ticket experiments: IMP with rewinding and controls.")
+    parser = Parser(prog="python -m trainer",
+                    description="Lottery-ticket experiments: IMP with rewinding and controls.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = commands.add_parser("run", help="Run (or resume) an IMP experiment.")
     run.add_argument("--spec", type=Path, help="Spec JSON file; flags below override its fields.")
-    run.add_argument("--runs-dir", type=Path, default=None, help="Where run directories go (default: $LOTTERYWEB_RUNS_DIR or ./runs).")
-    run.add_argument("--data-dir", type=Path, default=None, help="Dataset directory (default: $LOTTERYWEB_DATA_DIR or ./data).")
+    run.add_argument("--runs-dir", type=Path, default=None,
+                     help="Where run directories go (default: $LOTTERYWEB_RUNS_DIR or ./runs).")
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help="Dataset directory (default: $LOTTERYWEB_DATA_DIR or ./data).")
     run.add_argument("--quiet", action="store_true", help="Print only the summary table.")
     fields = run.add_argument_group("spec fields (override --spec; defaults in brackets)")
     defaults = ExperimentSpec().to_dict()
@@ -48,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     controls = commands.add_parser("controls", help="Add control experiments to a finished run.")
     controls.add_argument("run_dir", type=Path)
-    controls.add_argument("--kinds", default=",".join(CONTROL_KINDS), help=f"Comma-separated, from {', '.join(CONTROL_KINDS)}.")
+    controls.add_argument("--kinds", default=",".join(CONTROL_KINDS),
+                          help=f"Comma-separated, from {', '.join(CONTROL_KINDS)}.")
     controls.add_argument("--rounds", default="", help="Comma-separated rounds (default: every finished pruned round).")
     controls.add_argument("--data-dir", type=Path, default=None)
     controls.add_argument("--quiet", action="store_true")
@@ -156,7 +167,8 @@ def command_controls(args) -> int:
 def command_show(args) -> int:
     path = args.run_dir / "results.json"
     if not path.is_file():
-        raise RunDirError(f"{args.run_dir} has no results.json (not a run directory, or the run never finished a round)")
+        raise RunDirError(f"{args.run_dir} has no results.json "
+                          "(not a run directory, or the run never finished a round)")
     results = read_json_object(path, "results.json")
     try:
         table = summary_table(results)
@@ -174,7 +186,8 @@ def command_list(args) -> int:
     for entry in datasets.DATASETS.values():
         info = entry.info
         state = "installed" if entry.is_installed() else f"not installed: {entry.location_hint()}"
-        print(f"  {info.name:<16} {info.input_shape} {info.num_classes} classes, {info.train_size}/{info.test_size}  [{state}]")
+        print(f"  {info.name:<16} {info.input_shape} {info.num_classes} classes, "
+              f"{info.train_size}/{info.test_size}  [{state}]")
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainer.pruning import criteria, rules, structured
-
 from trainer.spec import PRUNING_STRUCTURES as STRUCTURES  # noqa: E402  (one list, the spec's)
 
 

@@ -38,9 +38,9 @@ import torch
 
 from trainer import models
 from trainer.pruning.masks import FrozenAtInitEnforcer, Mask, apply_mask
+from trainer.spec import MASK_CRITERIA as CRITERIA  # one list, the spec's
 from trainer.training.loop import evaluate
 
-from trainer.spec import MASK_CRITERIA as CRITERIA  # noqa: E402  (one list, the spec's)
 REINITS = ("rewind", "sign_kept_constant", "reshuffled")
 MASKED_WEIGHTS = ("zero", "frozen_init")
 

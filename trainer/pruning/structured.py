@@ -39,8 +39,7 @@ from torch import nn
 from trainer import models
 from trainer.pruning import rules
 from trainer.pruning.masks import Mask
-
-from trainer.spec import UNIT_NORMS as NORMS  # noqa: E402  (one list, the spec's)
+from trainer.spec import UNIT_NORMS as NORMS  # one list, the spec's
 
 
 # ---- structured masks ---------------------------------------------------------------------
@@ -60,7 +59,8 @@ def unit_norms(weight: torch.Tensor, keep: torch.Tensor, norm: str = "l1") -> to
 
 
 def structured_prunable_names(model_name: str, input_shape, num_classes: int) -> list[str]:
-    """Weights whose units may be pruned: every conv/linear weight but the output layer's (its units are the classes)."""
+    """Weights whose units may be pruned: every conv/linear weight but the output layer's (its units are
+    the classes)."""
     output = models.output_parameter_name(model_name, input_shape, num_classes)
     return [name for name in models.prunable_parameter_names(model_name, input_shape, num_classes) if name != output]
 
@@ -68,7 +68,8 @@ def structured_prunable_names(model_name: str, input_shape, num_classes: int) ->
 def prune_units(mask: Mask, weights: dict[str, torch.Tensor], fraction: float, *, names=None, norm: str = "l1",
                 scope: str = "layerwise", layer_fractions: dict[str, float] | None = None) -> Mask:
     """Prune `fraction` of the surviving units of each named layer (or globally, by each unit's norm
-    relative to its layer's mean) by the norm of their surviving weights; returns a weight mask. Layers of `mask` not in `names` are copied unchanged."""
+    relative to its layer's mean) by the norm of their surviving weights; returns a weight mask. Layers of
+    `mask` not in `names` are copied unchanged."""
     names = list(mask) if names is None else list(names)
     unit_mask = {name: alive_units(mask[name]) for name in names}
     unit_scores = {name: unit_norms(weights[name], mask[name], norm) for name in names}
@@ -211,8 +212,9 @@ def _effective(liveness: Liveness, mask: Mask) -> Mask:
         effective[f"{layer.name}.weight"] = kept(f"{layer.name}.weight", weight.shape) & outputs \
             & _inputs_alive_per_weight(layer)
         if layer.module.bias is not None:
-            effective[f"{layer.name}.bias"] = kept(f"{layer.name}.bias", layer.outputs_alive.shape) & layer.outputs_alive
-    for name, (module, alive) in liveness.norms.items():
+            bias_kept = kept(f"{layer.name}.bias", layer.outputs_alive.shape)
+            effective[f"{layer.name}.bias"] = bias_kept & layer.outputs_alive
+    for name, (_module, alive) in liveness.norms.items():
         for parameter in ("weight", "bias"):
             effective[f"{name}.{parameter}"] = kept(f"{name}.{parameter}", alive.shape) & alive
     return effective

@@ -14,15 +14,34 @@ for the "tiny" smoke-test budget, and for a cancelled or failed check).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from trainer import events
-from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
-                               lenet_stability, malach_width, optimizer_transfer,
-                               retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
-from trainer.reproduce.base import (BUDGETS, CHECK_PROGRESS, FAIL, INCONCLUSIVE, PASS, Check, CheckCancelled,
-                                    Session, check_budget)
+from trainer.reproduce import (
+    early_bird_convergence,
+    early_phase_signs,
+    edge_popup_subnetworks,
+    iterative_vs_one_shot,
+    lenet_stability,
+    malach_width,
+    optimizer_transfer,
+    retraining_modes,
+    supermask,
+    synflow_collapse,
+    tickets_vs_dense,
+)
+from trainer.reproduce.base import (
+    BUDGETS,
+    CHECK_PROGRESS,
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Check,
+    CheckCancelled,
+    Session,
+    check_budget,
+)
 from trainer.rundir import json_safe, write_json_atomically
 from trainer.spec import SpecError
 
@@ -70,7 +89,8 @@ def run_check(name: str, runs_root: Path, *, budget: str = "small", data_dir=Non
         decision = check.judge(measurement["measured"])
         verdict, reason = decision.verdict, decision.reason
         if budget == "tiny":
-            verdict, reason = INCONCLUSIVE, f"tiny is a smoke-test budget (the rule would say {decision.verdict}: {reason})"
+            verdict = INCONCLUSIVE
+            reason = f"tiny is a smoke-test budget (the rule would say {decision.verdict}: {reason})"
         measured = {key: value for key, value in measurement["measured"].items() if not isinstance(value, (dict, list))}
         details = {key: value for key, value in measurement["measured"].items() if isinstance(value, (dict, list))}
         result.update(status="finished", verdict=verdict, reason=reason, measured=measured,

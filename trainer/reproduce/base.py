@@ -15,9 +15,9 @@ the rule would have said).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from trainer import datasets, events
 from trainer.analyses import run_analysis
@@ -98,7 +98,7 @@ class Check:
     source: str  # paper, venue, year, figure/section
     tolerance: str  # the stated tolerance and verdict rule, in words
     steps: Callable[[str, object], list[Step]]  # (budget, data_dir) -> the protocol's steps
-    measure: Callable[["Session", list[Step]], dict]  # -> {"measured", "chart", "details"}
+    measure: Callable[[Session, list[Step]], dict]  # -> {"measured", "chart", "details"}
     judge: Callable[[dict], Decision]  # measured -> verdict (budget-independent; tiny is overridden)
     match_fields: tuple[str, ...]  # dotted spec fields a matching experiment must share with a protocol spec
     summary: Callable[[dict], str]  # measured -> one line: the numbers next to the claim

@@ -18,8 +18,19 @@ window + 1, so a budget with fewer than 5 × (window + 1) epochs cannot show 20%
 from __future__ import annotations
 
 from trainer.analyses import early_bird
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide, full_spec,
-                                    image_dataset, points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    full_spec,
+    image_dataset,
+    points,
+)
 
 NAME = "early_bird_convergence"
 CLAIM_FRACTION = 0.2
@@ -66,7 +77,8 @@ def measure(session, protocol_steps: list[Step]) -> dict:
     }
     chart = {"title": "Distance between consecutive epochs' channel masks",
              "x_label": "epoch", "y_label": "normalised Hamming distance", "log_x": False,
-             "series": [{"name": "mask distance (epoch e-1 to e)", "x": epochs[1:], "y": result["consecutive_distances"]},
+             "series": [{"name": "mask distance (epoch e-1 to e)", "x": epochs[1:],
+                         "y": result["consecutive_distances"]},
                         {"name": "threshold", "x": [epochs[0], epochs[-1]] if epochs else [],
                          "y": [result["threshold"]] * 2 if epochs else []}]}
     return {"measured": measured, "chart": chart}

@@ -123,7 +123,8 @@ def judge(measured: dict) -> Decision:
 
 
 def summary(measured: dict) -> str:
-    shown = ", ".join(f"{name.replace('_', ' ')} {points(measured[f'{name}_accuracy'])}" for name in (*HURTING, TOLERATED))
+    shown = ", ".join(f"{name.replace('_', ' ')} {points(measured[f'{name}_accuracy'])}"
+                      for name in (*HURTING, TOLERATED))
     return (f"ticket at θk {points(measured['ticket_accuracy'])}; {shown} (claim: the first two fall, "
             f"the same-sign shuffle within units does not)")
 

@@ -25,8 +25,20 @@ from __future__ import annotations
 
 from trainer import datasets
 from trainer.analyses import edge_popup
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing, points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+    points,
+)
 
 NAME = "edge_popup_subnetworks"
 KEPT_PERCENTS = (10.0, 30.0, 50.0, 70.0, 90.0)

@@ -18,8 +18,21 @@ from __future__ import annotations
 from trainer import replicate_stats, verdict
 from trainer.events import TICKET
 from trainer.reproduce import tickets_vs_dense
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, full_spec, missing, points, signed_points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    full_spec,
+    missing,
+    points,
+    signed_points,
+)
 
 NAME = "iterative_vs_one_shot"
 
@@ -68,7 +81,8 @@ def measurements(iterative: dict, one_shot: dict) -> dict:
              "x_label": "% of weights remaining", "y_label": "test accuracy", "log_x": True,
              "series": [{"name": "iterative IMP", "x": [100 * iterative_bands[r]["remaining_fraction"] for r in rounds],
                          "y": [iterative_bands[r]["mean"] for r in rounds]},
-                        {"name": "one-shot", "x": [100 * one_shot_bands[r]["remaining_fraction"] for r in sorted(one_shot_bands)],
+                        {"name": "one-shot",
+                         "x": [100 * one_shot_bands[r]["remaining_fraction"] for r in sorted(one_shot_bands)],
                          "y": [one_shot_bands[r]["mean"] for r in sorted(one_shot_bands)]}]}
     return {"measured": measured, "chart": chart}
 
@@ -77,7 +91,8 @@ def judge(measured: dict) -> Decision:
     difference, tolerance = measured["iterative_minus_one_shot"], measured["tolerance"]
     if difference is None:
         return decide([missing("iterative vs one-shot")])
-    text = (f"at {100 * (measured['remaining_fraction'] or 0):.1f}% remaining iterative {points(measured['iterative_accuracy'])} "
+    text = (f"at {100 * (measured['remaining_fraction'] or 0):.1f}% remaining "
+            f"iterative {points(measured['iterative_accuracy'])} "
             f"vs one-shot {points(measured['one_shot_accuracy'])}: {signed_points(difference)} "
             f"(tolerance {100 * tolerance:.2f} points, n={measured['replicates']})")
     if measured["replicates"] < verdict.MINIMUM_REPLICATES:
@@ -90,7 +105,8 @@ def judge(measured: dict) -> Decision:
 
 
 def summary(measured: dict) -> str:
-    return (f"at {100 * (measured['remaining_fraction'] or 0):.1f}% remaining: iterative {points(measured['iterative_accuracy'])}, "
+    return (f"at {100 * (measured['remaining_fraction'] or 0):.1f}% remaining: "
+            f"iterative {points(measured['iterative_accuracy'])}, "
             f"one-shot {points(measured['one_shot_accuracy'])}, dense {points(measured['dense_accuracy'])} "
             f"(claim: iterative >= one-shot)")
 

@@ -18,8 +18,19 @@ from __future__ import annotations
 
 from trainer.analyses import connectivity
 from trainer.analyses.connectivity import STABILITY_THRESHOLD
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+)
 
 NAME = "lenet_stability"
 FAIL_THRESHOLD = 0.03

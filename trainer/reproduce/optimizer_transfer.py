@@ -124,7 +124,8 @@ def judge(measured: dict) -> Decision:
 
 def summary(measured: dict) -> str:
     shown = "; ".join(f"{direction.replace('_to_', ' -> ')}: ticket "
-                      f"{points(measured[f'{direction}_ticket_accuracy'])}, random ticket {points(measured[f'{direction}_random_ticket_accuracy'])}, target's own "
+                      f"{points(measured[f'{direction}_ticket_accuracy'])}, random ticket "
+                      f"{points(measured[f'{direction}_random_ticket_accuracy'])}, target's own "
                       f"{points(measured[f'{direction}_own_ticket_accuracy'])}" for direction in DIRECTIONS)
     return f"{shown} (claim: the transferred ticket beats the random ticket)"
 

@@ -19,9 +19,21 @@ from __future__ import annotations
 
 from trainer import replicate_stats
 from trainer.analyses import retraining
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing, points,
-                                    signed_points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+    points,
+    signed_points,
+)
 
 NAME = "retraining_modes"
 ORDER = ("lr_rewinding", "weight_rewinding", "fine_tuning")

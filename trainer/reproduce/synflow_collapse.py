@@ -24,8 +24,20 @@ from __future__ import annotations
 
 from trainer import datasets, replicate_stats
 from trainer.analyses import pruning_at_init
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing, points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+    points,
+)
 
 NAME = "synflow_collapse"
 BASELINES = ("snip", "grasp", "magnitude")
@@ -78,8 +90,8 @@ def measurements(results: dict, analysis: dict) -> dict:
     imp = [r for r in results["rounds"] if r["round"] == 1]
     measured["one_shot_imp_accuracy"] = replicate_stats.metric(imp[0]) if imp else None
     measured["empty_layers"] = empty_layers
-    chart = {"title": f"Pruning at initialisation to {100 * (measured['remaining_fraction'] or 0):.3f}% of weights kept: "
-                      f"test accuracy at early stop",
+    chart = {"title": f"Pruning at initialisation to {100 * (measured['remaining_fraction'] or 0):.3f}% "
+                      f"of weights kept: test accuracy at early stop",
              "x_label": "method (0 = SynFlow, 1 = SNIP, 2 = GraSP, 3 = magnitude)", "y_label": "test accuracy",
              "log_x": False,
              "series": [{"name": f"{method} ({_state(measured, method)})", "x": [index],

@@ -24,9 +24,21 @@ from __future__ import annotations
 
 from trainer import replicate_stats, verdict
 from trainer.events import TICKET
-from trainer.reproduce.base import (FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide,
-                                    experiment_trainings, lenet_spec, missing, points,
-                                    signed_points)
+from trainer.reproduce.base import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    Check,
+    Decision,
+    Finding,
+    Step,
+    decide,
+    experiment_trainings,
+    lenet_spec,
+    missing,
+    points,
+    signed_points,
+)
 
 NAME = "tickets_vs_dense"
 CONTROL = "random_reinit"
@@ -175,9 +187,11 @@ def _reinit_below(m: dict, tolerance: float) -> Finding:
 
 
 def summary(measured: dict) -> str:
-    return (f"at {_percent(measured['remaining_fraction'] or 0):.1f}% remaining: ticket {points(measured['ticket_accuracy'])}, "
-            f"dense {points(measured['dense_accuracy'])}, random reinit {points(measured['reinit_accuracy'])}; early stop "
-            f"{_iteration(measured['ticket_early_stop_iteration'])} vs dense {_iteration(measured['dense_early_stop_iteration'])} "
+    return (f"at {_percent(measured['remaining_fraction'] or 0):.1f}% remaining: "
+            f"ticket {points(measured['ticket_accuracy'])}, dense {points(measured['dense_accuracy'])}, "
+            f"random reinit {points(measured['reinit_accuracy'])}; early stop "
+            f"{_iteration(measured['ticket_early_stop_iteration'])} "
+            f"vs dense {_iteration(measured['dense_early_stop_iteration'])} "
             f"(claim: ticket >= dense and earlier, reinit below dense)")
 
 
@@ -196,6 +210,7 @@ CHECK = Check(
               "more than that tolerance with its 95% CI below 0. FAIL when the ticket's CI lies wholly below "
               "-tolerance, the ticket stops later, or the reinit's CI lies wholly above -tolerance.",
     steps=steps, measure=measure, judge=judge, match_fields=LENET_MATCH_FIELDS, summary=summary,
-    datasets=("mnist", "fashion_mnist"), requires=lambda spec: bool(set(spec["controls"]) & set(verdict.REINIT_CONTROLS)),
+    datasets=("mnist", "fashion_mnist"),
+    requires=lambda spec: bool(set(spec["controls"]) & set(verdict.REINIT_CONTROLS)),
     notes="4,000 iterations per round instead of 50,000 (CPU budget); Fashion-MNIST when MNIST is not installed; "
           "the reinit control only at the round nearest 20% remaining.")

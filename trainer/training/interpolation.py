@@ -14,7 +14,7 @@ average over the batches), forward passes in train mode, then evaluation in eval
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

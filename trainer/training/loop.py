@@ -2,17 +2,15 @@
 
 Data lives in tensors on the device; a batch is one index op into them with a
 permutation seeded by (data seed, epoch), so training from iteration k gives
-exactly the batches an uninterrupted run would see from k on. Progress leaves
-through the event callback; the loop itself keeps only what the round's record
-needs.
+exactly the batches an uninterrupted run would see from k on. What the loop keeps
+of the network (curves, events, status, θk snapshot: the round's record) is its
+trainer.training.record.NetworkRecord, as in the stacked loop.
 """
 from __future__ import annotations
 
-import math
 import os
-import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +21,7 @@ from trainer.pruning.masks import FrozenAtInitEnforcer, Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec, TrainingSpec
 from trainer.steps import Step, full_batches
+from trainer.training.record import NetworkRecord, RunningLoss, SegmentResult
 
 EVAL_BATCH_SIZE = 1000
 
@@ -63,7 +62,8 @@ def prepare_data(spec: ExperimentSpec, device: torch.device, data_dir=None) -> P
     tensors = datasets.load_dataset(spec.dataset, data_dir)
     # The hold-out comes from the data actually loaded (a data directory may hold a smaller set).
     spec.check_dataset_fit(len(tensors.train_y))
-    train_x, train_y, val_x, val_y = datasets.split_validation(tensors, spec.resolved_validation_size(len(tensors.train_y)))
+    validation_size = spec.resolved_validation_size(len(tensors.train_y))
+    train_x, train_y, val_x, val_y = datasets.split_validation(tensors, validation_size)
     move = lambda t: t.to(device)  # noqa: E731
     return PreparedData(tensors.info, move(train_x), move(train_y), move(val_x), move(val_y),
                         move(tensors.test_x), move(tensors.test_y), spec.training.batch_size)
@@ -98,18 +98,19 @@ class Schedule:
     """A round's iteration plan and learning rate, all in iterations."""
     total_iterations: int
     eval_interval: int
+    metrics_interval: int
     base_lr: float
     warmup_iterations: int
     milestones: list[int]
     gamma: float
 
     @classmethod
-    def from_spec(cls, training: TrainingSpec, iterations_per_epoch: int) -> "Schedule":
+    def from_spec(cls, training: TrainingSpec, iterations_per_epoch: int) -> Schedule:
         to_it = lambda text: Step.parse(text).to_iterations(iterations_per_epoch)  # noqa: E731
         milestones = [to_it(m) for m in training.lr_milestones] if training.lr_schedule == "multistep" else []
         return cls(total_iterations=to_it(training.training_steps), eval_interval=to_it(training.eval_interval),
-                   base_lr=training.lr, warmup_iterations=to_it(training.warmup_steps),
-                   milestones=milestones, gamma=training.lr_gamma)
+                   metrics_interval=training.metrics_interval, base_lr=training.lr,
+                   warmup_iterations=to_it(training.warmup_steps), milestones=milestones, gamma=training.lr_gamma)
 
     def lr_at(self, iteration: int) -> float:
         lr = self.base_lr * self.gamma ** sum(1 for m in self.milestones if iteration >= m)
@@ -117,8 +118,14 @@ class Schedule:
             lr *= (iteration + 1) / self.warmup_iterations
         return lr
 
-    def is_eval_point(self, iteration: int, start: int) -> bool:
-        return iteration == start or iteration % self.eval_interval == 0 or iteration == self.total_iterations
+    def is_eval_point(self, iteration: int, start: int, end: int) -> bool:
+        """Whether a segment from `start` to `end` evaluates after `iteration` iterations."""
+        return (iteration == start or iteration % self.eval_interval == 0 or iteration == self.total_iterations
+                or iteration == end)
+
+    def is_metrics_point(self, done: int, end: int) -> bool:
+        """Whether a segment ending at `end` reports its running training loss after `done` iterations."""
+        return done % self.metrics_interval == 0 or done == end
 
 
 def make_optimizer(model: torch.nn.Module, training: TrainingSpec) -> torch.optim.Optimizer:
@@ -147,42 +154,6 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
 
 
-@dataclass
-class SegmentResult:
-    status: str  # "finished" | "diverged" | "cancelled"
-    curve: dict = field(default_factory=lambda: {"iteration": [], "val_loss": [], "val_accuracy": [],
-                                                  "test_loss": [], "test_accuracy": []})
-    train_loss: dict = field(default_factory=lambda: {"iteration": [], "loss": []})
-    wall_seconds: float = 0.0
-    message: str = ""
-    snapshot: dict | None = None  # state dict captured at `snapshot_at` (θk)
-
-    def early_stop(self) -> dict:
-        """The eval point with the lowest validation loss; {} without a validation split.
-
-        Never selected on the test set (that would report a test accuracy chosen by test loss):
-        a run without validation examples reports its end-of-training results instead (`reported`).
-        """
-        curve = self.curve
-        finite = [(value, i) for i, value in enumerate(curve["val_loss"]) if math.isfinite(value)]
-        if not finite:
-            return {}
-        _, best = min(finite)
-        return {"iteration": curve["iteration"][best], "val_loss": curve["val_loss"][best],
-                "val_accuracy": curve["val_accuracy"][best], "test_accuracy": curve["test_accuracy"][best]}
-
-    def final(self) -> dict:
-        curve = self.curve
-        if not curve["iteration"]:
-            return {}
-        return {key: curve[key][-1] for key in ("iteration", "val_loss", "val_accuracy", "test_loss", "test_accuracy")}
-
-
-def _clean(value: float) -> float | None:
-    # JSON has no NaN: a missing or diverged value is stored as null.
-    return value if math.isfinite(value) else None
-
-
 def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: ExperimentSpec,
                   start_iteration: int, end_iteration: int, *, round_index: int, network: str = events.TICKET,
                   callback: events.Callback = events.ignore, stop_requested: Callable[[], bool] = lambda: False,
@@ -201,35 +172,24 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
         enforcer = FrozenAtInitEnforcer(model, mask, frozen_values)
     enforcer.mask_weights()
     optimizer = make_optimizer(model, spec.training)
-    result = SegmentResult(status="finished")
-    began = time.perf_counter()
+    record = NetworkRecord(network, round_index, callback, has_validation=data.val_x.shape[0] > 0,
+                           snapshot_at=snapshot_at)
 
-    def record_eval(iteration: int) -> bool:
+    def evaluated(iteration: int) -> bool:
         val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
         test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y)
-        for key, value in (("iteration", iteration), ("val_loss", val_loss), ("val_accuracy", val_accuracy),
-                           ("test_loss", test_loss), ("test_accuracy", test_accuracy)):
-            result.curve[key].append(value)
-        callback(events.make_event(events.EVAL, network, round=round_index, iteration=iteration,
-                                   val_loss=_clean(val_loss), val_accuracy=_clean(val_accuracy),
-                                   test_loss=_clean(test_loss), test_accuracy=_clean(test_accuracy)))
-        return math.isfinite(test_loss) and (math.isfinite(val_loss) or data.val_x.shape[0] == 0)
+        return record.evaluated(iteration, val_loss, val_accuracy, test_loss, test_accuracy)
 
-    def diverged(iteration: int, what: str) -> SegmentResult:
-        result.status = "diverged"
-        result.message = f"{what} became NaN/inf at iteration {iteration} of round {round_index}"
-        result.wall_seconds = time.perf_counter() - began
-        return result
+    def state() -> dict:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    if snapshot_at == start_iteration:
-        result.snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    record.snapshot(start_iteration, state)
     model.train()
-    if not record_eval(start_iteration):
-        return diverged(start_iteration, "the evaluation loss")
+    if not evaluated(start_iteration):
+        return record.result
 
     order = DataOrder(data, spec.data_seed)
-    running_loss = torch.zeros((), device=device)
-    running_count = 0
+    running_loss = RunningLoss(1, device)
     for iteration in range(start_iteration, end_iteration):
         inputs, targets = order.batch(iteration)
         lr = schedule.lr_at(iteration)
@@ -241,30 +201,18 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
         enforcer.mask_gradients()
         optimizer.step()
         enforcer.after_step()
-        running_loss += loss.detach()
-        running_count += 1
+        running_loss.add(loss.detach())
         done = iteration + 1
 
-        if done % spec.training.metrics_interval == 0 or done == end_iteration:
-            mean_loss = running_loss.item() / running_count
-            running_loss.zero_()
-            running_count = 0
-            if not math.isfinite(mean_loss):
-                callback(events.make_event(events.METRICS, network, round=round_index, iteration=done,
-                                           train_loss=None, lr=lr))
-                return diverged(done, "the training loss")
-            result.train_loss["iteration"].append(done)
-            result.train_loss["loss"].append(mean_loss)
-            callback(events.make_event(events.METRICS, network, round=round_index, iteration=done,
-                                       train_loss=mean_loss, lr=lr))
+        if schedule.is_metrics_point(done, end_iteration):
+            [mean_loss] = running_loss.take_means()
+            if not record.trained(done, mean_loss, lr):
+                return record.result
             if stop_requested():
-                result.status = "cancelled"
-                result.wall_seconds = time.perf_counter() - began
-                return result
-        if snapshot_at == done:
-            result.snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if schedule.is_eval_point(done, start_iteration) or done == end_iteration:
-            if not record_eval(done):
-                return diverged(done, "the evaluation loss")
-    result.wall_seconds = time.perf_counter() - began
-    return result
+                record.stop("cancelled")
+                return record.result
+        record.snapshot(done, state)
+        if schedule.is_eval_point(done, start_iteration, end_iteration) and not evaluated(done):
+            return record.result
+    record.finish()
+    return record.result

@@ -103,7 +103,8 @@ class StackedConv2d(nn.Module):
         if conv.padding_mode != "zeros":
             raise TypeError(f"stacking supports zero-padded convolutions only, not {conv.padding_mode!r}")
         self.stack_size = stack_size
-        self.stride, self.padding, self.dilation, self.network_groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.network_groups = conv.groups
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias) if bias is not None else None
         self.mode = "auto"
@@ -178,7 +179,8 @@ def _stacked_layer(module: nn.Module, states: list[dict], prefix: str, stack_siz
     if isinstance(module, nn.BatchNorm2d):
         names = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
         return StackedBatchNorm2d(module, {name: stacked(name).flatten() for name in names}, stack_size)
-    has_own_tensors = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+    has_own_tensors = (any(True for _ in module.parameters(recurse=False))
+                       or any(True for _ in module.buffers(recurse=False)))
     if has_own_tensors:
         raise TypeError(f"cannot stack layer type {type(module).__name__} ({prefix.rstrip('.') or 'the model'})")
     return None
@@ -301,7 +303,8 @@ class StackedOptimizer:
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {optimizer!r}")
-        self.kind, self.momentum, self.weight_decay, self.betas, self.eps = optimizer, momentum, weight_decay, betas, eps
+        self.kind, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
+        self.betas, self.eps = betas, eps
         self.stack_size = stacked.stack_size
         self.parameters = [p for p in stacked.parameters() if p.requires_grad]
         self.steps = 0
@@ -311,7 +314,7 @@ class StackedOptimizer:
         self.exp_avg_sq = zeros() if optimizer == "adam" else []
 
     @classmethod
-    def from_training_spec(cls, stacked: nn.Module, training) -> "StackedOptimizer":
+    def from_training_spec(cls, stacked: nn.Module, training) -> StackedOptimizer:
         return cls(stacked, training.optimizer, momentum=training.momentum, weight_decay=training.weight_decay)
 
     def zero_grad(self) -> None:

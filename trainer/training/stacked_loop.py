@@ -2,16 +2,16 @@
 
 Each network keeps what it would have alone: its own data order and augmentation (seeded by
 its own data seed), its own mask, optimizer state and learning-rate multiplier, its own
-events (labelled by its network name), curves, early-stop point and status. A network that
+events (labelled by its network name), curves, early-stop point and status: its
+trainer.training.record.NetworkRecord, the bookkeeping the single-network loop uses. A network that
 diverges is recorded as diverged at the iteration where it would have stopped alone, and
 from then on is held at zero with a zero learning rate: the others train on unaffected.
 """
 from __future__ import annotations
 
-import math
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
+from functools import partial
 
 import torch
 
@@ -20,9 +20,21 @@ from trainer.pruning import structured
 from trainer.pruning.masks import Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec
-from trainer.training.stacked import (StackedOptimizer, chunks, choose_stack_size, load_network_state, per_network_cross_entropy,
-                             repeat_inputs, stack_masks, stack_states, stack_inputs, unstack_state, unstack_states)
-from trainer.training.loop import EVAL_BATCH_SIZE, PreparedData, Schedule, SegmentResult, _clean, train_segment
+from trainer.training.loop import EVAL_BATCH_SIZE, PreparedData, Schedule, train_segment
+from trainer.training.record import NetworkRecord, RunningLoss, SegmentResult
+from trainer.training.stacked import (
+    StackedOptimizer,
+    choose_stack_size,
+    chunks,
+    load_network_state,
+    per_network_cross_entropy,
+    repeat_inputs,
+    stack_inputs,
+    stack_masks,
+    stack_states,
+    unstack_state,
+    unstack_states,
+)
 
 
 @torch.no_grad()
@@ -68,7 +80,8 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
                            spec: ExperimentSpec, start_iteration: int, end_iteration: int, *, round_index: int,
                            networks: Sequence[str], data_seeds: Sequence[int] | None = None,
                            lr_multipliers: Sequence[float] | None = None,
-                           callback: events.Callback = events.ignore, stop_requested: Callable[[], bool] = lambda: False,
+                           callback: events.Callback = events.ignore,
+                           stop_requested: Callable[[], bool] = lambda: False,
                            snapshot_at: int | None = None) -> tuple[list[SegmentResult], list[dict]]:
     """Train the K `models` (same architecture, holding their starting weights) together.
 
@@ -96,17 +109,14 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
     enforcer.mask_weights()
     optimizer = StackedOptimizer.from_training_spec(stacked, spec.training)
     multipliers = torch.tensor(lr_multipliers, dtype=torch.float64)
-    results = [SegmentResult(status="finished") for _ in range(size)]
+    has_validation = data.val_x.shape[0] > 0
+    records = [NetworkRecord(network, round_index, callback, has_validation=has_validation, snapshot_at=snapshot_at)
+               for network in networks]
     finals: list[dict | None] = [None] * size  # state dicts of networks that stopped early
-    active = [True] * size
-    began = time.perf_counter()
 
-    def stop(index: int, status: str, message: str = "") -> None:
-        """Take network `index` out of training: keep its state as it is now, hold it at zero from here on."""
-        results[index].status, results[index].message = status, message
-        results[index].wall_seconds = time.perf_counter() - began
+    def take_out(index: int) -> None:
+        """Network `index` stopped: keep its state as it is now, hold it at zero from here on."""
         finals[index] = unstack_state(stacked, index)
-        active[index] = False
         multipliers[index] = 0.0
         zero_state = {name: torch.zeros(shape) for name, shape in stacked.stack_shapes.items()}
         for name, value in finals[index].items():
@@ -115,55 +125,41 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
         load_network_state(stacked, index, zero_state)
         optimizer.reset_network(index)
 
-    def diverge(index: int, iteration: int, what: str) -> None:
-        stop(index, "diverged", f"{what} became NaN/inf at iteration {iteration} of round {round_index}")
+    def training() -> tuple[bool, ...]:
+        return tuple(record.training for record in records)
 
-    def record_eval(iteration: int) -> None:
+    def evaluate_all(iteration: int) -> None:
         val_losses, val_accuracies = evaluate_stacked(stacked, data.val_x, data.val_y)
         test_losses, test_accuracies = evaluate_stacked(stacked, data.test_x, data.test_y)
-        for index in range(size):
-            if not active[index]:
-                continue
-            val_loss, val_accuracy = val_losses[index], val_accuracies[index]
-            test_loss, test_accuracy = test_losses[index], test_accuracies[index]
-            curve = results[index].curve
-            for key, value in (("iteration", iteration), ("val_loss", val_loss), ("val_accuracy", val_accuracy),
-                               ("test_loss", test_loss), ("test_accuracy", test_accuracy)):
-                curve[key].append(value)
-            callback(events.make_event(events.EVAL, networks[index], round=round_index, iteration=iteration,
-                                       val_loss=_clean(val_loss), val_accuracy=_clean(val_accuracy),
-                                       test_loss=_clean(test_loss), test_accuracy=_clean(test_accuracy)))
-            if not (math.isfinite(test_loss) and (math.isfinite(val_loss) or data.val_x.shape[0] == 0)):
-                diverge(index, iteration, "the evaluation loss")
+        for index, record in enumerate(records):
+            if record.training and not record.evaluated(iteration, val_losses[index], val_accuracies[index],
+                                                        test_losses[index], test_accuracies[index]):
+                take_out(index)
 
     def snapshot(iteration: int) -> None:
-        if snapshot_at == iteration:
-            for index in range(size):
-                if active[index]:
-                    results[index].snapshot = unstack_state(stacked, index)
+        for index, record in enumerate(records):
+            record.snapshot(iteration, partial(unstack_state, stacked, index))
 
     def finish() -> tuple[list[SegmentResult], list[dict]]:
-        wall_seconds = time.perf_counter() - began
+        for record in records:
+            record.finish()
         states = unstack_states(stacked)
         for index in range(size):
             if finals[index] is not None:
                 states[index] = finals[index]
-            if active[index]:
-                results[index].wall_seconds = wall_seconds
             models[index].load_state_dict(states[index])
-        return results, states
+        return [record.result for record in records], states
 
     snapshot(start_iteration)
     stacked.train()
-    record_eval(start_iteration)
+    evaluate_all(start_iteration)
 
     per_epoch = data.iterations_per_epoch
     permutations, permutation_epoch = None, -1
-    running_loss = torch.zeros(size, device=device)
-    running_count = 0
+    running_loss = RunningLoss(size, device)
     rates, rates_key = None, None
     for iteration in range(start_iteration, end_iteration):
-        if not any(active):
+        if not any(training()):
             break
         epoch, offset = divmod(iteration, per_epoch)
         if epoch != permutation_epoch:
@@ -177,39 +173,26 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
         optimizer.zero_grad()
         losses.sum().backward()  # the sum of per-network means: each network gets its solo gradient
         enforcer.mask_gradients()
-        if rates_key != (lr, tuple(active)):
-            rates, rates_key = (multipliers * lr).tolist(), (lr, tuple(active))
+        if rates_key != (lr, training()):
+            rates, rates_key = (multipliers * lr).tolist(), (lr, training())
         optimizer.step(rates)
-        running_loss += losses.detach()
-        running_count += 1
+        running_loss.add(losses.detach())
         done = iteration + 1
 
-        if done % spec.training.metrics_interval == 0 or done == end_iteration:
-            mean_losses = [value / running_count for value in running_loss.tolist()]
-            running_loss.zero_()
-            running_count = 0
-            for index in range(size):
-                if not active[index]:
-                    continue
-                mean_loss, network_lr = mean_losses[index], lr * lr_multipliers[index]
-                if not math.isfinite(mean_loss):
-                    callback(events.make_event(events.METRICS, networks[index], round=round_index, iteration=done,
-                                               train_loss=None, lr=network_lr))
-                    diverge(index, done, "the training loss")
-                    continue
-                results[index].train_loss["iteration"].append(done)
-                results[index].train_loss["loss"].append(mean_loss)
-                callback(events.make_event(events.METRICS, networks[index], round=round_index, iteration=done,
-                                           train_loss=mean_loss, lr=network_lr))
-            if any(active) and stop_requested():
-                for index in range(size):
-                    if active[index]:
-                        stop(index, "cancelled")
+        if schedule.is_metrics_point(done, end_iteration):
+            mean_losses = running_loss.take_means()
+            for index, record in enumerate(records):
+                if record.training and not record.trained(done, mean_losses[index], lr * lr_multipliers[index]):
+                    take_out(index)
+            if any(training()) and stop_requested():
+                for index, record in enumerate(records):
+                    if record.training:
+                        record.stop("cancelled")
+                        take_out(index)
                 return finish()
         snapshot(done)
-        if schedule.is_eval_point(done, start_iteration) or done == end_iteration:
-            if any(active):
-                record_eval(done)
+        if schedule.is_eval_point(done, start_iteration, end_iteration) and any(training()):
+            evaluate_all(done)
     return finish()
 
 
@@ -236,7 +219,9 @@ def train_segments(models: Sequence[torch.nn.Module], masks: Sequence[Mask], dat
                 results.append(SegmentResult(status="cancelled"))
                 states.append({name: value.detach().clone() for name, value in models[index].state_dict().items()})
             continue
-        pick = lambda values: [values[index] for index in part]  # noqa: E731
+        def pick(values, part=part):
+            return [values[index] for index in part]
+
         part_results, part_states = train_segments_stacked(
             pick(models), pick(masks), data, spec, start_iteration, end_iteration, round_index=round_index,
             networks=pick(networks), data_seeds=pick(data_seeds), lr_multipliers=pick(lr_multipliers),

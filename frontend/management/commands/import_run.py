@@ -19,4 +19,5 @@ class Command(BaseCommand):
                 raise CommandError(str(error)) from None
             verb = "imported" if created else "refreshed"
             self.stdout.write(f"{verb} {path} as experiment {experiment.pk} ({experiment.status}, "
-                              f"{experiment.round_results.count()} trainings, {analyses} new analyses): /e/{experiment.pk}/")
+                              f"{experiment.round_results.count()} trainings, {analyses} new analyses): "
+                              f"/e/{experiment.pk}/")

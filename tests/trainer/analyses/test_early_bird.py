@@ -4,11 +4,16 @@ import torch
 
 from tests.trainer.conftest import TinyBN
 from trainer import models
-from trainer.analyses.early_bird import early_bird_index
-from trainer.analyses.early_bird import run_early_bird as run_early_bird_analysis
-from trainer.pruning.channels import (add_bn_l1_penalty, bn_producers, channel_mask, distance_matrix, mask_distance,
-                                      weight_mask_from_channels)
+from trainer.analyses.early_bird import early_bird_index, run_early_bird as run_early_bird_analysis
 from trainer.imp import run_experiment
+from trainer.pruning.channels import (
+    add_bn_l1_penalty,
+    bn_producers,
+    channel_mask,
+    distance_matrix,
+    mask_distance,
+    weight_mask_from_channels,
+)
 from trainer.pruning.masks import MaskEnforcer
 from trainer.spec import ExperimentSpec, SpecError
 
@@ -128,7 +133,8 @@ def test_run_early_bird_end_to_end_on_a_tiny_batch_norm_model(tmp_path, monkeypa
 
 def test_early_bird_analysis_refuses_a_model_without_batch_norm(tmp_path):
     spec = ExperimentSpec.from_dict({"dataset": "synthetic", "validation_size": 500, "device": "cpu",
-                                     "training": {"batch_size": 50, "training_steps": "10it"}, "pruning": {"rounds": 1}})
+                                     "training": {"batch_size": 50, "training_steps": "10it"},
+                                     "pruning": {"rounds": 1}})
     path = tmp_path / run_experiment(spec, tmp_path)["run_name"]
     with pytest.raises(SpecError, match="no batch norm"):
         run_early_bird_analysis(path)

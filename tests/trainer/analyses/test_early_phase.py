@@ -7,8 +7,7 @@ import torch
 
 from tests.trainer.conftest import collector, tiny_run
 from trainer import analyses, events
-from trainer.analyses import early_phase
-from trainer.analyses import events as aevents
+from trainer.analyses import early_phase, events as aevents
 from trainer.analyses.early_phase import run_early_phase
 from trainer.cli.main import main
 from trainer.imp import Run
@@ -92,7 +91,9 @@ def test_a_shuffle_permutes_survivors_within_its_groups_only(scope, same_sign):
     state = perturbations.shuffle(theta_k, mask, scope, same_sign, generator(3))
     assert_untouched_outside_survivors(state, theta_k, mask)
     if scope == "global":  # one multiset across both layers
-        everything = lambda s: torch.cat([s[name][mask[name]] for name in NAMES])
+        def everything(weights):
+            return torch.cat([weights[name][mask[name]] for name in NAMES])
+
         assert multiset(everything(state)) == multiset(everything(theta_k))
         moved_between_layers = multiset(state["fc.weight"][mask["fc.weight"]]) != \
             multiset(theta_k["fc.weight"][mask["fc.weight"]])
@@ -105,7 +106,8 @@ def test_a_shuffle_permutes_survivors_within_its_groups_only(scope, same_sign):
         for name in NAMES:
             assert torch.equal(torch.sign(state[name][mask[name]]), torch.sign(theta_k[name][mask[name]]))
     else:
-        changed_signs = sum(int((torch.sign(state[n][mask[n]]) != torch.sign(theta_k[n][mask[n]])).sum()) for n in NAMES)
+        changed_signs = sum(int((torch.sign(state[n][mask[n]]) != torch.sign(theta_k[n][mask[n]])).sum())
+                            for n in NAMES)
         assert changed_signs > 0
     assert any(not torch.equal(state[n], theta_k[n] * mask[n]) for n in NAMES)  # it did move something
     again = perturbations.shuffle(theta_k, mask, scope, same_sign, generator(3))
@@ -212,8 +214,11 @@ def test_two_runs_give_the_same_numbers_and_another_seed_another_draw(run_path, 
     first = run_early_phase(run_path, **params)
     copy = tiny_run(tmp_path)  # the same spec trained again elsewhere
     second = run_early_phase(copy, **params)
-    numbers = lambda r: {n: [(e["early_stop"], e["final"]) for e in entries]
-                         for n, entries in r["perturbations"].items()}
+
+    def numbers(result):
+        return {name: [(e["early_stop"], e["final"]) for e in entries]
+                for name, entries in result["perturbations"].items()}
+
     assert numbers(first) == numbers(second)
     reseeded = run_early_phase(run_path, **params, seed=1)
     assert reseeded["result_dir"] != first["result_dir"]
@@ -224,7 +229,10 @@ def test_a_cancelled_study_resumes_and_skips_the_finished_units(run_path, monkey
     params = {"perturbations": ["init_magnitudes", "shuffle_global"], "noise_alphas": [], "rounds": [1]}
     monkeypatch.setattr(Run, "stack_size", lambda self: 1)  # one network per stack: a stop between stacks
     seen, callback = collector()
-    stop_after_first_network = lambda: any(e["type"] == events.ROUND_FINISHED for e in seen)
+
+    def stop_after_first_network():
+        return any(e["type"] == events.ROUND_FINISHED for e in seen)
+
     first = run_early_phase(run_path, **params, callback=callback, stop_requested=stop_after_first_network)
     assert first["status"] == "cancelled"
     assert [e["status"] for e in seen if e["type"] == aevents.ANALYSIS_FINISHED] == ["cancelled"]

@@ -9,9 +9,16 @@ from torch import nn
 from trainer import models
 from trainer.analyses import pruning_at_init as pai_analysis
 from trainer.imp import run_experiment
+from trainer.pruning.at_init import (
+    METHODS,
+    collapsed_layers,
+    grasp_scores,
+    pruning_at_init_mask,
+    remaining_count,
+    snip_scores,
+    synflow_scores,
+)
 from trainer.pruning.masks import dense_mask
-from trainer.pruning.at_init import (METHODS, collapsed_layers, grasp_scores, pruning_at_init_mask, remaining_count,
-                                     snip_scores, synflow_scores)
 from trainer.spec import ExperimentSpec, SpecError
 
 
@@ -105,7 +112,7 @@ def test_every_method_hits_the_target_count_exactly(method, scope):
     if scope == "global":
         assert sum(int(m.sum()) for m in pruned.values()) == remaining_count(target, 266200) == 9849
     else:
-        for name, m in pruned.items():
+        for _name, m in pruned.items():
             assert int(m.sum()) == remaining_count(target, m.numel())
 
 
@@ -176,7 +183,7 @@ def test_pruning_at_init_analysis_prunes_to_the_imp_rounds_sparsities(tmp_path):
                                               synflow_iterations=3)
     assert result["rounds"] == [1] and set(result["methods"]) == {"magnitude", "snip"}
     target = imp["rounds"][1]["unmasked_fraction"]  # as many weights placed as IMP placed
-    for method, [entry] in result["methods"].items():
+    for _method, [entry] in result["methods"].items():
         assert entry["imp_round"] == 1 and entry["target_remaining_fraction"] == target
         kept = sum(layer["unmasked"] for layer in entry["layers"].values())
         assert kept == remaining_count(target, 266200)

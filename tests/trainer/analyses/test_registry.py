@@ -86,7 +86,8 @@ def test_run_info_describes_a_run_directory(tmp_path, monkeypatch):
 
 
 def test_the_cli_prints_the_registrys_summary_lines():
-    result = {"analysis": "connectivity", "status": "finished", "result_dir": "r", "round": 1, "remaining_fraction": 0.5,
+    result = {"analysis": "connectivity", "status": "finished", "result_dir": "r", "round": 1,
+              "remaining_fraction": 0.5,
               "curves": [{"rewind_iteration": 0, "status": "finished", "endpoint_errors": [0.1, 0.12],
                           "test_error": [0.1, 0.3, 0.12], "instability": 0.19, "stable": False}]}
     lines = summary_text(result).splitlines()

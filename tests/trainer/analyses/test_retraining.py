@@ -192,7 +192,8 @@ def test_bad_parameters_name_the_parameter(run_path, params, field):
 
 
 def test_the_cli_runs_an_analysis_and_prints_its_table(run_path, capsys):
-    assert main(["analyze", str(run_path), "retraining", "--rounds", "1", "--modes", "weight_rewinding", "--quiet"]) == 0
+    args = ["analyze", str(run_path), "retraining", "--rounds", "1", "--modes", "weight_rewinding", "--quiet"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "weight_rewinding       1        50.0" in out
     assert main(["analyze", str(run_path), "retraining", "--modes", "bogus"]) == 2

@@ -18,8 +18,15 @@ from trainer.imp import Run
 from trainer.rundir import RunDir
 from trainer.seeds import generator
 from trainer.spec import SpecError
-from trainer.training.score_masks import (BernoulliStraightThrough, ScoreTraining, kept_count, sampled_masks,
-                                          top_k_mask, top_k_masks, train_scores)
+from trainer.training.score_masks import (
+    BernoulliStraightThrough,
+    ScoreTraining,
+    kept_count,
+    sampled_masks,
+    top_k_mask,
+    top_k_masks,
+    train_scores,
+)
 
 EDGE_POPUP = {"kept_percents": [30, 70], "widths": [0.5, 1], "iterations": "40it", "batch_size": 50}
 SUPERMASK = {"weights": ["theta_0", "signed_constant"], "iterations": "100it", "batch_size": 50, "eval_samples": 3}

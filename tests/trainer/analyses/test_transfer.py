@@ -24,13 +24,15 @@ def variant(name: str, *, classes: int | None = None, label_shift: int = 0, crop
     train_x, train_y, test_x, test_y = base.train_x, base.train_y, base.test_x, base.test_y
     if classes is not None:
         train_keep, test_keep = train_y < classes, test_y < classes
-        train_x, train_y, test_x, test_y = train_x[train_keep], train_y[train_keep], test_x[test_keep], test_y[test_keep]
+        train_x, train_y = train_x[train_keep], train_y[train_keep]
+        test_x, test_y = test_x[test_keep], test_y[test_keep]
     if crop is not None:
         train_x, test_x = train_x[:, :, :crop, :crop], test_x[:, :, :crop, :crop]
     classes = classes or base.info.num_classes
     info = replace(base.info, name=name, num_classes=classes, input_shape=tuple(train_x.shape[1:]),
                    train_size=len(train_y), test_size=len(test_y))
-    return datasets.DatasetTensors(info, train_x, (train_y + label_shift) % classes, test_x, (test_y + label_shift) % classes)
+    return datasets.DatasetTensors(info, train_x, (train_y + label_shift) % classes,
+                                   test_x, (test_y + label_shift) % classes)
 
 
 EXTRA = {"five_classes": variant("five_classes", classes=5), "shifted": variant("shifted", label_shift=3),
@@ -58,11 +60,13 @@ def test_class_count_change_reinitialises_the_output_layer_and_keeps_the_mask_an
     mask = plan.target_mask(source_mask, 1)
     assert torch.equal(mask["fc1.weight"], source_mask["fc1.weight"]) and bool(mask["fc3.weight"].all())
     pruned = replace_plan(plan, output_mask="pruned").target_mask(source_mask, 1)["fc3.weight"]
-    assert pruned.shape == (5, 100) and int(pruned.sum()) == round(source_mask["fc3.weight"].float().mean().item() * 500)
+    source_fraction = source_mask["fc3.weight"].float().mean().item()
+    assert pruned.shape == (5, 100) and int(pruned.sum()) == round(source_fraction * 500)
 
     seen, callback = collector()
     result = run_transfer(run_path, "five_classes", rounds=[1], callback=callback, extra_datasets=EXTRA)
-    assert result["output_layer"] == {"weight": "fc3.weight", "bias": "fc3.bias", "reinitialised": True, "mask": "dense"}
+    assert result["output_layer"] == {"weight": "fc3.weight", "bias": "fc3.bias", "reinitialised": True,
+                                      "mask": "dense"}
     (entry,) = result["transfer"]
     assert entry["layers"]["fc3.weight"] == {"shape": [5, 100], "total": 500, "remaining": 500, "unmasked": 500,
                                              "remaining_fraction": 1.0}

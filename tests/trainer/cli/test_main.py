@@ -48,7 +48,8 @@ def test_spec_file_with_flag_override(tmp_path):
 def test_list_shows_models_and_which_datasets_are_installed(tmp_path):
     listed = trainer("list", env_extra={"LOTTERYWEB_DATA_DIR": str(tmp_path)})
     assert listed.returncode == 0
-    for name in ("lenet_300_100", "conv2", "conv4", "conv6", "vgg16", "resnet20", "fashion_mnist", "cifar10", "synthetic"):
+    for name in ("lenet_300_100", "conv2", "conv4", "conv6", "vgg16", "resnet20",
+                 "fashion_mnist", "cifar10", "synthetic"):
         assert name in listed.stdout
     cifar_line = next(line for line in listed.stdout.splitlines() if line.strip().startswith("cifar10"))
     assert "not installed" in cifar_line and str(tmp_path) in cifar_line
@@ -72,7 +73,8 @@ BAD_INVOCATIONS = [
 
 @pytest.mark.parametrize("args, words", BAD_INVOCATIONS, ids=[" ".join(a) or "nothing" for a, _ in BAD_INVOCATIONS])
 def test_bad_input_is_one_line_on_stderr_with_exit_code_2(args, words, tmp_path):
-    done = trainer(*args, env_extra={"LOTTERYWEB_DATA_DIR": str(tmp_path), "LOTTERYWEB_RUNS_DIR": str(tmp_path / "runs")})
+    done = trainer(*args, env_extra={"LOTTERYWEB_DATA_DIR": str(tmp_path),
+                                     "LOTTERYWEB_RUNS_DIR": str(tmp_path / "runs")})
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr

@@ -4,8 +4,7 @@ import json
 import pytest
 import torch
 
-from tests.trainer.conftest import collector as collect
-from tests.trainer.conftest import tiny_spec
+from tests.trainer.conftest import collector as collect, tiny_spec
 from trainer import events, imp
 from trainer.imp import replicate_seeds, run_experiment
 from trainer.rundir import RunDir

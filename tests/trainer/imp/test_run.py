@@ -4,8 +4,7 @@ import json
 import pytest
 import torch
 
-from tests.trainer.conftest import collector as collect
-from tests.trainer.conftest import tiny_spec
+from tests.trainer.conftest import collector as collect, tiny_spec
 from trainer import events
 from trainer.imp import Run, run_controls_on, run_experiment
 from trainer.pruning.masks import apply_mask
@@ -130,7 +129,8 @@ def test_one_shot_prunes_once_to_the_final_sparsity(tmp_path):
 
 
 def test_global_scope_and_random_strategy_run(tmp_path):
-    results = run_experiment(tiny_spec(pruning={"scope": "global", "strategy": "random", "layer_fractions": {}}), tmp_path)
+    spec = tiny_spec(pruning={"scope": "global", "strategy": "random", "layer_fractions": {}})
+    results = run_experiment(spec, tmp_path)
     total = 235200 + 30000 + 1000
     remaining = sum(layer["remaining"] for layer in results["rounds"][1]["layers"].values())
     assert remaining == total - round(0.3 * total)
@@ -166,8 +166,10 @@ def test_controls_of_several_rounds_train_stacked_and_match_one_at_a_time(tmp_pa
     stacked = run_experiment(tiny_spec(**spec), tmp_path / "stacked", callback=callback)
     alone = run_experiment(tiny_spec(**spec, stack_size=1), tmp_path / "alone")
     assert stacked["run_name"] == alone["run_name"], "stack size is not part of the run's identity"
-    control_events = [(e["network"], e["round"]) for e in seen if e["type"] == events.ROUND_FINISHED and e["network"] != "ticket"]
-    assert sorted(control_events) == [("random_prune", 1), ("random_prune", 2), ("random_reinit", 1), ("random_reinit", 2)]
+    control_events = [(e["network"], e["round"]) for e in seen
+                      if e["type"] == events.ROUND_FINISHED and e["network"] != "ticket"]
+    assert sorted(control_events) == [("random_prune", 1), ("random_prune", 2),
+                                      ("random_reinit", 1), ("random_reinit", 2)]
     evals = {(e["network"], e["round"]) for e in seen if e["type"] == events.EVAL and e["network"] != "ticket"}
     assert evals == set(control_events), "every stacked network reports under its own kind and round"
     a, b = RunDir.open(tmp_path / "stacked" / stacked["run_name"]), RunDir.open(tmp_path / "alone" / alone["run_name"])
@@ -183,7 +185,8 @@ def test_controls_of_several_rounds_train_stacked_and_match_one_at_a_time(tmp_pa
 
 
 def test_structured_scope_prunes_whole_neurons_and_reports_costs(tmp_path):
-    results = run_experiment(tiny_spec(pruning={"structure": "units", "unit_norm": "l2", "layer_fractions": {}}), tmp_path)
+    spec = tiny_spec(pruning={"structure": "units", "unit_norm": "l2", "layer_fractions": {}})
+    results = run_experiment(spec, tmp_path)
     run_dir = RunDir.open(tmp_path / results["run_name"])
     mask = run_dir.mask(1)
     rows_alive = mask["fc1.weight"].any(dim=1)
@@ -205,7 +208,8 @@ def test_masking_criterion_changes_the_ticket_and_needs_magnitude_strategy(tmp_p
     a = RunDir.open(tmp_path / "a" / default["run_name"]).mask(1)
     b = RunDir.open(tmp_path / "b" / large_init["run_name"]).mask(1)
     assert not torch.equal(a["fc1.weight"], b["fc1.weight"])
-    theta_0 = RunDir.open(tmp_path / "b" / large_init["run_name"]).load_state(tmp_path / "b" / large_init["run_name"] / "theta_init.pt")
+    large_init_path = tmp_path / "b" / large_init["run_name"]
+    theta_0 = RunDir.open(large_init_path).load_state(large_init_path / "theta_init.pt")
     survivors, pruned = theta_0["fc1.weight"][b["fc1.weight"]].abs(), theta_0["fc1.weight"][~b["fc1.weight"]].abs()
     assert survivors.min() >= pruned.max(), "large_init keeps the largest initial weights"
     with pytest.raises(SpecError) as caught:

@@ -7,10 +7,10 @@ import torch
 
 from tests.trainer.conftest import TINY_RUN, keeps_larger_half, tiny_run
 from trainer import models
-from trainer.pruning import criteria
-from trainer.pruning.criteria import FrozenAtInitEnforcer, criterion_scores, reinit_survivors, supermask_score
 from trainer.analyses.masking_criteria import run_masking_criteria
 from trainer.imp import Run, run_experiment
+from trainer.pruning import criteria
+from trainer.pruning.criteria import FrozenAtInitEnforcer, criterion_scores, reinit_survivors, supermask_score
 from trainer.pruning.masks import apply_mask, load_mask
 from trainer.pruning.rules import prune_by_scores
 from trainer.rundir import RunDir
@@ -47,14 +47,16 @@ def lenet_state_and_mask(seed=0):
     model = models.build_model("lenet_300_100", (1, 28, 28), 10, seed)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(1)
-    mask = {name: torch.rand(state[name].shape, generator=g) < 0.3 for name in ("fc1.weight", "fc2.weight", "fc3.weight")}
+    mask = {name: torch.rand(state[name].shape, generator=g) < 0.3
+            for name in ("fc1.weight", "fc2.weight", "fc3.weight")}
     return model, state, mask
 
 
 def test_sign_kept_constant_sets_survivors_to_sign_times_the_layers_init_std():
     _, state, mask = lenet_state_and_mask()
     new = reinit_survivors("sign_kept_constant", state, mask, model_name="lenet_300_100")
-    for name, (fan_in, fan_out) in {"fc1.weight": (784, 300), "fc2.weight": (300, 100), "fc3.weight": (100, 10)}.items():
+    fans = {"fc1.weight": (784, 300), "fc2.weight": (300, 100), "fc3.weight": (100, 10)}
+    for name, (fan_in, fan_out) in fans.items():
         std = math.sqrt(2.0 / (fan_in + fan_out))  # Glorot normal
         keep = mask[name]
         expected = torch.sign(state[name][keep]) * std
@@ -207,7 +209,8 @@ def test_the_tickets_criterion_compares_with_the_weights_each_round_started_from
 def late_rewinding(tmp_path_factory):
     """A run rewinding to θk, k = 10 of 40, and masking-criteria chains off it."""
     path = tiny_run(tmp_path_factory.mktemp("late"))
-    criteria_result = run_masking_criteria(path, criteria=["large_final", "magnitude_increase", "large_final_same_sign"],
+    criteria_result = run_masking_criteria(path,
+                                           criteria=["large_final", "magnitude_increase", "large_final_same_sign"],
                                            reinits=["rewind", "sign_kept_constant"])
     frozen_result = run_masking_criteria(path, criteria=["large_final"], masked_weights=["frozen_init"])
     return path, criteria_result, frozen_result

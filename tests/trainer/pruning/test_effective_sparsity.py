@@ -13,9 +13,9 @@ from torch import nn
 from trainer import models
 from trainer.imp import run_experiment
 from trainer.pruning.masks import MaskEnforcer
+from trainer.pruning.structured import effective_mask, training_mask
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec
-from trainer.pruning.structured import effective_mask, training_mask
 
 T, F_ = True, False
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from trainer.pruning.masks import MaskEnforcer, dense_mask
-from trainer.pruning.rules import prune_by_scores, magnitude_scores
+from trainer.pruning.rules import magnitude_scores, prune_by_scores
 from trainer.spec import ExperimentSpec
 from trainer.training.loop import make_optimizer
 
@@ -25,7 +25,8 @@ def test_pruned_weights_stay_exactly_zero_and_their_optimizer_state_stays_zero(n
     model = _model()
     names = ["0.weight", "2.weight"]
     parameters = dict(model.named_parameters())
-    mask = prune_by_scores(dense_mask(model, names), magnitude_scores({n: parameters[n] for n in names}), 0.6, "layerwise")
+    scores = magnitude_scores({n: parameters[n] for n in names})
+    mask = prune_by_scores(dense_mask(model, names), scores, 0.6, "layerwise")
     spec = ExperimentSpec.from_dict({"training": OPTIMIZERS[name]})
     optimizer = make_optimizer(model, spec.training)
     enforcer = MaskEnforcer(model, mask)

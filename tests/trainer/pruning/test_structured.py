@@ -4,10 +4,15 @@ import torch
 from trainer import models
 from trainer.analyses.structured_pruning import run_structured_pruning
 from trainer.imp import run_experiment
-from trainer.spec import ExperimentSpec
 from trainer.pruning.masks import dense_mask
-from trainer.pruning.structured import (alive_units, count_flops_and_parameters, prune_units,
-                                structured_prunable_names, unit_norms)
+from trainer.pruning.structured import (
+    alive_units,
+    count_flops_and_parameters,
+    prune_units,
+    structured_prunable_names,
+    unit_norms,
+)
+from trainer.spec import ExperimentSpec
 
 # rows: L1 4, 6, 2, 5 and L2 4, 3.46, 1.41, 3.32: the two norms disagree on what goes
 ROWS = torch.tensor([[4.0, 0.0, 0.0], [2.0, 2.0, -2.0], [1.0, -1.0, 0.0], [3.0, 1.0, 1.0]])

@@ -10,10 +10,25 @@ import pytest
 import torch
 
 from trainer.cli.main import main
-from trainer.reproduce import (BUDGETS, CHECK_PROGRESS, CHECKS, matching_checks, result_path, run_check)
-from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
-                               lenet_stability, malach_width, optimizer_transfer, retraining_modes, supermask,
-                               synflow_collapse, tickets_vs_dense)
+from trainer.reproduce import (
+    BUDGETS,
+    CHECK_PROGRESS,
+    CHECKS,
+    early_bird_convergence,
+    early_phase_signs,
+    edge_popup_subnetworks,
+    iterative_vs_one_shot,
+    lenet_stability,
+    malach_width,
+    matching_checks,
+    optimizer_transfer,
+    result_path,
+    retraining_modes,
+    run_check,
+    supermask,
+    synflow_collapse,
+    tickets_vs_dense,
+)
 from trainer.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -150,13 +165,15 @@ def _edge_popup(narrow: tuple, wide: tuple) -> dict:
     analysis = {"subnetworks": [{"width": width, "kept_percent": k, "test_accuracy": accuracy}
                                 for width, row in ((1.0, narrow), (2.0, wide))
                                 for k, accuracy in zip(edge_popup_subnetworks.KEPT_PERCENTS, row)],
-                "dense": [{"width": 1.0, "final": {"test_accuracy": 0.89}}, {"width": 2.0, "final": {"test_accuracy": 0.9}}]}
+                "dense": [{"width": 1.0, "final": {"test_accuracy": 0.89}},
+                          {"width": 2.0, "final": {"test_accuracy": 0.9}}]}
     return edge_popup_subnetworks.measurements(results, analysis)["measured"]
 
 
 def _malach(*errors) -> dict:
     """Measured relative approximation errors at widths 25, 50, ... (one per error), built as measurements() does."""
-    entries = [{"width": 25 * 2 ** index, "relative_mse": error, "agreement": 0.8} for index, error in enumerate(errors)]
+    entries = [{"width": 25 * 2 ** index, "relative_mse": error, "agreement": 0.8}
+               for index, error in enumerate(errors)]
     return malach_width.measurements({"approximation": entries, "target": {"test_accuracy": 0.85}})["measured"]
 
 
@@ -245,7 +262,8 @@ def test_matching_checks_of_specs_that_match_and_that_do_not():
     assert matching_checks({**lenet, "training": {**lenet["training"], "optimizer": "sgd", "lr": 0.1}}) == []
     stability = CHECKS["lenet_stability"].protocol("small")["steps"][0]["spec"]
     assert "lenet_stability" in matching_checks(stability)
-    assert "early_bird_convergence" in matching_checks(CHECKS["early_bird_convergence"].protocol("large")["steps"][0]["spec"])
+    early_bird = CHECKS["early_bird_convergence"].protocol("large")["steps"][0]["spec"]
+    assert "early_bird_convergence" in matching_checks(early_bird)
     assert matching_checks({"model": "conv2"}) == [] and matching_checks({"model": 3}) == []
 
 
@@ -283,7 +301,8 @@ def test_cli_through_python_m_trainer(tmp_path):
         f"error: check: unknown check 'nope'; choose one of {', '.join(CHECKS)} (or 'all')"]
 
 
-@pytest.mark.parametrize("args, words", [(["nope"], "unknown check 'nope'"), (["all", "--budget", "huge"], "invalid choice"),
+@pytest.mark.parametrize("args, words", [(["nope"], "unknown check 'nope'"),
+                                         (["all", "--budget", "huge"], "invalid choice"),
                                          ([], "needs a check name")])
 def test_cli_bad_name_or_budget_is_one_line_with_exit_code_2(args, words, capsys, tmp_path):
     code, out, err = reproduce(capsys, *args, "--runs-root", str(tmp_path))

@@ -6,7 +6,7 @@ from tests.trainer.conftest import tiny_spec
 from trainer import replicate_stats
 from trainer.cli.main import summary_table
 from trainer.imp import run_experiment
-from trainer.training.loop import SegmentResult
+from trainer.training.record import SegmentResult
 
 
 def segment_with(val_loss, test_loss, test_accuracy):

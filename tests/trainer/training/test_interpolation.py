@@ -4,10 +4,16 @@ import torch
 from torch import nn
 
 from trainer import models
-from trainer.training.interpolation import (evaluate_path, evenly_spaced, instability, interpolate_states,
-                                   recompute_batch_norm, statistics_batches)
 from trainer.pruning.masks import apply_mask
 from trainer.seeds import generator
+from trainer.training.interpolation import (
+    evaluate_path,
+    evenly_spaced,
+    instability,
+    interpolate_states,
+    recompute_batch_norm,
+    statistics_batches,
+)
 from trainer.training.loop import evaluate
 
 

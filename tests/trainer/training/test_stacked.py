@@ -15,11 +15,20 @@ from trainer import datasets, events, models
 from trainer.pruning.masks import dense_mask
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec
-from trainer.training.stacked import (StackedOptimizer, choose_stack_size, chunks, estimate_training_bytes,
-                             per_network_cross_entropy, set_conv_mode, stack_masks,
-                             stack_states, unstack_mask, unstack_states)
-from trainer.training.stacked_loop import train_segments, train_segments_stacked
 from trainer.training.loop import PreparedData, train_segment
+from trainer.training.stacked import (
+    StackedOptimizer,
+    choose_stack_size,
+    chunks,
+    estimate_training_bytes,
+    per_network_cross_entropy,
+    set_conv_mode,
+    stack_masks,
+    stack_states,
+    unstack_mask,
+    unstack_states,
+)
+from trainer.training.stacked_loop import train_segments, train_segments_stacked
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
