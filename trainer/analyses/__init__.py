@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.analyses import (connectivity, early_bird, early_phase, edge_popup, learned_supermask, masking_criteria,
-                               pruning_at_init, retraining, structured_pruning, transfer)
+                               pretraining, pruning_at_init, retraining, structured_pruning, transfer)
 from trainer.analyses.common import check_rounds, make_run_info, no_summary_lines, planned_run_info, run_info
 from trainer.analyses.params import Param, describe, validate_params
 from trainer.rundir import RunDir
@@ -103,6 +103,12 @@ _register(Analysis(early_phase.NAME, "Early phase: perturbed tickets at θk",
                    "beside the unperturbed ticket and rewinding to 0 (Frankle, Schwab & Morcos 2020).",
                    early_phase.run_early_phase, early_phase.PARAMS, "early_phase_figures",
                    check=early_phase.check, summary_lines=early_phase.summary_lines))
+_register(Analysis(pretraining.NAME, "Early phase: dense pre-training before IMP",
+                   "θ0 trained densely for t iterations on random labels or on rotation prediction (its own 4-way "
+                   "head), then the usual IMP chain from those weights, beside the run's ticket (Frankle, Schwab & "
+                   "Morcos 2020).",
+                   pretraining.run_pretraining, pretraining.PARAMS, "pretraining_figures",
+                   check=pretraining.check, summary_lines=pretraining.summary_lines))
 
 
 def get_analysis(name: str) -> Analysis:
