@@ -54,6 +54,7 @@ ANALYSIS_PARAMS = {
     "learned_supermask": {"weights": ["theta_0", "signed_constant"], "iterations": "20it", "eval_samples": 3},
     "early_phase": {"perturbations": ["init_signs", "shuffle_layer", "shuffle_unit_same_sign"],
                     "noise_alphas": [1.0, 2.0]},
+    "pretraining": {"pretrain_steps": ["20it"], "rounds": 1},
 }
 EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
 
