@@ -9,6 +9,7 @@ weights, as if they were the initialisation:
 
   random_labels  the training set with a fixed random labelling (one label per example drawn
                  uniformly from the classes, seeded), through the network's own output layer
+                 (kept afterwards: the chain starts from the whole pre-trained network)
   rotation       self-supervised rotation prediction: each training image rotated by 0, 90, 180
                  or 270° (a seeded, balanced assignment: one rotation per image), the target is
                  the rotation; a separate 4-way output layer (its own seeded initialisation)
@@ -145,10 +146,10 @@ def pretraining_model(run: Run, task: str, theta_0: dict, seed: int) -> torch.nn
     return model
 
 
-def chain_start(run: Run, pretrained: dict, theta_0: dict) -> dict:
-    """The chain's θ0: the pre-trained network with θ0's output layer (a rotation head is dropped; a
-    random-label output layer is reset too, so every task hands IMP only what it learned below the output)."""
-    head = set(output_layer_names(run.spec.model, run.data.info, theta_0))
+def chain_start(run: Run, task: str, pretrained: dict, theta_0: dict) -> dict:
+    """The chain's θ0: the pre-trained network; after rotation prediction its 4-way head is dropped for θ0's
+    output layer (random-label pre-training trained the network's own output layer, which is kept)."""
+    head = set(output_layer_names(run.spec.model, run.data.info, theta_0)) if task == ROTATION else set()
     return {name: (theta_0[name] if name in head else pretrained[name]).detach().clone() for name in theta_0}
 
 
@@ -228,7 +229,7 @@ def _pretrain(context: AnalysisContext, task: str, steps: str, iterations: int) 
     record = segment_record(segment, mask, round_index=0, network=network, start_iteration=0,
                             end_iteration=iterations, task=task, pretrain_steps=steps,
                             task_classes=data.info.num_classes)
-    context.save_unit(unit, record, state=chain_start(run, model.state_dict(), theta_0))
+    context.save_unit(unit, record, state=chain_start(run, task, model.state_dict(), theta_0))
     round_finished(context.callback, record)
     return record
 
