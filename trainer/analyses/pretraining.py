@@ -35,8 +35,16 @@ from dataclasses import replace
 import torch
 
 from trainer import datasets, events, models
-from trainer.analyses.common import (AnalysisContext, Cancelled, check_rounds, execute, percent_text, round_finished,
-                                     round_started, segment_record)
+from trainer.analyses.common import (
+    AnalysisContext,
+    Cancelled,
+    check_rounds,
+    execute,
+    percent_text,
+    round_finished,
+    round_started,
+    segment_record,
+)
 from trainer.analyses.params import Param
 from trainer.imp import Run
 from trainer.pruning import masks
@@ -273,8 +281,8 @@ def check(params: dict, info: dict) -> None:
 
 
 def summary_lines(result: dict) -> list[str]:
-    lines = [f"pre-trained densely, then IMP rewinding to iteration {result.get('rewind_iteration')} of the training "
-             f"from the pre-trained weights (the run rewinds to {result.get('run_rewind_iteration')})",
+    lines = [(f"pre-trained densely, then IMP rewinding to iteration {result.get('rewind_iteration')} of the training "
+              f"from the pre-trained weights (the run rewinds to {result.get('run_rewind_iteration')})"),
              f"{'network':<28} {'round':>5} {'% remaining':>11} {'early-stop acc':>14} {'final acc':>9}"]
     groups = [("ticket (no pre-training)", result.get("ticket") or [])]
     groups += [(chain["network"], chain["rounds"]) for chain in result.get("chains") or []]

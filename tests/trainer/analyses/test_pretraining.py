@@ -6,8 +6,8 @@ import torch
 
 from tests.trainer.conftest import collector, tiny_run
 from trainer import analyses, events
-from trainer.analyses import pretraining
 from trainer.analyses import events as aevents
+from trainer.analyses import pretraining
 from trainer.analyses.common import AnalysisContext
 from trainer.analyses.pretraining import run_pretraining
 from trainer.cli.main import main
@@ -53,7 +53,7 @@ def test_an_image_rotated_by_k_quarter_turns_is_rotated_counter_clockwise_k_time
 def hand_made_data(count: int = 12) -> PreparedData:
     info = DATASETS["synthetic"].info
     draws = torch.Generator().manual_seed(3)
-    split = lambda: (torch.rand(count, 1, 28, 28, generator=draws), torch.randint(0, 10, (count,), generator=draws))  # noqa: E731
+    split = lambda: (torch.rand(count, 1, 28, 28, generator=draws), torch.randint(0, 10, (count,), generator=draws))
     return PreparedData(info, *split(), *split(), *split(), batch_size=4)
 
 
@@ -142,7 +142,7 @@ def test_two_runs_give_the_same_numbers_and_another_seed_another_draw(run_path, 
     params = {"tasks": ["rotation"], "pretrain_steps": ["10it"], "rounds": 1, "rewind_step": "0it"}
     first = run_pretraining(run_path, **params)
     second = run_pretraining(tiny_run(tmp_path), **params)  # the same spec trained again elsewhere
-    numbers = lambda r: [[(x["early_stop"], x["final"]) for x in c["rounds"]] + [c["pretraining"]["train_loss"]]  # noqa: E731
+    numbers = lambda r: [[(x["early_stop"], x["final"]) for x in c["rounds"]] + [c["pretraining"]["train_loss"]]
                          for c in r["chains"]]
     assert numbers(first) == numbers(second)
     assert first["rewind_iteration"] == 0 and first["chains"][0]["rounds"][1]["start_iteration"] == 0
@@ -153,7 +153,7 @@ def test_two_runs_give_the_same_numbers_and_another_seed_another_draw(run_path, 
 def test_a_cancelled_study_resumes_per_round_and_skips_the_finished_work(run_path):
     params = {"tasks": ["random_labels"], "pretrain_steps": ["5it"], "rounds": 2}
     seen, callback = collector()
-    stop_after_chain_round_0 = lambda: any(e["type"] == events.ROUND_FINISHED and e["network"] == "random_labels_5it"  # noqa: E731
+    stop_after_chain_round_0 = lambda: any(e["type"] == events.ROUND_FINISHED and e["network"] == "random_labels_5it"
                                            for e in seen)
     first = run_pretraining(run_path, **params, callback=callback, stop_requested=stop_after_chain_round_0)
     assert first["status"] == "cancelled"
