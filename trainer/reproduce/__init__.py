@@ -19,7 +19,7 @@ from typing import Callable
 
 from trainer import events
 from trainer.reproduce import (early_bird_convergence, early_phase_signs, edge_popup_subnetworks, iterative_vs_one_shot,
-                               lenet_stability,
+                               lenet_stability, pretraining_random_labels,
                                retraining_modes, supermask, synflow_collapse, tickets_vs_dense)
 from trainer.reproduce.base import (BUDGETS, CHECK_PROGRESS, FAIL, INCONCLUSIVE, PASS, Check, CheckCancelled,
                                     Session, check_budget)
@@ -31,7 +31,7 @@ from trainer.spec import SpecError
 CHECKS: dict[str, Check] = {check.name: check for check in (
     tickets_vs_dense.CHECK, iterative_vs_one_shot.CHECK, supermask.CHECK, lenet_stability.CHECK,
     retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK, edge_popup_subnetworks.CHECK,
-    early_phase_signs.CHECK)}
+    early_phase_signs.CHECK, pretraining_random_labels.CHECK)}
 EMPTY_CHART = {"title": "", "x_label": "", "y_label": "", "log_x": False, "series": []}
 
 
