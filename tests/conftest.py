@@ -56,6 +56,7 @@ ANALYSIS_PARAMS = {
                     "noise_alphas": [1.0, 2.0]},
     "malach": {"target_iterations": "30it", "widths": [20, 40], "iterations": "20it", "batch_size": 50},
     "weight_agnostic": {"rounds": [0, 2], "weight_values": [-1.0, 0.5, 1.0]},
+    "pretraining": {"pretrain_steps": ["20it"], "rounds": 1},
 }
 EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
 

@@ -319,6 +319,20 @@ def early_phase_figures(result: dict) -> list[dict]:
     return figures
 
 
+def pretraining_figures(result: dict) -> list[dict]:
+    accuracy = _accuracy_figure("IMP after dense pre-training")
+    run_k, chain_k = result.get("run_rewind_iteration"), result.get("rewind_iteration")
+    _add_records(accuracy, result.get("ticket"), f"the run's ticket (no pre-training, k = {run_k})", "#000000",
+                 dash="dash", symbol="diamond")
+    for index, chain in enumerate(result.get("chains") or []):
+        name = f"{_label(chain['task'])}, t = {chain['pretrain_steps']} (k = {chain_k})"
+        _add_records(accuracy, chain.get("rounds"), name, palette_color(index))
+    return [{"id": "accuracy", "figure": accuracy,
+             "caption": "Test accuracy at early stop against % of weights remaining: IMP chains started from θ0 "
+                        "pre-trained densely for t iterations on random labels or rotation prediction, beside the "
+                        "run's own ticket (dashed)."}]
+
+
 def _reference_line(figure: go.Figure, value, name: str, color: str, dash: str) -> None:
     """A horizontal line across the whole x range (a dense network's or chance's accuracy)."""
     if value is None:
@@ -479,6 +493,7 @@ BUILDERS = {
     "early_phase_figures": StudyCharts(early_phase_figures),
     "weight_agnostic_figures": StudyCharts(weight_agnostic_figures),
     "malach_figures": StudyCharts(malach_figures),
+    "pretraining_figures": StudyCharts(pretraining_figures),
 }
 
 

@@ -120,6 +120,9 @@ BAD_PARAMS = [
     ("early_phase", {"flip_fraction": "1.5"}, "flip_fraction", "must be at most 1.0"),
     ("early_phase", {"perturbations": "scramble"}, "perturbations", "Select a valid choice"),
     ("early_phase", {"rounds": "0"}, "rounds", "must be at least 1"),
+    ("pretraining", {"pretrain_steps": "0it"}, "pretrain_steps", "[0]: must be at least one iteration"),
+    ("pretraining", {"tasks": "jigsaw"}, "tasks", "Select a valid choice"),
+    ("pretraining", {"rewind_step": "soon"}, "rewind_step", "got 'soon'"),
     ("edge_popup", {"kept_percents": "0, 50"}, "kept_percents", "[0]: must be at least 0.1"),
     ("edge_popup", {"widths": ""}, "widths", "choose at least one value"),
     ("edge_popup", {"iterations": "0it"}, "iterations", "must be at least one iteration"),
@@ -466,6 +469,17 @@ def test_early_phase_charts(analysis_results):
     assert first.y[2] == pytest.approx(100 * result["perturbations"]["noise_2"][0]["early_stop"]["test_accuracy"])
     without_noise = {**result, "perturbations": {k: v for k, v in result["perturbations"].items() if "noise" not in k}}
     assert [item["id"] for item in charts.analysis_figures("early_phase_figures", without_noise)] == ["accuracy"]
+
+
+def test_pretraining_chart(analysis_results):
+    figures, result = figures_of(analysis_results, "pretraining")
+    assert names(figures["accuracy"]) == ["the run's ticket (no pre-training, k = 0)",
+                                          "random labels, t = 20it (k = 0)", "rotation, t = 20it (k = 0)"]
+    ticket, rotation = figures["accuracy"].data[0], figures["accuracy"].data[2]
+    assert list(ticket.x) == pytest.approx([100 * r["remaining_fraction"] for r in result["ticket"]])
+    chain = result["chains"][1]["rounds"]
+    assert list(rotation.x) == pytest.approx([100 * r["remaining_fraction"] for r in chain])
+    assert list(rotation.y) == pytest.approx([100 * r["early_stop"]["test_accuracy"] for r in chain])
 
 
 def test_edge_popup_chart(analysis_results):

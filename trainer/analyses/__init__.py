@@ -27,6 +27,7 @@ from trainer.analyses import (
     learned_supermask,
     malach,
     masking_criteria,
+    pretraining,
     pruning_at_init,
     retraining,
     structured_pruning,
@@ -128,6 +129,12 @@ _register(Analysis(malach.NAME, "Strong tickets: pruning random nets to a target
                    "(Malach et al. 2020).",
                    malach.run_malach, malach.PARAMS, "malach_figures",
                    check=malach.check, summary_lines=malach.summary_lines))
+_register(Analysis(pretraining.NAME, "Early phase: dense pre-training before IMP",
+                   "θ0 trained densely for t iterations on random labels or on rotation prediction (its own 4-way "
+                   "head), then the usual IMP chain from those weights, beside the run's ticket (Frankle, Schwab & "
+                   "Morcos 2020).",
+                   pretraining.run_pretraining, pretraining.PARAMS, "pretraining_figures",
+                   check=pretraining.check, summary_lines=pretraining.summary_lines))
 
 
 def get_analysis(name: str) -> Analysis:

@@ -26,6 +26,7 @@ from trainer.reproduce import (
     lenet_stability,
     malach_width,
     optimizer_transfer,
+    pretraining_random_labels,
     retraining_modes,
     supermask,
     synflow_collapse,
@@ -50,7 +51,8 @@ from trainer.spec import SpecError
 CHECKS: dict[str, Check] = {check.name: check for check in (
     tickets_vs_dense.CHECK, iterative_vs_one_shot.CHECK, supermask.CHECK, lenet_stability.CHECK,
     retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK, edge_popup_subnetworks.CHECK,
-    early_phase_signs.CHECK, malach_width.CHECK, optimizer_transfer.CHECK)}
+    early_phase_signs.CHECK, malach_width.CHECK, optimizer_transfer.CHECK,
+    pretraining_random_labels.CHECK)}
 EMPTY_CHART = {"title": "", "x_label": "", "y_label": "", "log_x": False, "series": []}
 
 

@@ -22,6 +22,7 @@ from trainer.reproduce import (
     malach_width,
     matching_checks,
     optimizer_transfer,
+    pretraining_random_labels,
     result_path,
     retraining_modes,
     run_check,
@@ -159,6 +160,10 @@ def _early_phase(ticket, flipped, shuffled, same_sign):
             "shuffle_unit_same_sign_accuracy": same_sign}
 
 
+def _pretraining(ticket, short, long):
+    return {"ticket_accuracy": ticket, "short_accuracy": short, "long_accuracy": long}
+
+
 def _edge_popup(narrow: tuple, wide: tuple) -> dict:
     """Measured accuracies at k = 10, 30, 50, 70, 90% for widths ×1 and ×2, built as measurements() does."""
     results = {"spec": {"dataset": "fashion_mnist"}}
@@ -220,6 +225,12 @@ VERDICT_CASES = [
     (optimizer_transfer, _optimizer_transfer((0.88, 0.85), (0.86, 0.86)), "FAIL"),  # SGD -> Adam: no lead
     (optimizer_transfer, _optimizer_transfer((0.88, 0.875), (0.89, 0.86)), "INCONCLUSIVE"),  # half a point
     (optimizer_transfer, _optimizer_transfer((None, 0.85), (0.89, 0.86)), "INCONCLUSIVE"),  # diverged
+    (pretraining_random_labels, _pretraining(0.88, 0.884, 0.86), "PASS"),
+    (pretraining_random_labels, _pretraining(0.88, 0.877, 0.865), "PASS"),  # short within 0.5 points below
+    (pretraining_random_labels, _pretraining(0.88, 0.85, 0.83), "FAIL"),  # short pre-training hurts 3 points
+    (pretraining_random_labels, _pretraining(0.88, 0.884, 0.886), "FAIL"),  # long does not hurt
+    (pretraining_random_labels, _pretraining(0.88, 0.884, 0.879), "INCONCLUSIVE"),  # half a point: neither
+    (pretraining_random_labels, _pretraining(0.88, None, 0.86), "INCONCLUSIVE"),  # diverged
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.85, 0.88, 0.86, 0.7)), "PASS"),
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.9), (0.55, 0.85, 0.88, 0.86, 0.7)), "FAIL"),
     (edge_popup_subnetworks, _edge_popup((0.5, 0.8, 0.85, 0.8, 0.6), (0.55, 0.8, 0.82, 0.8, 0.7)), "FAIL"),
@@ -253,11 +264,13 @@ def test_every_verdict_is_reachable_for_every_check():
 
 def test_matching_checks_of_specs_that_match_and_that_do_not():
     lenet = CHECKS["tickets_vs_dense"].protocol("small")["steps"][0]["spec"]
-    assert matching_checks(lenet) == ["tickets_vs_dense", "iterative_vs_one_shot", "supermask"]
+    # a LeNet IMP run rewinding to θ0 is also the pre-training check's ticket without pre-training
+    assert matching_checks(lenet) == ["tickets_vs_dense", "iterative_vs_one_shot", "supermask",
+                                      "pretraining_random_labels"]
     # budgets may differ; without a random-reinit control the F&C claim cannot be tested
     shorter = {**lenet, "training": {**lenet["training"], "training_steps": "1000it"}, "replicates": 1,
                "controls": [], "control_rounds": []}
-    assert matching_checks(shorter) == ["iterative_vs_one_shot", "supermask"]
+    assert matching_checks(shorter) == ["iterative_vs_one_shot", "supermask", "pretraining_random_labels"]
     assert matching_checks({**lenet, "dataset": "synthetic"}) == []
     assert matching_checks({**lenet, "training": {**lenet["training"], "optimizer": "sgd", "lr": 0.1}}) == []
     stability = CHECKS["lenet_stability"].protocol("small")["steps"][0]["spec"]
