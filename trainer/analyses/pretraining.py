@@ -47,6 +47,7 @@ from trainer.analyses.common import (
 )
 from trainer.analyses.params import Param
 from trainer.imp import Run
+from trainer.imp.rounds import run_ticket_rounds
 from trainer.pruning import masks
 from trainer.rundir import RunDir, save_tensor_dict_atomically
 from trainer.seeds import derive_seed, generator
@@ -255,7 +256,7 @@ def _run_chain(context: AnalysisContext, chain_spec, network: str, start: dict) 
 
     context.check_stop()
     chain = Run(chain_spec, run_dir, context.data_dir, relabel, context.stop_requested)
-    if chain.run_ticket_rounds() == "cancelled":
+    if run_ticket_rounds(chain) == "cancelled":
         raise Cancelled()
     return [{**record, "network": network} for record in run_dir.records()]
 
