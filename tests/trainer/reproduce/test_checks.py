@@ -18,6 +18,7 @@ from trainer.reproduce import (
     early_phase_signs,
     edge_popup_subnetworks,
     iterative_vs_one_shot,
+    learned_supermask,
     lenet_stability,
     malach_width,
     matching_checks,
@@ -29,6 +30,7 @@ from trainer.reproduce import (
     supermask,
     synflow_collapse,
     tickets_vs_dense,
+    weight_agnostic,
 )
 from trainer.spec import SpecError
 
@@ -182,6 +184,30 @@ def _malach(*errors) -> dict:
     return malach_width.measurements({"approximation": entries, "target": {"test_accuracy": 0.85}})["measured"]
 
 
+def _learned(sampled, dense_theta_0=0.07) -> dict:
+    """Measured: the sampled masks' accuracy and the dense θ0 network's, built as measurements() does."""
+    results = {"spec": {"dataset": "fashion_mnist"},
+               "rounds": [{"round": 0, "replicate": 0, "curve": {"iteration": [0, 2000],
+                                                                 "test_accuracy": [dense_theta_0, 0.86]}}]}
+    analysis = {"iterations": 440, "dense": {"final": {"test_accuracy": 0.86}},
+                "masks": [{"weights": "theta_0", "sampled": {"test_accuracy": sampled, "test_accuracy_std": 0.005,
+                                                             "kept_fraction": 0.5},
+                           "expected": {"test_accuracy": sampled}, "kept_fraction_expected": 0.5}]}
+    return learned_supermask.measurements(results, analysis)["measured"]
+
+
+def _weight_agnostic(ticket: tuple, random: tuple) -> dict:
+    """Measured at round 7 (and round 12, reported) from accuracies at w = -1, 1, 2, built as measurements() does."""
+    def entry(kind, round_index, accuracies):
+        return {"round": round_index, "kind": kind, "remaining_fraction": 0.8 ** round_index,
+                "weight_values": [-1.0, 1.0, 2.0], "test_accuracy": list(accuracies),
+                "mean_accuracy": None if None in accuracies else sum(accuracies) / len(accuracies)}
+    analysis = {"chance": 0.1, "weight_values": [-1.0, 1.0, 2.0],
+                "ticket": [entry("ticket", 7, ticket), entry("ticket", 12, ticket)],
+                "random": [entry("random", 7, random), entry("random", 12, random)]}
+    return weight_agnostic.measurements(analysis, 7)["measured"]
+
+
 VERDICT_CASES = [
     (tickets_vs_dense, _tickets(), "PASS"),
     (tickets_vs_dense, _tickets(ticket_early_stop_iteration=4500.0), "FAIL"),  # the ticket learns slower
@@ -241,6 +267,19 @@ VERDICT_CASES = [
     (malach_width, _malach(0.3, 0.35, 0.31), "FAIL"),  # the widest is no better than the narrowest
     (malach_width, _malach(0.3, 0.29, 0.28), "INCONCLUSIVE"),  # less than 10% lower
     (malach_width, _malach(0.3, None), "INCONCLUSIVE"),  # diverged
+    (learned_supermask, _learned(0.80), "PASS"),
+    (learned_supermask, _learned(0.13), "FAIL"),  # near chance
+    (learned_supermask, _learned(0.30, dense_theta_0=0.28), "FAIL"),  # no better than the dense θ0
+    (learned_supermask, _learned(0.18), "INCONCLUSIVE"),  # 1.8 × chance
+    (learned_supermask, _learned(0.80, dense_theta_0=0.70), "INCONCLUSIVE"),  # 10 points over the dense θ0
+    (learned_supermask, _learned(None), "INCONCLUSIVE"),  # diverged
+    (weight_agnostic, _weight_agnostic((0.02, 0.70, 0.70), (0.05, 0.15, 0.15)), "PASS"),
+    # judged at w > 0: the mean over ±w (0.47) would be no lead over the random mask's 0.5 at all
+    (weight_agnostic, _weight_agnostic((0.01, 0.70, 0.70), (0.60, 0.45, 0.45)), "PASS"),
+    (weight_agnostic, _weight_agnostic((0.05, 0.12, 0.12), (0.05, 0.10, 0.10)), "FAIL"),  # near chance
+    (weight_agnostic, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.55, 0.55)), "FAIL"),  # below the random mask
+    (weight_agnostic, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # 2 points ahead
+    (weight_agnostic, _weight_agnostic((0.02, None, None), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # diverged
 ]
 
 
@@ -265,16 +304,19 @@ def test_every_verdict_is_reachable_for_every_check():
 def test_matching_checks_of_specs_that_match_and_that_do_not():
     lenet = CHECKS["tickets_vs_dense"].protocol("small")["steps"][0]["spec"]
     # a LeNet IMP run rewinding to θ0 is also the pre-training check's ticket without pre-training
-    assert matching_checks(lenet) == ["tickets_vs_dense", "iterative_vs_one_shot", "supermask",
+    assert matching_checks(lenet) == ["tickets_vs_dense", "iterative_vs_one_shot", "supermask", "weight_agnostic",
                                       "pretraining_random_labels"]
     # budgets may differ; without a random-reinit control the F&C claim cannot be tested
     shorter = {**lenet, "training": {**lenet["training"], "training_steps": "1000it"}, "replicates": 1,
                "controls": [], "control_rounds": []}
-    assert matching_checks(shorter) == ["iterative_vs_one_shot", "supermask", "pretraining_random_labels"]
+    assert matching_checks(shorter) == ["iterative_vs_one_shot", "supermask", "weight_agnostic",
+                                        "pretraining_random_labels"]
     assert matching_checks({**lenet, "dataset": "synthetic"}) == []
     assert matching_checks({**lenet, "training": {**lenet["training"], "optimizer": "sgd", "lr": 0.1}}) == []
     stability = CHECKS["lenet_stability"].protocol("small")["steps"][0]["spec"]
     assert "lenet_stability" in matching_checks(stability)
+    dense = CHECKS["learned_supermask"].protocol("small")["steps"][0]["spec"]
+    assert {"edge_popup_subnetworks", "learned_supermask", "malach_width"} <= set(matching_checks(dense))
     early_bird = CHECKS["early_bird_convergence"].protocol("large")["steps"][0]["spec"]
     assert "early_bird_convergence" in matching_checks(early_bird)
     assert matching_checks({"model": "conv2"}) == [] and matching_checks({"model": 3}) == []
