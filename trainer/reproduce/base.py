@@ -60,6 +60,17 @@ def missing(*labels: str) -> Finding:
     return Finding(UNDECIDED, f"no measurement of {', '.join(labels)} (a run diverged or did not finish)")
 
 
+# "far above chance", as the supermask and strong-ticket checks judge it: >= 2 × chance holds, < 1.5 × fails
+PASS_MULTIPLE_OF_CHANCE, FAIL_MULTIPLE_OF_CHANCE = 2.0, 1.5
+
+
+def far_above_chance(accuracy: float, chance: float, label: str) -> Finding:
+    """Whether `accuracy` is far above chance: holds at >= 2 × chance, fails below 1.5 × chance."""
+    outcome = (HOLDS if accuracy >= PASS_MULTIPLE_OF_CHANCE * chance
+               else FAILS if accuracy < FAIL_MULTIPLE_OF_CHANCE * chance else UNDECIDED)
+    return Finding(outcome, f"{label} {points(accuracy)} = {accuracy / chance:.1f} × chance ({points(chance)})")
+
+
 def points(fraction: float | None) -> str:
     """An accuracy (fraction) as percent, or a difference as points."""
     return "-" if fraction is None else f"{100 * fraction:.2f}%"

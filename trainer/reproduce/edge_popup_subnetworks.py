@@ -35,6 +35,7 @@ from trainer.reproduce.base import (
     Step,
     decide,
     experiment_trainings,
+    far_above_chance,
     lenet_spec,
     missing,
     points,
@@ -44,7 +45,6 @@ NAME = "edge_popup_subnetworks"
 KEPT_PERCENTS = (10.0, 30.0, 50.0, 70.0, 90.0)
 MIDDLE = (30.0, 70.0)  # the paper's "k around 30-70% is best", inclusive
 MARGIN = 0.01  # one point of test accuracy
-PASS_MULTIPLE, FAIL_MULTIPLE = 2.0, 1.5
 
 # dense training length, edge-popup score training, widths, k values
 BUDGET_SETTINGS = {
@@ -131,10 +131,7 @@ def judge(measured: dict) -> Decision:
     if narrow is None:
         findings.append(missing("width ×1's best subnetwork"))
     else:
-        outcome = (HOLDS if narrow >= PASS_MULTIPLE * chance else FAILS if narrow < FAIL_MULTIPLE * chance
-                   else UNDECIDED)
-        findings.append(Finding(outcome, f"best subnetwork at width ×{widths[0]:g} {points(narrow)} = "
-                                         f"{narrow / chance:.1f} × chance"))
+        findings.append(far_above_chance(narrow, chance, f"best subnetwork at width ×{widths[0]:g}"))
     return decide(findings)
 
 

@@ -32,13 +32,13 @@ from trainer.reproduce.base import (
     Finding,
     Step,
     decide,
+    far_above_chance,
     missing,
     points,
     signed_points,
 )
 
 NAME = "learned_supermask"
-PASS_MULTIPLE, FAIL_MULTIPLE = 2.0, 1.5
 PASS_GAIN, FAIL_GAIN = 0.20, 0.05  # over the dense θ0 network, in accuracy
 
 # mask training, masks sampled for the evaluation
@@ -96,8 +96,7 @@ def judge(measured: dict) -> Decision:
     score, chance, dense = measured["sampled_accuracy"], measured["chance"], measured["dense_theta_0_accuracy"]
     if score is None:
         return decide([missing("the learned supermask's accuracy")])
-    outcome = HOLDS if score >= PASS_MULTIPLE * chance else FAILS if score < FAIL_MULTIPLE * chance else UNDECIDED
-    findings = [Finding(outcome, f"sampled masks {points(score)} = {score / chance:.1f} × chance ({points(chance)})")]
+    findings = [far_above_chance(score, chance, "sampled masks")]
     if dense is None:
         findings.append(missing("the dense θ0 network's accuracy"))
     else:

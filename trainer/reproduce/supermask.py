@@ -18,11 +18,9 @@ from __future__ import annotations
 from trainer import datasets
 from trainer.analyses import masking_criteria
 from trainer.reproduce import tickets_vs_dense
-from trainer.reproduce.base import FAILS, HOLDS, UNDECIDED, Check, Decision, Finding, Step, decide, missing, points
+from trainer.reproduce.base import Check, Decision, Step, decide, far_above_chance, missing, points
 
 NAME = "supermask"
-PASS_MULTIPLE = 2.0
-FAIL_MULTIPLE = 1.5
 IMP_ONLY = {"criteria": ["large_final"], "reinits": ["rewind"], "masked_weights": ["zero"]}
 
 
@@ -57,10 +55,8 @@ def judge(measured: dict) -> Decision:
     score, chance = measured["supermask_accuracy"], measured["chance"]
     if score is None:
         return decide([missing("supermask accuracy")])
-    text = (f"supermask at {100 * measured['remaining_fraction']:.1f}% remaining {points(score)} = "
-            f"{score / chance:.1f} × chance ({points(chance)})")
-    outcome = HOLDS if score >= PASS_MULTIPLE * chance else FAILS if score < FAIL_MULTIPLE * chance else UNDECIDED
-    return decide([Finding(outcome, text)])
+    return decide([far_above_chance(score, chance,
+                                     f"supermask at {100 * measured['remaining_fraction']:.1f}% remaining")])
 
 
 def summary(measured: dict) -> str:

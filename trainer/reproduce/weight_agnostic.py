@@ -37,13 +37,13 @@ from trainer.reproduce.base import (
     Finding,
     Step,
     decide,
+    far_above_chance,
     missing,
     points,
     signed_points,
 )
 
 NAME = "weight_agnostic"
-PASS_MULTIPLE, FAIL_MULTIPLE = 2.0, 1.5
 MARGIN = 0.05  # the ticket's lead over the random mask, in accuracy
 WEIGHT_VALUES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)  # Gaier & Ha's
 
@@ -101,9 +101,7 @@ def judge(measured: dict) -> Decision:
     ticket, random, chance = measured["ticket_accuracy"], measured["random_accuracy"], measured["chance"]
     if ticket is None:
         return decide([missing(f"the ticket's accuracy at round {measured['round']}")])
-    outcome = HOLDS if ticket >= PASS_MULTIPLE * chance else FAILS if ticket < FAIL_MULTIPLE * chance else UNDECIDED
-    findings = [Finding(outcome, f"round {measured['round']} ticket mask, w > 0: {points(ticket)} = "
-                                 f"{ticket / chance:.1f} × chance ({points(chance)})")]
+    findings = [far_above_chance(ticket, chance, f"round {measured['round']} ticket mask, w > 0:")]
     if random is None:
         findings.append(missing("the random mask's accuracy"))
     else:
