@@ -59,7 +59,7 @@ def steps(budget: str, data_dir) -> list[Step]:
 
 def measure(session, protocol_steps: list[Step]) -> dict:
     _, analysis = session.run_all(protocol_steps)
-    return measurements(analysis, protocol_steps[-1].params["rounds"][0])
+    return measurements(analysis, protocol_steps[-1].params["rounds"][0])  # sorted: the reference round first
 
 
 def positive_accuracy(entry: dict) -> float | None:
