@@ -23,16 +23,16 @@ from trainer.reproduce import (
     early_phase_signs,
     edge_popup_subnetworks,
     iterative_vs_one_shot,
-    learned_supermask,
+    learned_supermask_accuracy,
     lenet_stability,
     malach_width,
     optimizer_transfer,
     pretraining_random_labels,
     retraining_modes,
+    shared_weight_tickets,
     supermask,
     synflow_collapse,
     tickets_vs_dense,
-    weight_agnostic,
 )
 from trainer.reproduce.base import (
     BUDGETS,
@@ -51,9 +51,10 @@ from trainer.spec import SpecError
 # Display order; the LeNet IMP run of tickets_vs_dense is shared by the next three checks and the dense run of
 # edge_popup_subnetworks by the next two, so running them in this order trains each once.
 CHECKS: dict[str, Check] = {check.name: check for check in (
-    tickets_vs_dense.CHECK, iterative_vs_one_shot.CHECK, supermask.CHECK, weight_agnostic.CHECK, lenet_stability.CHECK,
-    retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK, edge_popup_subnetworks.CHECK,
-    learned_supermask.CHECK, early_phase_signs.CHECK, malach_width.CHECK, optimizer_transfer.CHECK,
+    tickets_vs_dense.CHECK, iterative_vs_one_shot.CHECK, supermask.CHECK, shared_weight_tickets.CHECK,
+    lenet_stability.CHECK, retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK,
+    edge_popup_subnetworks.CHECK,
+    learned_supermask_accuracy.CHECK, early_phase_signs.CHECK, malach_width.CHECK, optimizer_transfer.CHECK,
     pretraining_random_labels.CHECK)}
 EMPTY_CHART = {"title": "", "x_label": "", "y_label": "", "log_x": False, "series": []}
 

@@ -18,7 +18,7 @@ from trainer.reproduce import (
     early_phase_signs,
     edge_popup_subnetworks,
     iterative_vs_one_shot,
-    learned_supermask,
+    learned_supermask_accuracy,
     lenet_stability,
     malach_width,
     matching_checks,
@@ -27,10 +27,10 @@ from trainer.reproduce import (
     result_path,
     retraining_modes,
     run_check,
+    shared_weight_tickets,
     supermask,
     synflow_collapse,
     tickets_vs_dense,
-    weight_agnostic,
 )
 from trainer.spec import SpecError
 
@@ -193,7 +193,7 @@ def _learned(sampled, dense_theta_0=0.07) -> dict:
                 "masks": [{"weights": "theta_0", "sampled": {"test_accuracy": sampled, "test_accuracy_std": 0.005,
                                                              "kept_fraction": 0.5},
                            "expected": {"test_accuracy": sampled}, "kept_fraction_expected": 0.5}]}
-    return learned_supermask.measurements(results, analysis)["measured"]
+    return learned_supermask_accuracy.measurements(results, analysis)["measured"]
 
 
 def _weight_agnostic(ticket: tuple, random: tuple) -> dict:
@@ -205,7 +205,7 @@ def _weight_agnostic(ticket: tuple, random: tuple) -> dict:
     analysis = {"chance": 0.1, "weight_values": [-1.0, 1.0, 2.0],
                 "ticket": [entry("ticket", 7, ticket), entry("ticket", 12, ticket)],
                 "random": [entry("random", 7, random), entry("random", 12, random)]}
-    return weight_agnostic.measurements(analysis, 7)["measured"]
+    return shared_weight_tickets.measurements(analysis, 7)["measured"]
 
 
 VERDICT_CASES = [
@@ -267,19 +267,19 @@ VERDICT_CASES = [
     (malach_width, _malach(0.3, 0.35, 0.31), "FAIL"),  # the widest is no better than the narrowest
     (malach_width, _malach(0.3, 0.29, 0.28), "INCONCLUSIVE"),  # less than 10% lower
     (malach_width, _malach(0.3, None), "INCONCLUSIVE"),  # diverged
-    (learned_supermask, _learned(0.80), "PASS"),
-    (learned_supermask, _learned(0.13), "FAIL"),  # near chance
-    (learned_supermask, _learned(0.30, dense_theta_0=0.28), "FAIL"),  # no better than the dense θ0
-    (learned_supermask, _learned(0.18), "INCONCLUSIVE"),  # 1.8 × chance
-    (learned_supermask, _learned(0.80, dense_theta_0=0.70), "INCONCLUSIVE"),  # 10 points over the dense θ0
-    (learned_supermask, _learned(None), "INCONCLUSIVE"),  # diverged
-    (weight_agnostic, _weight_agnostic((0.02, 0.70, 0.70), (0.05, 0.15, 0.15)), "PASS"),
+    (learned_supermask_accuracy, _learned(0.80), "PASS"),
+    (learned_supermask_accuracy, _learned(0.13), "FAIL"),  # near chance
+    (learned_supermask_accuracy, _learned(0.30, dense_theta_0=0.28), "FAIL"),  # no better than the dense θ0
+    (learned_supermask_accuracy, _learned(0.18), "INCONCLUSIVE"),  # 1.8 × chance
+    (learned_supermask_accuracy, _learned(0.80, dense_theta_0=0.70), "INCONCLUSIVE"),  # 10 points over the dense θ0
+    (learned_supermask_accuracy, _learned(None), "INCONCLUSIVE"),  # diverged
+    (shared_weight_tickets, _weight_agnostic((0.02, 0.70, 0.70), (0.05, 0.15, 0.15)), "PASS"),
     # judged at w > 0: the mean over ±w (0.47) would be no lead over the random mask's 0.5 at all
-    (weight_agnostic, _weight_agnostic((0.01, 0.70, 0.70), (0.60, 0.45, 0.45)), "PASS"),
-    (weight_agnostic, _weight_agnostic((0.05, 0.12, 0.12), (0.05, 0.10, 0.10)), "FAIL"),  # near chance
-    (weight_agnostic, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.55, 0.55)), "FAIL"),  # below the random mask
-    (weight_agnostic, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # 2 points ahead
-    (weight_agnostic, _weight_agnostic((0.02, None, None), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # diverged
+    (shared_weight_tickets, _weight_agnostic((0.01, 0.70, 0.70), (0.60, 0.45, 0.45)), "PASS"),
+    (shared_weight_tickets, _weight_agnostic((0.05, 0.12, 0.12), (0.05, 0.10, 0.10)), "FAIL"),  # near chance
+    (shared_weight_tickets, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.55, 0.55)), "FAIL"),  # below the random mask
+    (shared_weight_tickets, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # 2 points ahead
+    (shared_weight_tickets, _weight_agnostic((0.02, None, None), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # diverged
 ]
 
 
@@ -304,19 +304,19 @@ def test_every_verdict_is_reachable_for_every_check():
 def test_matching_checks_of_specs_that_match_and_that_do_not():
     lenet = CHECKS["tickets_vs_dense"].protocol("small")["steps"][0]["spec"]
     # a LeNet IMP run rewinding to θ0 is also the pre-training check's ticket without pre-training
-    assert matching_checks(lenet) == ["tickets_vs_dense", "iterative_vs_one_shot", "supermask", "weight_agnostic",
+    assert matching_checks(lenet) == ["tickets_vs_dense", "iterative_vs_one_shot", "supermask", "shared_weight_tickets",
                                       "pretraining_random_labels"]
     # budgets may differ; without a random-reinit control the F&C claim cannot be tested
     shorter = {**lenet, "training": {**lenet["training"], "training_steps": "1000it"}, "replicates": 1,
                "controls": [], "control_rounds": []}
-    assert matching_checks(shorter) == ["iterative_vs_one_shot", "supermask", "weight_agnostic",
+    assert matching_checks(shorter) == ["iterative_vs_one_shot", "supermask", "shared_weight_tickets",
                                         "pretraining_random_labels"]
     assert matching_checks({**lenet, "dataset": "synthetic"}) == []
     assert matching_checks({**lenet, "training": {**lenet["training"], "optimizer": "sgd", "lr": 0.1}}) == []
     stability = CHECKS["lenet_stability"].protocol("small")["steps"][0]["spec"]
     assert "lenet_stability" in matching_checks(stability)
-    dense = CHECKS["learned_supermask"].protocol("small")["steps"][0]["spec"]
-    assert {"edge_popup_subnetworks", "learned_supermask", "malach_width"} <= set(matching_checks(dense))
+    dense = CHECKS["learned_supermask_accuracy"].protocol("small")["steps"][0]["spec"]
+    assert {"edge_popup_subnetworks", "learned_supermask_accuracy", "malach_width"} <= set(matching_checks(dense))
     early_bird = CHECKS["early_bird_convergence"].protocol("large")["steps"][0]["spec"]
     assert "early_bird_convergence" in matching_checks(early_bird)
     assert matching_checks({"model": "conv2"}) == [] and matching_checks({"model": 3}) == []

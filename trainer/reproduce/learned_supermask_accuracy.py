@@ -38,7 +38,7 @@ from trainer.reproduce.base import (
     signed_points,
 )
 
-NAME = "learned_supermask"
+NAME = "learned_supermask_accuracy"
 PASS_GAIN, FAIL_GAIN = 0.20, 0.05  # over the dense θ0 network, in accuracy
 
 # mask training, masks sampled for the evaluation

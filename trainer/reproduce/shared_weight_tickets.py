@@ -43,7 +43,7 @@ from trainer.reproduce.base import (
     signed_points,
 )
 
-NAME = "weight_agnostic"
+NAME = "shared_weight_tickets"
 MARGIN = 0.05  # the ticket's lead over the random mask, in accuracy
 WEIGHT_VALUES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)  # Gaier & Ha's
 
