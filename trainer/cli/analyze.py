@@ -26,15 +26,21 @@ def add_analysis_commands(subparsers) -> argparse.ArgumentParser:
     names = analyze.add_subparsers(dest="analysis", required=True, metavar="NAME",
                                    parser_class=getattr(subparsers, "_parser_class", argparse.ArgumentParser))
     for analysis in ANALYSES.values():
-        parser = names.add_parser(analysis.name, help=analysis.description, description=analysis.description)
+        parser = names.add_parser(analysis.name, help=_literal(analysis.description),
+                                  description=analysis.description)
         for param in analysis.params:
             default = list(param.default) if isinstance(param.default, tuple) else param.default
             parser.add_argument(f"--{param.name.replace('_', '-')}", dest=f"param:{param.name}", default=None,
                                 metavar=_metavar(param.kind),
-                                help=f"{param.help} [{json.dumps(default)}]")
+                                help=_literal(f"{param.help} [{json.dumps(default)}]"))
         parser.add_argument("--data-dir", type=Path, default=None, help="Dataset directory.")
         parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
     return analyze
+
+
+def _literal(text: str) -> str:
+    """Help text shown as written: argparse treats '%' as a format code (e.g. "k: % of weights")."""
+    return text.replace("%", "%%")
 
 
 def _metavar(kind: str) -> str:

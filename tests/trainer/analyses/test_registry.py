@@ -13,6 +13,7 @@ from trainer import analyses, models
 from trainer.analyses import ANALYSES, check_runs_with_experiment, get_analysis, run_info
 from trainer.analyses.common import planned_run_info
 from trainer.cli.analyze import summary_text
+from trainer.cli.main import main as cli_main
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec, SpecError
 
@@ -167,3 +168,14 @@ def test_the_web_app_scan_finds_a_study_named_in_code_an_import_or_a_template():
     assert _study_names_in_text('{% if section.name == "early_bird" %}') == {"early_bird"}
     assert _study_names_in_text("early-bird tickets, retrained") == set()
 
+
+
+@pytest.mark.parametrize("name", list(ANALYSES))
+def test_every_study_prints_its_cli_help(name, capsys):
+    """Help strings with '%' (e.g. "% remaining") once broke argparse's formatting of `analyze NAME --help`."""
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["analyze", "/nonexistent", name, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"--{param.name.replace('_', '-')}" in out for param in ANALYSES[name].params)
+    assert "%%" not in out
