@@ -167,8 +167,12 @@ def command_controls(args) -> int:
 def command_show(args) -> int:
     path = args.run_dir / "results.json"
     if not path.is_file():
-        raise RunDirError(f"{args.run_dir} has no results.json "
-                          "(not a run directory, or the run never finished a round)")
+        run_dir = RunDir.open(args.run_dir)  # not a run directory at all: says so
+        finished = [r for r in run_dir.records() if r["status"] == "finished"]
+        raise RunDirError(f"{args.run_dir} has no results.json yet: its run was interrupted after {len(finished)} "
+                          f"finished round{'' if len(finished) == 1 else 's'}. Running its spec again resumes after "
+                          f"the last one and writes results.json: python -m trainer run --spec "
+                          f"{args.run_dir / 'spec.json'} --runs-dir {args.run_dir.parent}")
     results = read_json_object(path, "results.json")
     try:
         table = summary_table(results)

@@ -1,9 +1,11 @@
 """`python -m trainer`: runs, tables, and one-line errors with exit code 2."""
 import json
+import shutil
 
 import pytest
 
 from tests.trainer.conftest import trainer
+from trainer.cli.main import main as cli_main
 
 TINY = ["--dataset", "synthetic", "--validation-size", "500", "--training-steps", "60it", "--eval-interval", "30it",
         "--batch-size", "50", "--lr", "0.05", "--rounds", "2"]
@@ -65,7 +67,7 @@ BAD_INVOCATIONS = [
     (["run", "--dataset", "cifar10"], "cifar-10-batches-py"),
     (["controls", "/nonexistent/run"], "not a run directory"),
     (["controls", "/tmp", "--kinds", "random_everything"], "unknown control"),
-    (["show", "/nonexistent/run"], "no results.json"),
+    (["show", "/nonexistent/run"], "not a run directory"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ]
@@ -86,3 +88,13 @@ def test_bad_spec_file_content(tmp_path):
     spec_path.write_text("{not json")
     done = trainer("run", "--spec", str(spec_path))
     assert done.returncode == 2 and "not valid JSON" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_show_of_an_interrupted_run_says_how_to_resume_it(finished_run, tmp_path, capsys):
+    run_path = tmp_path / finished_run[1].name
+    shutil.copytree(finished_run[1], run_path)
+    (run_path / "results.json").unlink()  # as after a kill in the middle of a round
+    assert cli_main(["show", str(run_path)]) == 2
+    message = capsys.readouterr().err
+    assert "interrupted after 3 finished rounds" in message
+    assert f"--spec {run_path / 'spec.json'} --runs-dir {tmp_path}" in message
