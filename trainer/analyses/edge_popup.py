@@ -12,7 +12,9 @@ as the paper's code does); for each k the forward pass uses the top-k% edges of 
 included) and straight-through gradients train the scores: SGD with momentum 0.9, weight decay
 1e-4, lr 0.1 on a cosine schedule, batch 128 (the paper's Conv-2/4/6 and FC settings; it trains
 100 epochs, we default to 2, scaled for the CPU). The same weights and initial scores serve every
-k of a width: the subnetworks differ only in k. Data: the run's training split and data order.
+k of a width: the subnetworks differ only in k, and they train stacked (the run's stack size; each k
+its own scores and top-k rule, trainer.training.score_masks.train_scores_stacked). Data: the run's
+training split and data order.
 
 The reference per width is the trained dense network of that width with the run's training spec:
 the run's round 0 for width 1, trained here for other widths (the model's own init, iterations
@@ -42,7 +44,16 @@ from trainer.analyses.common import (
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
 from trainer.seeds import derive_seed, generator
-from trainer.training.score_masks import ScoreTraining, accuracy_with, kept_count, top_k_mask, top_k_masks, train_scores
+from trainer.training.score_masks import (
+    ScoreJob,
+    ScoreTraining,
+    accuracy_with,
+    kept_count,
+    top_k_mask,
+    top_k_masks,
+    train_scores_stacked,
+)
+from trainer.training.stacked import chunks
 
 NAME = "edge_popup"
 WEIGHT_INITS = ("signed_kaiming_constant", "kaiming_normal")
@@ -93,9 +104,9 @@ def _body(context: AnalysisContext) -> dict:
 
 
 def _sweep(context: AnalysisContext, data, iterations: int) -> dict:
-    widths, kept_percents = context.params["widths"], context.params["kept_percents"]
+    widths = context.params["widths"]
     dense = [_dense(context, width) for width in widths]
-    subnetworks = [_subnetwork(context, data, width, k, iterations) for width in widths for k in kept_percents]
+    subnetworks = [entry for width in widths for entry in _subnetworks(context, data, width, iterations)]
     return {"subnetworks": subnetworks, "dense": dense}
 
 
@@ -138,45 +149,59 @@ def _unit_label(width: float, kept_percent: float | None = None) -> str:
     return f"width_{width:g}" + ("" if kept_percent is None else f"/kept_{kept_percent:g}")
 
 
-def _subnetwork(context: AnalysisContext, data, width: float, kept_percent: float, iterations: int) -> dict:
-    unit = _unit_label(width, kept_percent)
-    stored = context.unit_record(unit)
-    if stored is not None:
-        return stored
-    context.check_stop()
+def _subnetworks(context: AnalysisContext, data, width: float, iterations: int) -> list[dict]:
+    """Every k of one width: the stored units as they are, the others trained stacked (they share the
+    frozen weights, the initial scores, the batches and the iterations) and stored as each stack ends."""
+    kept_percents = context.params["kept_percents"]
+    found = {k: context.unit_record(_unit_label(width, k)) for k in kept_percents}
+    missing = [k for k in kept_percents if found[k] is None]
+    for part in chunks(len(missing), context.run.stack_size()) if missing else []:
+        context.check_stop()
+        found.update(_train_stack(context, data, width, [missing[index] for index in part], iterations))
+    return [found[k] for k in kept_percents]
+
+
+def _train_stack(context: AnalysisContext, data, width: float, kept_percents: list[float],
+                 iterations: int) -> dict[float, dict]:
     spec, info, params = context.run.spec, data.info, context.params
-    model, frozen = frozen_random_network(spec.model, info.input_shape, info.num_classes, spec.init_seed, width,
-                                          params["weight_init"])
-    model = model.to(data.train_x.device)
-    frozen = {name: weight.to(data.train_x.device) for name, weight in frozen.items()}
-    scores = initial_scores(frozen, spec.init_seed, width)
-    fraction = kept_percent / 100
-    layers = {name: {"shape": list(w.shape), "total": w.numel(), "used": kept_count(w.numel(), fraction)}
-              for name, w in frozen.items()}
-    used, total = sum(layer["used"] for layer in layers.values()), sum(layer["total"] for layer in layers.values())
-    network = f"edge_popup_x{width:g}_k{kept_percent:g}"
-    round_started(context.callback, network, 0, {}, 0, iterations, sparsity={"remaining_fraction": used / total})
+    device = data.train_x.device
+    jobs, layer_counts = [], []
+    for kept_percent in kept_percents:
+        model, frozen = frozen_random_network(spec.model, info.input_shape, info.num_classes, spec.init_seed, width,
+                                              params["weight_init"])
+        frozen = {name: weight.to(device) for name, weight in frozen.items()}
+        fraction = kept_percent / 100
+        layers = {name: {"shape": list(w.shape), "total": w.numel(), "used": kept_count(w.numel(), fraction)}
+                  for name, w in frozen.items()}
+        used, total = sum(layer["used"] for layer in layers.values()), sum(layer["total"] for layer in layers.values())
+        network = f"edge_popup_x{width:g}_k{kept_percent:g}"
+        round_started(context.callback, network, 0, {}, 0, iterations, sparsity={"remaining_fraction": used / total})
+        jobs.append(ScoreJob(network, model.to(device), frozen, initial_scores(frozen, spec.init_seed, width),
+                             lambda current, _, fraction=fraction: top_k_masks(current, fraction)))
+        layer_counts.append((layers, used, total))
     plan = ScoreTraining(iterations, params["lr"], params["momentum"], params["weight_decay"], spec.data_seed,
                          spec.training.metrics_interval)
-    result = train_scores(model, frozen, scores,
-                          lambda current, _: top_k_masks(current, fraction),
-                          data, plan, network=network, callback=context.callback, stop_requested=context.stop_requested)
-    if result.status == "cancelled":
+    results = train_scores_stacked(jobs, data, plan, callback=context.callback, stop_requested=context.stop_requested)
+    if any(result.status == "cancelled" for result in results):
         raise Cancelled()
-    masks = {name: top_k_mask(score, fraction) for name, score in scores.items()}
-    test_loss, test_accuracy = accuracy_with(model, frozen, masks, data.test_x, data.test_y)
-    val_loss, val_accuracy = accuracy_with(model, frozen, masks, data.val_x, data.val_y)
-    finished = result.status == "finished"
-    record = {"round": 0, "network": network, "status": result.status, "message": result.message, "width": width,
-              "kept_percent": kept_percent, "iterations": iterations,
-              "test_accuracy": test_accuracy if finished else None, "test_loss": test_loss if finished else None,
-              "val_accuracy": val_accuracy if finished else None, "val_loss": val_loss if finished else None,
-              "used_fraction": used / total, "weights_used": used, "weights_total": total,
-              "parameters_total": sum(p.numel() for p in model.parameters()), "layers": layers,
-              "train_loss": result.train_loss, "wall_seconds": round(result.wall_seconds, 3)}
-    context.save_unit(unit, record)
-    round_finished(context.callback, record)
-    return json_safe(record)
+    done = {}
+    for kept_percent, job, result, (layers, used, total) in zip(kept_percents, jobs, results, layer_counts):
+        masks = {name: top_k_mask(score, kept_percent / 100) for name, score in job.scores.items()}
+        test_loss, test_accuracy = accuracy_with(job.model, job.frozen, masks, data.test_x, data.test_y)
+        val_loss, val_accuracy = accuracy_with(job.model, job.frozen, masks, data.val_x, data.val_y)
+        finished = result.status == "finished"
+        record = {"round": 0, "network": job.network, "status": result.status, "message": result.message,
+                  "width": width, "kept_percent": kept_percent, "iterations": iterations,
+                  "test_accuracy": test_accuracy if finished else None, "test_loss": test_loss if finished else None,
+                  "val_accuracy": val_accuracy if finished else None, "val_loss": val_loss if finished else None,
+                  "used_fraction": used / total, "weights_used": used, "weights_total": total,
+                  "parameters_total": sum(p.numel() for p in job.model.parameters()), "layers": layers,
+                  "train_loss": result.train_loss, "stacked_with": len(jobs),
+                  "wall_seconds": round(result.wall_seconds, 3)}
+        context.save_unit(_unit_label(width, kept_percent), record)
+        round_finished(context.callback, record)
+        done[kept_percent] = json_safe(record)
+    return done
 
 
 def _dense(context: AnalysisContext, width: float) -> dict:

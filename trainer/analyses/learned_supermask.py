@@ -6,7 +6,8 @@ The run's initial weights θ0 stay frozen (or, weights='signed_constant', each l
 sign(θ0) × the standard deviation of that layer's θ0, as the paper's signed-constant variant); every
 conv/linear weight gets a score s, its mask probability is sigmoid(s), and each forward pass uses a
 mask sampled from Bernoulli(sigmoid(s)). The gradient of the sampled mask passes straight through
-to sigmoid(s) and on to s (trainer.training.score_masks). Only the scores train: SGD with momentum
+to sigmoid(s) and on to s (trainer.training.score_masks); the weight choices train stacked (one
+architecture, the same batches; each its own scores and samples). Only the scores train: SGD with momentum
 0.9 and the paper's learning rate 100, scores initialised to 0 (probability 1/2; the paper's
 sigmoid_bias), no weight decay, batch 250 (the code's default); the paper trains 2,000 epochs, we
 default to 2 (CPU budget), with a cosine decay of the rate that the paper does not use (it keeps it
@@ -40,7 +41,14 @@ from trainer.analyses.common import (
 from trainer.analyses.params import Param
 from trainer.rundir import json_safe
 from trainer.seeds import generator
-from trainer.training.score_masks import ScoreTraining, accuracy_with, sampled_masks, train_scores
+from trainer.training.score_masks import (
+    ScoreJob,
+    ScoreTraining,
+    accuracy_with,
+    sampled_masks,
+    train_scores_stacked,
+)
+from trainer.training.stacked import chunks
 
 NAME = "learned_supermask"
 WEIGHTS = ("theta_0", "signed_constant")
@@ -88,9 +96,14 @@ def _body(context: AnalysisContext) -> dict:
 
 
 def _learn_all(context: AnalysisContext, data, iterations: int) -> dict:
-    entries = [_learn(context, data, choice, iterations) for choice in context.params["weights"]]
+    choices = context.params["weights"]
+    found = {choice: context.unit_record(choice) for choice in choices}
+    missing = [choice for choice in choices if found[choice] is None]
+    for part in chunks(len(missing), context.run.stack_size()) if missing else []:
+        context.check_stop()
+        found.update(_learn_stack(context, data, [missing[index] for index in part], iterations))
     dense = context.run_dir.record(0) if 0 in context.finished_rounds() else None
-    return {"masks": entries, "dense": summary(dense) if dense else None}
+    return {"masks": [found[choice] for choice in choices], "dense": summary(dense) if dense else None}
 
 
 def frozen_weights(theta_0: dict, names: list[str], choice: str) -> dict[str, torch.Tensor]:
@@ -100,40 +113,49 @@ def frozen_weights(theta_0: dict, names: list[str], choice: str) -> dict[str, to
     return {name: torch.sign(theta_0[name]) * theta_0[name].std() for name in names}
 
 
-def _learn(context: AnalysisContext, data, choice: str, iterations: int) -> dict:
-    stored = context.unit_record(choice)
-    if stored is not None:
-        return stored
-    context.check_stop()
+def _learn_stack(context: AnalysisContext, data, choices: list[str], iterations: int) -> dict[str, dict]:
+    """The masks of `choices` learned stacked (one architecture, the same batches), each stored as a unit."""
     run, params = context.run, context.params
     spec, info, device = run.spec, data.info, data.train_x.device
     theta_0 = run.theta_init()
     names = models.prunable_parameter_names(spec.model, info.input_shape, info.num_classes)
-    frozen = {name: weight.to(device) for name, weight in frozen_weights(theta_0, names, choice).items()}
-    model = run.model_with({**theta_0, **frozen})
-    scores = {name: torch.full(weight.shape, params["score_init"], device=device) for name, weight in frozen.items()}
-    network = f"supermask_{choice}"
-    round_started(context.callback, network, 0, {}, 0, iterations,
-                  sparsity={"remaining_fraction": _expected_fraction(scores)})
+    jobs = []
+    for choice in choices:
+        frozen = {name: weight.to(device) for name, weight in frozen_weights(theta_0, names, choice).items()}
+        scores = {name: torch.full(weight.shape, params["score_init"], device=device)
+                  for name, weight in frozen.items()}
+        network = f"supermask_{choice}"
+        round_started(context.callback, network, 0, {}, 0, iterations,
+                      sparsity={"remaining_fraction": _expected_fraction(scores)})
+
+        def sample(current, iteration, choice=choice):
+            return sampled_masks(current, generator(spec.init_seed, NAME, choice, "train", iteration))
+        jobs.append(ScoreJob(network, run.model_with({**theta_0, **frozen}), frozen, scores, sample))
     plan = ScoreTraining(iterations, params["lr"], params["momentum"], 0.0, spec.data_seed,
                          spec.training.metrics_interval)
-    result = train_scores(model, frozen, scores,
-                          lambda current, iteration: sampled_masks(current, generator(spec.init_seed, NAME, choice,
-                                                                                      "train", iteration)),
-                          data, plan, network=network, callback=context.callback, stop_requested=context.stop_requested)
-    if result.status == "cancelled":
+    results = train_scores_stacked(jobs, data, plan, callback=context.callback, stop_requested=context.stop_requested)
+    if any(result.status == "cancelled" for result in results):
         raise Cancelled()
+    return {choice: _evaluate(context, data, choice, job, result, iterations, len(jobs))
+            for choice, job, result in zip(choices, jobs, results)}
+
+
+def _evaluate(context: AnalysisContext, data, choice: str, job: ScoreJob, result, iterations: int,
+              stacked_with: int) -> dict:
+    """The learned mask's record (sampled and expected masks on the test set), stored as the unit `choice`."""
+    seed, samples = context.run.spec.init_seed, context.params["eval_samples"]
+    model, frozen, scores = job.model, job.frozen, job.scores
     accuracies, kept = [], []
-    for sample in range(params["eval_samples"]):
+    for sample in range(samples):
         with torch.no_grad():
-            masks = sampled_masks(scores, generator(spec.init_seed, NAME, choice, "evaluation", sample))
+            masks = sampled_masks(scores, generator(seed, NAME, choice, "evaluation", sample))
         accuracies.append(accuracy_with(model, frozen, masks, data.test_x, data.test_y)[1])
         kept.append(sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()))
     probabilities = {name: torch.sigmoid(score) for name, score in scores.items()}
     expected_loss, expected_accuracy = accuracy_with(model, frozen, probabilities, data.test_x, data.test_y)
     finished = result.status == "finished"
-    record = {"round": 0, "network": network, "status": result.status, "message": result.message, "weights": choice,
-              "iterations": iterations,
+    record = {"round": 0, "network": job.network, "status": result.status, "message": result.message,
+              "weights": choice, "iterations": iterations,
               "sampled": {"test_accuracy": statistics.fmean(accuracies) if finished else None,
                           "test_accuracy_std": statistics.pstdev(accuracies) if finished else None,
                           "test_accuracies": accuracies if finished else [],
@@ -143,7 +165,8 @@ def _learn(context: AnalysisContext, data, choice: str, iterations: int) -> dict
               "kept_fraction_expected": _expected_fraction(scores),
               "layers": {name: {"shape": list(p.shape), "total": p.numel(), "kept_fraction_expected": p.mean().item()}
                          for name, p in probabilities.items()},
-              "train_loss": result.train_loss, "wall_seconds": round(result.wall_seconds, 3)}
+              "train_loss": result.train_loss, "stacked_with": stacked_with,
+              "wall_seconds": round(result.wall_seconds, 3)}
     context.save_unit(choice, record)
     round_finished(context.callback, record)
     return json_safe(record)

@@ -26,7 +26,9 @@ at this study's batch size); the run's own model is not used.
     Reported: test accuracy of each, per width.
 
 Scores and trained layers use one loop (trainer.training.score_masks): SGD with momentum 0.9, a cosine
-learning rate from `lr`, weight decay 1e-4 on scores (as edge-popup) and none on trained weights.
+learning rate from `lr`, weight decay 1e-4 on scores (as edge-popup) and none on trained weights. The three
+models of (b) at one width train stacked in one step (train_scores_stacked: one architecture, the same
+batches, each its own rule); the networks of (a) differ in width, so each trains alone.
 Where we differ from the paper: their experiments prune by edge-popup too, on MNIST-scale data with
 wider nets and longer training; we scale widths and iterations for a CPU.
 """
@@ -57,15 +59,19 @@ from trainer.spec import SpecError
 from trainer.steps import Step
 from trainer.training.loop import PreparedData
 from trainer.training.score_masks import (
+    ScoreJob,
     ScoreResult,
     ScoreTraining,
     TopKStraightThrough,
     accuracy_with,
+    identity_masks,
     top_k_mask,
     top_k_masks,
     train_scores,
+    train_scores_stacked,
     train_weights,
 )
+from trainer.training.stacked import chunks
 
 NAME = "malach"
 TWO_LAYER_MODELS = ("neuron_subnetwork", "random_features", "weight_subnetwork")
@@ -166,8 +172,7 @@ def _study(context: AnalysisContext, data: PreparedData, iterations: int) -> dic
     target_iterations = Step.parse(params["target_iterations"]).to_iterations(data.iterations_per_epoch)
     target, target_record = _target(context, data, target_iterations)
     approximation = [_approximation(context, data, iterations, target, width) for width in params["widths"]]
-    two_layer = [_two_layer(context, data, iterations, width, model)
-                 for width in params["widths"] for model in TWO_LAYER_MODELS]
+    two_layer = [entry for width in params["widths"] for entry in _two_layer(context, data, iterations, width)]
     return {"target": target_record, "approximation": approximation, "two_layer": two_layer}
 
 
@@ -276,12 +281,25 @@ def _approximation(context: AnalysisContext, data: PreparedData, iterations: int
     return json_safe(record)
 
 
-def _two_layer(context: AnalysisContext, data: PreparedData, iterations: int, width: int, kind: str) -> dict:
-    unit = f"two_layer/width_{width}/{kind}"
-    stored = context.unit_record(unit)
-    if stored is not None:
-        return stored
-    context.check_stop()
+def _two_layer(context: AnalysisContext, data: PreparedData, iterations: int, width: int) -> list[dict]:
+    """The three models of one width, trained stacked (one architecture, the same batches), each stored as a unit."""
+    found = {kind: context.unit_record(f"two_layer/width_{width}/{kind}") for kind in TWO_LAYER_MODELS}
+    missing = [kind for kind in TWO_LAYER_MODELS if found[kind] is None]
+    # tiny MLPs: all three in one stack unless the run's spec fixes a stack size
+    for part in chunks(len(missing), context.run.spec.stack_size or len(missing)) if missing else []:
+        context.check_stop()
+        kinds = [missing[index] for index in part]
+        jobs = [_two_layer_job(context, data, iterations, width, kind) for kind in kinds]
+        results = train_scores_stacked(jobs, data, _plan(context, iterations, WEIGHT_DECAY), callback=context.callback,
+                                       stop_requested=context.stop_requested)
+        if any(result.status == "cancelled" for result in results):
+            raise Cancelled()
+        for kind, job, result in zip(kinds, jobs, results):
+            found[kind] = _two_layer_record(context, data, iterations, width, kind, job, result, len(jobs))
+    return [found[kind] for kind in TWO_LAYER_MODELS]
+
+
+def _two_layer_job(context: AnalysisContext, data: PreparedData, iterations: int, width: int, kind: str) -> ScoreJob:
     params, spec = context.params, context.run.spec
     # the same random two-layer network for the three models of a width
     model, frozen = random_mlp(_input_size(data), [width], data.info.num_classes, params["weight_init"],
@@ -289,37 +307,42 @@ def _two_layer(context: AnalysisContext, data: PreparedData, iterations: int, wi
     fraction = params["kept_percent"] / 100
     network = f"malach_two_layer_n{width}_{kind}"
     round_started(context.callback, network, 0, {}, 0, iterations, model=kind, width=width)
-    if kind == "random_features":
-        last = {"fc2.weight": frozen["fc2.weight"].clone()}
-        result = train_weights(model, last, data, _plan(context, iterations, 0.0), network=network,
-                               callback=context.callback, stop_requested=context.stop_requested)
-        frozen["fc2.weight"] = last["fc2.weight"]
-        masks = {}
-    elif kind == "neuron_subnetwork":
+    if kind == "random_features":  # the last layer's weights are the trained "scores" on a frozen mask of ones
+        last = frozen["fc2.weight"]
+        return ScoreJob(network, model, {"fc2.weight": torch.ones_like(last)}, {"fc2.weight": last.clone()},
+                        identity_masks, weight_decay=0.0)
+    if kind == "neuron_subnetwork":
         placeholder = {"units": torch.empty(width, 1, device=data.train_x.device)}
         unit_scores = initial_scores(placeholder, spec.init_seed, width)["units"][:, 0].clone()
-        result = train_scores(model, frozen, {"units": unit_scores}, lambda current, _: unit_masks(current["units"],
-                                                                                                    fraction),
-                              data, _plan(context, iterations, WEIGHT_DECAY), network=network,
-                              callback=context.callback, stop_requested=context.stop_requested)
-        masks = {name: mask.detach() for name, mask in unit_masks(unit_scores, fraction).items()}
-    else:
-        scores = initial_scores(frozen, spec.init_seed, width)
-        result = train_scores(model, frozen, scores, lambda current, _: top_k_masks(current, fraction), data,
-                              _plan(context, iterations, WEIGHT_DECAY), network=network, callback=context.callback,
-                              stop_requested=context.stop_requested)
-        masks = {name: top_k_mask(score, fraction).to(frozen[name].dtype) for name, score in scores.items()}
+        return ScoreJob(network, model, frozen, {"units": unit_scores},
+                        lambda current, _: unit_masks(current["units"], fraction))
+    return ScoreJob(network, model, frozen, initial_scores(frozen, spec.init_seed, width),
+                    lambda current, _: top_k_masks(current, fraction))
+
+
+def _two_layer_record(context: AnalysisContext, data: PreparedData, iterations: int, width: int, kind: str,
+                      job: ScoreJob, result: ScoreResult, stacked_with: int) -> dict:
     finished = _finished_or_cancelled(result)
+    fraction = context.params["kept_percent"] / 100
+    frozen = {name: job.model.get_parameter(name).detach() for name in job.model.weight_names()}
+    if kind == "random_features":
+        frozen["fc2.weight"] = job.scores["fc2.weight"]
+        masks = {}
+    elif kind == "neuron_subnetwork":
+        masks = {name: mask.detach() for name, mask in unit_masks(job.scores["units"], fraction).items()}
+    else:
+        masks = {name: top_k_mask(score, fraction).to(frozen[name].dtype) for name, score in job.scores.items()}
     ones = {name: torch.ones_like(weight) for name, weight in frozen.items()}
     full_masks = {name: (masks[name].expand_as(ones[name]) if name in masks else ones[name]) for name in frozen}
-    loss, accuracy = accuracy_with(model, frozen, full_masks, data.test_x, data.test_y)
-    record = {"round": 0, "network": network, "status": result.status, "message": result.message, "width": width,
+    loss, accuracy = accuracy_with(job.model, frozen, full_masks, data.test_x, data.test_y)
+    record = {"round": 0, "network": job.network, "status": result.status, "message": result.message, "width": width,
               "model": kind, "iterations": iterations,
-              "kept_percent": None if kind == "random_features" else params["kept_percent"],
+              "kept_percent": None if kind == "random_features" else context.params["kept_percent"],
               "hidden_units_used": int(full_masks["fc1.weight"].any(dim=1).sum()),
               "test_accuracy": accuracy if finished else None, "test_loss": loss if finished else None,
-              **_counts(frozen, masks), "train_loss": result.train_loss, "wall_seconds": round(result.wall_seconds, 3)}
-    context.save_unit(unit, record)
+              **_counts(frozen, masks), "train_loss": result.train_loss, "stacked_with": stacked_with,
+              "wall_seconds": round(result.wall_seconds, 3)}
+    context.save_unit(f"two_layer/width_{width}/{kind}", record)
     round_finished(context.callback, record)
     return json_safe(record)
 

@@ -82,16 +82,7 @@ class Progress:
                        f"val acc {percent_text(event['val_accuracy'])} test acc {percent_text(event['test_accuracy'])}")
         elif kind == events.ROUND_FINISHED:
             self._close_bar()
-            summary = event["summary"]
-            early_stop = summary["early_stop"]
-            if early_stop:
-                accuracy = (f"early stop at it {early_stop.get('iteration')}, "
-                            f"test acc {percent_text(early_stop.get('test_accuracy'))} ")
-            else:
-                accuracy = f"no early stop, test acc at the end {percent_text(summary['final'].get('test_accuracy'))} "
-            self._line(f"round {event['round']}{label} {summary['status']}: "
-                       f"{100 * summary['remaining_fraction']:.1f}% left, "
-                       + accuracy + f"({summary['wall_seconds']:.1f} s)")
+            self._line(f"round {event['round']}{label} {finished_text(event['summary'])}")
         elif kind == events.ROUND_SKIPPED:
             self._line(f"round {event['round']}{label}: already done, skipped")
         elif kind == events.RUN_FINISHED:
@@ -105,6 +96,32 @@ class Progress:
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
+
+
+def finished_text(summary: dict) -> str:
+    """One line for a finished network: a trained round (early stop or final accuracy), or a network whose
+    mask scores trained (edge-popup, supermasks, Malach: its test accuracy, MSE and weights used)."""
+    seconds = f"({summary.get('wall_seconds', 0):.1f} s)"
+    if "early_stop" in summary:
+        early_stop = summary["early_stop"]
+        if early_stop:
+            accuracy = (f"early stop at it {early_stop.get('iteration')}, "
+                        f"test acc {percent_text(early_stop.get('test_accuracy'))} ")
+        else:
+            accuracy = f"no early stop, test acc at the end {percent_text(summary['final'].get('test_accuracy'))} "
+        return f"{summary['status']}: {100 * summary['remaining_fraction']:.1f}% left, " + accuracy + seconds
+    sampled = summary.get("sampled") or {}
+    counted = summary["weights_used"] / summary["weights_total"] if summary.get("weights_used") is not None else None
+    fraction = next((value for value in (summary.get("remaining_fraction"), summary.get("used_fraction"),
+                                         sampled.get("kept_fraction"), counted) if value is not None), None)
+    accuracy = summary.get("test_accuracy", sampled.get("test_accuracy"))
+    parts = [f"{summary['status']}:"]
+    if fraction is not None:
+        parts.append(f"{100 * fraction:.1f}% of weights used,")
+    if summary.get("test_mse") is not None:
+        parts.append(f"test MSE to the target {summary['test_mse']:.4g},")
+    parts.append(f"test acc {percent_text(accuracy)} {seconds}")
+    return " ".join(parts)
 
 
 def summary_table(results: dict) -> str:

@@ -13,6 +13,13 @@ Two ways a score becomes a mask, each with a straight-through gradient to the sc
 
 The network's weights stay the tensors they were given: the forward pass computes with
 weight × mask through torch.func.functional_call, and the optimizer only holds the scores.
+
+Several networks of one architecture that train their scores over the same iterations on the same
+batches (the k values of one edge-popup width, the weight choices of a learned supermask, the three
+two-layer models of one Malach width) train stacked: `train_scores_stacked` runs them as one module
+(trainer.training.stacked), each with its own scores, mask rule and objective; SGD acts elementwise
+and the loss is the sum of the networks' losses, so each network's scores get the gradient and the
+update they would get alone (equal up to float reordering of the stacked matmuls).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from torch.func import functional_call
 
 from trainer import events
 from trainer.training.loop import DataOrder, PreparedData, evaluate
+from trainer.training.stacked import repeat_inputs, stack_states, unstack_state
 
 MaskMaker = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]  # (scores, iteration) -> masks
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, inputs, targets) -> loss
@@ -172,6 +180,108 @@ def train_scores(model: nn.Module, frozen: dict[str, torch.Tensor], scores: dict
         score.requires_grad_(False)
     result.wall_seconds = time.perf_counter() - began
     return result
+
+
+@dataclass
+class ScoreJob:
+    """One network of a stacked score training: `model` with weight × make_masks(scores) for the weights in
+    `frozen` (a weight the masks leave out keeps the model's value); `weight_decay` overrides the plan's."""
+    network: str
+    model: nn.Module
+    frozen: dict[str, torch.Tensor]
+    scores: dict[str, torch.Tensor]
+    make_masks: MaskMaker
+    objective: Objective = classification_loss
+    weight_decay: float | None = None
+
+
+def train_scores_stacked(jobs: list[ScoreJob], data: PreparedData, plan: ScoreTraining, *,
+                         callback: events.Callback = events.ignore,
+                         stop_requested: Callable[[], bool] = lambda: False) -> list[ScoreResult]:
+    """train_scores for every job at once, the jobs' models (one architecture) stacked into one module;
+    one ScoreResult per job. All jobs see the same batches (DataOrder(data, plan.data_seed)) and learning
+    rate; a job that diverges is reported so and the others go on; a stop request cancels them all. The
+    jobs' models get their updated batch-norm statistics back, as train_scores leaves them."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        decay = plan.weight_decay if job.weight_decay is None else job.weight_decay
+        return [train_scores(job.model, job.frozen, job.scores, job.make_masks, data,
+                             ScoreTraining(plan.iterations, plan.lr, plan.momentum, decay, plan.data_seed,
+                                           plan.metrics_interval),
+                             network=job.network, callback=callback, stop_requested=stop_requested,
+                             objective=job.objective)]
+    size = len(jobs)
+    stacked = stack_states([job.model for job in jobs])
+    for parameter in stacked.parameters():
+        parameter.requires_grad_(False)
+    fixed = {name: tensor.detach().view(size, *stacked.stack_shapes[name])
+             for name, tensor in stacked.named_parameters()}
+    groups = []
+    for job in jobs:
+        for score in job.scores.values():
+            score.requires_grad_(True)
+        groups.append({"params": list(job.scores.values()),
+                       "weight_decay": plan.weight_decay if job.weight_decay is None else job.weight_decay})
+    optimizer = torch.optim.SGD(groups, lr=plan.lr, momentum=plan.momentum)
+    order = DataOrder(data, plan.data_seed)
+    results = [ScoreResult(status="finished") for _ in jobs]
+    training = [True] * size
+    began = time.perf_counter()
+    running, count = torch.zeros(size, dtype=torch.float64), 0
+    stacked.train()
+    for iteration in range(plan.iterations):
+        inputs, targets = order.batch(iteration)
+        lr = cosine_lr(plan.lr, iteration, plan.iterations)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        masks = [job.make_masks(job.scores, iteration) for job in jobs]
+        weights = {}
+        for name in {name for job_masks in masks for name in job_masks}:
+            rows = [job.frozen[name] * job_masks[name] if name in job_masks else fixed[name][index]
+                    for index, (job, job_masks) in enumerate(zip(jobs, masks))]
+            weights[name] = torch.stack(rows).view(stacked.get_parameter(name).shape)
+        outputs = functional_call(stacked, weights, (repeat_inputs(inputs, size),))
+        per_network = outputs.view(outputs.shape[0], size, -1)
+        losses = torch.stack([job.objective(per_network[:, index], inputs, targets) for index, job in enumerate(jobs)])
+        optimizer.zero_grad(set_to_none=False)
+        losses.sum().backward()
+        optimizer.step()
+        running += losses.detach().to(running.dtype).cpu()
+        count += 1
+        done = iteration + 1
+        if done % plan.metrics_interval == 0 or done == plan.iterations:
+            for index, job in enumerate(jobs):
+                if not training[index]:
+                    continue
+                mean_loss = running[index].item() / count
+                if not math.isfinite(mean_loss):
+                    results[index].status = "diverged"
+                    results[index].message = f"the training loss became NaN/inf at iteration {done}"
+                    training[index] = False
+                    continue
+                results[index].train_loss["iteration"].append(done)
+                results[index].train_loss["loss"].append(mean_loss)
+                callback(events.make_event(events.METRICS, job.network, round=0, iteration=done, train_loss=mean_loss,
+                                           lr=lr))
+            running.zero_()
+            count = 0
+            if stop_requested():
+                for index in range(size):
+                    if training[index]:
+                        results[index].status = "cancelled"
+                break
+            if not any(training):
+                break
+    wall = time.perf_counter() - began
+    for index, job in enumerate(jobs):
+        for score in job.scores.values():
+            score.requires_grad_(False)
+        state = unstack_state(stacked, index)
+        with torch.no_grad():
+            for name, buffer in job.model.named_buffers():
+                buffer.copy_(state[name])
+        results[index].wall_seconds = wall / size  # the stack's time, shared evenly
+    return results
 
 
 def identity_masks(values: dict[str, torch.Tensor], iteration: int) -> dict[str, torch.Tensor]:

@@ -108,6 +108,11 @@ def test_the_study_reports_approximation_by_width_and_the_two_layer_models(run_p
     assert by[(200, "random_features")]["test_accuracy"] > 2 * result["chance"]
     started = [e["network"] for e in seen if e["type"] == events.ROUND_STARTED]
     assert started[:3] == ["malach_target_l2", "malach_depth4_n10", "malach_depth4_n200"]
+    # the three models of a width train in one stack: all three start before the first of them finishes
+    assert {e["stacked_with"] for e in result["two_layer"]} == {3}
+    order = [(e["type"], e["network"]) for e in seen if e.get("network", "").startswith("malach_two_layer_n10")
+             and e["type"] in (events.ROUND_STARTED, events.ROUND_FINISHED)]
+    assert [kind for kind, _ in order] == [events.ROUND_STARTED] * 3 + [events.ROUND_FINISHED] * 3
     lines = analyses.ANALYSES["malach"].summary_lines(result)
     assert lines[2].split()[:2] == ["10", "4"] and lines[5].split()[0] == "10"
     assert run_malach(run_path, **PARAMS) == result, "the finished result is found, not recomputed"
@@ -154,3 +159,14 @@ def test_the_cli_exits_2_on_bad_parameters(run_path, capsys):
     assert "widths[0]" in capsys.readouterr().err
     assert main(["analyze", str(run_path), "malach", "--target-iterations", "0it"]) == 2
     assert "target_iterations" in capsys.readouterr().err
+
+
+def test_the_cli_prints_each_network_as_it_finishes(run_path, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_path, copy, ignore=shutil.ignore_patterns("analyses"))
+    assert main(["analyze", str(copy), "malach", "--widths", "8", "--iterations", "20it",
+                 "--target-iterations", "20it", "--batch-size", "50"]) == 0
+    out = capsys.readouterr().err  # progress lines go to stderr, the result to stdout
+    assert "round 0 [malach_target_l2] finished: test acc " in out
+    assert "round 0 [malach_depth4_n8] finished: 50.0% of weights used, test MSE to the target " in out
+    assert "round 0 [malach_two_layer_n8_random_features] finished: 100.0% of weights used, test acc " in out

@@ -195,9 +195,11 @@ def test_edge_popup_is_deterministic_and_resumes_after_a_cancel(run_path, tmp_pa
     seen.clear()
     resumed = run_edge_popup(copy, callback=callback, **EDGE_POPUP)
     skipped = [e["unit"] for e in seen if e["type"] == aevents.UNIT_SKIPPED]
-    assert skipped == ["dense/width_0.5", "width_0.5/kept_30"]
+    # the k values of a width train stacked: the cancel came after width 0.5's stack, both its units are kept
+    assert skipped == ["dense/width_0.5", "width_0.5/kept_30", "width_0.5/kept_70"]
     assert [e["network"] for e in seen if e["type"] == events.ROUND_STARTED] == [
-        "edge_popup_x0.5_k70", "edge_popup_x1_k30", "edge_popup_x1_k70"]
+        "edge_popup_x1_k30", "edge_popup_x1_k70"]
+    assert [entry["stacked_with"] for entry in resumed["subnetworks"]] == [2, 2, 2, 2]
     uninterrupted = run_edge_popup(run_path, **EDGE_POPUP)
     assert without_times(resumed) == without_times(uninterrupted)
 
@@ -213,6 +215,7 @@ def test_learned_supermask_samples_masks_on_the_frozen_theta_0(run_path):
         assert 0.05 < entry["kept_fraction_expected"] < 0.95
         assert abs(sampled["kept_fraction"] - entry["kept_fraction_expected"]) < 0.01
         assert entry["layers"]["fc1.weight"]["total"] == 300 * 784
+        assert entry["stacked_with"] == 2  # both weight choices learned in one stack
     assert result["dense"]["final"] == RunDir.open(run_path).record(0)["final"]
     again = run_learned_supermask(run_path, **SUPERMASK)
     assert again == result, "the finished result is found, not recomputed"
@@ -246,3 +249,17 @@ def test_the_cli_exits_2_on_bad_parameters_and_prints_the_summary(run_path, caps
     assert main(["analyze", str(run_path), "edge_popup", "--kept-percents", "30,70", "--widths", "0.5,1",
                  "--iterations", "40it", "--batch-size", "50", "--quiet"]) == 0
     assert "edge-popup on random lenet_300_100" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, arguments, finished", [
+    ("edge_popup", ["--kept-percents", "30", "--iterations", "20it", "--batch-size", "50"],
+     "round 0 [edge_popup_x1_k30] finished: 30.0% of weights used, test acc "),
+    ("learned_supermask", ["--weights", "theta_0", "--iterations", "20it", "--batch-size", "50"],
+     "round 0 [supermask_theta_0] finished: 50.0% of weights used, test acc "),
+])
+def test_the_cli_prints_each_score_trained_network_as_it_finishes(run_path, tmp_path, capsys, name, arguments,
+                                                                  finished):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_path, copy, ignore=shutil.ignore_patterns("analyses"))
+    assert main(["analyze", str(copy), name, *arguments]) == 0
+    assert finished in capsys.readouterr().err  # progress lines go to stderr
