@@ -44,6 +44,7 @@ class DatasetInfo:
     test_size: int
     augment: bool  # whether training uses `augment_batch`
     description: str
+    task: str = "classification"  # trainer.tasks: what a network learns from this dataset
 
 
 @dataclass

@@ -13,33 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from trainer import datasets, events
+from trainer import datasets, events, tasks
 from trainer.pruning import structured
 from trainer.pruning.masks import FrozenAtInitEnforcer, Mask, MaskEnforcer
 from trainer.seeds import generator
 from trainer.spec import ExperimentSpec, TrainingSpec
-from trainer.steps import Step, full_batches
+from trainer.steps import Step
+from trainer.tasks import PreparedData
+from trainer.tasks.classification import EVAL_BATCH_SIZE, evaluate
 from trainer.training.record import NetworkRecord, RunningLoss, SegmentResult
 
-EVAL_BATCH_SIZE = 1000
-
-
-@dataclass
-class PreparedData:
-    info: datasets.DatasetInfo
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    batch_size: int
-
-    @property
-    def iterations_per_epoch(self) -> int:
-        return full_batches(self.train_x.shape[0], self.batch_size)
+__all__ = ["EVAL_BATCH_SIZE", "DataOrder", "PreparedData", "Schedule", "evaluate", "make_optimizer", "prepare_data",
+           "train_segment"]
 
 
 def apply_thread_setting() -> None:
@@ -59,14 +45,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_data(spec: ExperimentSpec, device: torch.device, data_dir=None) -> PreparedData:
-    tensors = datasets.load_dataset(spec.dataset, data_dir)
-    # The hold-out comes from the data actually loaded (a data directory may hold a smaller set).
-    spec.check_dataset_fit(len(tensors.train_y))
-    validation_size = spec.resolved_validation_size(len(tensors.train_y))
-    train_x, train_y, val_x, val_y = datasets.split_validation(tensors, validation_size)
-    move = lambda t: t.to(device)  # noqa: E731
-    return PreparedData(tensors.info, move(train_x), move(train_y), move(val_x), move(val_y),
-                        move(tensors.test_x), move(tensors.test_y), spec.training.batch_size)
+    """The run's data on `device`, prepared by the task of its dataset (trainer.tasks)."""
+    return tasks.get(datasets.get_entry(spec.dataset).info.task).prepare(spec, device, data_dir)
 
 
 class DataOrder:
@@ -136,24 +116,6 @@ def make_optimizer(model: torch.nn.Module, training: TrainingSpec) -> torch.opti
     return torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay, fused=True)
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (fraction) on a whole split."""
-    if x.shape[0] == 0:
-        return float("nan"), float("nan")
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, x.shape[0], EVAL_BATCH_SIZE):
-        logits = model(x[start:start + EVAL_BATCH_SIZE])
-        target = y[start:start + EVAL_BATCH_SIZE]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(dim=1) == target).sum()
-    model.train(was_training)
-    return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
-
-
 def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: ExperimentSpec,
                   start_iteration: int, end_iteration: int, *, round_index: int, network: str = events.TICKET,
                   callback: events.Callback = events.ignore, stop_requested: Callable[[], bool] = lambda: False,
@@ -165,20 +127,22 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
     (Zhou et al.'s variant).
     """
     schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
-    device = data.train_x.device
-    if frozen_values is None:  # frozen pruned weights carry signal: no unit is dead then
+    task = tasks.of_data(data)
+    if frozen_values is None and task.traces_units:  # frozen pruned weights carry signal: no unit is dead then
         enforcer = MaskEnforcer(model, structured.training_mask(model, mask, data.info.input_shape))
+    elif frozen_values is None:
+        enforcer = MaskEnforcer(model, mask)
     else:
         enforcer = FrozenAtInitEnforcer(model, mask, frozen_values)
     enforcer.mask_weights()
     optimizer = make_optimizer(model, spec.training)
-    record = NetworkRecord(network, round_index, callback, has_validation=data.val_x.shape[0] > 0,
-                           snapshot_at=snapshot_at)
+    record = NetworkRecord(network, round_index, callback, has_validation=task.has_validation(data),
+                           snapshot_at=snapshot_at, metric=task.metric.key)
 
     def evaluated(iteration: int) -> bool:
-        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
-        test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y)
-        return record.evaluated(iteration, val_loss, val_accuracy, test_loss, test_accuracy)
+        val_loss, val_metric = task.evaluate(model, data, "val")
+        test_loss, test_metric = task.evaluate(model, data, "test")
+        return record.evaluated(iteration, val_loss, val_metric, test_loss, test_metric)
 
     def state() -> dict:
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -188,31 +152,42 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
     if not evaluated(start_iteration):
         return record.result
 
-    order = DataOrder(data, spec.data_seed)
-    running_loss = RunningLoss(1, device)
-    for iteration in range(start_iteration, end_iteration):
-        inputs, targets = order.batch(iteration)
-        lr = schedule.lr_at(iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = F.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        enforcer.mask_gradients()
-        optimizer.step()
-        enforcer.after_step()
-        running_loss.add(loss.detach())
-        done = iteration + 1
+    stream = task.stream(data, spec.data_seed, start_iteration)
+    order = DataOrder(data, spec.data_seed) if stream is None else None
 
-        if schedule.is_metrics_point(done, end_iteration):
-            [mean_loss] = running_loss.take_means()
-            if not record.trained(done, mean_loss, lr):
+    def batch_loss(iteration: int) -> torch.Tensor:
+        if stream is not None:
+            return stream.loss(model, iteration)
+        inputs, targets = order.batch(iteration)
+        return task.batch_loss(model, inputs, targets)
+
+    running_loss = RunningLoss(1, data.train_x.device)
+    try:
+        for iteration in range(start_iteration, end_iteration):
+            lr = schedule.lr_at(iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = batch_loss(iteration)
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            enforcer.mask_gradients()
+            optimizer.step()
+            enforcer.after_step()
+            running_loss.add(loss.detach())
+            done = iteration + 1
+
+            if schedule.is_metrics_point(done, end_iteration):
+                [mean_loss] = running_loss.take_means()
+                if not record.trained(done, mean_loss, lr):
+                    return record.result
+                if stop_requested():
+                    record.stop("cancelled")
+                    return record.result
+            record.snapshot(done, state)
+            if schedule.is_eval_point(done, start_iteration, end_iteration) and not evaluated(done):
                 return record.result
-            if stop_requested():
-                record.stop("cancelled")
-                return record.result
-        record.snapshot(done, state)
-        if schedule.is_eval_point(done, start_iteration, end_iteration) and not evaluated(done):
-            return record.result
-    record.finish()
-    return record.result
+        record.finish()
+        return record.result
+    finally:
+        if stream is not None:
+            stream.close()

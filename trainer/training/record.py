@@ -17,11 +17,15 @@ import torch
 from trainer import events
 
 
+def curve_keys(metric: str = "accuracy") -> tuple[str, ...]:
+    """The columns of an eval curve for a task whose metric is `metric` (trainer.tasks.Metric.key)."""
+    return ("iteration", "val_loss", f"val_{metric}", "test_loss", f"test_{metric}")
+
+
 @dataclass
 class SegmentResult:
     status: str  # "finished" | "diverged" | "cancelled"
-    curve: dict = field(default_factory=lambda: {"iteration": [], "val_loss": [], "val_accuracy": [],
-                                                  "test_loss": [], "test_accuracy": []})
+    curve: dict = field(default_factory=lambda: {key: [] for key in curve_keys()})
     train_loss: dict = field(default_factory=lambda: {"iteration": [], "loss": []})
     wall_seconds: float = 0.0
     message: str = ""
@@ -38,14 +42,18 @@ class SegmentResult:
         if not finite:
             return {}
         _, best = min(finite)
+        _, _, val_metric, _, test_metric = self._keys()
         return {"iteration": curve["iteration"][best], "val_loss": curve["val_loss"][best],
-                "val_accuracy": curve["val_accuracy"][best], "test_accuracy": curve["test_accuracy"][best]}
+                val_metric: curve[val_metric][best], test_metric: curve[test_metric][best]}
 
     def final(self) -> dict:
         curve = self.curve
         if not curve["iteration"]:
             return {}
-        return {key: curve[key][-1] for key in ("iteration", "val_loss", "val_accuracy", "test_loss", "test_accuracy")}
+        return {key: curve[key][-1] for key in self._keys()}
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(self.curve)  # curve_keys of the task's metric, in that order
 
 
 def _clean(value: float) -> float | None:
@@ -58,25 +66,25 @@ class NetworkRecord:
     under its name, and stops (diverged or cancelled) on its own; `result` is its SegmentResult."""
 
     def __init__(self, network: str, round_index: int, callback: events.Callback, *, has_validation: bool,
-                 snapshot_at: int | None):
+                 snapshot_at: int | None, metric: str = "accuracy"):
         self.network = network
         self.round_index = round_index
         self.callback = callback
         self.has_validation = has_validation
         self.snapshot_at = snapshot_at
-        self.result = SegmentResult(status="finished")
+        self.result = SegmentResult(status="finished", curve={key: [] for key in curve_keys(metric)})
+        self.keys = curve_keys(metric)
         self.training = True  # until it diverges or is cancelled
         self.began = time.perf_counter()
 
-    def evaluated(self, iteration: int, val_loss: float, val_accuracy: float, test_loss: float,
-                  test_accuracy: float) -> bool:
+    def evaluated(self, iteration: int, val_loss: float, val_metric: float, test_loss: float,
+                  test_metric: float) -> bool:
         """Add an eval point to the curve and send it; False (and diverged) when a loss is NaN/inf."""
-        for key, value in (("iteration", iteration), ("val_loss", val_loss), ("val_accuracy", val_accuracy),
-                           ("test_loss", test_loss), ("test_accuracy", test_accuracy)):
+        values = dict(zip(self.keys, (iteration, val_loss, val_metric, test_loss, test_metric)))
+        for key, value in values.items():
             self.result.curve[key].append(value)
         self.callback(events.make_event(events.EVAL, self.network, round=self.round_index, iteration=iteration,
-                                        val_loss=_clean(val_loss), val_accuracy=_clean(val_accuracy),
-                                        test_loss=_clean(test_loss), test_accuracy=_clean(test_accuracy)))
+                                        **{key: _clean(value) for key, value in values.items() if key != "iteration"}))
         if math.isfinite(test_loss) and (math.isfinite(val_loss) or not self.has_validation):
             return True
         self.diverge(iteration, "the evaluation loss")
