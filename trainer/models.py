@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-InputShape = tuple[int, int, int]  # (channels, height, width)
+InputShape = tuple[int, ...]  # images (channels, height, width); tokens (max context,); observations (size,)
 
 
 # ---- initializers -------------------------------------------------------------------------
@@ -33,11 +33,20 @@ def _initialize(model: nn.Module, generator: torch.Generator,
             init_weight(module.weight, generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            module.reset_parameters()  # weight 1, bias 0, running mean 0, running var 1, count 0
+        elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
+            module.reset_parameters()  # weight 1, bias 0 (batch norm: running mean 0, running var 1, count 0)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=EMBEDDING_INIT_STD, generator=generator)
+        elif isinstance(module, nn.LSTM):
+            bound = 1 / math.sqrt(module.hidden_size)  # PyTorch's own LSTM init, from our generator
+            for parameter in module.parameters():
+                nn.init.uniform_(parameter, -bound, bound, generator=generator)
         elif any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
             # after materializing from 'meta' such a module would hold uninitialized memory
             raise TypeError(f"no initializer for layer type {type(module).__name__}")
+
+
+EMBEDDING_INIT_STD = 0.02  # GPT-2's token/position embedding init
 
 
 def _glorot_normal(weight: torch.Tensor, generator: torch.Generator) -> None:
@@ -256,6 +265,10 @@ class ModelEntry:
     architecture: Callable[..., nn.Module]
     init_weight: Callable[[torch.Tensor, torch.Generator], None]  # for Conv2d/Linear weights; biases are 0
     paper_pruning: PaperPruning = PaperPruning(_FRANKLE_CARBIN)
+    task: str = "classification"  # trainer.tasks: what the model learns (its datasets must have this task)
+    # the weights IMP prunes, in forward order, when they are not simply every Conv2d/Linear weight (language models
+    # prune embeddings and LSTM gates too): (model on 'meta') -> names
+    prunable: Callable[[nn.Module], list[str]] | None = None
 
     def layers(self, input_shape: InputShape, num_classes: int, width: float = 1.0) -> nn.Module:
         """The architecture at `width` (on the current default device; values unset)."""
@@ -315,8 +328,9 @@ def _entry(name: str) -> ModelEntry:
 
 def _check_shape(input_shape, num_classes) -> tuple[InputShape, int]:
     shape = tuple(int(size) for size in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (channels, height, width) of positive sizes, got {input_shape!r}")
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ValueError("input_shape must be (channels, height, width) or (size,) of positive sizes, "
+                         f"got {input_shape!r}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes!r}")
     return shape, int(num_classes)
@@ -343,8 +357,12 @@ def parameter_count(name: str, input_shape: InputShape, num_classes: int, width:
 
 @functools.cache
 def _layer_names(name: str, input_shape: InputShape, num_classes: int) -> tuple[tuple[str, ...], str]:
+    entry = _entry(name)
     with torch.device("meta"):  # shapes only: no memory, no RNG
-        model = _entry(name).architecture(input_shape, num_classes)
+        model = entry.architecture(input_shape, num_classes)
+    if entry.prunable is not None:
+        prunable = tuple(entry.prunable(model))
+        return prunable, prunable[-1]  # the output projection comes last (a tied one is the embedding)
     # module registration order is forward order in every architecture above (tested)
     weighted = [(module_name, module) for module_name, module in model.named_modules()
                 if isinstance(module, (nn.Conv2d, nn.Linear))]

@@ -74,6 +74,25 @@ class TrainingSpec:
     eval_interval: str = _option("1ep", help="Evaluate validation and test sets every this many steps.", step=True)
     metrics_interval: int = _option(100, help="Report the running train loss every this many iterations.",
                                     minimum=1, maximum=1_000_000)
+    context_length: int = _option(64, help="Language modelling only: tokens per training sequence (the model "
+                                           "predicts each next token from the ones before it in the sequence).",
+                                  minimum=2, maximum=4096)
+
+
+@dataclass
+class ReinforcementSpec:
+    """Reinforcement learning only (A2C, trainer.rl): one iteration = one update on envs × rollout_steps steps."""
+    envs: int = _option(8, help="Environments stepped in parallel (vectorised) per rollout.", minimum=1, maximum=256)
+    rollout_steps: int = _option(32, help="Steps per environment in one rollout (one training iteration).",
+                                 minimum=1, maximum=4096)
+    gamma: float = _option(0.99, help="Discount factor of the returns.", minimum=0.0, maximum=1.0)
+    gae_lambda: float = _option(0.95, help="λ of generalised advantage estimation (1 = Monte-Carlo returns).",
+                                minimum=0.0, maximum=1.0)
+    value_coef: float = _option(0.5, help="Weight of the value loss.", minimum=0.0, maximum=100.0)
+    entropy_coef: float = _option(0.01, help="Weight of the entropy bonus.", minimum=0.0, maximum=10.0)
+    eval_episodes: int = _option(10, help="Seeded evaluation episodes per split (validation and test use "
+                                          "different seeds); the metric is their mean return.",
+                                 minimum=1, maximum=1000)
 
 
 @dataclass
@@ -119,6 +138,8 @@ class ExperimentSpec:
     dataset: str = _option("fashion_mnist", help="Dataset (see `python -m trainer list`).")
     training: TrainingSpec = field(default_factory=TrainingSpec, metadata={"help": "Training hyperparameters."})
     pruning: PruningSpec = field(default_factory=PruningSpec, metadata={"help": "Pruning schedule."})
+    reinforcement: ReinforcementSpec = field(default_factory=ReinforcementSpec,
+                                             metadata={"help": "Reinforcement-learning agent settings."})
     rewind_step: str = _option(
         "0it", help="Rewind survivors to the weights at this step of round 0 ('0it' = θ0; >0 = late rewinding).",
         step=True)
@@ -204,6 +225,7 @@ class ExperimentSpec:
                 (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise SpecError("device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         info = datasets.DATASETS[self.dataset].info
+        self._check_task(info)
         if self.validation_size is not None and self.validation_size >= info.train_size:
             raise SpecError("validation_size",
                             f"must be smaller than the {info.train_size} training examples of {self.dataset}")
@@ -239,9 +261,43 @@ class ExperimentSpec:
         # Early, with the registry's size: a form, the API and the CLI refuse it before any data is loaded.
         self.check_workload(self.iterations_per_epoch())
 
+    def task(self) -> str:
+        """The task of the run's dataset (trainer.tasks): 'classification', 'language_modeling' or
+        'reinforcement_learning'."""
+        return datasets.DATASETS[self.dataset].info.task if self.dataset in datasets.DATASETS else "classification"
+
+    def _check_task(self, info) -> None:
+        model_task = models.MODELS[self.model].task
+        if model_task != info.task:
+            suitable = [name for name, entry in models.MODELS.items() if entry.task == info.task]
+            raise SpecError("model", f"{self.model} is a {model_task.replace('_', ' ')} model and {self.dataset} is a "
+                                     f"{info.task.replace('_', ' ')} dataset; choose one of {', '.join(suitable)}")
+        if info.task != "classification" and self.validation_size is not None:
+            raise SpecError("validation_size", f"{self.dataset} has its own validation split (corpora) or "
+                                               "seeded validation episodes (environments); leave it empty")
+        if info.task == "language_modeling" and self.training.context_length > info.input_shape[0]:
+            raise SpecError("training.context_length", f"{self.model} reads at most {info.input_shape[0]} tokens")
+        if info.task != "language_modeling" and self.training.context_length != TrainingSpec.context_length:
+            raise SpecError("training.context_length", "applies to language modelling only")
+        if info.task != "reinforcement_learning" and self.reinforcement != ReinforcementSpec():
+            raise SpecError("reinforcement", "applies to reinforcement learning only")
+        if info.task == "reinforcement_learning":
+            steps = {"training.training_steps": self.training.training_steps, "rewind_step": self.rewind_step,
+                     "training.eval_interval": self.training.eval_interval,
+                     "training.warmup_steps": self.training.warmup_steps}
+            for name, text in steps.items():
+                if Step.parse(text).unit == "ep":
+                    raise SpecError(name, "an environment has no epochs: give iterations ('500it'; one iteration "
+                                          "is one update on a rollout)")
+        if info.task != "classification" and self.stack_size not in (None, 1):
+            raise SpecError("stack_size", f"{info.task.replace('_', ' ')} networks train one at a time")
+
     def resolved_validation_size(self, train_size: int | None = None) -> int:
         """Validation examples held out of a training set of `train_size` examples (default: the
-        registry's size; a run passes the size of the data it actually loaded)."""
+        registry's size; a run passes the size of the data it actually loaded). Corpora and environments
+        bring their own validation split: none is held out of their training data."""
+        if self.task() != "classification":
+            return 0
         if self.validation_size is not None:
             return self.validation_size
         if train_size is None:
@@ -259,11 +315,22 @@ class ExperimentSpec:
         return train_size - self.resolved_validation_size(train_size)
 
     def iterations_per_epoch(self, train_size: int | None = None) -> int:
-        return full_batches(self.training_examples(train_size), self.training.batch_size)
+        """Iterations of one pass over the training examples (a corpus: its training tokens cut into
+        sequences of context_length; an environment has no epochs: 1, and 'ep' steps are refused)."""
+        task = self.task()
+        if task == "reinforcement_learning":
+            return 1
+        examples = self.training_examples(train_size)
+        if task == "language_modeling":
+            examples = max(1, (examples - 1) // self.training.context_length)
+        return full_batches(examples, self.training.batch_size)
 
     def check_dataset_fit(self, train_size: int | None = None) -> None:
         """Checks that need the dataset's size (`train_size` examples before the validation split;
         default the registry's): validation split, batch size, rewind point, warmup."""
+        if self.task() != "classification":  # a corpus's windows and an environment's rollouts: checked by the task
+            self.check_lengths(self.iterations_per_epoch(train_size))
+            return
         examples = self.training_examples(train_size)
         if examples < 1:
             available = examples + self.resolved_validation_size(train_size)
