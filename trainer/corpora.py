@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.datasets import DATA_DIR_ENV, DatasetError, _resolve_data_dir
+from trainer.datadir import DATA_DIR_ENV, DatasetError, resolve_data_dir as _resolve_data_dir
 
 UNK = "<unk>"
 EOS = "<eos>"

@@ -12,7 +12,6 @@ Every problem a user can fix (missing, truncated or wrong files) raises
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import threading
 import zlib
@@ -22,16 +21,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATA_DIR_ENV = "LOTTERYWEB_DATA_DIR"
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+from trainer import corpora
+from trainer.datadir import (  # noqa: F401 (also known as trainer.datasets.*)
+    DATA_DIR_ENV,
+    DatasetError,
+    default_data_dir,
+    resolve_data_dir,
+)
+
+_resolve_data_dir = resolve_data_dir  # the name the loaders below use
 
 # Fixed, so every run of every user holds out the same validation examples.
 _VALIDATION_SPLIT_SEED = 0x5EED_0F_7A1
 _AUGMENT_PADDING = 4
-
-
-class DatasetError(Exception):
-    """A dataset that cannot be loaded; the message is a complete sentence for the user."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +61,6 @@ class DatasetTensors:
     def to(self, device: torch.device | str) -> DatasetTensors:
         return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
                        test_x=self.test_x.to(device), test_y=self.test_y.to(device))
-
-
-def default_data_dir() -> Path:
-    configured = os.environ.get(DATA_DIR_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    return _REPO_ROOT / "data"
-
-
-def _resolve_data_dir(data_dir: Path | str | None) -> Path:
-    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
 
 
 def _normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -448,6 +439,53 @@ DATASETS: dict[str, DatasetEntry] = {
                     "Small generated MNIST-shaped set of noisy, shifted stroke patterns; "
                     "always available, for quick tries and tests.")),
 }
+
+
+# ---- text corpora (language modelling; trainer.corpora) --------------------------------------
+LM_MAX_CONTEXT = 256  # tokens a language model of the registry reads at most (its position table's size)
+# What the registry says of a corpus that is not installed (its vocabulary is read from the files when it is):
+# the published sizes of the WikiText releases (Merity et al. 2017, Table 1).
+_PUBLISHED_CORPUS_SIZES = {"wikitext2": (33278, 2088628, 245569), "wikitext103": (267735, 103227021, 245569)}
+
+
+class CorpusDatasetEntry(DatasetEntry):
+    """A text corpus as a dataset: input_shape (LM_MAX_CONTEXT,), num_classes = its vocabulary size, sizes in
+    tokens. The numbers come from the corpus itself, read on first use (the embedded one always)."""
+
+    def __init__(self, corpus: corpora.CorpusEntry):
+        self.corpus = corpus
+        self._info: DatasetInfo | None = None
+
+    @property
+    def info(self) -> DatasetInfo:
+        if self._info is not None:
+            return self._info
+        if self.is_installed():
+            loaded = corpora.load_corpus(self.corpus.name)
+            vocabulary, train, test = len(loaded.vocabulary), loaded.train.numel(), loaded.test.numel()
+        else:
+            vocabulary, train, test = _PUBLISHED_CORPUS_SIZES[self.corpus.name]
+        info = DatasetInfo(self.corpus.name, self.corpus.title, (LM_MAX_CONTEXT,), vocabulary, train, test, False,
+                           f"Word-level text ({vocabulary:,} words, {train:,} training tokens); "
+                           f"{self.corpus.licence}.", task="language_modeling")
+        if self.is_installed():
+            self._info = info  # a corpus installed later is read then
+        return info
+
+    def is_installed(self, data_dir=None) -> bool:
+        return corpora.is_installed(self.corpus.name, data_dir)
+
+    def location_hint(self, data_dir=None) -> str:
+        if self.corpus.embedded:
+            return "shipped with Python (no files needed)"
+        return ", ".join(str(_resolve_data_dir(data_dir) / name) for name in self.corpus.files)
+
+    def load(self, data_dir=None):
+        raise DatasetError(f"{self.corpus.title} is a text corpus: trainer.corpora.load_corpus reads it")
+
+
+for _corpus in corpora.CORPORA.values():
+    DATASETS[_corpus.name] = CorpusDatasetEntry(_corpus)
 
 
 def get_entry(name: str) -> DatasetEntry:

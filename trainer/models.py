@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer import lm_networks
+
 InputShape = tuple[int, ...]  # images (channels, height, width); tokens (max context,); observations (size,)
 
 
@@ -317,6 +319,32 @@ _register(ModelEntry(
     ResNet20, _kaiming_normal, PaperPruning(_FRANKLE_2020, scope="global", prune_output=False)))
 
 
+# Language models (Yu et al. 2020): input_shape = (max context,), num_classes = the vocabulary size.
+_YU_2020 = "Yu et al. 2020 (ICLR), 'Playing the lottery with rewards and multiple languages': 20% per round"
+
+
+def _small_normal(weight: torch.Tensor, generator: torch.Generator) -> None:
+    nn.init.normal_(weight, std=EMBEDDING_INIT_STD, generator=generator)  # GPT-2's init of every projection
+
+
+def _transformer_lm(input_shape: InputShape, num_classes: int, tied: bool = True) -> nn.Module:
+    return lm_networks.TransformerLM(num_classes, input_shape[0], tied=tied)
+
+
+_register(ModelEntry(
+    "transformer_lm", "Transformer LM: 2 pre-LN decoder layers, d=128, 4 heads, tied embeddings; N(0, 0.02) init",
+    _transformer_lm, _small_normal, PaperPruning(_YU_2020), task="language_modeling",
+    prunable=lm_networks.prunable_lm_weights))
+_register(ModelEntry(
+    "transformer_lm_untied", "Transformer LM as transformer_lm with its own output layer (untied embeddings)",
+    functools.partial(_transformer_lm, tied=False), _small_normal, PaperPruning(_YU_2020), task="language_modeling",
+    prunable=lm_networks.prunable_lm_weights))
+_register(ModelEntry(
+    "lstm_lm", "LSTM LM: 2 layers of 200 units, embeddings 200, untied output (Zaremba et al.'s small model)",
+    lambda input_shape, num_classes: lm_networks.LSTMLM(num_classes, input_shape[0]), _small_normal,
+    PaperPruning(_YU_2020), task="language_modeling", prunable=lm_networks.prunable_lm_weights))
+
+
 # ---- public functions ---------------------------------------------------------------------
 def _entry(name: str) -> ModelEntry:
     try:
@@ -362,7 +390,8 @@ def _layer_names(name: str, input_shape: InputShape, num_classes: int) -> tuple[
         model = entry.architecture(input_shape, num_classes)
     if entry.prunable is not None:
         prunable = tuple(entry.prunable(model))
-        return prunable, prunable[-1]  # the output projection comes last (a tied one is the embedding)
+        # a language model's output layer is `output`, or the embedding it is tied to
+        return prunable, "output.weight" if "output.weight" in prunable else prunable[0]
     # module registration order is forward order in every architecture above (tested)
     weighted = [(module_name, module) for module_name, module in model.named_modules()
                 if isinstance(module, (nn.Conv2d, nn.Linear))]

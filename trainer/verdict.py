@@ -42,12 +42,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from trainer import replicate_stats
+from trainer import replicate_stats, tasks
 from trainer.events import TICKET
+from trainer.tasks import ACCURACY, Metric
 
 CONFIDENCE = 0.95
 MINIMUM_REPLICATES = 3
 TOLERANCE_FLOOR = 0.005  # 0.5 percentage points of accuracy
+# Metrics that are not a fraction (perplexity, return): the floor is this share of the dense mean's magnitude.
+RELATIVE_TOLERANCE_FLOOR = 0.01
 REINIT_CONTROLS = ("random_reinit", "random_reinit_from_scratch")
 PRUNE_CONTROLS = ("random_prune",)
 # The two control families Frankle & Carbin compare a winning ticket with, by the name we print when missing.
@@ -154,17 +157,26 @@ def _mean_iteration(points: dict[int, Point], replicates: list[int]) -> float | 
     return sum(iterations) / len(iterations)
 
 
-def tolerance_of(dense: dict[int, Point]) -> float:
-    """max(one sample std of the dense accuracies across replicates, TOLERANCE_FLOOR)."""
+def tolerance_of(dense: dict[int, Point], unit: Metric = ACCURACY) -> float:
+    """max(one sample std of the dense values across replicates, the floor): TOLERANCE_FLOOR for accuracy,
+    RELATIVE_TOLERANCE_FLOOR × |dense mean| for a metric that is not a fraction."""
     stats = mean_interval(point.value for point in dense.values())
-    return max(stats["std"] or 0.0, TOLERANCE_FLOOR)
+    floor = TOLERANCE_FLOOR if unit.percent else RELATIVE_TOLERANCE_FLOOR * abs(stats["mean"] or 0.0)
+    return max(stats["std"] or 0.0, floor)
+
+
+def _tolerance_rule(unit: Metric) -> str:
+    if unit.percent:
+        return f"max(one sample std of dense (round 0) across replicates, {TOLERANCE_FLOOR:g} = 0.5 points)"
+    return (f"max(one sample std of dense (round 0) across replicates, {RELATIVE_TOLERANCE_FLOOR:g} × the dense "
+            f"mean {unit.label})")
 
 
 # ---- the verdict --------------------------------------------------------------------------
 
 def verdicts(observations: Observations, *, higher_is_better: bool = True, confidence: float = CONFIDENCE,
              metric: str = "test_accuracy", point: str = "early stop",
-             remaining_fractions: dict[int, float] | None = None) -> dict:
+             remaining_fractions: dict[int, float] | None = None, unit: Metric = ACCURACY) -> dict:
     """The verdict of every pruned round of the ticket (see the module docstring for the rules).
 
     `observations`: network -> round -> replicate -> Point (the ticket under trainer.events.TICKET,
@@ -173,24 +185,25 @@ def verdicts(observations: Observations, *, higher_is_better: bool = True, confi
     """
     ticket = observations.get(TICKET, {})
     dense = ticket.get(0, {})
-    tolerance = tolerance_of(dense)
+    tolerance = tolerance_of(dense, unit)
     # a round whose every replicate diverged has no observation but still gets its row ("not shown")
     round_indices = sorted(set(ticket) | set(remaining_fractions or {}))
-    rounds = [_round_verdict(round_index, observations, dense, tolerance, higher_is_better, confidence)
+    rounds = [_round_verdict(round_index, observations, dense, tolerance, higher_is_better, confidence, unit)
               for round_index in round_indices if round_index > 0]
     for row in rounds:
         row["remaining_fraction"] = (remaining_fractions or {}).get(row["round"])
-    return {"metric": metric, "point": point, "higher_is_better": higher_is_better, "confidence": confidence,
-            "test": TEST_NAME, "minimum_replicates": MINIMUM_REPLICATES,
-            "tolerance": tolerance,
-            "tolerance_rule": "max(one sample std of dense (round 0) across replicates, "
-                              f"{TOLERANCE_FLOOR:g} = 0.5 points)",
-            "dense": mean_interval((p.value for p in dense.values()), confidence),
-            "rounds": rounds}
+    result = {"metric": metric, "point": point, "higher_is_better": higher_is_better, "confidence": confidence,
+              "test": TEST_NAME, "minimum_replicates": MINIMUM_REPLICATES,
+              "tolerance": tolerance, "tolerance_rule": _tolerance_rule(unit),
+              "dense": mean_interval((p.value for p in dense.values()), confidence),
+              "rounds": rounds}
+    if unit != ACCURACY:
+        result["unit"] = unit.to_dict()  # accuracy's verdicts keep their old shape
+    return result
 
 
 def _round_verdict(round_index: int, observations: Observations, dense: dict[int, Point], tolerance: float,
-                   higher_is_better: bool, confidence: float) -> dict:
+                   higher_is_better: bool, confidence: float, unit: Metric = ACCURACY) -> dict:
     sign = 1.0 if higher_is_better else -1.0
     ticket = observations.get(TICKET, {}).get(round_index, {})
     vs_dense = paired_comparison(ticket, dense, confidence)
@@ -212,14 +225,14 @@ def _round_verdict(round_index: int, observations: Observations, dense: dict[int
                                        f"a verdict needs at least {MINIMUM_REPLICATES}")
     shortfall = sign * vs_dense["mean_difference"]
     if shortfall < -tolerance:
-        return decide(NOT_SHOWN, f"{_points(abs(vs_dense['mean_difference']))} "
+        return decide(NOT_SHOWN, f"{_points(abs(vs_dense['mean_difference']), unit)} "
                                  f"{'below' if higher_is_better else 'above'} dense on average, more than the "
-                                 f"tolerance of {_points(tolerance)}")
+                                 f"tolerance of {_points(tolerance, unit)}")
     ticket_iteration, dense_iteration = vs_dense["ticket_mean_iteration"], vs_dense["other_mean_iteration"]
     if ticket_iteration is not None and dense_iteration is not None and ticket_iteration > dense_iteration:
         return decide(NOT_SHOWN, f"within tolerance of dense but at more iterations "
                                  f"(mean {ticket_iteration:g} vs dense's {dense_iteration:g})")
-    matching_reason = f"within {_points(tolerance)} of dense at no more iterations"
+    matching_reason = f"within {_points(tolerance, unit)} of dense at no more iterations"
     if notes:
         return decide(MATCHING, f"{matching_reason}; cannot be winning: " + ", ".join(notes))
     shortcomings = []
@@ -236,8 +249,14 @@ def _round_verdict(round_index: int, observations: Observations, dense: dict[int
                            + " and ".join(vs_controls) + f" (paired t-test, {round(100 * confidence)}% CI above 0)")
 
 
-def _points(fraction: float) -> str:
-    return f"{100 * fraction:.2f} points"
+def _points(value: float, unit: Metric = ACCURACY) -> str:
+    return f"{100 * value:.2f} points" if unit.percent else f"{value:.2f} ({unit.label})"
+
+
+def unit_of(result: dict) -> Metric:
+    """The metric a verdicts dict speaks of (accuracy when it names none)."""
+    stored = result.get("unit")
+    return Metric(**stored) if stored else ACCURACY
 
 
 # ---- inputs -------------------------------------------------------------------------------
@@ -265,8 +284,11 @@ def of_results(results: dict) -> dict:
     """The "verdicts" entry of results.json."""
     early_stopping = results.get("dataset", {}).get("validation_size", 1) > 0
     ticket_records = [record for records in replicate_stats.records_by_replicate(results) for record in records]
-    return verdicts(observations_from_results(results), point="early stop" if early_stopping else "end of training",
-                    remaining_fractions=_mean_remaining(ticket_records))
+    unit = tasks.of_results(results).metric
+    return verdicts(observations_from_results(results, f"test_{unit.key}"),
+                    point="early stop" if early_stopping else "end of training",
+                    remaining_fractions=_mean_remaining(ticket_records), higher_is_better=unit.higher_is_better,
+                    metric=f"test_{unit.key}", unit=unit)
 
 
 def observations_from_rows(rows: Iterable[dict], total_iterations: int | None) -> Observations:
@@ -307,31 +329,36 @@ def summary_lines(result: dict) -> list[str]:
     """The CLI's lines: a blank line, a header that states the test and tolerance, one line per pruned round."""
     if not result["rounds"]:
         return []
+    unit = unit_of(result)
     lines = ["", f"Winning-ticket verdict ({result['test']}; {round(100 * result['confidence'])}% CI; "
                  "matching = within "
-             f"{_points(result['tolerance'])} of dense [{result['tolerance_rule']}] at no more iterations; "
-             f"n >= {result['minimum_replicates']}; accuracy at {result['point']}):"]
+             f"{_points(result['tolerance'], unit)} of dense [{result['tolerance_rule']}] at no more iterations; "
+             f"n >= {result['minimum_replicates']}; {unit.label} at {result['point']}):"]
     for row in result["rounds"]:
         ticket, dense = row["ticket"], row["vs_dense"]
         parts = [f"  round {row['round']}"]
         if row.get("remaining_fraction") is not None:
             parts.append(f"{100 * row['remaining_fraction']:.1f}% remaining")
-        parts.append(f"ticket {_percent_interval(ticket['mean'], ticket['ci'])}")
-        parts.append(f"vs dense {_signed_interval(dense['mean_difference'], dense['ci'])}")
-        parts += [f"vs {kind} {_signed_interval(c['mean_difference'], c['ci'])}"
+        parts.append(f"ticket {_percent_interval(ticket['mean'], ticket['ci'], unit)}")
+        parts.append(f"vs dense {_signed_interval(dense['mean_difference'], dense['ci'], unit)}")
+        parts += [f"vs {kind} {_signed_interval(c['mean_difference'], c['ci'], unit)}"
                   for kind, c in row["vs_controls"].items()]
         parts.append(f"n={dense['n']}")
         lines.append(": ".join(parts[:1]) + ": " + ", ".join(parts[1:]) + f" -> {row['verdict']} ({row['reason']})")
     return lines
 
 
-def _percent_interval(mean: float | None, ci: list[float] | None) -> str:
+def _percent_interval(mean: float | None, ci: list[float] | None, unit: Metric = ACCURACY) -> str:
     if mean is None:
         return "-"
+    if not unit.percent:
+        return f"{mean:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
     return f"{100 * mean:.2f}%" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
 
 
-def _signed_interval(mean: float | None, ci: list[float] | None) -> str:
+def _signed_interval(mean: float | None, ci: list[float] | None, unit: Metric = ACCURACY) -> str:
     if mean is None:
         return "-"
+    if not unit.percent:
+        return f"{mean:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
     return f"{100 * mean:+.2f}" + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "") + " points"

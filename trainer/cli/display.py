@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from trainer import events, replicate_stats, verdict
+from trainer import events, replicate_stats, tasks, verdict
 from trainer.analyses.common import percent_text
 from trainer.spec import SpecError
 
@@ -78,8 +78,11 @@ class Progress:
             if event["train_loss"] is not None:
                 self.bar.set_postfix(loss=f"{event['train_loss']:.3f}", refresh=False)
         elif kind == events.EVAL and not self.interactive:
+            metric = tasks.metric_of(event)
+            name = "acc" if metric.key == "accuracy" else metric.label
             self._line(f"  round {event['round']}{label} it {event['iteration']}: "
-                       f"val acc {percent_text(event['val_accuracy'])} test acc {percent_text(event['test_accuracy'])}")
+                       f"val {name} {metric.text(event[f'val_{metric.key}'])} "
+                       f"test {name} {metric.text(event[f'test_{metric.key}'])}")
         elif kind == events.ROUND_FINISHED:
             self._close_bar()
             self._line(f"round {event['round']}{label} {finished_text(event['summary'])}")
@@ -104,11 +107,13 @@ def finished_text(summary: dict) -> str:
     seconds = f"({summary.get('wall_seconds', 0):.1f} s)"
     if "early_stop" in summary:
         early_stop = summary["early_stop"]
+        metric = tasks.metric_of(summary.get("final") or early_stop or {})
+        name, key = ("acc" if metric.key == "accuracy" else metric.label), f"test_{metric.key}"
         if early_stop:
             accuracy = (f"early stop at it {early_stop.get('iteration')}, "
-                        f"test acc {percent_text(early_stop.get('test_accuracy'))} ")
+                        f"test {name} {metric.text(early_stop.get(key))} ")
         else:
-            accuracy = f"no early stop, test acc at the end {percent_text(summary['final'].get('test_accuracy'))} "
+            accuracy = f"no early stop, test {name} at the end {metric.text(summary['final'].get(key))} "
         return f"{summary['status']}: {100 * summary['remaining_fraction']:.1f}% left, " + accuracy + seconds
     sampled = summary.get("sampled") or {}
     counted = summary["weights_used"] / summary["weights_total"] if summary.get("weights_used") is not None else None
@@ -128,10 +133,12 @@ def summary_table(results: dict) -> str:
     """One row per round: the ticket's accuracy (mean and range when there are replicates) and its controls'."""
     kinds = sorted(results.get("controls", {}))
     replicates = 1 + len(results.get("replicates", []))
-    bands = {network: replicate_stats.round_bands(results, network) for network in [events.TICKET, *kinds]}
+    metric = tasks.of_results(results).metric
+    key, name, percent_text = f"test_{metric.key}", ("acc" if metric.key == "accuracy" else metric.label), metric.text
+    bands = {network: replicate_stats.round_bands(results, network, name=key) for network in [events.TICKET, *kinds]}
     own = "replicate 0 " if replicates > 1 else ""
-    header = ["round", "% remaining", "effective params", "early-stop it", f"{own}test acc (early stop)",
-              f"{own}test acc (end)"]
+    header = ["round", "% remaining", "effective params", "early-stop it", f"{own}test {name} (early stop)",
+              f"{own}test {name} (end)"]
     if replicates > 1:
         header += [f"mean of {replicates} replicates", "min-max"]
     early_stopping = results.get("dataset", {}).get("validation_size", 1) > 0
@@ -144,8 +151,8 @@ def summary_table(results: dict) -> str:
         row = [str(round_index), f"{100 * record['remaining_fraction']:.1f}",
                "-" if effective is None else f"{effective:,}",
                str(record["early_stop"].get("iteration", "-")),
-               percent_text(record["early_stop"].get("test_accuracy")),
-               percent_text(record["final"].get("test_accuracy"))]
+               percent_text(record["early_stop"].get(key)),
+               percent_text(record["final"].get(key))]
         ticket = bands[events.TICKET].get(round_index)
         if replicates > 1:
             row += [percent_text(ticket["mean"]) + f" (n={ticket['count']})" if ticket else "-",
@@ -161,7 +168,7 @@ def summary_table(results: dict) -> str:
     if replicates > 1 and kinds:
         lines.append("(control columns: mean over the replicates)")
     if not early_stopping:
-        lines.append("(no validation split: no early stop; every accuracy is at the end of training)")
+        lines.append(f"(no validation split: no early stop; every {metric.label} is at the end of training)")
     # a results.json written before the verdicts existed gets them computed from its rounds
     lines += verdict.summary_lines(results.get("verdicts") or verdict.of_results(results))
     return "\n".join(lines)

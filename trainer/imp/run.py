@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import events, models, verdict
+from trainer import events, models, tasks, verdict
 from trainer.imp.controls import run_controls
 from trainer.imp.replicates import Replicate, finished_records, replicate_results, replicates_of
 from trainer.imp.round_training import train_round
@@ -91,10 +91,14 @@ class Run:
         """The mask's effective remaining fraction (a weight survives only between two live units),
         unmasked fraction, effective parameters, per-layer counts and costs (structured.sparsity)."""
         info = self.data.info
+        if not tasks.of_data(self.data).traces_units:
+            return structured.counted_sparsity(mask, self.prunable)
         return structured.sparsity(self.spec.model, info.input_shape, info.num_classes, mask)
 
     def stack_size(self) -> int:
         """How many networks train together in one stack: the spec's, else chosen for the model and device."""
+        if not tasks.of_data(self.data).stackable:
+            return 1
         return self.spec.stack_size or choose_stack_size(
             self.spec.model, self.data.info.input_shape, self.data.batch_size, self.device,
             self.data.info.num_classes, self.spec.training.optimizer)
@@ -118,6 +122,9 @@ class Run:
             # the other replicates follow in the same shape
             "replicates": [replicate_results(replicate) for replicate in self.replicates[1:]],
         }
+        task = tasks.of_data(self.data)
+        if task is not tasks.CLASSIFICATION:  # a results.json without "task" is classification
+            results["task"] = task.describe()
         results["verdicts"] = verdict.of_results(results)  # winning-ticket verdict per round (trainer.verdict)
         return results
 

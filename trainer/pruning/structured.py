@@ -315,3 +315,22 @@ def sparsity(model_name: str, input_shape, num_classes: int, mask: Mask, prunabl
             "unmasked_fraction": sum(layer["unmasked"] for layer in layers.values()) / total if total else 1.0,
             "effective_parameters": costs["masked"]["parameters"], "layers": layers,
             "costs": {view: costs[view] for view in ("dense", "masked", "effective")}}
+
+
+def counted_sparsity(mask: Mask, prunable: list[str]) -> dict:
+    """sparsity() for networks whose units are not traced (language models, agents: embeddings, recurrent
+    gates and two-headed nets have no single chain of units): every unmasked weight counts as remaining,
+    effective = unmasked, and costs count weights only (no MACs: they depend on the sequence length or
+    rollout, not on the mask alone)."""
+    layers = {name: {"shape": list(mask[name].shape), "total": mask[name].numel(),
+                     "remaining": int(mask[name].sum()), "unmasked": int(mask[name].sum()),
+                     "remaining_fraction": int(mask[name].sum()) / mask[name].numel()}
+              for name in prunable if name in mask}
+    total = sum(layer["total"] for layer in layers.values())
+    remaining = sum(layer["remaining"] for layer in layers.values())
+    dense = {"parameters": total, "weights": total, "macs": None}
+    kept = {"parameters": remaining, "weights": remaining, "macs": None}
+    return {"remaining_fraction": remaining / total if total else 1.0,
+            "unmasked_fraction": remaining / total if total else 1.0,
+            "effective_parameters": remaining, "layers": layers,
+            "costs": {"dense": dense, "masked": kept, "effective": dict(kept)}}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from trainer.tasks.base import ACCURACY, BatchStream, Metric, PreparedData, Task
 from trainer.tasks.classification import CLASSIFICATION
+from trainer.tasks.language_modeling import LANGUAGE_MODELING
 
-TASKS: dict[str, Task] = {CLASSIFICATION.name: CLASSIFICATION}
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, LANGUAGE_MODELING)}
 
 
 def register(task: Task) -> Task:
@@ -26,10 +27,19 @@ def of_data(data: PreparedData) -> Task:
     return data.task or CLASSIFICATION
 
 
+def metric_of(record: dict) -> Metric:
+    """The metric a record, curve point or eval event holds (the task whose `test_<key>` it has; accuracy
+    for records without one)."""
+    for task in TASKS.values():
+        if f"test_{task.metric.key}" in record:
+            return task.metric
+    return ACCURACY
+
+
 def of_results(results: dict) -> Task:
     """The task of a run's results.json (runs written before tasks existed are classification)."""
     return get((results.get("task") or {}).get("name", CLASSIFICATION.name))
 
 
-__all__ = ["ACCURACY", "BatchStream", "CLASSIFICATION", "Metric", "PreparedData", "TASKS", "Task", "get", "of_data",
-           "of_results", "register"]
+__all__ = ["ACCURACY", "BatchStream", "CLASSIFICATION", "LANGUAGE_MODELING", "Metric", "PreparedData", "TASKS",
+           "Task", "get", "metric_of", "of_data", "of_results", "register"]
