@@ -11,15 +11,27 @@ from django.conf import settings
 from trainer import datasets, models
 from trainer.spec import SpecError
 
+# The web app's pages, live recorders and charts speak of classification runs; language models run from the CLI
+# (python -m trainer run) until their pages exist.
+WEB_TASKS = ("classification",)
+
 
 def data_dir():
     return settings.LOTTERYWEB_DATA_DIR
 
 
+def _web_datasets() -> dict:
+    return {name: entry for name, entry in datasets.DATASETS.items() if entry.info.task in WEB_TASKS}
+
+
+def _web_models() -> dict:
+    return {name: entry for name, entry in models.MODELS.items() if entry.task in WEB_TASKS}
+
+
 def dataset_choices() -> list[dict]:
     """Every registered dataset, whether its files are there, and where they are or should go."""
     found = []
-    for name, entry in datasets.DATASETS.items():
+    for name, entry in _web_datasets().items():
         installed = entry.is_installed(data_dir())
         found.append({"name": name, "title": entry.info.title, "installed": installed,
                       "location": entry.location_hint(data_dir()), "description": entry.info.description})
@@ -30,6 +42,10 @@ def check_runnable_here(spec) -> None:
     """What the trainer would only find once the data is loaded, as a SpecError naming the field:
     the dataset must be installed on this server and fit the spec (validation split, batch size)."""
     entry = datasets.DATASETS[spec.dataset]
+    if entry.info.task not in WEB_TASKS or models.MODELS[spec.model].task not in WEB_TASKS:
+        raise SpecError("dataset" if entry.info.task not in WEB_TASKS else "model",
+                        f"{entry.info.task.replace('_', ' ')} runs from the command line for now "
+                        "(python -m trainer run); the web app runs image classification")
     if not entry.is_installed(data_dir()):
         raise SpecError("dataset",
                         f"{entry.info.title} is not installed; put its files in {entry.location_hint(data_dir())}")
@@ -41,7 +57,7 @@ def installed_dataset_names() -> list[str]:
 
 
 def model_choices() -> list[dict]:
-    return [{"name": name, "description": entry.description} for name, entry in models.MODELS.items()]
+    return [{"name": name, "description": entry.description} for name, entry in _web_models().items()]
 
 
 @functools.cache
@@ -57,9 +73,9 @@ def prunable_layer_sizes(model_name: str, input_shape: tuple[int, int, int], num
 def layer_sizes_by_model_and_dataset() -> dict[str, dict[str, dict[str, int]]]:
     """model -> dataset -> layer -> weight count; the page's preview needs every combination."""
     table: dict[str, dict[str, dict[str, int]]] = {}
-    for model_name in models.MODELS:
+    for model_name in _web_models():
         table[model_name] = {}
-        for dataset_name, entry in datasets.DATASETS.items():
+        for dataset_name, entry in _web_datasets().items():
             info = entry.info
             table[model_name][dataset_name] = prunable_layer_sizes(model_name, tuple(info.input_shape),
                                                                    info.num_classes)
