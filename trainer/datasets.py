@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer import corpora
+from trainer import corpora, rl
 from trainer.datadir import (  # noqa: F401 (also known as trainer.datasets.*)
     DATA_DIR_ENV,
     DatasetError,
@@ -486,6 +486,33 @@ class CorpusDatasetEntry(DatasetEntry):
 
 for _corpus in corpora.CORPORA.values():
     DATASETS[_corpus.name] = CorpusDatasetEntry(_corpus)
+
+
+# ---- environments (reinforcement learning; trainer.rl) ---------------------------------------
+class EnvironmentDatasetEntry(DatasetEntry):
+    """A gymnasium environment as a dataset: input_shape (observation size,), num_classes = its actions; no
+    files (gymnasium's classic control is pure Python), no fixed training set."""
+
+    def __init__(self, environment: rl.EnvironmentEntry):
+        self.environment = environment
+        self.info = DatasetInfo(environment.name, environment.title, (environment.observation_size,),
+                                environment.action_count, 0, 0, False,
+                                f"gymnasium {environment.gym_id}: {environment.observation_size} observations, "
+                                f"{environment.action_count} actions, episodes of at most "
+                                f"{environment.max_episode_steps} steps", task="reinforcement_learning")
+
+    def is_installed(self, data_dir=None) -> bool:
+        return True
+
+    def location_hint(self, data_dir=None) -> str:
+        return "simulated by gymnasium (no files needed)"
+
+    def load(self, data_dir=None):
+        raise DatasetError(f"{self.info.title} is an environment: trainer.rl simulates it")
+
+
+for _environment in rl.ENVIRONMENTS.values():
+    DATASETS[_environment.name] = EnvironmentDatasetEntry(_environment)
 
 
 def get_entry(name: str) -> DatasetEntry:

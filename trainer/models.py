@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import lm_networks
+from trainer import lm_networks, rl
 
 InputShape = tuple[int, ...]  # images (channels, height, width); tokens (max context,); observations (size,)
 
@@ -327,8 +327,16 @@ def _small_normal(weight: torch.Tensor, generator: torch.Generator) -> None:
     nn.init.normal_(weight, std=EMBEDDING_INIT_STD, generator=generator)  # GPT-2's init of every projection
 
 
-def _transformer_lm(input_shape: InputShape, num_classes: int, tied: bool = True) -> nn.Module:
-    return lm_networks.TransformerLM(num_classes, input_shape[0], tied=tied)
+def _transformer_lm(input_shape: InputShape, num_classes: int, tied: bool = True, width: float = 1.0) -> nn.Module:
+    heads = 4
+    d_model = heads * scaled_units(128 // heads, width)  # a whole number of dimensions per head
+    return lm_networks.TransformerLM(num_classes, input_shape[0], d_model=d_model, heads=heads,
+                                     ff_size=scaled_units(512, width), tied=tied)
+
+
+def _lstm_lm(input_shape: InputShape, num_classes: int, width: float = 1.0) -> nn.Module:
+    size = scaled_units(200, width)
+    return lm_networks.LSTMLM(num_classes, input_shape[0], embedding_size=size, hidden_size=size)
 
 
 _register(ModelEntry(
@@ -341,8 +349,18 @@ _register(ModelEntry(
     prunable=lm_networks.prunable_lm_weights))
 _register(ModelEntry(
     "lstm_lm", "LSTM LM: 2 layers of 200 units, embeddings 200, untied output (Zaremba et al.'s small model)",
-    lambda input_shape, num_classes: lm_networks.LSTMLM(num_classes, input_shape[0]), _small_normal,
+    _lstm_lm, _small_normal,
     PaperPruning(_YU_2020), task="language_modeling", prunable=lm_networks.prunable_lm_weights))
+
+
+# Agents (Yu et al. 2020): input_shape = (observation size,), num_classes = the number of actions.
+def _actor_critic(input_shape: InputShape, num_classes: int, width: float = 1.0) -> nn.Module:
+    return rl.ActorCritic(input_shape[0], num_classes, hidden=(scaled_units(64, width),) * 2)
+
+
+_register(ModelEntry(
+    "actor_critic", "Actor-critic agent: policy and value MLPs 64-64 with tanh (A2C); Glorot init",
+    _actor_critic, _glorot_normal, PaperPruning(_YU_2020), task="reinforcement_learning"))
 
 
 # ---- public functions ---------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 from trainer.tasks.base import ACCURACY, BatchStream, Metric, PreparedData, Task
 from trainer.tasks.classification import CLASSIFICATION
 from trainer.tasks.language_modeling import LANGUAGE_MODELING
+from trainer.tasks.reinforcement import REINFORCEMENT_LEARNING
 
-TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, LANGUAGE_MODELING)}
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, LANGUAGE_MODELING, REINFORCEMENT_LEARNING)}
 
 
 def register(task: Task) -> Task:
@@ -41,5 +42,5 @@ def of_results(results: dict) -> Task:
     return get((results.get("task") or {}).get("name", CLASSIFICATION.name))
 
 
-__all__ = ["ACCURACY", "BatchStream", "CLASSIFICATION", "LANGUAGE_MODELING", "Metric", "PreparedData", "TASKS",
-           "Task", "get", "metric_of", "of_data", "of_results", "register"]
+__all__ = ["ACCURACY", "BatchStream", "CLASSIFICATION", "LANGUAGE_MODELING", "Metric", "PreparedData",
+           "REINFORCEMENT_LEARNING", "TASKS", "Task", "get", "metric_of", "of_data", "of_results", "register"]

@@ -111,6 +111,10 @@ class Task:
     def has_validation(self, data) -> bool:
         return data.val_x.shape[0] > 0
 
+    def validation_size(self, data) -> int:
+        """What results.json reports as the validation split's size (examples, sequences or episodes)."""
+        return int(data.val_x.shape[0])
+
     def describe(self) -> dict:
         return {"name": self.name, "metric": self.metric.to_dict()}
 
