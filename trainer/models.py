@@ -271,6 +271,7 @@ class ModelEntry:
     # the weights IMP prunes, in forward order, when they are not simply every Conv2d/Linear weight (language models
     # prune embeddings and LSTM gates too): (model on 'meta') -> names
     prunable: Callable[[nn.Module], list[str]] | None = None
+    output: str | None = None  # the output layer's weight when it is not the last Linear (an agent's action layer)
 
     def layers(self, input_shape: InputShape, num_classes: int, width: float = 1.0) -> nn.Module:
         """The architecture at `width` (on the current default device; values unset)."""
@@ -360,7 +361,8 @@ def _actor_critic(input_shape: InputShape, num_classes: int, width: float = 1.0)
 
 _register(ModelEntry(
     "actor_critic", "Actor-critic agent: policy and value MLPs 64-64 with tanh (A2C); Glorot init",
-    _actor_critic, _glorot_normal, PaperPruning(_YU_2020), task="reinforcement_learning"))
+    _actor_critic, _glorot_normal, PaperPruning(_YU_2020), task="reinforcement_learning",
+    output="policy.out.weight"))
 
 
 # ---- public functions ---------------------------------------------------------------------
@@ -409,13 +411,13 @@ def _layer_names(name: str, input_shape: InputShape, num_classes: int) -> tuple[
     if entry.prunable is not None:
         prunable = tuple(entry.prunable(model))
         # a language model's output layer is `output`, or the embedding it is tied to
-        return prunable, "output.weight" if "output.weight" in prunable else prunable[0]
+        return prunable, entry.output or ("output.weight" if "output.weight" in prunable else prunable[0])
     # module registration order is forward order in every architecture above (tested)
     weighted = [(module_name, module) for module_name, module in model.named_modules()
                 if isinstance(module, (nn.Conv2d, nn.Linear))]
     prunable = tuple(f"{module_name}.weight" for module_name, _ in weighted)
-    output = next(f"{module_name}.weight" for module_name, module in reversed(weighted)
-                  if isinstance(module, nn.Linear))
+    output = entry.output or next(f"{module_name}.weight" for module_name, module in reversed(weighted)
+                                  if isinstance(module, nn.Linear))
     return prunable, output
 
 

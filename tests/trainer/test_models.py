@@ -12,6 +12,14 @@ MNIST = (1, 28, 28)
 CIFAR = (3, 32, 32)
 SHAPES = [MNIST, CIFAR]
 MODEL_NAMES = list(MODELS)
+# the image classifiers: the tests below feed them images (language models and agents: tests/trainer/tasks/)
+IMAGE_MODELS = [name for name, entry in MODELS.items() if entry.task == "classification"]
+# an input shape each task's models take: images, token sequences (max context), observations
+TASK_SHAPES = {"classification": (3, 32, 32), "language_modeling": (16,), "reinforcement_learning": (4,)}
+
+
+def shape_for(name: str) -> tuple[int, ...]:
+    return TASK_SHAPES[MODELS[name].task]
 
 
 def linear_count(inputs, outputs):
@@ -27,7 +35,10 @@ def count(model):
 
 
 def test_registry_lists_the_paper_models_in_display_order():
-    assert MODEL_NAMES == ["lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "vgg16", "resnet20"]
+    assert MODEL_NAMES == ["lenet_300_100", "lenet5", "conv2", "conv4", "conv6", "vgg16", "resnet20",
+                           "transformer_lm", "transformer_lm_untied", "lstm_lm", "actor_critic"]
+    assert {entry.task for entry in MODELS.values()} == {"classification", "language_modeling",
+                                                         "reinforcement_learning"}
     for name, entry in MODELS.items():
         assert entry.name == name
         assert entry.description and "\n" not in entry.description
@@ -35,7 +46,7 @@ def test_registry_lists_the_paper_models_in_display_order():
 
 
 @pytest.mark.parametrize("input_shape", SHAPES, ids=["mnist", "cifar"])
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_gives_logits_for_both_input_shapes(name, input_shape):
     model = build_model(name, input_shape, 10, init_seed=0)
     logits = model(torch.randn(2, *input_shape))
@@ -97,8 +108,8 @@ def test_resnet20_parameter_count_on_cifar():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_same_seed_gives_bit_identical_parameters_and_buffers(name):
-    first = build_model(name, CIFAR, 10, init_seed=7).state_dict()
-    second = build_model(name, CIFAR, 10, init_seed=7).state_dict()
+    first = build_model(name, shape_for(name), 10, init_seed=7).state_dict()
+    second = build_model(name, shape_for(name), 10, init_seed=7).state_dict()
     assert list(first) == list(second)
     for key in first:
         assert torch.equal(first[key], second[key]), key
@@ -106,8 +117,8 @@ def test_same_seed_gives_bit_identical_parameters_and_buffers(name):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_different_seed_gives_different_weights(name):
-    first = build_model(name, CIFAR, 10, init_seed=1)
-    second = build_model(name, CIFAR, 10, init_seed=2)
+    first = build_model(name, shape_for(name), 10, init_seed=1)
+    second = build_model(name, shape_for(name), 10, init_seed=2)
     first_parameters = dict(first.named_parameters())
     for key, parameter in second.named_parameters():
         if key in prunable_parameter_names(name, CIFAR, 10):
@@ -127,7 +138,7 @@ def test_building_leaves_the_global_rng_untouched():
     assert torch.equal(torch.rand(5), expected)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_prunable_names_are_conv_and_linear_weights_in_forward_order(name):
     model = build_model(name, CIFAR, 10, init_seed=0)
     called = []
@@ -159,7 +170,7 @@ def test_prunable_names_returns_a_fresh_list():
     assert prunable_parameter_names("conv4", CIFAR, 10)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_output_parameter_is_the_last_linear_weight(name):
     model = build_model(name, MNIST, 10, init_seed=0)
     last_linear = [module_name for module_name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
@@ -206,7 +217,7 @@ def test_resnet20_conv_has_kaiming_normal_std():
     assert weight.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_biases_are_zero_and_batch_norm_starts_as_identity(name):
     model = build_model(name, CIFAR, 10, init_seed=0)
     for module in model.modules():

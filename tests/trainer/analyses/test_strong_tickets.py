@@ -135,8 +135,10 @@ def test_width_multiplier_scales_hidden_layers_and_width_one_is_the_model_itself
 
 
 def test_every_registered_model_takes_a_width_multiplier():
-    for name in models.MODELS:
-        for shape in ((1, 28, 28), (3, 32, 32)):
+    shapes = {"classification": ((1, 28, 28), (3, 32, 32)), "language_modeling": ((16,),),
+              "reinforcement_learning": ((4,),)}
+    for name, entry in models.MODELS.items():
+        for shape in shapes[entry.task]:
             narrow, wide = (models.parameter_count(name, shape, 10, width) for width in (1.0, 2.0))
             assert wide > 2 * narrow, name  # hidden layers doubled: weights between two of them ×4
             output = models.output_parameter_name(name, shape, 10)
