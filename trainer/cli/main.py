@@ -185,13 +185,18 @@ def command_show(args) -> int:
 def command_list(args) -> int:
     print("models:")
     for entry in models.MODELS.values():
-        print(f"  {entry.name:<16} {entry.description}")
+        print(f"  {entry.name:<21} {entry.description} [{entry.task.replace('_', ' ')}]")
     print("datasets:")
     for entry in datasets.DATASETS.values():
         info = entry.info
         state = "installed" if entry.is_installed() else f"not installed: {entry.location_hint()}"
-        print(f"  {info.name:<16} {info.input_shape} {info.num_classes} classes, "
-              f"{info.train_size}/{info.test_size}  [{state}]")
+        if info.task == "language_modeling":
+            size = f"text, {info.num_classes:,} words, {info.train_size:,}/{info.test_size:,} tokens"
+        elif info.task == "reinforcement_learning":
+            size = f"environment, {info.input_shape[0]} observations, {info.num_classes} actions"
+        else:
+            size = f"{info.input_shape} {info.num_classes} classes, {info.train_size}/{info.test_size}"
+        print(f"  {info.name:<16} {size}  [{state}]")
     return 0
 
 

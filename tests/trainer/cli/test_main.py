@@ -55,6 +55,12 @@ def test_list_shows_models_and_which_datasets_are_installed(tmp_path):
         assert name in listed.stdout
     cifar_line = next(line for line in listed.stdout.splitlines() if line.strip().startswith("cifar10"))
     assert "not installed" in cifar_line and str(tmp_path) in cifar_line
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines() if line.startswith("  ")}
+    assert "[language modeling]" in lines["transformer_lm"] and "[reinforcement learning]" in lines["actor_critic"]
+    assert "words" in lines["python_docs"] and "[installed]" in lines["python_docs"]  # embedded: always there
+    assert "not installed" in lines["wikitext2"] and str(tmp_path / "wikitext-2" / "wiki.train.tokens") in lines[
+        "wikitext2"]
+    assert "2 actions" in lines["cartpole"] and "[installed]" in lines["cartpole"]
 
 
 BAD_INVOCATIONS = [
