@@ -89,7 +89,7 @@ def experiment_list(request):
 def _form_context(form: ExperimentForm) -> dict:
     installed = set(catalog.installed_dataset_names())
     presets = [{"key": p.key, "title": p.title, "note": p.note, "installed": p.dataset in installed,
-                "dataset": p.dataset} for p in PRESETS.values()]
+                "dataset": p.dataset, "task": catalog.task_of_dataset_name(p.dataset)} for p in PRESETS.values()]
     return {
         "form": form, "datasets": catalog.dataset_choices(), "presets": presets,
         "page_data": {
@@ -98,6 +98,7 @@ def _form_context(form: ExperimentForm) -> dict:
             "architecture_defaults": {model: widget_values(defaults)
                                       for model, defaults in ARCHITECTURE_DEFAULTS.items()},
             "layer_sizes": catalog.layer_sizes_by_model_and_dataset(),
+            "tasks": {task["name"]: task for task in catalog.task_choices()},
         },
     }
 
