@@ -173,3 +173,14 @@ def test_a_classification_page_keeps_accuracy_in_percent(finished_experiment, cl
     sparsity = page_figures(page)["chart-sparsity-accuracy"]
     assert sparsity["layout"]["yaxis"]["title"]["text"] == "test accuracy (%)"
     assert "Best ticket (within one point of dense)" in page or 'id="best-ticket"' not in page
+
+
+@pytest.mark.django_db
+def test_the_form_opens_on_a_task_preset_with_its_task_picked(client):
+    page = client.get("/new/?preset=a2c_cartpole").content.decode()
+    assert re.search(r'<option value="reinforcement_learning" selected>', page)
+    assert 'data-task="reinforcement_learning"' in page and 'id="id_reinforcement__envs"' in page
+    page = client.get("/new/?preset=transformer_lm_python_docs").content.decode()
+    assert re.search(r'<option value="language_modeling" selected>', page)
+    assert re.search(r'id="id_training__context_length"[^>]*value="64"|value="64"[^>]*id="id_training__context_length"',
+                     page)
