@@ -70,6 +70,8 @@ def api_view(methods: tuple[str, ...]):
 def experiment_json(experiment: Experiment, detail: bool = False) -> dict:
     data = {"id": experiment.pk, "status": experiment.status, "message": experiment.message,
             "model": experiment.model_name, "dataset": experiment.dataset_name,
+            # rounds' *_metric values are this metric (a fraction for accuracy)
+            "task": experiment.task.name, "metric": experiment.metric.to_dict(),
             "owner": experiment.owner.get_username() if experiment.owner else None,
             "visibility": experiment.visibility, "created_at": experiment.created_at.isoformat(),
             "finished_at": experiment.finished_at.isoformat() if experiment.finished_at else None,

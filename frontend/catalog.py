@@ -1,5 +1,6 @@
-"""What the form offers: models and datasets from the trainer's registries, with what the page needs
-to know about them (installed or not, prunable layer sizes for the live remaining-fraction preview)."""
+"""What the form offers: models and datasets from the trainer's registries grouped by task (classification,
+language modelling, reinforcement learning), with what the page needs to know about them (installed or
+not, prunable layer sizes for the live remaining-fraction preview)."""
 from __future__ import annotations
 
 import functools
@@ -8,12 +9,11 @@ import math
 import torch
 from django.conf import settings
 
-from trainer import datasets, models
+from trainer import datasets, models, tasks
 from trainer.spec import SpecError
 
-# The web app's pages, live recorders and charts speak of classification runs; language models run from the CLI
-# (python -m trainer run) until their pages exist.
-WEB_TASKS = ("classification",)
+# The tasks the web app runs: its pages, live recorders and charts speak of each task's metric.
+WEB_TASKS = ("classification", "language_modeling", "reinforcement_learning")
 
 
 def data_dir():
@@ -33,7 +33,7 @@ def dataset_choices() -> list[dict]:
     found = []
     for name, entry in _web_datasets().items():
         installed = entry.is_installed(data_dir())
-        found.append({"name": name, "title": entry.info.title, "installed": installed,
+        found.append({"name": name, "title": entry.info.title, "installed": installed, "task": entry.info.task,
                       "location": entry.location_hint(data_dir()), "description": entry.info.description})
     return found
 
@@ -57,7 +57,22 @@ def installed_dataset_names() -> list[str]:
 
 
 def model_choices() -> list[dict]:
-    return [{"name": name, "description": entry.description} for name, entry in _web_models().items()]
+    return [{"name": name, "description": entry.description, "task": entry.task}
+            for name, entry in _web_models().items()]
+
+
+def task_choices() -> list[dict]:
+    """The form's tasks, each with its metric and the names of its models and datasets (the page's script
+    shows a task's own choices)."""
+    return [{"name": name, "title": tasks.get(name).title, "metric": tasks.get(name).metric.label,
+             "direction": "higher is better" if tasks.get(name).metric.higher_is_better else "lower is better",
+             "models": [m["name"] for m in model_choices() if m["task"] == name],
+             "datasets": [d["name"] for d in dataset_choices() if d["task"] == name]} for name in WEB_TASKS]
+
+
+def task_of_dataset_name(dataset_name: str) -> str:
+    entry = datasets.DATASETS.get(dataset_name)
+    return entry.info.task if entry else tasks.CLASSIFICATION.name
 
 
 @functools.cache
@@ -71,12 +86,14 @@ def prunable_layer_sizes(model_name: str, input_shape: tuple[int, int, int], num
 
 
 def layer_sizes_by_model_and_dataset() -> dict[str, dict[str, dict[str, int]]]:
-    """model -> dataset -> layer -> weight count; the page's preview needs every combination."""
+    """model -> dataset -> layer -> weight count; the page's preview needs every combination of a task."""
     table: dict[str, dict[str, dict[str, int]]] = {}
-    for model_name in _web_models():
+    for model_name, model in _web_models().items():
         table[model_name] = {}
         for dataset_name, entry in _web_datasets().items():
             info = entry.info
+            if info.task != model.task:
+                continue
             table[model_name][dataset_name] = prunable_layer_sizes(model_name, tuple(info.input_shape),
                                                                    info.num_classes)
     return table

@@ -6,12 +6,20 @@ import csv
 import io
 
 from frontend.models import Curve, Experiment, RoundResult
+from frontend.records import eval_keys
+from trainer.tasks import ACCURACY, Metric
 
-METRIC_COLUMNS = ["network", "replicate", "round", "status", "remaining_fraction", "early_stop_iteration",
-                  "early_stop_val_accuracy", "early_stop_test_accuracy", "final_val_accuracy", "final_test_accuracy",
-                  "params_masked", "macs_masked", "macs_effective", "wall_seconds"]
-CURVE_COLUMNS = ["network", "replicate", "round", "kind", "iteration", "val_loss", "val_accuracy", "test_loss",
-                 "test_accuracy", "train_loss"]
+
+def metric_columns(metric: Metric = ACCURACY) -> list[str]:
+    """metrics.csv's header: the metric columns named after the task's metric (early_stop_test_perplexity)."""
+    key = metric.key
+    return ["network", "replicate", "round", "status", "remaining_fraction", "early_stop_iteration",
+            f"early_stop_val_{key}", f"early_stop_test_{key}", f"final_val_{key}", f"final_test_{key}",
+            "params_masked", "macs_masked", "macs_effective", "wall_seconds"]
+
+
+def curve_columns(metric: Metric = ACCURACY) -> list[str]:
+    return ["network", "replicate", "round", "kind", *eval_keys(metric), "train_loss"]
 
 
 def _csv(header: list[str], rows) -> str:
@@ -27,25 +35,27 @@ def metrics_csv(experiment: Experiment) -> str:
     def row(result: RoundResult) -> list:
         costs = result.costs or {}
         return [result.network, result.replicate, result.round_index, result.status, result.remaining_fraction,
-                result.early_stop_iteration, result.early_stop_val_accuracy, result.early_stop_test_accuracy,
-                result.final_val_accuracy, result.final_test_accuracy,
+                result.early_stop_iteration, result.early_stop_val_metric, result.early_stop_test_metric,
+                result.final_val_metric, result.final_test_metric,
                 costs.get("masked", {}).get("parameters"), costs.get("masked", {}).get("macs"),
                 costs.get("effective", {}).get("macs"), result.wall_seconds]
     results = experiment.round_results.order_by("network", "replicate", "round_index")
-    return _csv(METRIC_COLUMNS, (row(result) for result in results))
+    return _csv(metric_columns(experiment.metric), (row(result) for result in results))
 
 
 def curves_csv(experiment: Experiment) -> str:
     """Every evaluation point and train-loss point, long format (kind 'eval' or 'train')."""
+    value_keys = eval_keys(experiment.metric)[1:]
+
     def rows(curve: Curve):
         identity = [curve.network, curve.replicate, curve.round_index]
         evals = curve.evals or {}
         for index, iteration in enumerate(evals.get("iteration", [])):
             values = [evals.get(key, [None] * (index + 1))[index]
-                      for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")]
+                      for key in value_keys]
             yield identity + ["eval", iteration] + values + [None]
         train = curve.train_loss or {}
         for iteration, loss in zip(train.get("iteration", []), train.get("loss", [])):
             yield identity + ["train", iteration, None, None, None, None, loss]
     curves = experiment.curves.order_by("network", "replicate", "round_index")
-    return _csv(CURVE_COLUMNS, (row for curve in curves for row in rows(curve)))
+    return _csv(curve_columns(experiment.metric), (row for curve in curves for row in rows(curve)))

@@ -17,14 +17,21 @@ from trainer.events import TICKET
 from trainer.spec import ExperimentSpec, SpecError, spec_fields
 
 # Display groups; a spec field not listed here lands in "Advanced", so new trainer fields show up by themselves.
+# A group named in TASK_GROUPS is shown only while its task is picked (new_experiment.js).
 FIELD_GROUPS: list[tuple[str, list[str]]] = [
     ("Model and data", ["model", "dataset"]),
     ("Pruning schedule", ["pruning.rounds", "pruning.fraction", "pruning.scope", "pruning.layer_fractions",
                           "pruning.schedule", "pruning.strategy", "rewind_step"]),
     ("Training", ["training.training_steps", "training.optimizer", "training.lr", "training.momentum",
                   "training.weight_decay", "training.batch_size", "training.eval_interval"]),
+    ("Language model", ["training.context_length"]),
+    ("Reinforcement learning (A2C)", ["reinforcement.envs", "reinforcement.rollout_steps", "reinforcement.gamma",
+                                      "reinforcement.gae_lambda", "reinforcement.value_coef",
+                                      "reinforcement.entropy_coef", "reinforcement.eval_episodes"]),
     ("Controls, replicates and seeds", ["controls", "control_rounds", "replicates", "init_seed", "data_seed"]),
 ]
+TASK_GROUPS = {"Language model": "language_modeling", "Reinforcement learning (A2C)": "reinforcement_learning"}
+TASK_FIELDS = {name: TASK_GROUPS[title] for title, names in FIELD_GROUPS if title in TASK_GROUPS for name in names}
 ADVANCED_GROUP = "Advanced"
 
 
@@ -140,6 +147,7 @@ def spec_to_initial(spec: ExperimentSpec) -> dict:
         for part in dotted.split("."):
             value = value[part]
         initial[form_name(dotted)] = value
+    initial["task"] = catalog.task_of_dataset_name(spec.dataset)
     return initial
 
 
@@ -157,7 +165,7 @@ def _flatten(nested: dict, prefix: str = "") -> dict:
 def widget_values(nested: dict) -> dict:
     """A (partial) spec dict -> {form field name: value as its widget shows it}, for the page's script."""
     form = ExperimentForm()
-    values = {}
+    values = {"task": catalog.task_of_dataset_name(nested["dataset"])} if "dataset" in nested else {}
     for dotted, value in _flatten(nested).items():
         name = form_name(dotted)
         if name in form.fields:
@@ -174,6 +182,11 @@ class ExperimentForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # What the page shows (a task's models, datasets and settings); the spec's dataset decides the task.
+        self.fields["task"] = forms.ChoiceField(
+            choices=[(task["name"], f"{task['title']} ({task['metric']}, {task['direction']})")
+                     for task in catalog.task_choices()], required=False, initial="classification",
+            label="task", help_text="What the network learns; the models and datasets below are the task's.")
         for dotted, (dataclass_field, hint) in SPEC_FIELDS.items():
             self.fields[form_name(dotted)] = _form_field(dotted, dataclass_field, hint)
         self.fields["analyses"] = forms.MultipleChoiceField(
@@ -188,13 +201,14 @@ class ExperimentForm(forms.Form):
         self.spec: ExperimentSpec | None = None
 
     def groups(self):
-        """[(title, [bound fields])] in display order, for the template."""
+        """[(title, [bound fields], task or "")] in display order, for the template; the task picker leads."""
         listed = {name for _, names in FIELD_GROUPS for name in names}
-        groups = [(title, [self[form_name(name)] for name in names if name in SPEC_FIELDS])
+        groups = [(title, [self[form_name(name)] for name in names if name in SPEC_FIELDS], TASK_GROUPS.get(title, ""))
                   for title, names in FIELD_GROUPS]
+        groups[0][1].insert(0, self["task"])
         advanced = [self[form_name(name)] for name in SPEC_FIELDS if name not in listed]
-        return groups + [("Analyses", [self["analyses"]]), ("Sharing", [self["visibility"]]),
-                         (ADVANCED_GROUP, advanced)]
+        return groups + [("Analyses", [self["analyses"]], ""), ("Sharing", [self["visibility"]], ""),
+                         (ADVANCED_GROUP, advanced, "")]
 
     def clean_visibility(self):
         return self.cleaned_data.get("visibility") or Experiment.Visibility.PRIVATE  # omitted: private
@@ -208,7 +222,10 @@ class ExperimentForm(forms.Form):
         if self.errors:
             return cleaned  # spec validation needs every value; fix the typed errors first
         nested: dict = {}
+        task = catalog.task_of_dataset_name(cleaned.get("dataset") or "")
         for dotted in SPEC_FIELDS:
+            if TASK_FIELDS.get(dotted, task) != task:
+                continue  # another task's settings, hidden on the page: the spec's defaults, which it requires
             parts = dotted.split(".")
             target = nested
             for part in parts[:-1]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from frontend import charts, queries
-from frontend.models import Experiment
+from frontend.models import Experiment, task_of_dataset
 from trainer.events import TICKET
 
 
@@ -28,7 +28,9 @@ def live_state(experiment_id: int) -> dict | None:
     state = queries.snapshot(experiment_id)
     if state is None:
         return None
-    spec = Experiment.objects.values_list("spec", flat=True).get(pk=experiment_id)
-    figures = charts.live_figures(state["curves"], planned_trainings(spec))
+    spec, dataset_name = Experiment.objects.values_list("spec", "dataset_name").get(pk=experiment_id)
+    metric = task_of_dataset(dataset_name).metric
+    figures = charts.live_figures(state["curves"], planned_trainings(spec), metric)
     state["figures"] = {name: json.loads(charts.figure_json(figure)) for name, figure in figures.items()}
+    state["metric"] = metric.to_dict()  # the page's script reads val_<key> of eval events
     return state

@@ -10,6 +10,9 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+from trainer import datasets, tasks
+from trainer.tasks import Metric, Task
+
 
 def new_share_token() -> str:
     """An unguessable link token (256 bits)."""
@@ -81,6 +84,21 @@ class Experiment(models.Model):
     def is_done(self) -> bool:
         return self.status in self.DONE_STATUSES
 
+    @property
+    def task(self) -> Task:
+        return task_of_dataset(self.dataset_name)
+
+    @property
+    def metric(self) -> Metric:
+        return self.task.metric
+
+
+def task_of_dataset(dataset_name: str) -> Task:
+    """The task of a run on `dataset_name`. Not stored: the engine derives it from the dataset
+    (DatasetInfo.task), so a column could only disagree with it. Unknown datasets are classification."""
+    entry = datasets.DATASETS.get(dataset_name)
+    return tasks.get(entry.info.task) if entry else tasks.CLASSIFICATION
+
 
 class RoundResult(models.Model):
     """One finished round of one network (the ticket or a control): the trainer's record without curves."""
@@ -94,10 +112,11 @@ class RoundResult(models.Model):
     remaining_fraction = models.FloatField()
     layers = models.JSONField(help_text="name -> {shape, total, remaining, remaining_fraction}")
     early_stop_iteration = models.IntegerField(null=True)
-    early_stop_val_accuracy = models.FloatField(null=True)
-    early_stop_test_accuracy = models.FloatField(null=True)
-    final_test_accuracy = models.FloatField(null=True)
-    final_val_accuracy = models.FloatField(null=True)
+    # The task's metric (accuracy, perplexity, mean return: Experiment.metric), as the records store it.
+    early_stop_val_metric = models.FloatField(null=True)
+    early_stop_test_metric = models.FloatField(null=True)
+    final_test_metric = models.FloatField(null=True)
+    final_val_metric = models.FloatField(null=True)
     wall_seconds = models.FloatField(null=True)
     costs = models.JSONField(default=dict, blank=True,
                              help_text="dense/masked/effective -> {parameters, weights, macs} per example")
@@ -116,7 +135,7 @@ class Curve(models.Model):
     replicate = models.PositiveSmallIntegerField(default=0)
     round_index = models.PositiveIntegerField()
     evals = models.JSONField(default=dict,
-                             help_text="{iteration: [...], val_loss, val_accuracy, test_loss, test_accuracy}")
+                             help_text="{iteration: [...], val_loss, val_<metric>, test_loss, test_<metric>}")
     train_loss = models.JSONField(default=dict, help_text="{iteration: [...], loss: [...]}")
 
     class Meta:

@@ -26,6 +26,17 @@ _CIFAR_SGD_TRAINING = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_d
                        "training_steps": "63000it", "lr_schedule": "multistep",
                        "lr_milestones": ["32000it", "48000it"], "lr_gamma": 0.1, "eval_interval": "2000it"}
 
+# Yu, Edunov, Tian & Morcos (2020, "Playing the lottery with rewards and multiple languages"): late rewinding,
+# 20% of each layer per round. Scaled down for a CPU: a 2-layer model on the embedded Python docs, 300 iterations
+# of Adam per round, rewind to iteration 30 (10% of training); A2C on CartPole for 50 updates per round.
+_CONSTANT_ADAM = {"optimizer": "adam", "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant",
+                  "lr_milestones": []}
+_LM_TRAINING = {**_CONSTANT_ADAM, "lr": 0.001, "batch_size": 32, "context_length": 64, "training_steps": "300it",
+                "eval_interval": "50it", "metrics_interval": 10}
+_A2C_TRAINING = {**_CONSTANT_ADAM, "lr": 0.003, "training_steps": "50it", "eval_interval": "10it",
+                 "metrics_interval": 5}
+_LAYERWISE_20 = {"scope": "layerwise", "fraction": 0.2, "layer_fractions": {}, "prunable_layers": []}
+
 ARCHITECTURE_DEFAULTS: dict[str, dict] = {
     "lenet_300_100": {"training": {**_LENET_TRAINING, "training_steps": "50000it", "eval_interval": "1000it",
                                    "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant",
@@ -45,6 +56,9 @@ ARCHITECTURE_DEFAULTS: dict[str, dict] = {
               "pruning": _paper_pruning("conv6"), "rewind_step": "0it"},
     "vgg16": {"training": _CIFAR_SGD_TRAINING, "pruning": _paper_pruning("vgg16"), "rewind_step": "2000it"},
     "resnet20": {"training": _CIFAR_SGD_TRAINING, "pruning": _paper_pruning("resnet20"), "rewind_step": "2000it"},
+    **{model: {"training": _LM_TRAINING, "pruning": _LAYERWISE_20, "rewind_step": "30it"}
+       for model in ("transformer_lm", "transformer_lm_untied", "lstm_lm")},
+    "actor_critic": {"training": _A2C_TRAINING, "pruning": _LAYERWISE_20, "rewind_step": "5it"},
 }
 
 
@@ -112,6 +126,15 @@ PRESETS: dict[str, Preset] = {preset.key: preset for preset in [
            "SGD 0.1 with momentum, 63K iterations, LR x0.1 at 32K and 48K, global 20% per round "
            "(output layer not pruned), rewind to iteration 2000.",
            _with_architecture("resnet20", "cifar10", pruning={"rounds": 8}, controls=["random_reinit"])),
+    Preset("transformer_lm_python_docs", "Transformer LM on the Python docs, late rewinding, 8 rounds "
+                                         "(after Yu et al. 2020, scaled down)",
+           "Language modelling, test perplexity (lower is better): Adam 1e-3, batch 32, context 64, "
+           "300 iterations per round, rewind to iteration 30, 20% of each layer per round, random-reinit control.",
+           _with_architecture("transformer_lm", "python_docs", pruning={"rounds": 8}, controls=["random_reinit"])),
+    Preset("a2c_cartpole", "A2C on CartPole-v1, 8 rounds, 3 replicates (after Yu et al. 2020, scaled down)",
+           "Reinforcement learning, mean return (higher is better): Adam 3e-3, 50 updates per round, "
+           "evaluated every 10, rewind to update 5, 20% of each layer per round.",
+           _with_architecture("actor_critic", "cartpole", pruning={"rounds": 8}, replicates=3)),
 ]}
 
 DEFAULT_PRESET = "lenet_fashion_scaled"

@@ -25,8 +25,8 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun
-from frontend.records import empty_evals, empty_train_loss, store_record
-from trainer import events as trainer_events
+from frontend.records import empty_evals, empty_train_loss, eval_keys, store_record
+from trainer import events as trainer_events, tasks
 from trainer.analyses import events as analysis_events
 from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
@@ -150,9 +150,12 @@ class ProgressRecorder:
             curve["train_loss"]["loss"].append(json_safe(event.get("train_loss")))
             experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
         elif kind == trainer_events.EVAL:
-            evals = self._curve((network, replicate, event["round"]))["evals"]
-            for key in evals:
-                evals[key].append(json_safe(event.get(key)))
+            curve = self._curve((network, replicate, event["round"]))
+            keys = eval_keys(tasks.metric_of(event))
+            if not curve["evals"]["iteration"] and list(curve["evals"]) != keys:
+                curve["evals"] = empty_evals(tasks.metric_of(event))  # the first point names the task's metric
+            for key in keys:
+                curve["evals"].setdefault(key, []).append(json_safe(event.get(key)))
             experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
         elif kind in (trainer_events.ROUND_FINISHED, trainer_events.ROUND_SKIPPED):
             record = self._run_dir.replicate(replicate).record(event["round"], network) if self._run_dir else None

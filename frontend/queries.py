@@ -7,14 +7,20 @@ from django.db import transaction
 
 from frontend import listeners
 from frontend.access import can_change, visible_to
+from frontend.metric_display import shown
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from frontend.progress import progress_of
 from frontend.queues import queue_for_spec, queue_positions
 from trainer import replicate_stats
 from trainer.events import TICKET
+from trainer.lm_networks import LM_LAYER_TYPES, lm_layer_types
+from trainer.tasks import ACCURACY, LANGUAGE_MODELING, Metric, Task
 
-# "Within one point of dense": the ticket may lose at most this much test accuracy.
+# "Within one point of dense": the ticket may lose at most this much test accuracy (a fraction).
 BEST_TICKET_TOLERANCE = 0.01
+# A metric that is not a fraction (perplexity, mean return) has no "points": the ticket may be at most 1% of
+# the dense value worse (above dense for perplexity, below it for return).
+BEST_TICKET_RELATIVE_TOLERANCE = 0.01
 
 
 def round_row(result: RoundResult) -> dict:
@@ -22,24 +28,33 @@ def round_row(result: RoundResult) -> dict:
             "status": result.status,
             "message": result.message, "remaining_fraction": result.remaining_fraction,
             "early_stop_iteration": result.early_stop_iteration,
-            "early_stop_test_accuracy": result.early_stop_test_accuracy,
-            "early_stop_val_accuracy": result.early_stop_val_accuracy,
-            "final_test_accuracy": result.final_test_accuracy, "wall_seconds": result.wall_seconds,
+            "early_stop_test_metric": result.early_stop_test_metric,
+            "early_stop_val_metric": result.early_stop_val_metric,
+            "final_test_metric": result.final_test_metric, "wall_seconds": result.wall_seconds,
             "layers": result.layers, "costs": result.costs,
-            # The accuracy the pages report: at early stop, or at the end of training for a run without
+            # The metric the pages report: at early stop, or at the end of training for a run without
             # a validation split (never a point picked on test data).
-            "reported_test_accuracy": (result.early_stop_test_accuracy if result.early_stop_iteration is not None
-                                       else result.final_test_accuracy)}
+            "reported_test_metric": (result.early_stop_test_metric if result.early_stop_iteration is not None
+                                     else result.final_test_metric)}
 
 
-def best_ticket(ticket_rounds: list[dict]) -> dict | None:
-    """The sparsest finished ticket round whose reported test accuracy is within one point of round 0's."""
-    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_accuracy"] is not None]
+def best_ticket_tolerance(dense_value: float, metric: Metric = ACCURACY) -> float:
+    return BEST_TICKET_TOLERANCE if metric.percent else BEST_TICKET_RELATIVE_TOLERANCE * abs(dense_value)
+
+
+def best_ticket(ticket_rounds: list[dict], metric: Metric = ACCURACY) -> dict | None:
+    """The sparsest finished ticket round whose reported test metric is at most the tolerance worse than
+    round 0's (one point of accuracy; 1% of the dense value for perplexity or return, in its direction)."""
+    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_metric"] is not None]
     dense = next((r for r in finished if r["round"] == 0), None)
     if dense is None:
         return None
-    floor = dense["reported_test_accuracy"] - BEST_TICKET_TOLERANCE
-    good = [r for r in finished if r["reported_test_accuracy"] >= floor]
+    dense_value = dense["reported_test_metric"]
+    tolerance = best_ticket_tolerance(dense_value, metric)
+    if metric.higher_is_better:
+        good = [r for r in finished if r["reported_test_metric"] >= dense_value - tolerance]
+    else:
+        good = [r for r in finished if r["reported_test_metric"] <= dense_value + tolerance]
     return min(good, key=lambda r: r["remaining_fraction"])
 
 
@@ -58,7 +73,7 @@ def experiment_list_rows(user, limit: int = 500) -> list[dict]:
     rows = []
     for experiment in experiments:
         progress = progress_of(experiment)
-        ticket = best_ticket(rounds_by_experiment.get(experiment.pk, []))
+        ticket = best_ticket(rounds_by_experiment.get(experiment.pk, []), experiment.metric)
         rows.append({"experiment": experiment, "progress": progress, "best_ticket": ticket,
                      "owner": experiment.owner.get_username() if experiment.owner else "",
                      "mine": can_change(user, experiment),
@@ -66,7 +81,7 @@ def experiment_list_rows(user, limit: int = 500) -> list[dict]:
                      "queue_notice": (listeners.unserved_queue_notice(queue_for_spec(experiment.spec), listening)
                                       if experiment.status == Experiment.Status.QUEUED else ""),
                      "progress_label": progress_label(progress) if experiment.status == "running" else "",
-                     "best_ticket_label": best_ticket_label(ticket) if ticket else ""})
+                     "best_ticket_label": best_ticket_label(ticket, experiment.metric) if ticket else ""})
     return rows
 
 
@@ -75,9 +90,9 @@ def progress_label(progress: dict) -> str:
     return f"{100 * fraction:.0f}%" if fraction is not None else ""
 
 
-def best_ticket_label(ticket: dict) -> str:
-    return (f"{100 * ticket['remaining_fraction']:.3g}% of weights: {100 * ticket['reported_test_accuracy']:.2f}% "
-            f"test accuracy (round {ticket['round']})")
+def best_ticket_label(ticket: dict, metric: Metric = ACCURACY) -> str:
+    return (f"{100 * ticket['remaining_fraction']:.3g}% of weights: {metric.text(ticket['reported_test_metric'])} "
+            f"test {metric.label} (round {ticket['round']})")
 
 
 def _percent(value):
@@ -88,9 +103,11 @@ def matching_round(rows: list[dict], round_index: int) -> dict | None:
     return next((row for row in rows if row["round"] == round_index), None)
 
 
-def round_table_row(row: dict, control_rows: list[dict | None], bands: dict[str, list[dict]] | None = None) -> dict:
-    """A ticket round for the result page's table, in percent, with each control's early-stop accuracy
-    (the mean across replicates when there are several) and the ticket's band across replicates."""
+def round_table_row(row: dict, control_rows: list[dict | None], bands: dict[str, list[dict]] | None = None,
+                    metric: Metric = ACCURACY) -> dict:
+    """A ticket round for the result page's table, metric values as shown (percent for accuracy), with each
+    control's early-stop metric (the mean across replicates when there are several) and the ticket's band
+    across replicates."""
     bands = bands or {}
 
     def band_of(network: str) -> dict | None:
@@ -98,18 +115,19 @@ def round_table_row(row: dict, control_rows: list[dict | None], bands: dict[str,
         if found is None:
             return None
         reported = found["reported"]
-        return {"count": reported["count"], **{key: 100 * reported[key] for key in ("mean", "std", "min", "max")}}
+        return {"count": reported["count"],
+                **{key: shown(reported[key], metric) for key in ("mean", "std", "min", "max")}}
 
     controls = []
     for control in control_rows:
         band = band_of(control["network"]) if control and bands else None
-        controls.append(band["mean"] if band else _percent(control["reported_test_accuracy"]) if control else None)
+        controls.append(band["mean"] if band else shown(control["reported_test_metric"], metric) if control else None)
     return {**row, "remaining_percent": _percent(row["remaining_fraction"]),
-            "early_stop_test_percent": _percent(row["early_stop_test_accuracy"]),
-            "reported_test_percent": _percent(row["reported_test_accuracy"]),
-            "final_test_percent": _percent(row["final_test_accuracy"]),
+            "early_stop_test_value": shown(row["early_stop_test_metric"], metric),
+            "reported_test_value": shown(row["reported_test_metric"], metric),
+            "final_test_value": shown(row["final_test_metric"], metric),
             "band": band_of(TICKET),
-            "control_percents": controls,
+            "control_values": controls,
             # the masked view's parameters: surviving weights plus live units' biases and batch norms
             "effective_parameters": ((row.get("costs") or {}).get("masked") or {}).get("parameters"),
             "macs_left_percent": _cost_percent(row.get("costs"), "masked"),
@@ -154,7 +172,7 @@ def all_round_rows(experiment: Experiment) -> list[dict]:
 
 
 def replicate_bands(experiment: Experiment, rows: list[dict] | None = None) -> dict[str, list[dict]]:
-    """network -> per round across replicates: reported (early stop, else end of training) and final test accuracy bands
+    """network -> per round across replicates: reported (early stop, else end of training) and final test metric bands
     (trainer.replicate_stats.band: mean, std, min, max, count) and the mean remaining fraction.
     Empty when the experiment has a single replicate. `rows`: all_round_rows, when the caller has them."""
     rows = all_round_rows(experiment) if rows is None else rows
@@ -167,14 +185,14 @@ def replicate_bands(experiment: Experiment, rows: list[dict] | None = None) -> d
     for network, by_round in grouped.items():
         for round_index, replicas in sorted(by_round.items()):
             finished = [row for row in replicas if row["status"] == "finished"]
-            reported = replicate_stats.band(row["reported_test_accuracy"] for row in finished)
+            reported = replicate_stats.band(row["reported_test_metric"] for row in finished)
             if reported is None:
                 continue
             bands.setdefault(network, []).append({
                 "round": round_index, "reported": reported,
                 "point": "early stop" if all(row["early_stop_iteration"] is not None for row in finished)
                          else "end of training",
-                "final": replicate_stats.band(row["final_test_accuracy"] for row in finished),
+                "final": replicate_stats.band(row["final_test_metric"] for row in finished),
                 "remaining_fraction": sum(row["remaining_fraction"] for row in finished) / len(finished),
                 "replicates": len(replicas)})
     return bands
@@ -202,6 +220,31 @@ def layer_table(ticket_rounds: list[dict]) -> dict:
     total = [{"remaining": sum(layer["remaining"] for layer in row["layers"].values()),
               "percent": 100 * row["remaining_fraction"]} for row in ticket_rounds]
     return {"rounds": [row["round"] for row in ticket_rounds], "layers": layers, "total": total}
+
+
+def layer_type_table(ticket_rounds: list[dict], task: Task) -> dict | None:
+    """A language model's surviving weights per layer type (embedding, attention, feed-forward, recurrent,
+    output: trainer.lm_networks.lm_layer_types), one cell per round; None for other tasks."""
+    if task.name != LANGUAGE_MODELING.name:
+        return None
+    types: dict[str, dict] = {}
+    for row in ticket_rounds:
+        for name, layer in row["layers"].items():
+            try:
+                layer_type = lm_layer_types(name)
+            except ValueError:  # not a parameter of the registry's language models
+                continue
+            counts = types.setdefault(layer_type, {}).setdefault(row["round"], [0, 0])
+            counts[0] += layer["remaining"]
+            counts[1] += layer["total"]
+    order = [name for name in LM_LAYER_TYPES if name in types]
+    return {"rounds": [row["round"] for row in ticket_rounds],
+            "types": [{"name": name.replace("_", " "),
+                       "total": next(iter(types[name].values()))[1],
+                       "cells": [{"remaining": types[name][row["round"]][0],
+                                  "percent": 100 * types[name][row["round"]][0] / types[name][row["round"]][1]}
+                                 if types[name].get(row["round"], (0, 0))[1] else None for row in ticket_rounds]}
+                      for name in order]}
 
 
 def analysis_run_row(run: AnalysisRun) -> dict:

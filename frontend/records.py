@@ -13,13 +13,19 @@ from pathlib import Path
 from django.utils import timezone
 
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
-from trainer import events as trainer_events, replicate_stats
+from trainer import events as trainer_events, replicate_stats, tasks
 from trainer.analyses import stored_results
 from trainer.rundir import RunDir, json_safe
+from trainer.tasks import ACCURACY, Metric
 
 
-def empty_evals() -> dict:
-    return {"iteration": [], "val_loss": [], "val_accuracy": [], "test_loss": [], "test_accuracy": []}
+def eval_keys(metric: Metric = ACCURACY) -> list[str]:
+    """The keys of a curve's eval points (trainer records): val_<metric>, test_<metric> and the losses."""
+    return ["iteration", "val_loss", f"val_{metric.key}", "test_loss", f"test_{metric.key}"]
+
+
+def empty_evals(metric: Metric = ACCURACY) -> dict:
+    return {key: [] for key in eval_keys(metric)}
 
 
 def empty_train_loss() -> dict:
@@ -30,13 +36,14 @@ def round_result_fields(record: dict) -> dict:
     """A trainer round record -> RoundResult column values."""
     early_stop = record.get("early_stop") or {}
     final = record.get("final") or {}
+    key = tasks.metric_of(final or early_stop).key
     return json_safe({
         "status": record.get("status", ""), "message": record.get("message") or "",
         "remaining_fraction": record["remaining_fraction"], "layers": record.get("layers", {}),
         "early_stop_iteration": early_stop.get("iteration"),
-        "early_stop_val_accuracy": early_stop.get("val_accuracy"),
-        "early_stop_test_accuracy": early_stop.get("test_accuracy"),
-        "final_test_accuracy": final.get("test_accuracy"), "final_val_accuracy": final.get("val_accuracy"),
+        "early_stop_val_metric": early_stop.get(f"val_{key}"),
+        "early_stop_test_metric": early_stop.get(f"test_{key}"),
+        "final_test_metric": final.get(f"test_{key}"), "final_val_metric": final.get(f"val_{key}"),
         "wall_seconds": record.get("wall_seconds"), "costs": record.get("costs") or {},
     })
 
@@ -48,7 +55,7 @@ def store_record(experiment_id: int, record: dict) -> None:
     RoundResult.objects.update_or_create(experiment_id=experiment_id, **identity, defaults=round_result_fields(record))
     Curve.objects.update_or_create(
         experiment_id=experiment_id, **identity,
-        defaults={"evals": json_safe(record.get("curve") or empty_evals()),
+        defaults={"evals": json_safe(record.get("curve") or empty_evals(tasks.metric_of(record.get("final") or {}))),
                   "train_loss": json_safe(record.get("train_loss") or empty_train_loss())})
 
 

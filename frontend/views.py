@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from frontend import access, catalog, charts, exports, listeners, live, queries, reproductions, services, verdict_table
 from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
+from frontend.metric_display import page_words
 from frontend.models import AnalysisRun, ApiToken, Experiment, ReproductionRun
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
 from frontend.queues import queue_for_spec
@@ -24,6 +25,7 @@ from trainer.analyses import ANALYSES
 from trainer.events import TICKET
 from trainer.rundir import RunDir, RunDirError
 from trainer.spec import ExperimentSpec, SpecError
+from trainer.tasks import Metric
 from trainer.tickets import TicketError, save_ticket, ticket_payload
 
 
@@ -87,7 +89,7 @@ def experiment_list(request):
 def _form_context(form: ExperimentForm) -> dict:
     installed = set(catalog.installed_dataset_names())
     presets = [{"key": p.key, "title": p.title, "note": p.note, "installed": p.dataset in installed,
-                "dataset": p.dataset} for p in PRESETS.values()]
+                "dataset": p.dataset, "task": catalog.task_of_dataset_name(p.dataset)} for p in PRESETS.values()]
     return {
         "form": form, "datasets": catalog.dataset_choices(), "presets": presets,
         "page_data": {
@@ -96,6 +98,7 @@ def _form_context(form: ExperimentForm) -> dict:
             "architecture_defaults": {model: widget_values(defaults)
                                       for model, defaults in ARCHITECTURE_DEFAULTS.items()},
             "layer_sizes": catalog.layer_sizes_by_model_and_dataset(),
+            "tasks": {task["name"]: task for task in catalog.task_choices()},
         },
     }
 
@@ -122,27 +125,31 @@ def new_experiment(request):
 
 
 def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
+    metric = experiment.metric
     rounds = queries.rounds_by_network(experiment)
     all_rows = queries.all_round_rows(experiment)  # one query for the bands and the verdict
     bands = queries.replicate_bands(experiment, all_rows)
     ticket_rounds = rounds[TICKET]
     remaining_by_round = {row["round"]: row["remaining_fraction"] for row in ticket_rounds}
     figures = [
-        ("chart-sparsity-accuracy", charts.sparsity_vs_accuracy(rounds, bands)),
+        ("chart-sparsity-accuracy", charts.sparsity_vs_accuracy(rounds, bands, metric)),
         ("chart-early-stop", charts.early_stop_iterations(rounds)),
-        ("chart-training-curves", charts.training_curves(queries.ticket_curves(experiment), remaining_by_round)),
+        ("chart-training-curves", charts.training_curves(queries.ticket_curves(experiment), remaining_by_round,
+                                                         metric)),
     ]
     controls = [network for network in rounds if network != TICKET]
     round_table = [queries.round_table_row(row, [queries.matching_round(rounds[n], row["round"]) for n in controls],
-                                           bands) for row in ticket_rounds]
+                                           bands, metric) for row in ticket_rounds]
     mask_rounds = [row["round"] for row in ticket_rounds]
     return {
         "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
         "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1),
         "no_early_stop": experiment.spec.get("validation_size") == 0,
-        "best_ticket_label": _best_ticket_label(ticket_rounds),
-        "verdict": verdict_table.verdict_section(all_rows, experiment.iterations_per_round),
+        "best_ticket_label": _best_ticket_label(ticket_rounds, metric),
+        "metric": page_words(metric), "task_title": experiment.task.title,
+        "verdict": verdict_table.verdict_section(all_rows, experiment.iterations_per_round, metric),
         "layer_table": queries.layer_table(ticket_rounds),
+        "layer_type_table": queries.layer_type_table(ticket_rounds, experiment.task),
         "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True),
         "mask_rounds": mask_rounds, "mask_last_index": len(mask_rounds) - 1, "mask_networks": [TICKET] + controls,
         "has_results_file": bool(experiment.results_path) and Path(experiment.results_path).is_file(),
@@ -177,9 +184,9 @@ def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: Analys
     return {"analysis_sections": sections, "analyses_active": active, "analyses_can_run": can_run, "viewer": viewer}
 
 
-def _best_ticket_label(ticket_rounds: list[dict]) -> str:
-    ticket = queries.best_ticket(ticket_rounds)
-    return queries.best_ticket_label(ticket) if ticket else ""
+def _best_ticket_label(ticket_rounds: list[dict], metric: Metric) -> str:
+    ticket = queries.best_ticket(ticket_rounds, metric)
+    return queries.best_ticket_label(ticket, metric) if ticket else ""
 
 
 def _live_context(experiment: Experiment, viewer: Viewer) -> dict:
@@ -472,14 +479,20 @@ def compare(request):
         return _error_page(request, 400, "Pick 2 to 6 experiments",
                            f"Compare takes {COMPARE_MIN} to {COMPARE_MAX} experiments; {len(ids)} were picked.")
     experiments = [access.experiment_for(request.user, experiment_id) for experiment_id in ids]
+    task_names = {experiment.task.name for experiment in experiments}
+    if len(task_names) > 1:
+        return _error_page(request, 400, "Experiments of different tasks",
+                           "One chart cannot hold " + " and ".join(sorted({e.metric.label for e in experiments}))
+                           + "; compare experiments of one task (" + ", ".join(sorted(task_names)) + ").")
+    metric = experiments[0].metric
     series = [{"id": e.pk, "label": f"#{e.pk} {e.model_name} on {e.dataset_name}",
                "rounds": queries.rounds_by_network(e)[TICKET], "band": queries.replicate_bands(e).get(TICKET)}
               for e in experiments]
-    figure = charts.compare_sparsity_vs_accuracy(series)
+    figure = charts.compare_sparsity_vs_accuracy(series, metric)
     return render(request, "frontend/compare.html", {
         "experiments": experiments, "figure_json": charts.figure_json(figure),
-        "spec_rows": queries.spec_comparison(experiments),
-        "best_labels": [_best_ticket_label(item["rounds"]) or "–" for item in series]})
+        "spec_rows": queries.spec_comparison(experiments), "metric": page_words(metric),
+        "best_labels": [_best_ticket_label(item["rounds"], metric) or "–" for item in series]})
 
 
 MAX_SPEC_FILE_BYTES = 64 * 1024

@@ -296,7 +296,7 @@ def observations_from_rows(rows: Iterable[dict], total_iterations: int | None) -
     early stop was read at the end of training, `total_iterations`."""
     observations: Observations = {}
     for row in rows:
-        value = row["reported_test_accuracy"]
+        value = row["reported_test_metric"]
         if row["status"] != "finished" or value is None or not math.isfinite(value):
             continue
         iteration = row["early_stop_iteration"] if row["early_stop_iteration"] is not None else total_iterations
@@ -305,14 +305,16 @@ def observations_from_rows(rows: Iterable[dict], total_iterations: int | None) -
     return observations
 
 
-def of_rows(rows: list[dict], total_iterations: int | None) -> dict:
-    """The verdicts of the web app's round rows (every network and replicate of one experiment)."""
+def of_rows(rows: list[dict], total_iterations: int | None, unit: Metric = ACCURACY) -> dict:
+    """The verdicts of the web app's round rows (every network and replicate of one experiment), whose
+    `reported_test_metric` is the task's metric `unit`."""
     ticket_rows = [row for row in rows if row["network"] == TICKET]
     finished = [row for row in ticket_rows if row["status"] == "finished"]
     early_stopping = not finished or all(row["early_stop_iteration"] is not None for row in finished)
     return verdicts(observations_from_rows(rows, total_iterations),
                     point="early stop" if early_stopping else "end of training",
-                    remaining_fractions=_mean_remaining(ticket_rows))
+                    remaining_fractions=_mean_remaining(ticket_rows), higher_is_better=unit.higher_is_better,
+                    metric=f"test_{unit.key}", unit=unit)
 
 
 def _mean_remaining(ticket_records: list[dict]) -> dict[int, float]:

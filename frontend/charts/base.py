@@ -40,10 +40,12 @@ def rgba(hex_color: str | None, alpha: float) -> str:
     return f"rgba({red}, {green}, {blue}, {alpha})"
 
 
-def min_max_band(x: list, bands: list[dict], fillcolor: str, name: str, meta: str, **options) -> go.Scatter:
-    """A shaded area between each point's min and max (max left to right, then min back)."""
-    upper = [as_percent(b["max"]) for b in bands]
-    lower = [as_percent(b["min"]) for b in bands]
+def min_max_band(x: list, bands: list[dict], fillcolor: str, name: str, meta: str, scale=as_percent,
+                 **options) -> go.Scatter:
+    """A shaded area between each point's min and max (max left to right, then min back); `scale` turns a
+    stored value into the plotted one (percent by default)."""
+    upper = [scale(b["max"]) for b in bands]
+    lower = [scale(b["min"]) for b in bands]
     return go.Scatter(x=x + x[::-1], y=upper + lower[::-1],
                       mode="lines", fill="toself", fillcolor=fillcolor, line=dict(width=0), hoverinfo="skip",
                       name=name, meta=meta, **options)

@@ -25,22 +25,37 @@ def _downsample(fraction_grid: torch.Tensor, max_rows: int, max_columns: int) ->
     return F.adaptive_avg_pool2d(fraction_grid[None, None], target)[0, 0]
 
 
-def mask_grid(mask: torch.Tensor) -> tuple[torch.Tensor, str, str]:
+def _matrix_axes(name: str) -> tuple[str, str]:
+    """(row, column) titles of a 2-D weight: a token embedding is vocabulary × dimension, an LSTM's gate
+    weights stack the input, forget, cell and output gates (4 × hidden rows)."""
+    last = name.rsplit(".", 2)
+    if "embedding" in name:
+        return "token", "embedding dimension"
+    if last[-1].startswith("weight_ih"):
+        return "gate unit (4 × hidden)", "input"
+    if last[-1].startswith("weight_hh"):
+        return "gate unit (4 × hidden)", "hidden unit"
+    return "output unit", "input unit"
+
+
+def mask_grid(mask: torch.Tensor, name: str = "") -> tuple[torch.Tensor, str, str]:
     """A layer's mask as a 2-D grid of survivor fractions, with axis titles.
 
-    Fully connected: the out×in mask itself. Conv: one cell per (filter, input channel) holding the
-    fraction of that kernel's weights that survive.
+    Fully connected, embeddings and recurrent weights: the matrix itself (downsampled when large). Conv:
+    one cell per (filter, input channel) holding the fraction of that kernel's weights that survive.
     """
     values = mask.float()
+    if values.dim() == 1:
+        return values[None, :], "", "weight"
     if values.dim() == 2:
-        return values, "output unit", "input unit"
+        return (values, *_matrix_axes(name))
     if values.dim() == 4:
         return values.mean(dim=(2, 3)), "filter (output channel)", "input channel"
     return values.reshape(values.shape[0], -1), "output", "input"
 
 
 def mask_heatmap(name: str, mask: torch.Tensor, round_index: int) -> go.Figure:
-    grid, y_title, x_title = mask_grid(mask)
+    grid, y_title, x_title = mask_grid(mask, name)
     rows, columns = grid.shape
     small = _downsample(grid, HEATMAP_MAX_ROWS, HEATMAP_MAX_COLUMNS)
     # Cell centres in the layer's own units, so hovering names real units even after downsampling.
@@ -77,7 +92,7 @@ def mask_figures(masks: dict[str, torch.Tensor], round_index: int,
     """[{id, title, figure}] for one round: the per-pixel image (MNIST-shaped first FC layer), then each layer."""
     found = []
     names = list(masks)
-    if names and input_shape is not None:
+    if names and input_shape is not None and len(input_shape) == 3:  # images only (not token contexts)
         first = masks[names[0]]
         channels, height, width = input_shape
         if channels == 1 and first.dim() == 2 and first.shape[1] == height * width:

@@ -23,7 +23,7 @@ OUTPUT = REPO / "test-output" / "browser"
 DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 LIVE_POINTS = """() => {
-  const chart = document.getElementById('live-accuracy');
+  const chart = document.getElementById('live-metric');
   return chart && chart.data ? chart.data.reduce((sum, trace) => sum + trace.x.length, 0) : -1;
 }"""
 PROGRESS = "() => Number(document.getElementById('progress-bar').getAttribute('aria-valuenow'))"
@@ -97,7 +97,7 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
     page.wait_for_function(f"() => ({PROGRESS})() > {first_progress} && ({LIVE_POINTS})() > {first_points}",
                            timeout=60_000)
     # replicate 1 trains beside replicate 0 (stacked) and has its own live line
-    page.wait_for_function("() => { const chart = document.getElementById('live-accuracy'); if (!chart) return true;"
+    page.wait_for_function("() => { const chart = document.getElementById('live-metric'); if (!chart) return true;"
                            " const trace = chart.data.find(t => t.meta === 'ticket:1:0');"
                            " return trace && trace.x.length > 0; }",
                            timeout=60_000)

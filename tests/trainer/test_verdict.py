@@ -196,7 +196,7 @@ def test_rows_of_the_web_app_give_the_same_verdict_as_results():
             rows += [{"network": network, "replicate": r["replicate"], "round": r["round"], "status": r["status"],
                       "remaining_fraction": r["remaining_fraction"],
                       "early_stop_iteration": r["early_stop"]["iteration"],
-                      "reported_test_accuracy": r["early_stop"]["test_accuracy"]} for r in records]
+                      "reported_test_metric": r["early_stop"]["test_accuracy"]} for r in records]
     assert verdict.of_rows(rows, TOTAL) == verdict.of_results(results)
 
 

@@ -50,7 +50,7 @@ def stored(finished_experiment):
     """A snapshot of what is stored, to compare after the attack."""
     def snapshot():
         return (list(Experiment.objects.order_by("pk").values()),
-                list(RoundResult.objects.order_by("pk").values_list("pk", "early_stop_test_accuracy")))
+                list(RoundResult.objects.order_by("pk").values_list("pk", "early_stop_test_metric")))
     before = snapshot()
     yield
     assert snapshot() == before, "hostile input changed stored experiments"

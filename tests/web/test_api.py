@@ -113,7 +113,7 @@ def test_metrics_and_curves_export_as_csv(client, finished_experiment):
     assert len(rows) == RoundResult.objects.filter(experiment=finished_experiment).count()
     ticket_round_2 = next(r for r in rows if r["network"] == "ticket" and r["round"] == "2")
     stored = RoundResult.objects.get(experiment=finished_experiment, network="ticket", round_index=2)
-    assert float(ticket_round_2["early_stop_test_accuracy"]) == stored.early_stop_test_accuracy
+    assert float(ticket_round_2["early_stop_test_accuracy"]) == stored.early_stop_test_metric
     csv_text = client.get(f"/e/{finished_experiment.pk}/export/curves.csv").content.decode()
     curves = list(csv.DictReader(io.StringIO(csv_text)))
     evals = [r for r in curves if r["network"] == "ticket" and r["round"] == "0" and r["kind"] == "eval"]

@@ -10,7 +10,7 @@ from trainer.analyses import ANALYSES
 
 def rows(network, accuracies):
     return [{"network": network, "round": index, "status": "finished", "remaining_fraction": 0.8 ** index,
-             "early_stop_test_accuracy": accuracy, "final_test_accuracy": accuracy - 0.01,
+             "early_stop_test_metric": accuracy, "final_test_metric": accuracy - 0.01,
              "early_stop_iteration": 100 * (index + 1)} for index, accuracy in enumerate(accuracies)]
 
 
@@ -74,7 +74,7 @@ def test_live_figures_have_one_line_per_planned_training():
                "train_loss": {"iteration": [10], "loss": [2.0]}}]
     figures = charts.live_figures(curves, [("ticket", 0, 0), ("ticket", 1, 0), ("ticket", 0, 1),
                                            ("random_prune", 0, 1)])
-    accuracy = figures["accuracy"]
+    accuracy = figures["metric"]
     assert [trace.meta for trace in accuracy.data] == ["ticket:0:0", "ticket:1:0", "ticket:0:1", "random_prune:0:1"]
     assert list(accuracy.data[0].y) == [10.0, 50.0] and accuracy.data[0].showlegend
     assert not accuracy.data[1].showlegend  # empty lines join the legend with their first point

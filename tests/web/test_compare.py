@@ -22,7 +22,7 @@ def copy_of(experiment, **spec_changes) -> Experiment:
                                      status="finished", owner=experiment.owner, run_dir=experiment.run_dir)
     for result in experiment.round_results.all():
         result.pk, result.experiment = None, twin
-        result.early_stop_test_accuracy = (result.early_stop_test_accuracy or 0) * 0.9
+        result.early_stop_test_metric = (result.early_stop_test_metric or 0) * 0.9
         result.save()
     return twin
 

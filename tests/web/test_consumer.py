@@ -47,7 +47,7 @@ def test_late_join_gets_the_snapshot_first_then_live_events(client):
         snapshot = await communicator.receive_json_from(timeout=5)
         assert snapshot["type"] == "snapshot" and snapshot["seq"] == 1
         assert snapshot["curves"][0]["evals"]["iteration"] == [50]  # what happened before joining
-        accuracy = snapshot["figures"]["accuracy"]["data"]
+        accuracy = snapshot["figures"]["metric"]["data"]
         assert accuracy[0]["meta"] == "ticket:0:0" and accuracy[0]["y"] == [50.0]
         await get_channel_layer().group_send(progress.group_name(experiment.pk), {
             "type": progress.MESSAGE_TYPE, "seq": 2, "progress": {"status": "running"},

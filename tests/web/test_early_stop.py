@@ -22,6 +22,6 @@ def test_result_page_of_a_run_without_validation_reports_the_end_of_training(cli
     assert 'id="no-early-stop"' in page and "Nothing is selected on the test set" in page
     assert "end of training, no early stop" in page
     rows = queries.rounds_by_network(experiment)["ticket"]
-    assert all(row["early_stop_test_accuracy"] is None for row in rows)
-    assert [row["reported_test_accuracy"] for row in rows] == [r["final"]["test_accuracy"] for r in results["rounds"]]
+    assert all(row["early_stop_test_metric"] is None for row in rows)
+    assert [row["reported_test_metric"] for row in rows] == [r["final"]["test_accuracy"] for r in results["rounds"]]
     assert queries.best_ticket(rows) is not None

@@ -5,12 +5,15 @@ from frontend.forms import SPEC_FIELDS, ExperimentForm, form_name
 from frontend.presets import ARCHITECTURE_DEFAULTS, PRESETS
 from tests.conftest import TINY_SPEC
 from tests.web.conftest import form_data
+from trainer.models import MODELS
 from trainer.spec import ExperimentSpec
+
+TASK_DATASETS = {"classification": "cifar10", "language_modeling": "python_docs", "reinforcement_learning": "cartpole"}
 
 
 def test_every_spec_field_has_a_form_field_and_a_group():
     form = ExperimentForm()
-    shown = {field.name for _, fields in form.groups() for field in fields}
+    shown = {field.name for _, fields, _ in form.groups() for field in fields}
     for dotted in SPEC_FIELDS:
         assert form_name(dotted) in form.fields
         assert form_name(dotted) in shown
@@ -26,7 +29,7 @@ def test_every_preset_and_architecture_default_is_a_valid_spec():
     for preset in PRESETS.values():
         preset.spec()  # raises SpecError if a preset drifted from the trainer's spec
     for model, defaults in ARCHITECTURE_DEFAULTS.items():
-        ExperimentSpec.from_dict({**defaults, "model": model})
+        ExperimentSpec.from_dict({**defaults, "model": model, "dataset": TASK_DATASETS[MODELS[model].task]})
 
 
 def test_not_installed_datasets_are_listed_but_disabled():
@@ -82,3 +85,28 @@ def test_missing_fields_are_reported_per_field():
     form = ExperimentForm({})
     assert not form.is_valid()
     assert "model" in form.errors and "training__lr" in form.errors
+
+
+def test_another_tasks_hidden_settings_do_not_block_a_classification_run():
+    form = ExperimentForm(form_data(training__context_length="32", reinforcement__envs="3"))
+    assert form.is_valid(), form.errors
+    assert form.spec.training.context_length == ExperimentSpec().training.context_length
+    assert form.spec.reinforcement == ExperimentSpec().reinforcement
+
+
+def test_the_language_model_preset_runs_through_the_form_with_its_context_length():
+    preset = PRESETS["transformer_lm_python_docs"]
+    form = ExperimentForm(form_data(preset.overrides, training__context_length="48"))
+    assert form.is_valid(), form.errors
+    assert form.spec.model == "transformer_lm" and form.spec.training.context_length == 48
+    assert form.spec.training.lr == 0.001 and form.spec.training.batch_size == 32 and form.spec.rewind_step == "30it"
+
+
+def test_the_presets_of_each_task():
+    lm, rl = PRESETS["transformer_lm_python_docs"].spec(), PRESETS["a2c_cartpole"].spec()
+    assert (lm.training.optimizer, lm.training.lr, lm.training.batch_size, lm.training.context_length) == \
+        ("adam", 0.001, 32, 64)
+    assert (lm.training.training_steps, lm.rewind_step, lm.pruning.rounds) == ("300it", "30it", 8)
+    assert (rl.model, rl.dataset, rl.training.lr, rl.replicates, rl.pruning.rounds) == \
+        ("actor_critic", "cartpole", 0.003, 3, 8)
+    assert (rl.training.training_steps, rl.training.eval_interval, rl.rewind_step) == ("50it", "10it", "5it")

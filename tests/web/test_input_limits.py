@@ -25,17 +25,37 @@ def test_form_refuses_an_absurd_workload(client, queued, stored):
 
 
 @pytest.mark.django_db
-def test_a_language_model_is_refused_by_the_api_with_the_way_to_run_it(api, queued, stored):
+def test_the_api_accepts_a_language_model_and_queues_it(api, queued):
     spec = {"model": "transformer_lm", "dataset": "python_docs", "training": {"training_steps": "10it"}}
     response = api("POST", "/api/experiments/", {"spec": spec})
+    assert response.status_code == 201, response.content
+    experiment = Experiment.objects.get(pk=response.json()["id"])
+    assert experiment.task.name == "language_modeling" and experiment.metric.label == "perplexity"
+    assert len(queued) == 1
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_language_model_on_an_image_dataset_naming_the_model(api, queued, stored):
+    spec = {"model": "transformer_lm", "dataset": "mnist"}
+    response = api("POST", "/api/experiments/", {"spec": spec})
     assert response.status_code == 400
-    assert response.json()["field"] == "spec.dataset"
-    assert "python -m trainer run" in response.json()["error"]
+    assert response.json()["field"] == "spec.model" and "language modeling model" in response.json()["error"]
     assert queued == []
 
 
 @pytest.mark.django_db
-def test_the_form_offers_image_classification_only(client):
+def test_the_form_offers_every_task_with_its_datasets_and_models(client):
     page = client.get("/new/").content.decode()
     assert 'value="fashion_mnist"' in page
-    assert 'value="python_docs"' not in page and 'value="transformer_lm"' not in page
+    for name in ("python_docs", "cartpole", "transformer_lm", "transformer_lm_untied", "lstm_lm", "actor_critic"):
+        assert f'value="{name}"' in page
+    assert 'value="language_modeling"' in page and 'value="reinforcement_learning"' in page
+
+
+@pytest.mark.django_db
+def test_the_form_refuses_a_language_model_on_an_image_dataset_beside_the_model_field(client, queued):
+    response = client.post("/new/", form_data(model="lstm_lm", dataset="mnist", task="language_modeling"))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="field-model"' in page and "language modeling model" in page
+    assert queued == []

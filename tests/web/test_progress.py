@@ -226,7 +226,7 @@ def test_replicates_get_their_own_rows_curves_and_a_band_on_the_result_page(sett
     assert set(Curve.objects.filter(experiment=experiment).values_list("network", "replicate", "round_index")) == rows
     live_keys = {(e["network"], e["replicate"], e["round"]) for m in sent for e in m["events"] if e["type"] == "eval"}
     assert live_keys == rows, "live events name the replicate of every point"
-    accuracies = [r.early_stop_test_accuracy for r in RoundResult.objects.filter(
+    accuracies = [r.early_stop_test_metric for r in RoundResult.objects.filter(
         experiment=experiment, network="ticket", round_index=2).order_by("replicate")]
     html = client.get(f"/e/{experiment.pk}/").content.decode()
     assert "mean ± std of 2 replicates" in html

@@ -30,7 +30,7 @@ def made_up_experiment(user, accuracies: dict, missing: tuple = ()) -> Experimen
                 RoundResult.objects.create(
                     experiment=experiment, network=network, replicate=replicate, round_index=round_index,
                     status="finished", remaining_fraction=0.8 ** round_index, layers={}, early_stop_iteration=600,
-                    early_stop_test_accuracy=accuracy, early_stop_val_accuracy=accuracy, final_test_accuracy=accuracy)
+                    early_stop_test_metric=accuracy, early_stop_val_metric=accuracy, final_test_metric=accuracy)
     return experiment
 
 

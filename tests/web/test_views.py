@@ -96,7 +96,7 @@ def test_live_page_of_a_queued_experiment(client, queued):
     state = json.loads(state_json)
     assert state["type"] == "snapshot" and state["progress"]["status"] == "queued"
     # one (still empty) line per planned training: rounds 0..2 of the ticket, rounds 1..2 of the control
-    assert [trace["meta"] for trace in state["figures"]["accuracy"]["data"]] == [
+    assert [trace["meta"] for trace in state["figures"]["metric"]["data"]] == [
         "ticket:0:0", "ticket:0:1", "ticket:0:2", "random_reinit:0:1", "random_reinit:0:2"]
 
 

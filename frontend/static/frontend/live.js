@@ -5,11 +5,13 @@
   "use strict";
   const page = document.getElementById("experiment-page");
   if (!page) return;
-  const accuracyChart = document.getElementById("live-accuracy");
+  const metricChart = document.getElementById("live-metric");
   const lossChart = document.getElementById("live-loss");
   const connectionLabel = document.getElementById("live-connection");
   const DONE = new Set(["finished", "diverged", "cancelled", "failed"]);
   const NOT_FOUND = 4404;
+  // the task's metric: val_<key> of eval events, shown in percent when it is a fraction (accuracy)
+  let metric = { key: "accuracy", percent: true };
   let lastSeq = -1;
   let awaitingSnapshot = true;
   let attempt = 0;
@@ -59,7 +61,8 @@
   function applySnapshot(state) {
     lastSeq = state.seq;
     awaitingSnapshot = false;
-    LotteryCharts.draw(accuracyChart, state.figures.accuracy);
+    if (state.metric) metric = state.metric;
+    LotteryCharts.draw(metricChart, state.figures.metric);
     LotteryCharts.draw(lossChart, state.figures.loss);
     showProgress(state.progress);
   }
@@ -81,17 +84,20 @@
   }
 
   function applyEvents(events) {
-    const accuracyPoints = {}, lossPoints = {};
+    const metricPoints = {}, lossPoints = {};
     function add(points, key, x, y) {
       (points[key] = points[key] || { x: [], y: [] }).x.push(x);
       points[key].y.push(y);
     }
     events.forEach(function (event) {
       const key = event.network + ":" + (event.replicate || 0) + ":" + event.round;
-      if (event.type === "eval" && event.val_accuracy !== null) add(accuracyPoints, key, event.iteration, 100 * event.val_accuracy);
+      const value = event["val_" + metric.key];
+      if (event.type === "eval" && value !== null && value !== undefined) {
+        add(metricPoints, key, event.iteration, metric.percent ? 100 * value : value);
+      }
       if (event.type === "metrics" && event.train_loss !== null) add(lossPoints, key, event.iteration, event.train_loss);
     });
-    extend(accuracyChart, accuracyPoints);
+    extend(metricChart, metricPoints);
     extend(lossChart, lossPoints);
   }
 

@@ -1,5 +1,6 @@
-// The new-experiment form: presets, per-architecture defaults, and the live preview of the
-// weight fraction left after each round. Validation stays on the server (trainer spec).
+// The new-experiment form: the task picker (each task's models, datasets and settings), presets,
+// per-architecture defaults, and the live preview of the weight fraction left after each round.
+// Validation stays on the server (trainer spec).
 (function () {
   "use strict";
   const form = document.getElementById("experiment-form");
@@ -22,8 +23,38 @@
 
   function applyValues(values) {
     Object.keys(values).forEach(function (name) { setValue(name, values[name]); });
+    showTask();
     updatePreview();
   }
+
+  // Show the picked task's models, datasets and settings; a choice of another task moves to the task's first.
+  function showTask() {
+    const task = data.tasks[field("task").value];
+    if (!task) return;
+    [["model", task.models], ["dataset", task.datasets]].forEach(function (pair) {
+      const select = field(pair[0]);
+      const allowed = new Set(pair[1]);
+      Array.from(select.options).forEach(function (option) { option.hidden = !allowed.has(option.value); });
+      if (!allowed.has(select.value)) {
+        const first = Array.from(select.options).find(function (option) { return !option.hidden && !option.disabled; });
+        if (first) {
+          select.value = first.value;
+          if (pair[0] === "model" && data.architecture_defaults[first.value]) {
+            Object.entries(data.architecture_defaults[first.value]).forEach(function (entry) { setValue(entry[0], entry[1]); });
+          }
+        }
+      }
+    });
+    form.querySelectorAll("[data-task]").forEach(function (element) {
+      element.hidden = element.dataset.task !== field("task").value;
+    });
+  }
+
+  field("task").addEventListener("change", function () {
+    showTask();
+    setValue("preset", "");
+    updatePreview();
+  });
 
   form.querySelectorAll("button[data-preset]").forEach(function (button) {
     button.addEventListener("click", function () {
@@ -93,5 +124,6 @@
     const element = field(name);
     if (element) { element.addEventListener("input", updatePreview); element.addEventListener("change", updatePreview); }
   });
+  showTask();
   updatePreview();
 })();
