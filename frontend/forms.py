@@ -332,7 +332,7 @@ class AnalysisForm(forms.Form):
                 values[param.name] = self._value(param, cleaned.get(param.name))
             params = self.analysis.validate(values)
             if self.experiment is not None:
-                self.analysis.check(params, experiment_run_info(self.experiment))
+                self.analysis.preflight(params, experiment_run_info(self.experiment))
         except SpecError as error:
             name = error.field.split("[", 1)[0]
             if name in self.fields:

@@ -55,6 +55,20 @@ class Analysis:
     old_layout: Callable[[RunDir], list[Path]] | None = None  # converts the study's files of an older run layout
     # offered on the new-experiment form and API: runs with its default parameters when the IMP run finishes
     runs_with_experiment: bool = True
+    # the tasks (trainer.tasks) whose runs the study applies to: every study so far trains and evaluates
+    # image classifiers (cross-entropy, accuracy, image inputs)
+    tasks: tuple[str, ...] = ("classification",)
+
+    def preflight(self, params: dict, info: dict) -> None:
+        """The study's check, after the one every study shares: the run's task is one it applies to."""
+        self.require_task(info.get("task", "classification"))
+        self.check(params, info)
+
+    def require_task(self, task: str) -> None:
+        if task not in self.tasks:
+            applies = " and ".join(name.replace("_", " ") for name in self.tasks)
+            raise SpecError("analysis", f"{self.name} applies to {applies} runs; this run is "
+                                        f"{task.replace('_', ' ')} (its controls and replicates are in the run)")
 
     def validate(self, params: dict | None) -> dict:
         return validate_params(self.params, params)
@@ -152,6 +166,7 @@ def run_analysis(name: str, run_path, params: dict | None = None, **options) -> 
     """Run (or resume) analysis `name` on a run directory; options are callback, data_dir, stop_requested."""
     analysis = get_analysis(name)
     checked = analysis.validate(params)
+    analysis.require_task(RunDir.open(run_path).spec.task())
     return analysis.function(run_path, **checked, **options)
 
 
@@ -168,7 +183,7 @@ def check_runs_with_experiment(names, spec: ExperimentSpec) -> None:
                                         f"(choose from {choices}; run it with parameters from the result page)")
         info = info or planned_run_info(spec)
         try:
-            analysis.check(analysis.validate(None), info)
+            analysis.preflight(analysis.validate(None), info)
         except SpecError as error:
             raise SpecError("analyses", f"{analysis.title}: {error.message}") from None
 

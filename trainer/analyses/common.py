@@ -336,10 +336,12 @@ def has_batch_norm(model_name: str, dataset_name: str) -> bool:
 
 
 def make_run_info(model: str, dataset: str, finished_rounds, rewind_step: str) -> dict:
-    """What a study's `check(params, run_info)` may look at: model, dataset, has_batch_norm,
+    """What a study's `check(params, run_info)` may look at: model, dataset, task, has_batch_norm,
     finished_rounds (the ticket's, replicate 0) and rewind_step (the spec's). Built from a run directory
     (run_info), a spec not run yet (planned_run_info) or the web app's rows of an experiment."""
-    return {"model": model, "dataset": dataset, "has_batch_norm": has_batch_norm(model, dataset),
+    task = datasets.DATASETS[dataset].info.task if dataset in datasets.DATASETS else "classification"
+    return {"model": model, "dataset": dataset, "task": task,
+            "has_batch_norm": task == "classification" and has_batch_norm(model, dataset),
             "finished_rounds": sorted(finished_rounds), "rewind_step": rewind_step}
 
 

@@ -87,7 +87,7 @@ class AnalysisProgress:
 def command_analyze(args) -> int:
     analysis = get_analysis(args.analysis)
     params = params_from_args(args)
-    analysis.check(params, run_info(RunDir.open(args.run_dir)))
+    analysis.preflight(params, run_info(RunDir.open(args.run_dir)))
     result = analysis.function(args.run_dir, **params, callback=AnalysisProgress(quiet=args.quiet),
                                data_dir=args.data_dir)
     print(summary_text(result))

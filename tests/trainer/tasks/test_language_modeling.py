@@ -119,3 +119,18 @@ def test_the_lstm_language_model_trains_and_prunes_its_gates(tmp_path):
     layers = results["rounds"][1]["layers"]
     assert {"lstm.weight_ih_l0", "lstm.weight_hh_l1", "output.weight", "embedding.weight"} <= set(layers)
     assert all(layer["remaining_fraction"] == pytest.approx(0.5, abs=0.01) for layer in layers.values())
+
+
+def test_studies_of_image_classifiers_refuse_a_language_model_run(lm_run, capsys):
+    from trainer import analyses
+    from trainer.cli.main import main
+
+    _, path = lm_run
+    with pytest.raises(SpecError) as error:
+        analyses.run_analysis("connectivity", path, {})
+    assert error.value.field == "analysis" and "language modeling" in error.value.message
+    assert main(["analyze", str(path), "retraining"]) == 2
+    assert "applies to classification runs; this run is language modeling" in capsys.readouterr().err
+    with pytest.raises(SpecError) as error:
+        analyses.check_runs_with_experiment(["connectivity"], ExperimentSpec.from_dict(TINY_LM))
+    assert error.value.field == "analyses"
