@@ -241,6 +241,12 @@ class RolloutStream:
     def close(self) -> None:
         self._envs.close()
 
+    def __enter__(self) -> RolloutStream:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 # ---- evaluation ---------------------------------------------------------------------------
 def evaluate_returns(model: ActorCritic, env_name: str, seeds: Sequence[int],
