@@ -11,6 +11,7 @@ from trainer.rl import (
     A2CSettings,
     ActorCritic,
     RolloutStream,
+    _sample_actions,
     advantages,
     environment,
     evaluate_returns,
@@ -139,6 +140,16 @@ def test_advantages_reduce_to_td_error_and_to_bootstrapped_monte_carlo_returns()
 
 
 # ---- rollouts and losses ------------------------------------------------------------------
+def test_sampled_actions_follow_the_policy_and_repeat_with_the_generator():
+    probabilities = torch.tensor([0.2, 0.5, 0.3])
+    logits = probabilities.log().expand(40000, 3)
+    actions = _sample_actions(logits, generator(0, "test_sampling"))
+    frequencies = torch.bincount(actions, minlength=3).float() / len(actions)
+    torch.testing.assert_close(frequencies, probabilities, atol=0.01, rtol=0)  # binomial sd ≤ 0.0025
+    assert torch.equal(actions, _sample_actions(logits, generator(0, "test_sampling")))
+    assert not torch.equal(actions, _sample_actions(logits, generator(1, "test_sampling")))
+
+
 def test_same_model_seed_and_iterations_give_identical_losses_and_a_different_seed_does_not():
     settings = A2CSettings(envs=4, rollout_steps=16)
     runs = []
