@@ -217,7 +217,8 @@ class RolloutStream:
                 "episode_ended": episode_ended, "next_observations": next_observations}
 
     def loss(self, model: ActorCritic, iteration: int) -> Tensor:
-        """Collect one rollout with `model` (no grad), then the scalar A2C loss of it, with grad."""
+        """Collect one rollout with `model` (no grad), then the scalar A2C loss of it, with grad. `model` may be
+        any module whose forward gives (logits, values) as ActorCritic does, e.g. a wrapper applying masks."""
         rollout = self._collect(model, iteration)
         steps, count = self.settings.rollout_steps, self.settings.envs
         with torch.no_grad():
@@ -240,6 +241,12 @@ class RolloutStream:
 
     def close(self) -> None:
         self._envs.close()
+
+    def __enter__(self) -> RolloutStream:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 # ---- evaluation ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from trainer.rl import (
     A2CSettings,
     ActorCritic,
     RolloutStream,
+    _sample_actions,
     advantages,
     environment,
     evaluate_returns,
@@ -139,16 +140,23 @@ def test_advantages_reduce_to_td_error_and_to_bootstrapped_monte_carlo_returns()
 
 
 # ---- rollouts and losses ------------------------------------------------------------------
+def test_sampled_actions_follow_the_policy_and_repeat_with_the_generator():
+    probabilities = torch.tensor([0.2, 0.5, 0.3])
+    logits = probabilities.log().expand(40000, 3)
+    actions = _sample_actions(logits, generator(0, "test_sampling"))
+    frequencies = torch.bincount(actions, minlength=3).float() / len(actions)
+    torch.testing.assert_close(frequencies, probabilities, atol=0.01, rtol=0)  # binomial sd ≤ 0.0025
+    assert torch.equal(actions, _sample_actions(logits, generator(0, "test_sampling")))
+    assert not torch.equal(actions, _sample_actions(logits, generator(1, "test_sampling")))
+
+
 def test_same_model_seed_and_iterations_give_identical_losses_and_a_different_seed_does_not():
     settings = A2CSettings(envs=4, rollout_steps=16)
     runs = []
     for seed in (5, 5, 6):
-        stream = RolloutStream("cartpole", settings, seed=seed, start_iteration=10)
-        try:
+        with RolloutStream("cartpole", settings, seed=seed, start_iteration=10) as stream:
             runs.append((train(built_model("cartpole", 3), stream, 5, lr=3e-3, start_iteration=10),
                          list(stream.finished_returns)))
-        finally:
-            stream.close()
     assert runs[0] == runs[1]
     assert runs[0][0] != runs[2][0]
 
@@ -158,13 +166,10 @@ def test_a_segment_depends_on_its_start_iteration_not_on_what_came_before():
     model = built_model("cartpole", 4)
 
     def losses_from(start_iteration, warmup):
-        stream = RolloutStream("cartpole", settings, seed=1, start_iteration=start_iteration)
-        try:
+        with RolloutStream("cartpole", settings, seed=1, start_iteration=start_iteration) as stream:
             for iteration in range(start_iteration - warmup, start_iteration):
                 stream.loss(model, iteration)  # rollouts of other iterations: must not shift the segment's
             return [stream.loss(model, iteration).item() for iteration in range(start_iteration, start_iteration + 3)]
-        finally:
-            stream.close()
 
     resumed = losses_from(3, warmup=0)
     assert losses_from(3, warmup=0) == resumed
@@ -174,9 +179,8 @@ def test_a_segment_depends_on_its_start_iteration_not_on_what_came_before():
 def test_rollouts_never_draw_from_the_global_random_streams():
     model = built_model("cartpole", 0)
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
-    stream = RolloutStream("cartpole", A2CSettings(envs=2, rollout_steps=8), seed=0, start_iteration=0)
-    stream.loss(model, 0).backward()
-    stream.close()
+    with RolloutStream("cartpole", A2CSettings(envs=2, rollout_steps=8), seed=0, start_iteration=0) as stream:
+        stream.loss(model, 0).backward()
     evaluate_returns(model, "cartpole", [1, 2])
     assert torch.equal(torch.get_rng_state(), torch_state)
     after = np.random.get_state()
@@ -185,11 +189,8 @@ def test_rollouts_never_draw_from_the_global_random_streams():
 
 def test_loss_is_finite_and_reaches_every_parameter_of_both_heads():
     model = built_model("acrobot", 2)
-    stream = RolloutStream("acrobot", A2CSettings(envs=3, rollout_steps=10), seed=0, start_iteration=0)
-    try:
+    with RolloutStream("acrobot", A2CSettings(envs=3, rollout_steps=10), seed=0, start_iteration=0) as stream:
         loss = stream.loss(model, 0)
-    finally:
-        stream.close()
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     for name, parameter in model.named_parameters():
@@ -209,16 +210,13 @@ def test_masked_weights_with_masked_gradients_stay_zero_under_adam():
             parameters[name].mul_(mask)
     before = {name: parameter.detach().clone() for name, parameter in parameters.items()}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    stream = RolloutStream("cartpole", A2CSettings(envs=2, rollout_steps=16), seed=0, start_iteration=0)
-    try:
+    with RolloutStream("cartpole", A2CSettings(envs=2, rollout_steps=16), seed=0, start_iteration=0) as stream:
         for iteration in range(3):
             optimizer.zero_grad()
             stream.loss(model, iteration).backward()
             for name, mask in masks.items():
                 parameters[name].grad.mul_(mask)
             optimizer.step()
-    finally:
-        stream.close()
     for name, mask in masks.items():
         weight = parameters[name].detach()
         assert torch.all(weight[mask == 0] == 0), name  # no re-masking after the step was needed
@@ -227,12 +225,9 @@ def test_masked_weights_with_masked_gradients_stay_zero_under_adam():
 
 def test_episode_ends_keep_the_final_observation_and_the_finished_returns():
     settings = A2CSettings(envs=3, rollout_steps=20)
-    stream = RolloutStream("cartpole", settings, seed=2, start_iteration=0)
     model = constant_action_model("cartpole", 0)  # always pushes left: the pole falls within a few dozen steps
-    try:
+    with RolloutStream("cartpole", settings, seed=2, start_iteration=0) as stream:
         rollout = stream._collect(model, 0)
-    finally:
-        stream.close()
     ended = rollout["episode_ended"]
     assert ended.any() and torch.equal(ended, rollout["terminated"])  # falling terminates, nothing truncates
     final = rollout["next_observations"][ended]
@@ -247,12 +242,9 @@ def test_episode_ends_keep_the_final_observation_and_the_finished_returns():
 def test_the_time_limit_truncates_and_the_return_counts_every_step():
     entry = environment("acrobot")
     settings = A2CSettings(envs=2, rollout_steps=50)
-    stream = RolloutStream("acrobot", settings, seed=0, start_iteration=0)
     model = constant_action_model("acrobot", 1)  # no torque: the arm hangs and never reaches the line
-    try:
+    with RolloutStream("acrobot", settings, seed=0, start_iteration=0) as stream:
         rollouts = [stream._collect(model, iteration) for iteration in range(entry.max_episode_steps // 50)]
-    finally:
-        stream.close()
     assert not any(rollout["terminated"].any() for rollout in rollouts)
     assert not any(rollout["episode_ended"].any() for rollout in rollouts[:-1])
     assert rollouts[-1]["episode_ended"][-1].all()  # step 500 of every environment
@@ -293,13 +285,12 @@ def test_evaluation_ends_episodes_at_the_time_limit():
 
 # ---- learning -----------------------------------------------------------------------------
 def test_a2c_learns_cartpole():
+    # Measured with this setting for init and stream seeds 0…9: untrained 9–225, trained 217–500,
+    # trained − untrained 184–491 (seed 0: 27 → 378). A2C is unstable on CartPole, hence the loose bounds.
     model = built_model("cartpole", 0)
     untrained = evaluate_returns(model, "cartpole", EVAL_SEEDS)
-    stream = RolloutStream("cartpole", A2CSettings(), seed=0, start_iteration=0)
-    try:
+    with RolloutStream("cartpole", A2CSettings(), seed=0, start_iteration=0) as stream:
         train(model, stream, 300, lr=3e-3)
-    finally:
-        stream.close()
     trained = evaluate_returns(model, "cartpole", EVAL_SEEDS)
     assert trained <= environment("cartpole").max_episode_steps
-    assert trained >= untrained + 150, (untrained, trained)
+    assert trained >= 150 and trained >= untrained + 100, (untrained, trained)
