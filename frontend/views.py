@@ -168,6 +168,8 @@ def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: Analys
     can_run = experiment.status == Experiment.Status.FINISHED and bool(experiment.run_dir) and viewer.can_change
     sections = []
     for name, analysis in ANALYSES.items():
+        if experiment.task.name not in analysis.tasks and name not in runs_by_name:
+            continue  # a study of image classifiers is not offered on a language model's or an agent's page
         defaults = analysis.validate({})
         runs = []
         for run in runs_by_name.get(name, []):

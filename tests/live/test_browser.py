@@ -141,6 +141,42 @@ def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
     page.close()
 
 
+# A language model and an agent through the form's presets, shrunk to seconds: their charts speak of their metric.
+TASK_EXPERIMENTS = [
+    ("transformer_lm_python_docs", {"#id_training__training_steps": "8it", "#id_training__eval_interval": "4it",
+                                    "#id_rewind_step": "2it", "#id_pruning__rounds": "1",
+                                    "#id_training__batch_size": "8", "#id_training__context_length": "16"},
+     "test perplexity", "08_language_model"),
+    ("a2c_cartpole", {"#id_training__training_steps": "6it", "#id_training__eval_interval": "3it",
+                      "#id_rewind_step": "2it", "#id_pruning__rounds": "1", "#id_replicates": "1",
+                      "#id_reinforcement__eval_episodes": "2", "#id_reinforcement__rollout_steps": "8"},
+     "mean return", "09_agent"),
+]
+
+
+@pytest.mark.parametrize("preset, fields, metric, screenshot", TASK_EXPERIMENTS, ids=["language_model", "agent"])
+def test_a_language_model_and_an_agent_run_through_the_form_in_chromium(live_app, browser, preset, fields, metric,
+                                                                         screenshot):
+    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 860})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(live_app.base_url + "/new/")
+    page.click(f'button[data-preset="{preset}"]')
+    for selector, value in fields.items():
+        page.fill(selector, value)
+    page.click("#submit-experiment")
+    page.wait_for_url(re.compile(r".*/e/\d+/$"))
+    page.wait_for_selector("#result-page", timeout=180_000)
+    page.wait_for_selector("#chart-sparsity-accuracy .main-svg")
+    axis = page.evaluate("() => document.getElementById('chart-sparsity-accuracy').layout.yaxis.title.text")
+    assert metric in axis
+    assert metric in page.inner_text("#round-table")
+    page.wait_for_selector("#mask-figures #mask-layer-0 .main-svg")
+    save_screenshot(page, screenshot, full_page=True)
+    assert not errors, errors
+    page.close()
+
+
 FILL_ANALYSIS_FORM = """([name, params]) => {
   const form = document.getElementById('analysis-form-' + name);
   for (const [key, value] of Object.entries(params)) {

@@ -331,8 +331,8 @@ def test_both_forms_refuse_what_the_registry_entrys_check_refuses_with_its_messa
                                                             "retraining", "modes")
     finished = sorted(finished_experiment.round_results.filter(network="ticket", replicate=0)
                       .values_list("round_index", flat=True))
-    assert seen == [{"model": "lenet_300_100", "dataset": "synthetic", "has_batch_norm": False,
-                     "finished_rounds": finished, "rewind_step": "0it"}]
+    assert seen == [{"model": "lenet_300_100", "dataset": "synthetic", "task": "classification",
+                     "has_batch_norm": False, "finished_rounds": finished, "rewind_step": "0it"}]
     response = client.post("/new/", form_data(analyses=["retraining"]))
     assert response.status_code == 400 and Experiment.objects.count() == 1
     assert "Retraining modes after pruning: refused by the registry&#x27;s check" in response.content.decode()

@@ -65,6 +65,8 @@ def test_a_language_model_result_page_speaks_of_perplexity(lm_run, client):
     for layer_type in ("embedding", "attention", "feed forward"):
         assert f"<td>{layer_type}</td>" in table
     assert "within 1% of dense" in page or "best-ticket" not in page
+    # the studies of image classifiers are not offered on a language model's page
+    assert 'id="analysis-form-connectivity"' not in page and "Run linear mode connectivity" not in page
 
 
 @pytest.mark.django_db

@@ -63,7 +63,8 @@ def test_a_chain_length_named_rounds_is_not_taken_for_rounds_of_the_run():
 
 def test_analyses_queued_with_a_new_experiment_are_checked_on_the_run_as_planned():
     spec = ExperimentSpec.from_dict({"model": "lenet_300_100", "dataset": "mnist", "pruning": {"rounds": 3}})
-    assert planned_run_info(spec) == {"model": "lenet_300_100", "dataset": "mnist", "has_batch_norm": False,
+    assert planned_run_info(spec) == {"model": "lenet_300_100", "dataset": "mnist", "task": "classification",
+                                      "has_batch_norm": False,
                                       "finished_rounds": [0, 1, 2, 3], "rewind_step": "0it"}
     check_runs_with_experiment(["retraining", "masking_criteria"], spec)
     with pytest.raises(SpecError, match="Early-bird tickets: lenet_300_100 has no batch norm") as error:
@@ -82,7 +83,8 @@ def test_run_info_describes_a_run_directory(tmp_path, monkeypatch):
                                                                     models._kaiming_normal))
     path = tmp_path / OLD_LAYOUT_RUN.name
     shutil.copytree(OLD_LAYOUT_RUN, path)
-    assert run_info(RunDir.open(path)) == {"model": "tiny_bn", "dataset": "synthetic", "has_batch_norm": True,
+    assert run_info(RunDir.open(path)) == {"model": "tiny_bn", "dataset": "synthetic", "task": "classification",
+                                           "has_batch_norm": True,
                                            "finished_rounds": [0, 1], "rewind_step": "0it"}
 
 
