@@ -28,8 +28,10 @@ n < 3 paired replicates, or a missing measurement, leaves a sub-claim undecided.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from trainer.reproduce import task_tickets
-from trainer.reproduce.base import Check, Decision, Step
+from trainer.reproduce.base import Check, Step
 from trainer.tasks import REINFORCEMENT_LEARNING
 
 NAME = "agent_tickets"
@@ -57,20 +59,11 @@ def steps(budget: str, data_dir) -> list[Step]:
                                   agent_spec(budget))]
 
 
-def measure(session, protocol_steps: list[Step]) -> dict:
-    return task_tickets.measure(session, protocol_steps, RETURN)
-
-
-def measurements(results: dict) -> dict:
-    return task_tickets.measurements(results, RETURN)
-
-
-def judge(measured: dict) -> Decision:
-    return task_tickets.judge(measured, RETURN)
-
-
-def summary(measured: dict) -> str:
-    return task_tickets.summary(measured, RETURN)
+# The shared rules of trainer.reproduce.task_tickets, read in this task's metric.
+measure = partial(task_tickets.measure, unit=RETURN)
+measurements = partial(task_tickets.measurements, unit=RETURN)
+judge = partial(task_tickets.judge, unit=RETURN)
+summary = partial(task_tickets.summary, unit=RETURN)
 
 
 CHECK = Check(

@@ -23,8 +23,10 @@ n < 3 paired replicates, or a missing measurement, leaves a sub-claim undecided.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from trainer.reproduce import task_tickets
-from trainer.reproduce.base import Check, Decision, Step
+from trainer.reproduce.base import Check, Step
 from trainer.tasks import LANGUAGE_MODELING
 
 NAME = "language_model_tickets"
@@ -52,20 +54,11 @@ def steps(budget: str, data_dir) -> list[Step]:
                                   lm_spec(budget))]
 
 
-def measure(session, protocol_steps: list[Step]) -> dict:
-    return task_tickets.measure(session, protocol_steps, PERPLEXITY)
-
-
-def measurements(results: dict) -> dict:
-    return task_tickets.measurements(results, PERPLEXITY)
-
-
-def judge(measured: dict) -> Decision:
-    return task_tickets.judge(measured, PERPLEXITY)
-
-
-def summary(measured: dict) -> str:
-    return task_tickets.summary(measured, PERPLEXITY)
+# The shared rules of trainer.reproduce.task_tickets, read in this task's metric.
+measure = partial(task_tickets.measure, unit=PERPLEXITY)
+measurements = partial(task_tickets.measurements, unit=PERPLEXITY)
+judge = partial(task_tickets.judge, unit=PERPLEXITY)
+summary = partial(task_tickets.summary, unit=PERPLEXITY)
 
 
 CHECK = Check(

@@ -29,6 +29,7 @@ from trainer.reproduce.base import (
     full_spec,
     missing,
 )
+from trainer.reproduce.tickets_vs_dense import ci_end, percent, round_series
 from trainer.tasks import Metric
 
 CONTROL = "random_reinit"
@@ -84,32 +85,18 @@ def measurements(results: dict, unit: Metric) -> dict:
         f"ticket_{key}": reference_band.get("mean"),
         f"reinit_{key}": bands[CONTROL].get(reference, {}).get("mean"),
         "ticket_minus_dense": vs_dense["mean_difference"],
-        "ticket_minus_dense_ci_low": _ci(vs_dense, 0), "ticket_minus_dense_ci_high": _ci(vs_dense, 1),
+        "ticket_minus_dense_ci_low": ci_end(vs_dense, 0), "ticket_minus_dense_ci_high": ci_end(vs_dense, 1),
         "reinit_replicates": vs_reinit["n"],
         "ticket_minus_reinit": vs_reinit["mean_difference"],
-        "ticket_minus_reinit_ci_low": _ci(vs_reinit, 0), "ticket_minus_reinit_ci_high": _ci(vs_reinit, 1),
+        "ticket_minus_reinit_ci_low": ci_end(vs_reinit, 0), "ticket_minus_reinit_ci_high": ci_end(vs_reinit, 1),
     }
-    remaining = _percent(reference_band.get("remaining_fraction"))
+    remaining = percent(reference_band.get("remaining_fraction"))
     chart = {"title": f"Test {unit.label} at early stop vs weights remaining (mean over replicates)",
              "x_label": "% of weights remaining", "y_label": f"test {unit.label}", "log_x": True,
-             "series": [_series("IMP ticket", bands[TICKET]), _series("random reinit", bands[CONTROL]),
+             "series": [round_series("IMP ticket", bands[TICKET]), round_series("random reinit", bands[CONTROL]),
                         {"name": "dense (round 0)", "x": [100.0, remaining if remaining is not None else 100.0],
                          "y": [measured[f"dense_{key}"]] * 2}]}
     return {"measured": measured, "chart": chart}
-
-
-def _ci(comparison: dict, end: int) -> float | None:
-    return comparison["ci"][end] if comparison["ci"] else None
-
-
-def _percent(fraction: float | None) -> float | None:
-    return None if fraction is None else 100 * fraction
-
-
-def _series(name: str, bands: dict) -> dict:
-    rounds = sorted(bands)
-    return {"name": name, "x": [100 * bands[r]["remaining_fraction"] for r in rounds],
-            "y": [bands[r]["mean"] for r in rounds]}
 
 
 def _improvement_interval(measured: dict, prefix: str, unit: Metric) -> tuple[float, float] | None:
@@ -145,7 +132,7 @@ def ticket_matches_dense(m: dict, unit: Metric) -> Finding:
     if m["ticket_minus_dense"] is None or m["tolerance"] is None:
         return missing("ticket vs dense")
     tolerance = m["tolerance"]
-    text = (f"ticket at {_percent(m['remaining_fraction'] or 0):.1f}% remaining {unit.label} "
+    text = (f"ticket at {percent(m['remaining_fraction'] or 0):.1f}% remaining {unit.label} "
             f"{unit.text(m[f'ticket_{unit.key}'])} vs dense {unit.text(m[f'dense_{unit.key}'])}: "
             f"{m['ticket_minus_dense']:+.2f} ({_direction(unit)} is better; tolerance {tolerance:.2f}, "
             f"n={m['replicates']})")
@@ -177,7 +164,7 @@ def ticket_beats_reinit(m: dict, unit: Metric) -> Finding:
 
 def summary(measured: dict, unit: Metric) -> str:
     key = unit.key
-    return (f"at {_percent(measured['remaining_fraction'] or 0):.1f}% remaining: ticket {unit.label} "
+    return (f"at {percent(measured['remaining_fraction'] or 0):.1f}% remaining: ticket {unit.label} "
             f"{unit.text(measured[f'ticket_{key}'])}, dense {unit.text(measured[f'dense_{key}'])}, random reinit "
             f"{unit.text(measured[f'reinit_{key}'])} ({_direction(unit)} is better; claim: ticket within tolerance "
             f"of dense and better than the reinit)")
