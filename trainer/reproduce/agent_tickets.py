@@ -78,6 +78,6 @@ CHECK = Check(
               "reinit above 0 (FAIL: that CI wholly below +tolerance). A2C varies a lot between seeds, so "
               "overlapping intervals leave it INCONCLUSIVE.",
     steps=steps, measure=measure, judge=judge, match_fields=task_tickets.MATCH_FIELDS, summary=summary,
-    datasets=("cartpole",), requires=task_tickets.requires_reinit,
+    datasets=("cartpole",), requires=task_tickets.requires_late_rewinding_and_reinit,
     notes="A2C on CartPole only, 200 iterations per round (Yu et al.: PPO on classic control and Atari with many "
           "more updates); 3 replicates; the reinit control only at the reference round.")

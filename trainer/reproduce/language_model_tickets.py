@@ -73,7 +73,7 @@ CHECK = Check(
               "ticket − dense wholly above the tolerance); ticket below the random reinit with the 95% CI of "
               "ticket − reinit below 0 (FAIL: that CI wholly above −tolerance).",
     steps=steps, measure=measure, judge=judge, match_fields=task_tickets.MATCH_FIELDS, summary=summary,
-    datasets=("python_docs",), requires=task_tickets.requires_reinit,
+    datasets=("python_docs",), requires=task_tickets.requires_late_rewinding_and_reinit,
     notes="A 2-layer d = 128 Transformer on the embedded Python docs (83K training tokens) for 200 iterations per "
           "round instead of Yu et al.'s Transformer-XL on WikiText-103 for many epochs on GPUs (CPU budget); "
           "the reinit control only at the reference round.")

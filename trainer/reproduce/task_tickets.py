@@ -30,6 +30,7 @@ from trainer.reproduce.base import (
     missing,
 )
 from trainer.reproduce.tickets_vs_dense import ci_end, percent, round_series
+from trainer.steps import Step as Length
 from trainer.tasks import Metric
 
 CONTROL = "random_reinit"
@@ -56,8 +57,10 @@ def imp_step(label: str, spec: dict) -> Step:
     return Step(label, spec, experiment_trainings(spec))
 
 
-def requires_reinit(spec: dict) -> bool:
-    return bool(set(spec["controls"]) & set(verdict.REINIT_CONTROLS))
+def requires_late_rewinding_and_reinit(spec: dict) -> bool:
+    """What a matching spec needs beyond the match fields: k > 0 (late rewinding, which Yu et al. find key; k
+    itself scales with the budget) and the random_reinit control the second sub-claim compares with."""
+    return Length.parse(spec["rewind_step"]).amount > 0 and CONTROL in spec["controls"]
 
 
 def measure(session, protocol_steps: list[Step], unit: Metric) -> dict:

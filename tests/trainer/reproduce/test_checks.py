@@ -389,6 +389,8 @@ def test_task_checks_protocols_follow_the_paper_setting():
     assert task_tickets.reference_round(8) == 5 and task_tickets.reference_round(1) == 1
     assert matching_checks(lm) == ["language_model_tickets"] and matching_checks(agent) == ["agent_tickets"]
     assert matching_checks({**lm, "controls": [], "control_rounds": []}) == []  # no reinit: the claim is untestable
+    assert matching_checks({**agent, "rewind_step": "0it"}) == []  # Yu et al.'s tickets need late rewinding
+    assert matching_checks({**agent, "rewind_step": "30it", "replicates": 1}) == ["agent_tickets"]  # budgets differ
     assert matching_checks({**lm, "model": "lstm_lm"}) == []
 
 
