@@ -19,10 +19,12 @@ from pathlib import Path
 
 from trainer import events
 from trainer.reproduce import (
+    agent_tickets,
     early_bird_convergence,
     early_phase_signs,
     edge_popup_subnetworks,
     iterative_vs_one_shot,
+    language_model_tickets,
     learned_supermask_accuracy,
     lenet_stability,
     malach_width,
@@ -55,7 +57,7 @@ CHECKS: dict[str, Check] = {check.name: check for check in (
     lenet_stability.CHECK, retraining_modes.CHECK, synflow_collapse.CHECK, early_bird_convergence.CHECK,
     edge_popup_subnetworks.CHECK,
     learned_supermask_accuracy.CHECK, early_phase_signs.CHECK, malach_width.CHECK, optimizer_transfer.CHECK,
-    pretraining_random_labels.CHECK)}
+    pretraining_random_labels.CHECK, language_model_tickets.CHECK, agent_tickets.CHECK)}
 EMPTY_CHART = {"title": "", "x_label": "", "y_label": "", "log_x": False, "series": []}
 
 

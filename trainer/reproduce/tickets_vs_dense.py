@@ -107,31 +107,34 @@ def measurements(results: dict) -> dict:
         "ticket_accuracy": reference_band.get("mean"),
         "reinit_accuracy": bands[CONTROL].get(reference, {}).get("mean"),
         "ticket_minus_dense": vs_dense["mean_difference"],
-        "ticket_minus_dense_ci_low": _ci(vs_dense, 0), "ticket_minus_dense_ci_high": _ci(vs_dense, 1),
+        "ticket_minus_dense_ci_low": ci_end(vs_dense, 0), "ticket_minus_dense_ci_high": ci_end(vs_dense, 1),
         "dense_early_stop_iteration": vs_dense["other_mean_iteration"],
         "ticket_early_stop_iteration": vs_dense["ticket_mean_iteration"],
         "reinit_minus_dense": reinit_vs_dense["mean_difference"],
-        "reinit_minus_dense_ci_low": _ci(reinit_vs_dense, 0), "reinit_minus_dense_ci_high": _ci(reinit_vs_dense, 1),
+        "reinit_minus_dense_ci_low": ci_end(reinit_vs_dense, 0),
+        "reinit_minus_dense_ci_high": ci_end(reinit_vs_dense, 1),
         "reinit_replicates": reinit_vs_dense["n"],
         "ticket_minus_reinit": ticket_vs_reinit["mean_difference"],
     }
     chart = {"title": "Test accuracy at early stop vs weights remaining (mean over replicates)",
              "x_label": "% of weights remaining", "y_label": "test accuracy", "log_x": True,
-             "series": [_series("IMP ticket", bands[TICKET]), _series("random reinit", bands[CONTROL]),
-                        {"name": "dense (round 0)", "x": [100.0, _percent(reference_band.get("remaining_fraction"))],
+             "series": [round_series("IMP ticket", bands[TICKET]), round_series("random reinit", bands[CONTROL]),
+                        {"name": "dense (round 0)", "x": [100.0, percent(reference_band.get("remaining_fraction"))],
                          "y": [measured["dense_accuracy"]] * 2}]}
     return {"measured": measured, "chart": chart}
 
 
-def _ci(comparison: dict, end: int) -> float | None:
+def ci_end(comparison: dict, end: int) -> float | None:
+    """One end (0 low, 1 high) of a paired comparison's confidence interval, None without one."""
     return comparison["ci"][end] if comparison["ci"] else None
 
 
-def _percent(fraction: float | None) -> float | None:
+def percent(fraction: float | None) -> float | None:
     return None if fraction is None else 100 * fraction
 
 
-def _series(name: str, bands: dict) -> dict:
+def round_series(name: str, bands: dict) -> dict:
+    """A chart series of round bands: % of weights remaining -> mean over replicates."""
     rounds = sorted(bands)
     return {"name": name, "x": [100 * bands[r]["remaining_fraction"] for r in rounds],
             "y": [bands[r]["mean"] for r in rounds]}
@@ -149,7 +152,7 @@ def _enough(count: int | None) -> bool:
 def _ticket_matches(m: dict, tolerance: float) -> Finding:
     if m["ticket_minus_dense"] is None:
         return missing("ticket vs dense")
-    text = (f"ticket at {_percent(m['remaining_fraction']):.1f}% remaining {points(m['ticket_accuracy'])} vs dense "
+    text = (f"ticket at {percent(m['remaining_fraction']):.1f}% remaining {points(m['ticket_accuracy'])} vs dense "
             f"{points(m['dense_accuracy'])}: {signed_points(m['ticket_minus_dense'])} (tolerance "
             f"{100 * tolerance:.2f} points, n={m['replicates']})")
     if not _enough(m["replicates"]):
@@ -187,7 +190,7 @@ def _reinit_below(m: dict, tolerance: float) -> Finding:
 
 
 def summary(measured: dict) -> str:
-    return (f"at {_percent(measured['remaining_fraction'] or 0):.1f}% remaining: "
+    return (f"at {percent(measured['remaining_fraction'] or 0):.1f}% remaining: "
             f"ticket {points(measured['ticket_accuracy'])}, dense {points(measured['dense_accuracy'])}, "
             f"random reinit {points(measured['reinit_accuracy'])}; early stop "
             f"{_iteration(measured['ticket_early_stop_iteration'])} "

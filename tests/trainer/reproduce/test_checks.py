@@ -14,10 +14,12 @@ from trainer.reproduce import (
     BUDGETS,
     CHECK_PROGRESS,
     CHECKS,
+    agent_tickets,
     early_bird_convergence,
     early_phase_signs,
     edge_popup_subnetworks,
     iterative_vs_one_shot,
+    language_model_tickets,
     learned_supermask_accuracy,
     lenet_stability,
     malach_width,
@@ -30,13 +32,17 @@ from trainer.reproduce import (
     shared_weight_tickets,
     supermask,
     synflow_collapse,
+    task_tickets,
     tickets_vs_dense,
 )
+from trainer.reproduce.base import FAILS, HOLDS, UNDECIDED
 from trainer.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULT_KEYS = {"name", "title", "claim", "source", "tolerance", "budget", "status", "verdict", "reason", "measured",
                "summary", "chart", "protocol", "run_paths", "wall_seconds"}
+# tiny runs on synthetic images; the language-model and agent checks on their embedded corpus and environment
+TINY_DATASETS = {"synthetic", "python_docs", "cartpole"}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +75,7 @@ def test_every_check_runs_end_to_end_at_the_tiny_budget(name, shared_runs_root):
     assert {"title", "x_label", "y_label", "log_x", "series"} <= set(chart) and chart["series"]
     assert all(len(series["x"]) == len(series["y"]) for series in chart["series"])
     assert result["protocol"] == CHECKS[name].protocol("tiny")
-    assert all(step["spec"]["dataset"] == "synthetic" for step in result["protocol"]["steps"])
+    assert all(step["spec"]["dataset"] in TINY_DATASETS for step in result["protocol"]["steps"])
     assert result["run_paths"] and all(Path(path, "spec.json").is_file() for path in result["run_paths"])
     assert json.loads(result_path(shared_runs_root, name, "tiny").read_text()) == result
     json.dumps(result, allow_nan=False)
@@ -208,6 +214,31 @@ def _weight_agnostic(ticket: tuple, random: tuple) -> dict:
     return shared_weight_tickets.measurements(analysis, 7)["measured"]
 
 
+def _task_results(metric: str, dense: tuple, ticket: tuple, reinit: tuple) -> dict:
+    """A results.json of an IMP run with one replicate per value: test `metric` at early stop of dense (round 0),
+    the ticket and the random reinit at round 5. Every record also holds a test_accuracy that orders them the
+    other way round, which a check of another task must not read."""
+    def record(round_index, value):
+        if value is None:
+            return {"round": round_index, "status": "diverged", "remaining_fraction": 0.8 ** round_index}
+        return {"round": round_index, "status": "finished", "remaining_fraction": 0.8 ** round_index,
+                "early_stop": {"iteration": 150, f"test_{metric}": value, "test_accuracy": -value}}
+    entries = [{"rounds": [record(0, d), record(5, t)], "controls": {"random_reinit": [record(5, r)]}}
+               for d, t, r in zip(dense, ticket, reinit)]
+    return {"spec": {"control_rounds": [5]}, **entries[0],
+            "replicates": [{"replicate": index, **entry} for index, entry in enumerate(entries[1:], 1)]}
+
+
+def _language_model(dense, ticket, reinit) -> dict:
+    """Measured from per-replicate test perplexities (lower is better), built as measurements() does."""
+    return language_model_tickets.measurements(_task_results("perplexity", dense, ticket, reinit))["measured"]
+
+
+def _agent(dense, ticket, reinit) -> dict:
+    """Measured from per-replicate test mean returns (higher is better), built as measurements() does."""
+    return agent_tickets.measurements(_task_results("return", dense, ticket, reinit))["measured"]
+
+
 VERDICT_CASES = [
     (tickets_vs_dense, _tickets(), "PASS"),
     (tickets_vs_dense, _tickets(ticket_early_stop_iteration=4500.0), "FAIL"),  # the ticket learns slower
@@ -280,6 +311,20 @@ VERDICT_CASES = [
     (shared_weight_tickets, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.55, 0.55)), "FAIL"),  # below the random mask
     (shared_weight_tickets, _weight_agnostic((0.02, 0.50, 0.50), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # 2 points ahead
     (shared_weight_tickets, _weight_agnostic((0.02, None, None), (0.02, 0.48, 0.48)), "INCONCLUSIVE"),  # diverged
+    (language_model_tickets, _language_model((100, 102, 98), (99, 101, 98.5), (130, 135, 128)), "PASS"),
+    # the ticket's perplexity 30 above dense: it does not match
+    (language_model_tickets, _language_model((100, 102, 98), (130, 133, 128), (150, 155, 148)), "FAIL"),
+    # the reinit's perplexity is lower than the ticket's
+    (language_model_tickets, _language_model((100, 102, 98), (99, 101, 98.5), (90, 92, 89)), "FAIL"),
+    # the reinit is lower on average but one replicate disagrees: the interval straddles 0
+    (language_model_tickets, _language_model((100, 102, 98), (99, 101, 98.5), (95, 130, 101)), "INCONCLUSIVE"),
+    (language_model_tickets, _language_model((100, 102), (99, 101), (130, 135)), "INCONCLUSIVE"),  # 2 replicates
+    (agent_tickets, _agent((480, 500, 450), (500, 490, 470), (150, 200, 120)), "PASS"),
+    (agent_tickets, _agent((480, 500, 490), (100, 120, 110), (50, 60, 40)), "FAIL"),  # the ticket's return collapses
+    (agent_tickets, _agent((300, 330, 310), (300, 320, 310), (480, 500, 495)), "FAIL"),  # the reinit returns more
+    # A2C's spread between seeds: the reinit solves CartPole in one replicate, so its interval overlaps the ticket's
+    (agent_tickets, _agent((480, 500, 450), (480, 500, 450), (150, 500, 300)), "INCONCLUSIVE"),
+    (agent_tickets, _agent((480, 500, 450), (None, None, None), (150, 200, 120)), "INCONCLUSIVE"),  # diverged
 ]
 
 
@@ -297,6 +342,56 @@ def test_every_verdict_is_reachable_for_every_check():
         reached.setdefault(module.NAME, set()).add(expected)
     assert set(reached) == set(CHECKS)
     assert all(verdicts == {"PASS", "FAIL", "INCONCLUSIVE"} for verdicts in reached.values()), reached
+
+
+@pytest.mark.parametrize("module, build, better, worse", [
+    (language_model_tickets, _language_model, (99, 101, 98.5), (130, 135, 128)),  # perplexity: lower is better
+    (agent_tickets, _agent, (480, 495, 470), (150, 200, 120)),  # mean return: higher is better
+], ids=["perplexity", "return"])
+def test_the_task_checks_read_their_metric_in_its_direction(module, build, better, worse):
+    """Sub-claim 2 (ticket beats the random reinit) holds when the ticket's metric is the better one and fails the
+    other way round; sub-claim 1 (ticket matches dense) follows the same direction."""
+    dense = (100, 102, 98) if module is language_model_tickets else (480, 500, 450)
+    unit = module.PERPLEXITY if module is language_model_tickets else module.RETURN
+    winning = build(dense, better, worse)
+    matches, beats = task_tickets.findings(winning, unit)
+    assert (matches.outcome, beats.outcome) == (HOLDS, HOLDS), (matches.text, beats.text)
+    assert winning[f"ticket_{unit.key}"] == pytest.approx(sum(better) / 3)  # read from test_<metric>
+    assert winning["reference_round"] == 5 and winning["remaining_fraction"] == pytest.approx(0.8 ** 5)
+    losing = build(dense, worse, better)
+    matches, beats = task_tickets.findings(losing, unit)
+    assert (matches.outcome, beats.outcome) == (FAILS, FAILS), (matches.text, beats.text)
+    assert module.judge(losing).verdict == "FAIL" and module.judge(winning).verdict == "PASS"
+    assert unit.label in module.summary(winning)
+
+
+def test_agent_tickets_leave_overlapping_returns_undecided():
+    """A2C's spread between seeds: a mean lead whose 95% CI reaches below 0 decides nothing."""
+    measured = _agent((480, 500, 450), (480, 500, 450), (150, 500, 300))
+    assert measured["ticket_minus_reinit"] > 0 and measured["ticket_minus_reinit_ci_low"] < 0
+    assert task_tickets.ticket_beats_reinit(measured, agent_tickets.RETURN).outcome == UNDECIDED
+
+
+def test_task_checks_protocols_follow_the_paper_setting():
+    lm = language_model_tickets.lm_spec("small")
+    assert (lm["model"], lm["dataset"], lm["rewind_step"]) == ("transformer_lm", "python_docs", "20it")
+    assert {key: lm["training"][key] for key in ("optimizer", "lr", "batch_size", "context_length",
+                                                 "training_steps")} == {
+        "optimizer": "adam", "lr": 0.001, "batch_size": 32, "context_length": 64, "training_steps": "200it"}
+    agent = agent_tickets.agent_spec("small")
+    assert (agent["model"], agent["dataset"], agent["rewind_step"]) == ("actor_critic", "cartpole", "10it")
+    assert (agent["training"]["lr"], agent["training"]["training_steps"], agent["training"]["eval_interval"]) == (
+        0.003, "200it", "20it")
+    for spec in (lm, agent):
+        assert spec["pruning"]["fraction"] == 0.2 and spec["pruning"]["scope"] == "layerwise"
+        assert spec["pruning"]["rounds"] == 5 and spec["replicates"] == 3
+        assert spec["controls"] == ["random_reinit"] and spec["control_rounds"] == [5]  # 32.8%, nearest 1/3
+    assert task_tickets.reference_round(8) == 5 and task_tickets.reference_round(1) == 1
+    assert matching_checks(lm) == ["language_model_tickets"] and matching_checks(agent) == ["agent_tickets"]
+    assert matching_checks({**lm, "controls": [], "control_rounds": []}) == []  # no reinit: the claim is untestable
+    assert matching_checks({**agent, "rewind_step": "0it"}) == []  # Yu et al.'s tickets need late rewinding
+    assert matching_checks({**agent, "rewind_step": "30it", "replicates": 1}) == ["agent_tickets"]  # budgets differ
+    assert matching_checks({**lm, "model": "lstm_lm"}) == []
 
 
 # ---- matching_checks ------------------------------------------------------------------------
