@@ -17,7 +17,11 @@ from frontend.charts.base import (
     palette_color,
     remaining_axis,
 )
+from frontend.charts.runs import metric_axis
+from frontend.metric_display import axis_title, shown
+from trainer import tasks
 from trainer.analyses.transfer import training_label
+from trainer.tasks import ACCURACY, Metric
 
 STABILITY_THRESHOLD = 0.02  # Frankle et al. 2020: stable when instability < 2%
 
@@ -37,7 +41,7 @@ def _accuracy_figure(title: str, **layout) -> go.Figure:
 
 
 def _add_records(figure: go.Figure, records, name: str, color: str | None = None, dash: str | None = None,
-                 value=_test_accuracy, symbol: str = "circle") -> None:
+                 value=_test_accuracy, symbol: str = "circle", unit: str = "%") -> None:
     """One line through records (round records of the engine): x = % of weights remaining."""
     rows = sorted(_finished(records), key=lambda r: -r["remaining_fraction"])
     if not rows:
@@ -46,18 +50,28 @@ def _add_records(figure: go.Figure, records, name: str, color: str | None = None
         x=[as_percent(r["remaining_fraction"]) for r in rows], y=[value(r) for r in rows], mode="lines+markers",
         name=name, line=dict(color=color, dash=dash), marker=dict(symbol=symbol),
         customdata=[[r.get("round")] for r in rows],
-        hovertemplate=f"{name}, round %{{customdata[0]}}: %{{x:.3g}}% left, %{{y:.2f}}%<extra></extra>"))
+        hovertemplate=f"{name}, round %{{customdata[0]}}: %{{x:.3g}}% left, %{{y:.2f}}{unit}<extra></extra>"))
 
 
 def _label(text: str) -> str:
     return text.replace("_", " ")
 
 
+def _records_metric(records) -> Metric:
+    """The task's metric of engine round records (accuracy for image classifiers)."""
+    return next((tasks.metric_of(record.get("final") or {}) for record in records if record.get("final")), ACCURACY)
+
+
 def retraining_figures(result: dict) -> list[dict]:
-    figure = _accuracy_figure("Retraining modes after pruning")
     dense = [result["dense"]] if result.get("dense") else []
-    for index, (mode, records) in enumerate((result.get("modes") or {}).items()):
-        _add_records(figure, dense + list(records), _label(mode), palette_color(index))
+    modes = result.get("modes") or {}
+    metric = _records_metric(dense + [record for records in modes.values() for record in records])
+    figure = _accuracy_figure("Retraining modes after pruning", yaxis=metric_axis(axis_title("test", metric), metric))
+    key = f"test_{metric.key}"
+    for index, (mode, records) in enumerate(modes.items()):
+        _add_records(figure, dense + list(records), _label(mode), palette_color(index),
+                     value=lambda record: shown(((record or {}).get("early_stop") or {}).get(key), metric),
+                     unit="%" if metric.percent else "")
     if result.get("mask_chain") == "own":
         masks = ("each mode prunes its own retrained weights round after round, so each has its own masks "
                  "(Renda et al. 2020; weight rewinding's chain is the IMP run)")
@@ -66,7 +80,8 @@ def retraining_figures(result: dict) -> list[dict]:
                  "(not Renda et al.'s procedure, where each mode finds its own)")
     budget = result.get("retraining_iterations")
     return [{"id": "accuracy", "figure": figure,
-             "caption": "Test accuracy at early stop against % of weights remaining, one line per retraining mode, "
+             "caption": f"Test {metric.label} at early stop against % of weights remaining, one line per retraining "
+                        "mode, "
                         f"all from the dense round 0: {masks}; each mode retrains "
                         + (f"{budget} iterations per round." if budget else "the same iterations k..T per round.")}]
 

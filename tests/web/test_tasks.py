@@ -186,3 +186,17 @@ def test_the_form_opens_on_a_task_preset_with_its_task_picked(client):
     assert re.search(r'<option value="language_modeling" selected>', page)
     assert re.search(r'id="id_training__context_length"[^>]*value="64"|value="64"[^>]*id="id_training__context_length"',
                      page)
+
+
+def test_the_retraining_chart_of_a_language_model_speaks_of_perplexity(lm_run):
+    from trainer import analyses
+
+    _, path = lm_run
+    result = analyses.run_analysis("retraining", path, {"rounds": [1], "modes": ["fine_tuning"]})
+    [chart] = charts.analysis_figures("retraining_figures", result, None)
+    assert chart["figure"].layout.yaxis.title.text == "test perplexity"
+    assert chart["figure"].layout.yaxis.type == "log"
+    assert "Test perplexity at early stop" in chart["caption"]
+    values = [y for trace in chart["figure"].data for y in trace.y]
+    dense = result["dense"]["early_stop"]["test_perplexity"]
+    assert dense in values and all(10 < value < 5000 for value in values)  # as they are, not × 100

@@ -87,7 +87,8 @@ def _register(analysis: Analysis) -> None:
 _register(Analysis(retraining.NAME, "Retraining modes after pruning",
                    "Weight rewinding vs learning-rate rewinding vs fine-tuning on the run's masks (Renda et al. 2020).",
                    retraining.run_retraining, retraining.PARAMS, "retraining_figures",
-                   summary_lines=retraining.summary_lines))
+                   summary_lines=retraining.summary_lines,
+                   tasks=("classification", "language_modeling", "reinforcement_learning")))
 _register(Analysis(connectivity.NAME, "Linear mode connectivity",
                    "Instability of two copies trained from θk with different data orders (Frankle et al. 2020).",
                    connectivity.run_connectivity, connectivity.PARAMS, "connectivity_figures",

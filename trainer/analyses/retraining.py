@@ -27,12 +27,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from trainer import events
+from trainer import events, tasks
 from trainer.analyses.common import (
     AnalysisContext,
     Cancelled,
     execute,
-    percent_text,
     round_finished,
     round_started,
     segment_record,
@@ -192,10 +191,15 @@ def summary_lines(result: dict) -> list[str]:
     lines = ["masks: " + ("each mode's own chain (Renda et al.)" if result.get("mask_chain") == "own"
                           else "the IMP ticket's, for every mode (not Renda et al.'s procedure)")
              + f"; {result.get('retraining_iterations')} retraining iterations per round for every mode",
-             f"{'mode':<18} {'round':>5} {'% remaining':>11} {'early-stop acc':>14} {'final acc':>9}"]
+             ""]
+    metric = tasks.ACCURACY
+    for entries in result["modes"].values():
+        metric = next((tasks.metric_of(entry["final"]) for entry in entries if entry.get("final")), metric)
+    name, key = ("acc" if metric.key == "accuracy" else metric.label), f"test_{metric.key}"
+    lines[1] = f"{'mode':<18} {'round':>5} {'% remaining':>11} {'early-stop ' + name:>14} {'final ' + name:>9}"
     for mode, entries in result["modes"].items():
         for entry in entries:
             lines.append(f"{mode:<18} {entry['round']:>5} {100 * entry['remaining_fraction']:>11.1f} "
-                         f"{percent_text(entry['early_stop'].get('test_accuracy')):>14} "
-                         f"{percent_text(entry['final'].get('test_accuracy')):>9}")
+                         f"{metric.text(entry['early_stop'].get(key)):>14} "
+                         f"{metric.text(entry['final'].get(key)):>9}")
     return lines

@@ -134,3 +134,17 @@ def test_studies_of_image_classifiers_refuse_a_language_model_run(lm_run, capsys
     with pytest.raises(SpecError) as error:
         analyses.check_runs_with_experiment(["connectivity"], ExperimentSpec.from_dict(TINY_LM))
     assert error.value.field == "analyses"
+
+
+def test_retraining_modes_run_on_a_language_model_and_speak_of_perplexity(lm_run):
+    from trainer import analyses
+
+    _, path = lm_run
+    result = analyses.run_analysis("retraining", path, {"rounds": [1], "modes": ["lr_rewinding", "fine_tuning"]})
+    assert result["status"] == "finished"
+    for entries in result["modes"].values():
+        for entry in entries:
+            assert "test_perplexity" in entry["final"] and "test_accuracy" not in entry["final"]
+    lines = analyses.ANALYSES["retraining"].summary_lines(result)
+    assert "early-stop perplexity" in lines[1]
+    assert not any("%" in line.split()[-1] for line in lines[2:])  # perplexities, not percentages
