@@ -129,7 +129,7 @@ def test_studies_of_image_classifiers_refuse_a_language_model_run(lm_run, capsys
     with pytest.raises(SpecError) as error:
         analyses.run_analysis("connectivity", path, {})
     assert error.value.field == "analysis" and "language modeling" in error.value.message
-    assert main(["analyze", str(path), "retraining"]) == 2
+    assert main(["analyze", str(path), "masking_criteria"]) == 2
     assert "applies to classification runs; this run is language modeling" in capsys.readouterr().err
     with pytest.raises(SpecError) as error:
         analyses.check_runs_with_experiment(["connectivity"], ExperimentSpec.from_dict(TINY_LM))
