@@ -19,6 +19,49 @@ def new_share_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+class Tag(models.Model):
+    """A free label on experiments and sweeps ("baseline", "paper-fig-3"); lower case, no spaces."""
+
+    name = models.CharField(max_length=50, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Sweep(models.Model):
+    """A base spec, a grid (or an explicit list of points) over spec fields, and a number of seeds.
+
+    Each point is an ordinary Experiment (SweepPoint links them; a finished experiment with the same
+    spec is reused). The sweep's status follows from its points' experiments."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="sweeps")
+    visibility = models.CharField(max_length=10, choices=[("private", "private (only me)"),
+                                                          ("team", "team (every account on this server)"),
+                                                          ("link", "public by link")], default="private")
+    share_token = models.CharField(max_length=64, unique=True, default=new_share_token, editable=False)
+    name = models.CharField(max_length=200, db_index=True)
+    description = models.TextField(blank=True, help_text="Markdown, rendered sanitised")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="sweeps")
+    base_spec = models.JSONField(help_text="ExperimentSpec.to_dict() every point starts from")
+    grid = models.JSONField(default=dict, blank=True, help_text="{dotted spec field: [values]}, crossed")
+    points = models.JSONField(default=list, blank=True, help_text="explicit [{dotted field: value}], instead of a grid")
+    seeds = models.PositiveIntegerField(default=1, help_text="each configuration runs with this many seeds")
+    preset = models.CharField(max_length=100, blank=True)
+    analyses = models.JSONField(default=list, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Sweep {self.pk} ({self.name})"
+
+
 class Experiment(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -40,14 +83,19 @@ class Experiment(models.Model):
                               help_text="null: imported or made before accounts (team-visible)")
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
     share_token = models.CharField(max_length=64, unique=True, default=new_share_token, editable=False)
+    name = models.CharField(max_length=200, blank=True, db_index=True, help_text="default generated at creation")
+    description = models.TextField(blank=True, help_text="Markdown, rendered sanitised")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="experiments")
+    sweep = models.ForeignKey(Sweep, null=True, blank=True, on_delete=models.SET_NULL, related_name="experiments",
+                              help_text="the sweep that created it (a reused experiment keeps its first sweep)")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     preset = models.CharField(max_length=100, blank=True)
     spec = models.JSONField(help_text="ExperimentSpec.to_dict() as submitted")
-    model_name = models.CharField(max_length=50)
-    dataset_name = models.CharField(max_length=50)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    model_name = models.CharField(max_length=50, db_index=True)
+    dataset_name = models.CharField(max_length=50, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     message = models.TextField(blank=True, help_text="Why the run failed, diverged or was cancelled")
     cancel_requested = models.BooleanField(default=False)
     worker = models.CharField(max_length=200, blank=True, help_text="the Celery worker running (or last running) it")
@@ -91,6 +139,48 @@ class Experiment(models.Model):
     @property
     def metric(self) -> Metric:
         return self.task.metric
+
+
+class SweepPoint(models.Model):
+    """One point of a sweep: its swept values and seed index, and the experiment that runs it."""
+
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="sweep_points")
+    index = models.PositiveIntegerField()
+    config = models.JSONField(help_text="{dotted spec field: value} of this configuration (seed excluded)")
+    seed_index = models.PositiveIntegerField(default=0)
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="sweep_points")
+    reused = models.BooleanField(default=False, help_text="an existing finished experiment with the same spec")
+
+    class Meta:
+        ordering = ["sweep", "index"]
+        constraints = [models.UniqueConstraint(fields=["sweep", "index"], name="one_point_per_index")]
+
+
+class ExperimentPiece(models.Model):
+    """One independent part of an experiment (a chunk of replicate chains, a chunk of controls) that
+    runs as its own Celery task on whichever worker is idle (frontend.distributed)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="pieces")
+    phase = models.CharField(max_length=20, help_text="chains | controls")
+    index = models.PositiveIntegerField()
+    networks = models.JSONField(help_text="what it trains: replicate indices, or [kind, round, replicate] triples")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    message = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["experiment", "phase", "index"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "phase", "index"], name="one_piece_per_index")]
 
 
 def task_of_dataset(dataset_name: str) -> Task:
