@@ -7,10 +7,11 @@ from django.db import transaction
 
 from frontend import listeners
 from frontend.access import can_change, visible_to
+from frontend.fair_share import queue_positions
 from frontend.metric_display import shown
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
 from frontend.progress import progress_of
-from frontend.queues import queue_for_spec, queue_positions
+from frontend.queues import queue_for_spec
 from trainer import replicate_stats
 from trainer.events import TICKET
 from trainer.lm_networks import LM_LAYER_TYPES, lm_layer_types
