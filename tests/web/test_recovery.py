@@ -102,3 +102,31 @@ def test_the_queued_tasks_are_sent_again_when_redis_has_lost_its_data(queued, mo
     assert watch.check() == {"experiments": [waiting.pk], "analyses": [analysis.pk], "reproductions": [reproduction.pk]}
     assert reproductions == [reproduction.pk]
     assert queued == [waiting.pk, waiting.pk] and analyses == [analysis.pk, analysis.pk]
+
+
+def test_the_runs_of_a_worker_that_died_are_requeued_at_once(queued, monkeypatch):
+    """The worker supervisor saw worker celery@gpu-host-2 exit: its runs are queued again although
+    their heartbeats are fresh; other workers' runs and its finished ones are left alone."""
+    reproductions = []
+    monkeypatch.setattr(tasks.run_reproduction_task, "delay", lambda run_id: reproductions.append(run_id))
+    mine, cancelled, finished, elsewhere = running(1), running(1, current_round=0), running(1), running(1)
+    Experiment.objects.filter(pk=cancelled.pk).update(cancel_requested=True)
+    Experiment.objects.filter(pk=finished.pk).update(status="finished")
+    Experiment.objects.filter(pk=elsewhere.pk).update(worker="celery@gpu-host-3")
+    check = ReproductionRun.objects.create(check_name="tickets_vs_dense", budget="small", status="running",
+                                           worker="celery@gpu-host-2", progress_done=3, progress_total=7,
+                                           started_at=timezone.now(), heartbeat_at=timezone.now())
+    assert recovery.requeue_runs_of_worker("celery@gpu-host-2") == {"experiments": [mine.pk],
+                                                                     "reproductions": [check.pk]}
+    assert queued == [mine.pk] and reproductions == [check.pk]
+    mine.refresh_from_db()
+    assert mine.status == "queued"
+    assert mine.message.startswith("worker celery@gpu-host-2 died during round 3; re-queued at ")
+    assert mine.message.endswith("to resume from round 3 (rounds 0-2 kept)")
+    cancelled.refresh_from_db()
+    assert cancelled.status == "cancelled"
+    assert cancelled.message == "cancelled; worker celery@gpu-host-2 died during round 0 (nothing finished yet)"
+    check.refresh_from_db()
+    assert check.status == "queued" and check.message.startswith("worker celery@gpu-host-2 died after 3 of 7 steps")
+    assert {Experiment.objects.get(pk=pk).status for pk in (finished.pk, elsewhere.pk)} == {"finished", "running"}
+    assert recovery.requeue_runs_of_worker("celery@gpu-host-2") == {"experiments": [], "reproductions": []}
