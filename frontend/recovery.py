@@ -90,12 +90,13 @@ def requeue_lost_reproductions() -> list[int]:
             if _requeue_reproduction(run, now, "stopped answering", _last_heartbeat(run))]
 
 
-def requeue_runs_of_worker(worker: str) -> dict[str, list[int]]:
+def requeue_runs_of_worker(worker: str, started_before=None) -> dict[str, list[int]]:
     """Queue again, at once, the experiments and reproduction checks that `worker` (a Celery hostname,
     e.g. worker1@host) was running when it died: its supervisor saw it exit, so nobody waits for the
-    heartbeat to go stale. {"experiments": [...], "reproductions": [...]} queued again."""
+    heartbeat to go stale. `started_before` (when it died) leaves alone what a new worker of the same
+    name started since. {"experiments": [...], "reproductions": [...]} queued again."""
     now = timezone.now()
-    running = {"status": "running", "worker": worker}
+    running = {"status": "running", "worker": worker, "started_at__lte": started_before or now}
     return {"experiments": [experiment.pk for experiment in Experiment.objects.filter(**running)
                             if _requeue_experiment(experiment, now, "died", "")],
             "reproductions": [run.pk for run in ReproductionRun.objects.filter(**running)
