@@ -48,6 +48,13 @@ def workers_from_environment(value: str | None) -> int:
     return int(text)
 
 
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before a dead worker starts again, given how many times in a row it died soon after its start."""
+    if quick_deaths <= 1:
+        return QUICK_RESTART_SECONDS
+    return min(LONGEST_BACKOFF_SECONDS, 2.0 ** (quick_deaths - 1))  # crash-looping: slowed, not spun
+
+
 def _die_with_parent() -> None:
     """In the child before exec: the kernel sends it SIGTERM if the supervisor dies (even by SIGKILL)."""
     PR_SET_PDEATHSIG = 1
@@ -79,7 +86,8 @@ class Worker:
                    "--without-gossip", "--without-mingle"]
         with open(self.log_dir / f"worker{self.index}.log", "ab") as log_file:
             self.process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                            stdin=subprocess.DEVNULL,
+                                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.started_at, self.restart_at = time.monotonic(), None
         self.pid_path.write_text(f"{self.process.pid}\n")
         log.info("%s started (pid %d)", self.name, self.process.pid)
@@ -121,9 +129,8 @@ class Supervisor:
         lived = time.monotonic() - worker.started_at
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         worker.quick_deaths = worker.quick_deaths + 1 if lived < CRASH_LOOP_SECONDS else 0
-        delay = QUICK_RESTART_SECONDS
-        if worker.quick_deaths > 1:  # crash-looping: wait longer each time instead of spinning
-            delay = min(LONGEST_BACKOFF_SECONDS, 2.0 ** (worker.quick_deaths - 1))
+        delay = restart_delay(worker.quick_deaths)
+        if worker.quick_deaths > 1:
             log.error("%s keeps dying within %d s of its start (%d times in a row); see worker%d.log",
                       worker.name, CRASH_LOOP_SECONDS, worker.quick_deaths, worker.index)
         log.warning("%s %s after %.0f s; its runs are queued again, restarting it in %.1f s", worker.name, how,

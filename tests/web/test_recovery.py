@@ -1,8 +1,10 @@
 """Crash recovery in-process: heartbeats, and which running experiments count as lost."""
+import io
 import time
 from datetime import timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from frontend import recovery, tasks
@@ -130,3 +132,20 @@ def test_the_runs_of_a_worker_that_died_are_requeued_at_once(queued, monkeypatch
     assert check.status == "queued" and check.message.startswith("worker celery@gpu-host-2 died after 3 of 7 steps")
     assert {Experiment.objects.get(pk=pk).status for pk in (finished.pk, elsewhere.pk)} == {"finished", "running"}
     assert recovery.requeue_runs_of_worker("celery@gpu-host-2") == {"experiments": [], "reproductions": []}
+
+
+def test_the_requeue_command_leaves_alone_what_a_new_worker_of_that_name_started(queued):
+    """manage.py requeue_worker_runs, as the worker supervisor runs it: runs started after the death are
+    the restarted worker's own."""
+    lost, restarted = running(1), running(1)
+    Experiment.objects.filter(pk=restarted.pk).update(started_at=timezone.now() + timedelta(seconds=5))
+    died_at = (timezone.now() + timedelta(seconds=1)).isoformat()
+    output = io.StringIO()
+    call_command("requeue_worker_runs", "celery@gpu-host-2", "--died-at", died_at, stdout=output)
+    said = output.getvalue().strip()
+    assert said == f"celery@gpu-host-2: re-queued experiments [{lost.pk}], reproduction checks none"
+    assert queued == [lost.pk] and Experiment.objects.get(pk=restarted.pk).status == "running"
+    for bad in ("yesterday", "2025-13-45T10:00:00"):
+        with pytest.raises(CommandError, match="--died-at must be an ISO time") as raised:
+            call_command("requeue_worker_runs", "celery@gpu-host-2", "--died-at", bad)
+        assert raised.value.returncode == 2

@@ -28,7 +28,8 @@ class Command(BaseCommand):
             except ValueError:  # well formed but impossible, e.g. month 13
                 died = None
             if died is None:
-                raise CommandError(f"--died-at must be an ISO time such as 2025-01-31T10:42:05+00:00; got {died_at!r}")
+                raise CommandError(f"--died-at must be an ISO time such as 2025-01-31T10:42:05+00:00; got {died_at!r}",
+                                   returncode=2)
             if timezone.is_naive(died):
                 died = timezone.make_aware(died)
         requeued = recovery.requeue_runs_of_worker(worker, started_before=died)
