@@ -46,7 +46,9 @@ class SweepDefinition:
         unknown = sorted(set(data) - {"base_spec", "grid", "points", "seeds"})
         if unknown:
             raise SpecError(unknown[0], "unknown key; a sweep has base_spec, grid or points, and seeds")
-        base_spec, grid, points = data.get("base_spec", {}), data.get("grid") or {}, data.get("points") or []
+        base_spec = data.get("base_spec", {})
+        grid = {} if data.get("grid") is None else data["grid"]
+        points = [] if data.get("points") is None else data["points"]
         seeds = data.get("seeds", 1)
         if not isinstance(base_spec, dict):
             raise SpecError("base_spec", "expected an object (a spec)")

@@ -29,7 +29,8 @@ def test_api_creates_one_queued_experiment_per_point_in_grid_order(api, user, qu
     assert created["size"] == 4 and created["fields"] == ["training.lr"] and created["status"] == "queued"
     assert created["tags"] == ["paper-fig3", "scan"]
     points = created["points"]
-    assert [(p["config"]["training.lr"], p["seed_index"]) for p in points] == [(0.05, 0), (0.05, 1), (0.01, 0), (0.01, 1)]
+    assert [(p["config"]["training.lr"], p["seed_index"]) for p in points] == [
+        (0.05, 0), (0.05, 1), (0.01, 0), (0.01, 1)]
     assert queued == [p["experiment"] for p in points] and not any(p["reused"] for p in points)
     experiments = {e.pk: e for e in Experiment.objects.all()}
     first, second = experiments[points[0]["experiment"]], experiments[points[1]["experiment"]]
@@ -72,7 +73,8 @@ def test_a_sweep_above_the_size_limit_is_refused_with_its_count(api, queued, set
 
 BAD_SWEEPS = [
     ({"grid": {"lr": [0.1]}}, "grid.lr", "unknown spec field 'lr'; sweepable fields are model, dataset"),
-    ({"grid": {"training.lr": [0.05, 20]}}, "grid.training.lr", "configuration 2 (lr=20): training.lr: must be at most"),
+    ({"grid": {"training.lr": [0.05, 20]}}, "grid.training.lr",
+     "configuration 2 (lr=20): training.lr: must be at most"),
     ({"grid": {"training.lr": [0.05, 0.05]}}, "grid", "have the same spec"),
     ({"grid": {"training.lr": []}}, "grid.training.lr", "non-empty list"),
     ({"grid": {"training.lr": 0.1}}, "grid.training.lr", "non-empty list"),
@@ -83,7 +85,8 @@ BAD_SWEEPS = [
     ({"seeds": True}, "seeds", "at least 1"),
     ({"base_spec": {"dataset": "cifar10"}}, "base_spec.dataset", "not installed"),
     ({"base_spec": {**BASE, "training": {"training_steps": "lots"}}}, "base_spec.training.training_steps", ""),
-    ({"grid": {"dataset": ["synthetic", "python_docs"]}}, "base_spec.model", "configuration 2 (dataset=python_docs): model"),
+    ({"grid": {"dataset": ["synthetic", "python_docs"]}}, "base_spec.model",
+     "configuration 2 (dataset=python_docs): model"),
     ({"name": ""}, "name", "non-empty"),
     ({"tags": "not a tag!"}, "tags", "tag"),
     ({"colour": "blue"}, "colour", "unknown keys"),
@@ -195,7 +198,8 @@ def test_per_configuration_mean_std_and_n_over_seeds_charts_and_csv(client, user
     fast, slow = table
     assert fast["config"] == {"training.lr": 0.05} and fast["done"] == 2
     dense = fast["summary"]["dense"]
-    assert dense["count"] == 2 and dense["mean"] == pytest.approx(0.85) and dense["std"] == pytest.approx(math.sqrt(0.005))
+    assert dense["count"] == 2 and dense["mean"] == pytest.approx(0.85)
+    assert dense["std"] == pytest.approx(math.sqrt(0.005))
     best = fast["summary"]["best_remaining"]
     assert best["mean"] == pytest.approx(0.75) and best["std"] == pytest.approx(math.sqrt(0.125)) and best["count"] == 2
     assert fast["summary"]["best_metric"]["mean"] == pytest.approx((0.895 + 0.80) / 2)

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from trainer import tasks
+from trainer import datasets, tasks
 from trainer.cli.display import Progress, default_runs_dir, read_json_object
 from trainer.cli.spec_flags import add_spec_arguments, spec_data_from_args
 from trainer.imp import run_experiment
@@ -88,7 +88,12 @@ def command_sweep(args) -> int:
     if args.max_points < 1:
         raise SpecError("--max-points", f"must be at least 1 (got {args.max_points})")
     definition = definition_from_args(args)
-    points = expand(definition, args.max_points, check=lambda spec: spec.check_dataset_fit())
+    def runnable_here(spec) -> None:
+        entry = datasets.DATASETS[spec.dataset]
+        if not entry.is_installed(args.data_dir):
+            raise SpecError("dataset", f"{spec.dataset} is not installed: {entry.location_hint(args.data_dir)}")
+        spec.check_dataset_fit()
+    points = expand(definition, args.max_points, check=runnable_here)
     configurations = definition.configuration_count()
     print(f"{len(points)} experiments: {configurations} configuration{'s' if configurations != 1 else ''} × "
           f"{definition.seeds} seed{'s' if definition.seeds != 1 else ''}")
