@@ -33,6 +33,9 @@ a test and a tolerance so the verdict is reproducible. The mean-difference rule 
 point estimate (the tolerance is the allowance for noise); the "better than controls" rule is a
 significance test, because that is the claim the controls exist to support.
 
+The *best ticket* (best_ticket) is a simpler rule for one run, shown in lists and sweeps: the sparsest
+finished round within one point of dense accuracy (1% of the dense value for other metrics).
+
 Student-t quantiles are computed here (exact closed forms of the t CDF for integer degrees of
 freedom, inverted by bisection) so the engine needs no scipy.
 """

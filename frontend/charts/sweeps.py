@@ -56,7 +56,7 @@ def sweep_parallel_coordinates(configurations: list[dict], fields: list[str], va
                                    tickvals=list(range(len(texts))), ticktext=texts))
     dimensions.append(dict(label=title, values=[value for _, value in kept]))
     figure = go.Figure(layout=figure_layout(f"Swept fields vs. {title}", height=420,
-                                            margin=dict(l=80, r=80, t=80, b=40)))
+                                            margin=dict(l=80, r=80, t=110, b=40)))
     figure.add_trace(go.Parcoords(
         dimensions=dimensions, meta="parallel",
         line=dict(color=[value for _, value in kept], colorscale="Viridis", showscale=True,
