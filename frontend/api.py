@@ -100,6 +100,17 @@ def _parse_body(request) -> dict | JsonResponse:
     return body
 
 
+def _visibility_and_analyses(body: dict) -> tuple[str, list] | JsonResponse:
+    """The body's "visibility" (default private) and "analyses" (default none), or the 400 refusing them."""
+    visibility = body.get("visibility", Experiment.Visibility.PRIVATE)
+    if visibility not in Experiment.Visibility.values:
+        return error(400, f"visibility must be one of {', '.join(Experiment.Visibility.values)}", field="visibility")
+    analyses = body.get("analyses", [])
+    if not isinstance(analyses, list) or any(name not in ANALYSES for name in analyses):
+        return error(400, f"analyses must be a list of {', '.join(ANALYSES)}", field="analyses")
+    return visibility, analyses
+
+
 @api_view(("GET", "POST"))
 def experiments(request):
     if request.method == "GET":
@@ -111,12 +122,10 @@ def experiments(request):
     unknown = set(body) - {"spec", "visibility", "analyses"}
     if unknown:
         return error(400, f"unknown keys {sorted(unknown)}; send spec, visibility, analyses", field=sorted(unknown)[0])
-    visibility = body.get("visibility", Experiment.Visibility.PRIVATE)
-    if visibility not in Experiment.Visibility.values:
-        return error(400, f"visibility must be one of {', '.join(Experiment.Visibility.values)}", field="visibility")
-    analyses = body.get("analyses", [])
-    if not isinstance(analyses, list) or any(name not in ANALYSES for name in analyses):
-        return error(400, f"analyses must be a list of {', '.join(ANALYSES)}", field="analyses")
+    choices = _visibility_and_analyses(body)
+    if isinstance(choices, JsonResponse):
+        return choices
+    visibility, analyses = choices
     try:
         spec = ExperimentSpec.from_dict(body.get("spec", {}))
         catalog.check_runnable_here(spec)
@@ -208,12 +217,10 @@ def sweeps(request):
     description = body.get("description", "")
     if not isinstance(description, str) or len(description) > 20_000:
         return error(400, "description: a text (Markdown) of at most 20000 characters", field="description")
-    visibility = body.get("visibility", Experiment.Visibility.PRIVATE)
-    if visibility not in Experiment.Visibility.values:
-        return error(400, f"visibility must be one of {', '.join(Experiment.Visibility.values)}", field="visibility")
-    analyses = body.get("analyses", [])
-    if not isinstance(analyses, list) or any(name not in ANALYSES for name in analyses):
-        return error(400, f"analyses must be a list of {', '.join(ANALYSES)}", field="analyses")
+    choices = _visibility_and_analyses(body)
+    if isinstance(choices, JsonResponse):
+        return choices
+    visibility, analyses = choices
     try:
         tags = labels.parse_tags(body.get("tags"))
     except ValueError as problem:
