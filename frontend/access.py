@@ -51,22 +51,21 @@ def can_change(user, experiment: Experiment | Sweep) -> bool:
 
 def experiment_for(user, experiment_id: int, change: bool = False) -> Experiment:
     """The experiment if `user` may see it (404 otherwise); with change=True they must also own it (403)."""
-    experiment = Experiment.objects.filter(pk=experiment_id).select_related("owner").first()
-    if experiment is None or not can_view(user, experiment):
-        raise Http404(f"there is no experiment {experiment_id}")
-    if change and not can_change(user, experiment):
-        raise PermissionDenied("only the experiment's owner can change it")
-    return experiment
+    return _row_for(Experiment, "experiment", user, experiment_id, change)
 
 
 def sweep_for(user, sweep_id: int, change: bool = False) -> Sweep:
     """The sweep if `user` may see it (404 otherwise); with change=True they must also own it (403)."""
-    sweep = Sweep.objects.filter(pk=sweep_id).select_related("owner").first()
-    if sweep is None or not can_view(user, sweep):
-        raise Http404(f"there is no sweep {sweep_id}")
-    if change and not can_change(user, sweep):
-        raise PermissionDenied("only the sweep's owner can change it")
-    return sweep
+    return _row_for(Sweep, "sweep", user, sweep_id, change)
+
+
+def _row_for(model, word: str, user, row_id: int, change: bool):
+    row = model.objects.filter(pk=row_id).select_related("owner").first()
+    if row is None or not can_view(user, row):
+        raise Http404(f"there is no {word} {row_id}")
+    if change and not can_change(user, row):
+        raise PermissionDenied(f"only the {word}'s owner can change it")
+    return row
 
 
 def shared_experiment(token: str) -> Experiment:
