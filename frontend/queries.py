@@ -16,12 +16,7 @@ from trainer import replicate_stats
 from trainer.events import TICKET
 from trainer.lm_networks import LM_LAYER_TYPES, lm_layer_types
 from trainer.tasks import ACCURACY, LANGUAGE_MODELING, Metric, Task
-
-# "Within one point of dense": the ticket may lose at most this much test accuracy (a fraction).
-BEST_TICKET_TOLERANCE = 0.01
-# A metric that is not a fraction (perplexity, mean return) has no "points": the ticket may be at most 1% of
-# the dense value worse (above dense for perplexity, below it for return).
-BEST_TICKET_RELATIVE_TOLERANCE = 0.01
+from trainer.verdict import best_ticket
 
 
 def round_row(result: RoundResult) -> dict:
@@ -37,26 +32,6 @@ def round_row(result: RoundResult) -> dict:
             # a validation split (never a point picked on test data).
             "reported_test_metric": (result.early_stop_test_metric if result.early_stop_iteration is not None
                                      else result.final_test_metric)}
-
-
-def best_ticket_tolerance(dense_value: float, metric: Metric = ACCURACY) -> float:
-    return BEST_TICKET_TOLERANCE if metric.percent else BEST_TICKET_RELATIVE_TOLERANCE * abs(dense_value)
-
-
-def best_ticket(ticket_rounds: list[dict], metric: Metric = ACCURACY) -> dict | None:
-    """The sparsest finished ticket round whose reported test metric is at most the tolerance worse than
-    round 0's (one point of accuracy; 1% of the dense value for perplexity or return, in its direction)."""
-    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_metric"] is not None]
-    dense = next((r for r in finished if r["round"] == 0), None)
-    if dense is None:
-        return None
-    dense_value = dense["reported_test_metric"]
-    tolerance = best_ticket_tolerance(dense_value, metric)
-    if metric.higher_is_better:
-        good = [r for r in finished if r["reported_test_metric"] >= dense_value - tolerance]
-    else:
-        good = [r for r in finished if r["reported_test_metric"] <= dense_value + tolerance]
-    return min(good, key=lambda r: r["remaining_fraction"])
 
 
 def experiment_list_rows(user, limit: int = 500) -> list[dict]:
