@@ -7,6 +7,9 @@ Only the owner changes an experiment (cancel, delete, analyses, visibility); an 
 an owner (imported with `manage.py import_run`, or made before accounts) is team-visible and
 changed by superusers. Anything a user may not see answers 404, as if it did not exist.
 
+Datasets are the server's: only an admin (staff or superuser) downloads one (the datasets panel's
+Download button); everyone signed in sees which are installed.
+
 Reproduction checks (the Reproductions page) are lab-wide, not anyone's experiment: they check the
 papers' claims with this server's code, so every signed-in account sees every check's runs and may
 queue one; a queued or running check is cancelled by whoever queued it or by a superuser (so one
@@ -63,6 +66,10 @@ def shared_experiment(token: str) -> Experiment:
     if experiment is None:
         raise Http404("this share link does not exist or was withdrawn")
     return experiment
+
+
+def can_download_datasets(user) -> bool:
+    return user.is_authenticated and (user.is_staff or user.is_superuser)
 
 
 def can_run_reproductions(user) -> bool:

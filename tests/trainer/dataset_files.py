@@ -2,9 +2,13 @@
 .mat files, the downloads' archives), written by the dataset, download and input-limit tests."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
+import http.server
 import pickle
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +82,26 @@ def write_cifar_dataset(directory: Path, per_batch: int = 4, **options) -> dict[
 
 
 # ---- the files a download fetches (trainer.dataset_sources), in the real formats ------------------------------
+
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # the paths asked for, instead of a log line on stderr
+        self.server.requested.append(self.path)
+
+
+@contextlib.contextmanager
+def serve_folder(root: Path):
+    """(base URL, the list of paths requested) of an HTTP server on 127.0.0.1 serving `root`, in a thread."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_RecordingHandler, directory=str(root)))
+    server.requested = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
 
 def write_mirror(root: Path, seed: int = 0) -> tuple[dict, dict]:
     """A mirror folder <root>/<dataset>/<file> holding small files in the formats of the real downloads

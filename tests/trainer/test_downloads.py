@@ -3,18 +3,15 @@ and loading what was fetched through torchvision (trainer.datasets): a mirror, c
 files already there, the CLI's exit codes."""
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
 import socket
-import threading
 
 import numpy as np
 import pytest
 import torch
 import torchvision.datasets
 
-from tests.trainer.dataset_files import IDX_NAMES, write_mirror
+from tests.trainer.dataset_files import IDX_NAMES, serve_folder, write_mirror
 from trainer import dataset_sources, datasets, downloads
 from trainer.cli.main import main
 from trainer.datasets import DATASETS, DatasetError
@@ -23,24 +20,13 @@ from trainer.downloads import DownloadError, download, read_status
 NORMALIZATION = {name: (DATASETS[name].mean, DATASETS[name].std) for name in dataset_sources.SOURCES}
 
 
-class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # the paths asked for, instead of a log line on stderr
-        self.server.requested.append(self.path)
-
-
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory):
     """(base URL, sources table of the served files, expected arrays, served folder, requested paths)."""
     root = tmp_path_factory.mktemp("mirror")
     sources, expected = write_mirror(root)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_RecordingHandler, directory=str(root)))
-    server.requested = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", sources, expected, root, server.requested
-    server.shutdown()
-    server.server_close()
+    with serve_folder(root) as (base, requested):
+        yield base, sources, expected, root, requested
 
 
 @pytest.fixture
