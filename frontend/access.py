@@ -11,6 +11,9 @@ Sweeps follow the same rules with their own owner and visibility (can_view and c
 either), and the experiments a sweep makes get its visibility. A finished experiment a sweep reuses
 keeps its own: the sweep page lists it only to those who may see it.
 
+Datasets are the server's: only an admin (staff or superuser) downloads one (the datasets panel's
+Download button); everyone signed in sees which are installed.
+
 Reproduction checks (the Reproductions page) are lab-wide, not anyone's experiment: they check the
 papers' claims with this server's code, so every signed-in account sees every check's runs and may
 queue one; a queued or running check is cancelled by whoever queued it or by a superuser (so one
@@ -76,6 +79,10 @@ def shared_experiment(token: str) -> Experiment:
     if experiment is None:
         raise Http404("this share link does not exist or was withdrawn")
     return experiment
+
+
+def can_download_datasets(user) -> bool:
+    return user.is_authenticated and (user.is_staff or user.is_superuser)
 
 
 def can_run_reproductions(user) -> bool:

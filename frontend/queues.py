@@ -7,9 +7,9 @@ A GPU host runs one worker per device, each serving one run at a time:
 
 Everything else (device "cpu", or "auto") goes to Celery's default queue, which the CPU worker
 of run.sh serves. Analyses follow their experiment. Reproduction checks (trainer.reproduce) are
-CPU-sized protocols and go to the default queue. Celery calls `route_task` for every task it
-sends (settings.CELERY_TASK_ROUTES). Which queued experiment a delivered message runs is decided
-when it arrives, round-robin between owners (frontend.fair_share).
+CPU-sized protocols and go to the default queue, as do dataset downloads (the datasets panel's
+button). Celery calls `route_task` for every task it sends (settings.CELERY_TASK_ROUTES). Which
+queued experiment a delivered message runs is decided when it arrives, round-robin between owners (frontend.fair_share).
 
 The tasks are found by name in the Celery app's registry. frontend.tasks, which registers them, sits
 above this module (its tasks queue follow-up work through here), so it is imported on first use, by its
@@ -34,6 +34,7 @@ TASKS_MODULE = "frontend.tasks"
 EXPERIMENT_TASK = "frontend.run_experiment"
 ANALYSIS_TASK = "frontend.run_analysis"
 REPRODUCTION_TASK = "frontend.run_reproduction"
+DATASET_DOWNLOAD_TASK = "frontend.download_dataset"
 # the task of each queued row, and the word the row's page uses when it could not be queued
 _TASK_OF_ROW = {Experiment: (EXPERIMENT_TASK, "run"), AnalysisRun: (ANALYSIS_TASK, "analysis"),
                 ReproductionRun: (REPRODUCTION_TASK, "check")}
@@ -51,7 +52,7 @@ def route_task(name, args, kwargs, options, task=None, **extra):
         spec = Experiment.objects.filter(pk=args[0]).values_list("spec", flat=True).first()
     elif name == ANALYSIS_TASK:
         spec = AnalysisRun.objects.filter(pk=args[0]).values_list("experiment__spec", flat=True).first()
-    elif name == REPRODUCTION_TASK:
+    elif name in (REPRODUCTION_TASK, DATASET_DOWNLOAD_TASK):
         return {"queue": DEFAULT_QUEUE}
     else:
         return None
@@ -76,6 +77,12 @@ def enqueue_analysis(analysis_run_id: int) -> None:
 def enqueue_reproduction(reproduction_run_id: int) -> None:
     """Send a queued ReproductionRun's task to the workers (raises if the broker is away)."""
     _send(REPRODUCTION_TASK, reproduction_run_id)
+
+
+def enqueue_dataset_download(dataset_name: str) -> None:
+    """Send a dataset download (trainer.downloads) to the default queue's workers (raises if the broker is away)."""
+    import_module(TASKS_MODULE)
+    app.tasks[DATASET_DOWNLOAD_TASK].delay(dataset_name)
 
 
 def enqueue_or_fail(model, row_id: int) -> bool:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from frontend import access, catalog, labels, queues, records
 from frontend.models import AnalysisRun, Experiment, ReproductionRun, Sweep, SweepPoint
-from trainer import datasets, replicate_stats
+from trainer import datasets, downloads, replicate_stats
 from trainer.analyses import ANALYSES, check_runs_with_experiment
 from trainer.rundir import RunDir, RunDirError
 from trainer.spec import ExperimentSpec, SpecError
@@ -190,6 +190,27 @@ def request_reproduction(check_name: str, budget: str, user) -> ReproductionRun:
     queues.enqueue_or_fail(ReproductionRun, run.pk)
     run.refresh_from_db()
     return run
+
+
+class NotQueued(Exception):
+    """Work that could not be queued; the message says why, for the page."""
+
+
+def request_dataset_download(name: str) -> None:
+    """Queue the download of dataset `name` (one of trainer.dataset_sources); its state goes to the data
+    directory's status file, which the datasets panel shows (a broker that is away: a failed state saying so)."""
+    directory = settings.LOTTERYWEB_DATA_DIR
+    try:
+        downloads.write_status(name, directory, downloads.QUEUED, "waiting for a worker")
+    except OSError as error:
+        raise NotQueued(f"the data directory {downloads.status_path(name, directory).parent.parent} is not "
+                        f"writable by the web app ({error.strerror or error})") from error
+    try:
+        queues.enqueue_dataset_download(name)
+    except Exception as error:
+        log.exception("could not queue the download of %s", name)
+        downloads.write_status(name, directory, downloads.FAILED,
+                               f"could not queue the download (is Redis running?): {error}")
 
 
 def request_reproduction_cancel(run: ReproductionRun) -> None:

@@ -28,10 +28,10 @@ def sweep_list(request):
     return render(request, "frontend/sweep_list.html", {"sweeps": sweeps})
 
 
-def _new_sweep_context(form: SweepForm, preview: bool = False) -> dict:
+def _new_sweep_context(request, form: SweepForm, preview: bool = False) -> dict:
     fields = [{"name": name, "kind": info["kind"], "help": info["help"],
                "list": info["kind"].startswith(("A,B", "NAME="))} for name, info in sweepable_fields().items()]
-    return {**_form_context(form), "sweepable": fields, "max_points": settings.LOTTERYWEB_MAX_SWEEP_POINTS,
+    return {**_form_context(request, form), "sweepable": fields, "max_points": settings.LOTTERYWEB_MAX_SWEEP_POINTS,
             "grid_rows": form.grid_rows or [("", "")], "preview": preview and form.definition is not None,
             "preview_points": [{"label": config_label(point.config), "seed": point.seed_index}
                                for point in form.points] if preview else []}
@@ -52,11 +52,11 @@ def new_sweep(request):
                                           visibility=data["visibility"], preset=data.get("preset", ""),
                                           analyses=data.get("analyses", []))
             return redirect("sweep_detail", sweep_id=sweep.pk)
-        return render(request, "frontend/sweep_new.html", _new_sweep_context(form, preview=valid),
+        return render(request, "frontend/sweep_new.html", _new_sweep_context(request, form, preview=valid),
                       status=200 if valid else 400)
     preset = PRESETS[DEFAULT_PRESET]
     form = SweepForm(initial={**spec_to_initial(preset.spec()), "preset": preset.key, "seeds": 1})
-    return render(request, "frontend/sweep_new.html", _new_sweep_context(form))
+    return render(request, "frontend/sweep_new.html", _new_sweep_context(request, form))
 
 
 def _parallel_choice(request) -> str:

@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from frontend import fair_share, listeners, progress, records, recovery, services
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
-from trainer import reproduce
+from trainer import downloads, reproduce
 from trainer.analyses import run_analysis
+from trainer.datadir import DatasetError
 from trainer.imp import run_experiment
 from trainer.rundir import json_safe
 from trainer.spec import ExperimentSpec, SpecError
@@ -163,3 +164,20 @@ def run_reproduction_task(self, reproduction_run_id: int) -> str:
         update["message"] = str(result.get("reason") or "the check failed")
     rows.update(**update)  # a finished check keeps its message (e.g. that it was re-queued after a lost worker)
     return status
+
+
+@shared_task(name="frontend.download_dataset")
+def download_dataset_task(dataset_name: str) -> str:
+    """Fetch and verify one dataset into the app's data directory (the datasets panel's Download button);
+    trainer.downloads writes its progress and outcome to the status file the panel reads."""
+    try:
+        downloads.download(dataset_name, settings.LOTTERYWEB_DATA_DIR, mirror=settings.LOTTERYWEB_DATASET_MIRROR)
+    except DatasetError:
+        log.warning("download of %s failed", dataset_name, exc_info=True)
+        return downloads.FAILED
+    except Exception as error:
+        log.exception("download of %s failed", dataset_name)
+        downloads.write_status(dataset_name, settings.LOTTERYWEB_DATA_DIR, downloads.FAILED,
+                               f"{type(error).__name__}: {error}")
+        return downloads.FAILED
+    return downloads.FINISHED

@@ -27,6 +27,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("new/", views.new_experiment, name="new_experiment"),
     path("new/upload/", views.upload_spec, name="upload_spec"),
+    path("datasets/<str:name>/download/", views.download_dataset, name="download_dataset"),
     path("compare/", views.compare, name="compare"),
     path("e/<int:experiment_id>/", include(experiment_read_patterns)),
     path("e/<int:experiment_id>/cancel/", views.cancel_experiment, name="cancel_experiment"),

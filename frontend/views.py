@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -86,12 +87,13 @@ def experiment_list(request):
     return render(request, "frontend/list.html", {"rows": queries.experiment_list_rows(request.user)})
 
 
-def _form_context(form: ExperimentForm) -> dict:
+def _form_context(request, form: ExperimentForm) -> dict:
     installed = set(catalog.installed_dataset_names())
     presets = [{"key": p.key, "title": p.title, "note": p.note, "installed": p.dataset in installed,
                 "dataset": p.dataset, "task": catalog.task_of_dataset_name(p.dataset)} for p in PRESETS.values()]
     return {
         "form": form, "datasets": catalog.dataset_choices(), "presets": presets,
+        "can_download_datasets": access.can_download_datasets(request.user),
         "page_data": {
             # A preset sets every field; an architecture's defaults only the fields they name.
             "presets": {p.key: widget_values(p.spec().to_dict()) for p in PRESETS.values() if p.dataset in installed},
@@ -113,7 +115,7 @@ def new_experiment(request):
                                                     form.cleaned_data.get("analyses", []), owner=request.user,
                                                     visibility=form.cleaned_data["visibility"])
             return redirect("experiment_detail", experiment_id=experiment.pk)
-        return render(request, "frontend/new.html", _form_context(form), status=400)
+        return render(request, "frontend/new.html", _form_context(request, form), status=400)
     key = request.GET.get("preset", DEFAULT_PRESET)
     preset = PRESETS.get(key)
     installed = set(catalog.installed_dataset_names())
@@ -121,7 +123,7 @@ def new_experiment(request):
         reason = "no such preset" if preset is None else f"its dataset {preset.dataset} is not installed"
         return _error_page(request, 400, "Unknown preset", f"Preset {key!r} cannot be used: {reason}.")
     form = ExperimentForm(initial={**spec_to_initial(preset.spec()), "preset": preset.key})
-    return render(request, "frontend/new.html", _form_context(form))
+    return render(request, "frontend/new.html", _form_context(request, form))
 
 
 def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
@@ -502,6 +504,21 @@ MAX_SPEC_FILE_BYTES = 64 * 1024
 
 @require_POST
 @login_required
+def download_dataset(request, name: str):
+    """An admin's Download button on the datasets panel: queue the download, back to the panel."""
+    if not access.can_download_datasets(request.user):
+        raise PermissionDenied("Only an admin (staff) account downloads datasets to this server.")
+    if name not in catalog.downloadable_dataset_names():
+        raise Http404(f"there is no downloadable dataset {name!r}")
+    try:
+        services.request_dataset_download(name)
+    except services.NotQueued as error:
+        return _error_page(request, 503, "Download not queued", f"{name} could not be queued: {error}.")
+    return redirect(reverse("new_experiment") + "#field-dataset")
+
+
+@require_POST
+@login_required
 def upload_spec(request):
     """A spec.json (from `python -m trainer`, results.json's "spec", or a colleague) fills in the
     new-experiment form for review; nothing is queued until that form is submitted."""
@@ -523,4 +540,4 @@ def upload_spec(request):
         where = f"{error.field}: {error.message}" if isinstance(error, SpecError) else f"not valid JSON ({error})"
         return _error_page(request, 400, "Not a valid spec", f"{upload.name}: {where}")
     form = ExperimentForm(initial=spec_to_initial(spec))
-    return render(request, "frontend/new.html", _form_context(form))
+    return render(request, "frontend/new.html", _form_context(request, form))

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer import datasets, models
+from trainer import datasets, downloads, models
 from trainer.cli.analyze import add_analysis_commands, command_analyze
 from trainer.cli.display import (
     Parser,
@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_dir", type=Path)
 
     commands.add_parser("list", help="List models and datasets (and which datasets are installed).")
+
+    download = commands.add_parser("download", help="Fetch an image dataset and verify its checksums "
+                                                    f"({', '.join(downloads.downloadable())}).")
+    download.add_argument("name", help="The dataset's name, as in `list`.")
+    download.add_argument("--data-dir", type=Path, default=None,
+                          help="Dataset directory (default: $LOTTERYWEB_DATA_DIR or ./data).")
+    download.add_argument("--mirror", default=None,
+                          help=f"Base URL serving <mirror>/<dataset>/<file> (default: ${downloads.MIRROR_ENV}, "
+                               "else torchvision's own URLs).")
 
     ticket = commands.add_parser("export-ticket", help="Write one round's ticket (mask + rewind weights) to a file.")
     ticket.add_argument("run_dir", type=Path)
@@ -135,6 +144,22 @@ def command_list(args) -> int:
     return 0
 
 
+def command_download(args) -> int:
+    def report(event: dict) -> None:
+        if event["type"] == "fetched":
+            print(f"fetched {event['url']}: {event['bytes']:,} bytes, MD5 {event['md5']} verified -> {event['path']}")
+        elif event["type"] == "present":
+            print(f"already there, MD5 {event['md5']} verified: {event['path']}")
+        elif event["type"] == "extracted":
+            print(f"extracted {event['file']} -> {event['path']}")
+
+    mirror = args.mirror if args.mirror is not None else downloads.default_mirror()
+    downloads.download(args.name, args.data_dir, mirror=mirror, callback=report)
+    entry = datasets.get_entry(args.name)
+    print(f"{entry.info.title} is installed in {entry.location_hint(args.data_dir)}")
+    return 0
+
+
 def command_export_ticket(args) -> int:
     payload = ticket_payload(RunDir.open(args.run_dir), args.round, args.replicate)
     save_ticket(payload, args.output)
@@ -154,6 +179,7 @@ def command_retrain(args) -> int:
 
 
 COMMANDS = {"run": command_run, "controls": command_controls, "show": command_show, "list": command_list,
+            "download": command_download,
             "analyze": command_analyze, "export-ticket": command_export_ticket, "retrain": command_retrain,
             "reproduce": command_reproduce, "sweep": command_sweep}
 
