@@ -13,6 +13,8 @@ import markdown
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 
+from frontend.models import Tag
+
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 50
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:+-]*$")
@@ -64,7 +66,5 @@ def parse_tags(text: str | list | None) -> list[str]:
 
 def set_tags(obj, names: list[str]) -> None:
     """Give `obj` (an Experiment or a Sweep, saved) exactly these tags, creating the Tag rows that are new."""
-    from frontend.models import Tag  # models import this module's callers, not the other way round
-
     tags = [Tag.objects.get_or_create(name=name)[0] for name in names]
     obj.tags.set(tags)
