@@ -68,9 +68,10 @@ class ListQuery:
     def querystring(self, **changes) -> str:
         """'?tag=x&sort=name&page=2': this query's parameters with `changes` (None drops one); a new filter or
         sort starts again at page 1 unless a page is given."""
-        values = {**self.filters, "sort": self.sort if self.sort != DEFAULT_SORT else None}
-        values.update(changes)
-        if "page" not in changes or changes["page"] == 1:
+        values = {**self.filters, "sort": self.sort, **changes}
+        if values["sort"] == DEFAULT_SORT:
+            values["sort"] = None
+        if values.get("page") == 1:
             values["page"] = None
         items = [(name, value) for name, value in values.items() if value not in (None, "")]
         return "?" + urlencode(items) if items else "?"
