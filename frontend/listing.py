@@ -17,10 +17,11 @@ from django.db.models import F, Q, QuerySet
 
 from frontend import catalog, listeners
 from frontend.access import can_change, visible_to
+from frontend.fair_share import queue_positions
 from frontend.models import Experiment, SweepPoint, Tag
 from frontend.progress import progress_of
 from frontend.queries import best_ticket_label, progress_label
-from frontend.queues import queue_for_spec, queue_positions
+from frontend.queues import queue_for_spec
 from trainer import datasets, models, tasks
 
 PAGE_SIZE = 50

@@ -8,11 +8,12 @@ from django.db import transaction
 from frontend.metric_display import shown
 from frontend.models import AnalysisRun, Curve, Experiment
 from frontend.progress import progress_of
-from frontend.records import best_ticket, round_row  # noqa: F401 (best_ticket: the pages' name for it)
+from frontend.records import round_row
 from trainer import replicate_stats
 from trainer.events import TICKET
 from trainer.lm_networks import LM_LAYER_TYPES, lm_layer_types
 from trainer.tasks import ACCURACY, LANGUAGE_MODELING, Metric, Task
+from trainer.verdict import best_ticket  # noqa: F401 (the pages' name for it)
 
 
 def progress_label(progress: dict) -> str:

@@ -8,7 +8,8 @@ A GPU host runs one worker per device, each serving one run at a time:
 Everything else (device "cpu", or "auto") goes to Celery's default queue, which the CPU worker
 of run.sh serves. Analyses follow their experiment. Reproduction checks (trainer.reproduce) are
 CPU-sized protocols and go to the default queue. Celery calls `route_task` for every task it
-sends (settings.CELERY_TASK_ROUTES).
+sends (settings.CELERY_TASK_ROUTES). Which queued experiment a delivered message runs is decided
+when it arrives, round-robin between owners (frontend.fair_share).
 
 The tasks are found by name in the Celery app's registry. frontend.tasks, which registers them, sits
 above this module (its tasks queue follow-up work through here), so it is imported on first use, by its
@@ -90,14 +91,3 @@ def enqueue_or_fail(model, row_id: int) -> bool:
         return False
     return True
 
-
-def queue_positions(experiments) -> dict[int, int]:
-    """{experiment id: 1-based place among the queued experiments of its queue} (oldest first)."""
-    waiting = Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
-    counters: dict[str, int] = {}
-    positions = {}
-    for pk, spec in waiting.values_list("pk", "spec"):
-        queue = queue_for_spec(spec)
-        counters[queue] = counters.get(queue, 0) + 1
-        positions[pk] = counters[queue]
-    return {experiment.pk: positions[experiment.pk] for experiment in experiments if experiment.pk in positions}

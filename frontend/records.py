@@ -1,7 +1,7 @@
 """Trainer results -> database rows: a round record (results.json's "rounds", a replicate's, a control's)
 becomes a RoundResult and its Curve, a finished run's results.json fills in its Experiment, and an
 analysis's result.json becomes an AnalysisRun's stored result. Storing a ticket round also stores the
-experiment's best ticket on its row (the rule is here: `best_ticket`), which the list page shows and sorts by.
+experiment's best ticket on its row (trainer.verdict.best_ticket), which the list page shows and sorts by.
 
 The live recorders (frontend.progress) write the same rows while a run goes on; these functions
 rewrite them from the files on disk, which are the truth (frontend.tasks when a run ends,
@@ -18,6 +18,7 @@ from trainer import events as trainer_events, replicate_stats, tasks
 from trainer.analyses import stored_results
 from trainer.rundir import RunDir, json_safe
 from trainer.tasks import ACCURACY, Metric
+from trainer.verdict import best_ticket
 
 
 def eval_keys(metric: Metric = ACCURACY) -> list[str]:
@@ -49,13 +50,6 @@ def round_result_fields(record: dict) -> dict:
     })
 
 
-# "Within one point of dense": the ticket may lose at most this much test accuracy (a fraction).
-BEST_TICKET_TOLERANCE = 0.01
-# A metric that is not a fraction (perplexity, mean return) has no "points": the ticket may be at most 1% of
-# the dense value worse (above dense for perplexity, below it for return).
-BEST_TICKET_RELATIVE_TOLERANCE = 0.01
-
-
 def round_row(result: RoundResult) -> dict:
     return {"network": result.network, "replicate": result.replicate, "round": result.round_index,
             "status": result.status,
@@ -69,26 +63,6 @@ def round_row(result: RoundResult) -> dict:
             # a validation split (never a point picked on test data).
             "reported_test_metric": (result.early_stop_test_metric if result.early_stop_iteration is not None
                                      else result.final_test_metric)}
-
-
-def best_ticket_tolerance(dense_value: float, metric: Metric = ACCURACY) -> float:
-    return BEST_TICKET_TOLERANCE if metric.percent else BEST_TICKET_RELATIVE_TOLERANCE * abs(dense_value)
-
-
-def best_ticket(ticket_rounds: list[dict], metric: Metric = ACCURACY) -> dict | None:
-    """The sparsest finished ticket round whose reported test metric is at most the tolerance worse than
-    round 0's (one point of accuracy; 1% of the dense value for perplexity or return, in its direction)."""
-    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_metric"] is not None]
-    dense = next((r for r in finished if r["round"] == 0), None)
-    if dense is None:
-        return None
-    dense_value = dense["reported_test_metric"]
-    tolerance = best_ticket_tolerance(dense_value, metric)
-    if metric.higher_is_better:
-        good = [r for r in finished if r["reported_test_metric"] >= dense_value - tolerance]
-    else:
-        good = [r for r in finished if r["reported_test_metric"] <= dense_value + tolerance]
-    return min(good, key=lambda r: r["remaining_fraction"])
 
 
 def refresh_best_ticket(experiment_id: int) -> None:

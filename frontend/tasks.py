@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from frontend import listeners, progress, records, recovery, services
+from frontend import fair_share, listeners, progress, records, recovery, services
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
 from trainer import reproduce
 from trainer.analyses import run_analysis
@@ -33,26 +33,13 @@ def start_worker_threads(sender=None, **_):
 
 @shared_task(name="frontend.run_experiment", bind=True)
 def run_experiment_task(self, experiment_id: int) -> str:
+    """A slot on the queue of `experiment_id`: runs that queue's next experiment in fair-share order
+    (frontend.fair_share), which need not be the one the message names."""
     close_old_connections()
-    experiment = Experiment.objects.filter(pk=experiment_id).first()
+    experiment, outcome = fair_share.claim_next_experiment(experiment_id, self.request.hostname or "")
     if experiment is None:
-        log.warning("experiment %s no longer exists; nothing to run", experiment_id)
-        return "missing"
-    if experiment.status != Experiment.Status.QUEUED:
-        return experiment.status  # a duplicate delivery: the run already happened or is happening
-    if experiment.cancel_requested:
-        _finish(experiment_id, Experiment.Status.CANCELLED, "cancelled before it started")
-        return Experiment.Status.CANCELLED
-    now = timezone.now()
-    worker = self.request.hostname or ""
-    message = experiment.message
-    if experiment.worker:  # it ran before (re-queued after its worker was lost, or after it failed): resuming
-        message = f"{message}; " if message else ""
-        message += f"resumed by {worker or 'a worker'} at {timezone.localtime(now):%H:%M:%S}"
-    claimed = Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.QUEUED).update(
-        status=Experiment.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker, message=message)
-    if not claimed:
-        return "duplicate"  # another worker took it between the read and here
+        return outcome
+    experiment_id = experiment.pk
     if settings.LOTTERYWEB_TORCH_THREADS:
         # Small models on a shared machine train faster on fewer threads than torch picks.
         torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)

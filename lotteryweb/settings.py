@@ -18,6 +18,7 @@ Environment variables (all optional):
   LOTTERYWEB_RUNS_DIR     where run directories go (default <repo>/runs)
   LOTTERYWEB_DATA_DIR     dataset directory, read by the trainer (default <repo>/data)
   LOTTERYWEB_TORCH_THREADS  torch threads of the Celery worker (default: torch's own choice)
+  LOTTERYWEB_MAX_SWEEP_POINTS  the most experiments one sweep may make, configurations × seeds (default 500)
 """
 import os
 from pathlib import Path
@@ -153,6 +154,7 @@ LOTTERYWEB_GPU_QUEUE = os.environ.get("LOTTERYWEB_GPU_QUEUE", "gpu")
 LOTTERYWEB_RUNS_DIR = Path(os.environ.get("LOTTERYWEB_RUNS_DIR") or BASE_DIR / "runs")
 LOTTERYWEB_DATA_DIR = os.environ.get("LOTTERYWEB_DATA_DIR") or None  # None: the trainer's default
 LOTTERYWEB_TORCH_THREADS = int(os.environ.get("LOTTERYWEB_TORCH_THREADS") or 0) or None
+LOTTERYWEB_MAX_SWEEP_POINTS = int(os.environ.get("LOTTERYWEB_MAX_SWEEP_POINTS", "500"))
 # At most this many channel messages per second per running experiment.
 LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND = float(os.environ.get("LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND", "10"))
 

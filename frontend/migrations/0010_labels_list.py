@@ -4,8 +4,9 @@ from django.db import migrations, models
 
 from frontend.labels import default_name
 from frontend.models import task_of_dataset  # a plain function of the dataset name
-from frontend.records import best_ticket, round_row
+from frontend.records import round_row
 from trainer.events import TICKET
+from trainer.verdict import best_ticket
 
 
 def fill_names_and_best_tickets(apps, schema_editor):

@@ -417,3 +417,11 @@ def test_rows_show_name_tags_and_sweep(client, user):
     assert '<a class="tag" href="?sort=id&amp;tag=baseline">baseline</a>' in html
     assert f'href="?sweep={sweep.pk}">sweep {sweep.pk}</a>' in html
     assert "conv2 · cifar10</a>" in html  # a row stored without a name (bulk) shows its fallback
+
+
+def test_the_sweep_form_keeps_its_own_labels_and_the_experiment_form_has_them(client):
+    experiment_form = client.get("/new/").content.decode()
+    assert "Name, notes and tags" in experiment_form and 'name="name"' in experiment_form
+    sweep_form = client.get("/sweeps/new/").content.decode()
+    assert "Name, notes and tags" not in sweep_form and 'name="name"' not in sweep_form
+    assert sweep_form.count('name="tags"') == 1 and sweep_form.count('name="description"') == 1
