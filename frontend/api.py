@@ -1,4 +1,5 @@
-"""The JSON API: list, create, get, cancel experiments (and sweeps) and read their results, with token auth.
+"""The JSON API: list, create, get, relabel (name, description, tags), cancel experiments (and sweeps) and read
+their results, with token auth.
 
 Every request carries "Authorization: Token <key>" (keys come from /account/token/ or
 `manage.py api_token USER`). The sharing rules are the web pages' (frontend.access): what a user
@@ -23,6 +24,7 @@ from trainer.spec import ExperimentSpec, SpecError
 from trainer.sweeps import SweepDefinition
 
 MAX_BODY_BYTES = 64 * 1024  # a spec is a few hundred bytes
+LABEL_KEYS = ("name", "description", "tags")
 
 
 def error(status: int, message: str, field: str | None = None) -> JsonResponse:
@@ -69,7 +71,8 @@ def api_view(methods: tuple[str, ...]):
 
 
 def experiment_json(experiment: Experiment, detail: bool = False) -> dict:
-    data = {"id": experiment.pk, "status": experiment.status, "message": experiment.message,
+    data = {"id": experiment.pk, "name": experiment.display_name, "tags": [tag.name for tag in experiment.tags.all()],
+            "status": experiment.status, "message": experiment.message,
             "model": experiment.model_name, "dataset": experiment.dataset_name,
             # rounds' *_metric values are this metric (a fraction for accuracy)
             "task": experiment.task.name, "metric": experiment.metric.to_dict(),
@@ -80,6 +83,7 @@ def experiment_json(experiment: Experiment, detail: bool = False) -> dict:
     if experiment.visibility == Experiment.Visibility.LINK:
         data["share_url"] = f"/s/{experiment.share_token}/"
     if detail:
+        data["description"] = experiment.description  # Markdown as written; pages show it sanitised
         data["spec"] = experiment.spec
         data["rounds"] = [queries.round_row(row) for row in experiment.round_results.order_by(
             "network", "replicate", "round_index")]
@@ -114,14 +118,19 @@ def _visibility_and_analyses(body: dict) -> tuple[str, list] | JsonResponse:
 @api_view(("GET", "POST"))
 def experiments(request):
     if request.method == "GET":
-        rows = Experiment.objects.filter(access.visible_to(request.user)).select_related("owner")[:500]
+        rows = (Experiment.objects.filter(access.visible_to(request.user)).select_related("owner")
+                .prefetch_related("tags")[:500])
         return JsonResponse({"experiments": [experiment_json(row) for row in rows]})
     body = _parse_body(request)
     if isinstance(body, JsonResponse):
         return body
-    unknown = set(body) - {"spec", "visibility", "analyses"}
+    unknown = set(body) - {"spec", "visibility", "analyses", *LABEL_KEYS}
     if unknown:
-        return error(400, f"unknown keys {sorted(unknown)}; send spec, visibility, analyses", field=sorted(unknown)[0])
+        return error(400, f"unknown keys {sorted(unknown)}; send spec, visibility, analyses, name, description, tags",
+                     field=sorted(unknown)[0])
+    cleaned_labels = _labels(body)
+    if isinstance(cleaned_labels, JsonResponse):
+        return cleaned_labels
     choices = _visibility_and_analyses(body)
     if isinstance(choices, JsonResponse):
         return choices
@@ -135,13 +144,43 @@ def experiments(request):
         check_runs_with_experiment(analyses, spec)
     except SpecError as problem:
         return error(400, problem.message, field=problem.field)
-    experiment = services.create_experiment(spec, analyses=analyses, owner=request.user, visibility=visibility)
+    experiment = services.create_experiment(spec, analyses=analyses, owner=request.user, visibility=visibility,
+                                            **cleaned_labels)
     return JsonResponse(experiment_json(experiment, detail=True), status=201)
 
 
-@api_view(("GET",))
+def _labels(body: dict) -> dict | JsonResponse:
+    """name, description, tags of a request body, cleaned by frontend.labels' rules (missing: empty)."""
+    rules = {"name": labels.clean_name, "description": labels.clean_description, "tags": labels.parse_tags}
+    cleaned = {}
+    for key, rule in rules.items():
+        try:
+            cleaned[key] = rule(body.get(key))
+        except ValueError as problem:
+            return error(400, str(problem), field=key)
+    return cleaned
+
+
+@api_view(("GET", "PATCH"))
 def experiment_detail(request, experiment_id: int):
-    return JsonResponse(experiment_json(access.experiment_for(request.user, experiment_id), detail=True))
+    """GET: the experiment; PATCH {"name", "description", "tags"} (any of them): the owner relabels it."""
+    if request.method == "GET":
+        return JsonResponse(experiment_json(access.experiment_for(request.user, experiment_id), detail=True))
+    experiment = access.experiment_for(request.user, experiment_id, change=True)
+    body = _parse_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    unknown = set(body) - set(LABEL_KEYS)
+    if unknown:
+        return error(400, f"unknown keys {sorted(unknown)}; PATCH changes name, description, tags",
+                     field=sorted(unknown)[0])
+    current = {"name": experiment.name, "description": experiment.description,
+               "tags": [tag.name for tag in experiment.tags.all()]}
+    cleaned_labels = _labels({**current, **body})
+    if isinstance(cleaned_labels, JsonResponse):
+        return cleaned_labels
+    services.set_labels(experiment, **cleaned_labels)
+    return JsonResponse(experiment_json(experiment, detail=True))
 
 
 @api_view(("POST",))

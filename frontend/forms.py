@@ -8,7 +8,7 @@ import typing
 
 from django import forms
 
-from frontend import catalog, services
+from frontend import catalog, labels, services
 from frontend.labels import parse_tags
 from frontend.models import Experiment
 from frontend.presets import PRESETS
@@ -179,8 +179,44 @@ def widget_values(nested: dict) -> dict:
     return values
 
 
-class ExperimentForm(forms.Form):
+def _label_rule(rule, value):
+    try:
+        return rule(value)
+    except ValueError as error:
+        raise forms.ValidationError(str(error)) from None
+
+
+class LabelsForm(forms.Form):
+    """A name, a description and tags; the rules are frontend.labels' (the API applies the same)."""
+
+    name = forms.CharField(required=False, strip=False, label="name",
+                           widget=forms.TextInput(attrs={"maxlength": labels.MAX_NAME_LENGTH}),
+                           help_text="Empty: made from the settings, e.g. 'lenet_300_100 · mnist · 20% × 10 rounds "
+                                     "· quiet-heron'.")
+    description = forms.CharField(required=False, strip=False, label="notes",
+                                  widget=forms.Textarea(attrs={"rows": 4}),
+                                  help_text="Markdown (links, lists, code, tables); HTML is shown as text.")
+    tags = forms.CharField(required=False, label="tags",
+                           help_text="Comma-separated, e.g. 'baseline, paper-fig-3'; letters, digits and - _ . : +.")
+
+    def clean_name(self):
+        return _label_rule(labels.clean_name, self.cleaned_data.get("name"))
+
+    def clean_description(self):
+        return _label_rule(labels.clean_description, self.cleaned_data.get("description"))
+
+    def clean_tags(self):
+        return _label_rule(labels.parse_tags, self.cleaned_data.get("tags"))
+
+
+def labels_initial(obj) -> dict:
+    """An experiment's (or sweep's) current labels as LabelsForm's initial values."""
+    return {"name": obj.name, "description": obj.description, "tags": ", ".join(tag.name for tag in obj.tags.all())}
+
+
+class ExperimentForm(LabelsForm):
     preset = forms.CharField(required=False, widget=forms.HiddenInput)
+    labels_group = True  # the experiment's name, notes and tags (a sweep has its own)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -210,6 +246,8 @@ class ExperimentForm(forms.Form):
         groups[0][1].insert(0, self["task"])
         advanced = [self[form_name(name)] for name in SPEC_FIELDS if name not in listed]
         return groups + [("Analyses", [self["analyses"]], ""), ("Sharing", [self["visibility"]], ""),
+                         *([("Name, notes and tags", [self["name"], self["description"], self["tags"]], "")]
+                           if self.labels_group else []),
                          (ADVANCED_GROUP, advanced, "")]
 
     def clean_visibility(self):
@@ -368,8 +406,11 @@ class SweepForm(ExperimentForm):
     grid_field / grid_values give the grid; seeds, name, description and tags describe the sweep. Every
     point is checked here (services.sweep_points), so a refusal is shown beside the form, nothing created."""
 
+    labels_group = False  # the sweep's own name, notes and tags below; its points are named after it
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        del self.fields["name"]
         self.fields["sweep_name"] = forms.CharField(max_length=150, label="sweep name",
                                                     help_text="Each point's experiment is named after it.")
         self.fields["description"] = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),

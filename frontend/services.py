@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from frontend import access, catalog, labels, queues, records
+from frontend.labels import default_name, set_tags
 from frontend.models import AnalysisRun, Experiment, ReproductionRun, Sweep, SweepPoint
 from trainer import datasets, downloads, replicate_stats
 from trainer.analyses import ANALYSES, check_runs_with_experiment
@@ -26,14 +27,26 @@ class NotAvailable(Exception):
 
 
 def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = (), *, owner=None,
-                      visibility: str = Experiment.Visibility.PRIVATE) -> Experiment:
-    """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes."""
+                      visibility: str = Experiment.Visibility.PRIVATE, name: str = "", description: str = "",
+                      tags: list[str] = ()) -> Experiment:
+    """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes.
+    `name`, `description`, `tags` are already cleaned (frontend.labels); no name: one is generated."""
     experiment = Experiment.objects.create(spec=spec.to_dict(), preset=preset, model_name=spec.model,
                                            dataset_name=spec.dataset, analyses=list(analyses), owner=owner,
-                                           visibility=visibility)
+                                           visibility=visibility, name=name, description=description)
+    if tags:
+        set_tags(experiment, list(tags))
     if not queues.enqueue_or_fail(Experiment, experiment.pk):
         experiment.refresh_from_db()
     return experiment
+
+
+def set_labels(experiment: Experiment, name: str, description: str, tags: list[str]) -> None:
+    """The owner's edit of the name (empty: generated again), description and tags, already cleaned."""
+    experiment.name = name or default_name(experiment.spec)
+    experiment.description = description
+    experiment.save(update_fields=["name", "description"])
+    set_tags(experiment, tags)
 
 
 def requeue(experiment: Experiment) -> None:

@@ -34,6 +34,7 @@ urlpatterns = [
     path("e/<int:experiment_id>/delete/", views.delete_experiment, name="delete_experiment"),
     path("e/<int:experiment_id>/requeue/", views.requeue_experiment, name="requeue_experiment"),
     path("e/<int:experiment_id>/visibility/", views.set_visibility, name="set_visibility"),
+    path("e/<int:experiment_id>/labels/", views.edit_labels, name="edit_labels"),
     path("e/<int:experiment_id>/analyses/<str:name>/", views.run_analysis, name="run_analysis"),
     path("e/<int:experiment_id>/analyses/runs/<int:analysis_run_id>/cancel/", views.cancel_analysis,
          name="cancel_analysis"),

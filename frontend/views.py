@@ -15,8 +15,21 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from frontend import access, catalog, charts, exports, listeners, live, queries, reproductions, services, verdict_table
-from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
+from frontend import (
+    access,
+    catalog,
+    charts,
+    exports,
+    listeners,
+    listing,
+    live,
+    queries,
+    reproductions,
+    services,
+    verdict_table,
+)
+from frontend.forms import AnalysisForm, ExperimentForm, LabelsForm, labels_initial, spec_to_initial, widget_values
+from frontend.labels import render_markdown
 from frontend.metric_display import page_words
 from frontend.models import AnalysisRun, ApiToken, Experiment, ReproductionRun
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
@@ -84,7 +97,12 @@ def experiment_view(change: bool = False, shareable: bool = False):
 @require_GET
 @login_required
 def experiment_list(request):
-    return render(request, "frontend/list.html", {"rows": queries.experiment_list_rows(request.user)})
+    """Every experiment the user may see: filtered, searched, sorted, a page at a time (frontend.listing)."""
+    try:
+        query = listing.ListQuery.parse(request.GET)
+    except listing.ListError as error:
+        return _error_page(request, 400, "Bad list parameters", str(error))
+    return render(request, "frontend/list.html", listing.list_context(request.user, query))
 
 
 def _form_context(request, form: ExperimentForm) -> dict:
@@ -111,9 +129,10 @@ def new_experiment(request):
     if request.method == "POST":
         form = ExperimentForm(request.POST)
         if form.is_valid():
-            experiment = services.create_experiment(form.spec, form.cleaned_data.get("preset", ""),
-                                                    form.cleaned_data.get("analyses", []), owner=request.user,
-                                                    visibility=form.cleaned_data["visibility"])
+            experiment = services.create_experiment(
+                form.spec, form.cleaned_data.get("preset", ""), form.cleaned_data.get("analyses", []),
+                owner=request.user, visibility=form.cleaned_data["visibility"], name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"], tags=form.cleaned_data["tags"])
             return redirect("experiment_detail", experiment_id=experiment.pk)
         return render(request, "frontend/new.html", _form_context(request, form), status=400)
     key = request.GET.get("preset", DEFAULT_PRESET)
@@ -126,7 +145,16 @@ def new_experiment(request):
     return render(request, "frontend/new.html", _form_context(request, form))
 
 
-def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
+def _labels_context(experiment: Experiment, viewer: Viewer, labels_form: LabelsForm | None = None) -> dict:
+    """The page head's name, rendered notes and tags, and for the owner the form that edits them."""
+    if labels_form is None and viewer.can_change:
+        labels_form = LabelsForm(initial=labels_initial(experiment))
+    return {"description_html": render_markdown(experiment.description), "tags": list(experiment.tags.all()),
+            "labels_form": labels_form}
+
+
+def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None,
+                    labels_form: LabelsForm | None = None) -> dict:
     metric = experiment.metric
     rounds = queries.rounds_by_network(experiment)
     all_rows = queries.all_round_rows(experiment)  # one query for the bands and the verdict
@@ -158,6 +186,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "viewer": viewer, "visibility_choices": Experiment.Visibility.choices,
         "share_url": f"/s/{experiment.share_token}/" if experiment.visibility == Experiment.Visibility.LINK else "",
         "reproduction_badges": reproductions.badges(experiment.spec),
+        **_labels_context(experiment, viewer, labels_form),
         **_analyses_context(experiment, viewer, bound_form, bands),
     }
 
@@ -193,14 +222,15 @@ def _best_ticket_label(ticket_rounds: list[dict], metric: Metric) -> str:
     return queries.best_ticket_label(ticket, metric) if ticket else ""
 
 
-def _live_context(experiment: Experiment, viewer: Viewer) -> dict:
+def _live_context(experiment: Experiment, viewer: Viewer, labels_form: LabelsForm | None = None) -> dict:
     state = live.live_state(experiment.pk)
     queue_notice = ""
     if experiment.status == Experiment.Status.QUEUED:
         queue_notice = listeners.unserved_queue_notice(queue_for_spec(experiment.spec), listeners.listening_queues())
     return {"experiment": experiment, "progress": state["progress"], "live_state": state, "viewer": viewer,
             "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True), "queue_notice": queue_notice,
-            "reproduction_badges": reproductions.badges(experiment.spec)}
+            "reproduction_badges": reproductions.badges(experiment.spec),
+            **_labels_context(experiment, viewer, labels_form)}
 
 
 @require_GET
@@ -320,6 +350,22 @@ def set_visibility(request, experiment: Experiment):
     Experiment.objects.filter(pk=experiment.pk).update(visibility=visibility)
     return redirect("experiment_detail", experiment_id=experiment.pk)
 
+
+@require_POST
+@experiment_view(change=True)
+def edit_labels(request, experiment: Experiment):
+    """The owner renames an experiment, rewrites its notes or retags it; a bad value: the page again, 400,
+    with the message beside the field."""
+    form = LabelsForm(request.POST)
+    if not form.is_valid():
+        if experiment.is_done:
+            return render(request, "frontend/result.html",
+                          _result_context(experiment, request.viewer, labels_form=form), status=400)
+        return render(request, "frontend/live.html", _live_context(experiment, request.viewer, labels_form=form),
+                      status=400)
+    services.set_labels(experiment, form.cleaned_data["name"], form.cleaned_data["description"],
+                        form.cleaned_data["tags"])
+    return redirect("experiment_detail", experiment_id=experiment.pk)
 
 
 @require_POST
