@@ -17,6 +17,7 @@ from tests.live.conftest import free_port, start_process, wait_until
 from trainer.analyses import ANALYSES, run_analysis
 from trainer.imp import run_experiment
 from trainer.spec import ExperimentSpec
+from trainer.training.stack_size import CACHE_ENV
 
 # Small enough for seconds on two cores, big enough for two pruned rounds and a control.
 TINY_SPEC = {
@@ -66,6 +67,15 @@ def one_torch_thread_for_the_session():
     """Every test model is tiny: one thread each, so the suite does not spin against itself
     or the worker processes it starts (see single_torch_thread)."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_stack_size_cache(tmp_path_factory):
+    """Stack sizes are measured once per machine and setup (trainer.training.stack_size): the suite
+    measures its own into a file of its own, which the worker processes it starts share."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("stack_size") / "stack_sizes.json"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@
         rounds/round_003/        mask.pt (bit-packed), final_weights.pt, record.json
         controls/random_reinit/round_003/ ...
         replicates/replicate_01/ the same layout (theta_*.pt, rounds/, controls/) for replicate 1, ...
+        stack_size.json          the stack size chosen when the run first trained (kept on resume)
         results.json             assembled from the records
 
 Replicate 0 is the run itself, so a run with one replicate has the layout it always had.
@@ -104,6 +105,10 @@ class RunDir:
     def results_path(self) -> Path:
         return self.path / "results.json"
 
+    @property
+    def stack_size_path(self) -> Path:
+        return self.path / "stack_size.json"
+
     def round_path(self, round_index: int, network: str = TICKET) -> Path:
         base = self.path / "rounds" if network == TICKET else self.path / "controls" / network
         return base / f"round_{round_index:03d}"
@@ -138,6 +143,18 @@ class RunDir:
         found = [json.loads((d / "record.json").read_text()) for d in sorted(base.iterdir())
                  if (d / "record.json").is_file()]
         return sorted(found, key=lambda r: r["round"])
+
+    def recorded_stack_size(self) -> int | None:
+        """The stack size chosen when the run first trained (stacked and solo training agree only to
+        rounding, so a resumed run keeps it); None before that."""
+        try:
+            size = json.loads(self.stack_size_path.read_text()).get("stack_size")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return size if isinstance(size, int) and size >= 1 else None
+
+    def record_stack_size(self, size: int) -> None:
+        write_json_atomically(self.stack_size_path, {"stack_size": size, "torch_version": torch.__version__})
 
     def control_kinds(self) -> list[str]:
         base = self.path / "controls"

@@ -38,6 +38,7 @@ from trainer.spec import ExperimentSpec, SpecError, TrainingSpec
 from trainer.steps import Step
 from trainer.training.loop import PreparedData, train_segment
 from trainer.training.record import SegmentResult
+from trainer.training.stack_size import stack_size_for
 from trainer.training.stacked_loop import train_segments
 
 SCHEMA_VERSION = 1
@@ -171,14 +172,15 @@ def train_networks(models: list[torch.nn.Module], mask_list: list[masks.Mask], d
     All networks share `training` (default: the spec's) and differ in weights, mask and data
     order (`data_seeds`, default the spec's), so several of them (the two copies of a
     connectivity test) train stacked in one step (trainer.training.stacked_loop; the stack size is
-    chosen for the model and device). Stops after the first cancelled network.
+    the spec's or chosen for the model on this machine). Stops after the first cancelled network.
     """
     data_seeds = data_seeds if data_seeds is not None else [spec.data_seed] * len(models)
     base = replace(spec, training=training) if training is not None else spec
     if len(models) > 1:
         segments, states = train_segments(models, mask_list, data, base, start_iteration, end_iteration,
                                           round_index=round_index, networks=networks, data_seeds=data_seeds,
-                                          callback=callback, stop_requested=stop_requested)
+                                          stack_size=stack_size_for(base, data), callback=callback,
+                                          stop_requested=stop_requested)
         done = []
         for segment, state in zip(segments, states):
             done.append((segment, state))

@@ -54,7 +54,8 @@ from trainer.seeds import derive_seed, generator
 from trainer.spec import SpecError, TrainingSpec
 from trainer.steps import Step
 from trainer.training.loop import PreparedData, resolve_device
-from trainer.training.stacked import choose_stack_size, chunks
+from trainer.training.stack_size import stack_size_for
+from trainer.training.stacked import chunks
 from trainer.training.stacked_loop import train_segments
 
 NAME = "transfer"
@@ -367,10 +368,7 @@ def _train_missing(context: AnalysisContext, networks: list[tuple], data: Prepar
         else:
             missing.append(network)
     if missing:
-        stack_size = spec.stack_size or choose_stack_size(spec.model, data.info.input_shape, data.batch_size,
-                                                          data.train_x.device, data.info.num_classes,
-                                                          spec.training.optimizer)
-        for part in chunks(len(missing), stack_size):
+        for part in chunks(len(missing), stack_size_for(spec, data)):
             context.check_stop()
             for record in _train_stack(context, [missing[index] for index in part], data, spec, start, end):
                 records[record["unit"]] = record["record"]

@@ -27,7 +27,7 @@ from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomi
 from trainer.spec import ExperimentSpec
 from trainer.steps import Step
 from trainer.training.loop import PreparedData, prepare_data, resolve_device
-from trainer.training.stacked import choose_stack_size
+from trainer.training.stack_size import stack_size_for
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -96,12 +96,17 @@ class Run:
         return structured.sparsity(self.spec.model, info.input_shape, info.num_classes, mask)
 
     def stack_size(self) -> int:
-        """How many networks train together in one stack: the spec's, else chosen for the model and device."""
+        """How many networks train together in one stack: the spec's, else the one recorded in the run
+        directory, else chosen by measurement on this machine (trainer.training.stack_size) and recorded."""
         if not tasks.of_data(self.data).stackable:
             return 1
-        return self.spec.stack_size or choose_stack_size(
-            self.spec.model, self.data.info.input_shape, self.data.batch_size, self.device,
-            self.data.info.num_classes, self.spec.training.optimizer)
+        if self.spec.stack_size:
+            return self.spec.stack_size
+        recorded = self.run_dir.recorded_stack_size()
+        if recorded is None:
+            recorded = stack_size_for(self.spec, self.data)
+            self.run_dir.record_stack_size(recorded)
+        return recorded
 
     # ---- results ----------------------------------------------------------------------
     def results(self, status: str) -> dict:
@@ -119,6 +124,7 @@ class Run:
                         "iterations_per_epoch": self.data.iterations_per_epoch},
             "total_iterations": self.total_iterations,
             "rewind_iteration": self.rewind_iteration,
+            "stack_size": self.spec.stack_size or self.run_dir.recorded_stack_size(),  # None: never stacked
             **finished_records(self.run_dir),  # replicate 0's "rounds" and "controls"
             # the other replicates follow in the same shape
             "replicates": [replicate_results(replicate) for replicate in self.replicates[1:]],

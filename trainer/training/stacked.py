@@ -29,10 +29,6 @@ from torch import nn
 from trainer import models
 from trainer.pruning.masks import Mask
 
-CPU_STACK_CAP = 8  # more networks per step stop paying off on a few CPU cores
-CUDA_STACK_CAP = 64
-CUDA_MEMORY_SAFETY = 0.5  # use at most this share of the free GPU memory
-
 
 # ---- stacked layers -----------------------------------------------------------------------
 class _StackedLinearFunction(torch.autograd.Function):
@@ -387,25 +383,7 @@ class StackedOptimizer:
                 self._rows(tensor)[index].zero_()
 
 
-# ---- how many networks per step -----------------------------------------------------------
-def choose_stack_size(model_name: str, input_shape, batch_size: int, device, num_classes: int = 10,
-                      optimizer: str = "sgd") -> int:
-    """How many networks of this model to train in one step on `device`.
-
-    CPU: a fixed cap for fully connected models; 1 for conv models, which stacking slows on a CPU.
-    CUDA: as many as fit into CUDA_MEMORY_SAFETY of the free memory, estimated from the
-    model's parameter count and the activations of one training batch.
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        # measured on 2 cores: stacked matmuls 2.0x per network at K=4, stacked convs 0.8x (memory-bound copies)
-        has_conv = any("conv" in name for name in models.prunable_parameter_names(model_name, input_shape, num_classes))
-        return 1 if has_conv else CPU_STACK_CAP
-    free_bytes, _ = torch.cuda.mem_get_info(device)
-    per_network = estimate_training_bytes(model_name, input_shape, batch_size, num_classes, optimizer)
-    return max(1, min(CUDA_STACK_CAP, int(free_bytes * CUDA_MEMORY_SAFETY // per_network)))
-
-
+# ---- memory and chunks ------------------------------------------------------------------
 def estimate_training_bytes(model_name: str, input_shape, batch_size: int, num_classes: int = 10,
                             optimizer: str = "sgd") -> int:
     """Rough bytes one network needs in a stacked training step (traced on 'meta': no memory, no compute)."""

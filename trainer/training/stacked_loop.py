@@ -24,7 +24,6 @@ from trainer.training.loop import EVAL_BATCH_SIZE, PreparedData, Schedule, train
 from trainer.training.record import NetworkRecord, RunningLoss, SegmentResult
 from trainer.training.stacked import (
     StackedOptimizer,
-    choose_stack_size,
     chunks,
     load_network_state,
     per_network_cross_entropy,
@@ -198,17 +197,14 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
 
 def train_segments(models: Sequence[torch.nn.Module], masks: Sequence[Mask], data: PreparedData, spec: ExperimentSpec,
                    start_iteration: int, end_iteration: int, *, round_index: int, networks: Sequence[str],
-                   stack_size: int | None = None, data_seeds: Sequence[int] | None = None,
+                   stack_size: int, data_seeds: Sequence[int] | None = None,
                    lr_multipliers: Sequence[float] | None = None, callback: events.Callback = events.ignore,
                    stop_requested: Callable[[], bool] = lambda: False,
                    snapshot_at: int | None = None) -> tuple[list[SegmentResult], list[dict]]:
     """train_segments_stacked over any number of networks, in chunks of at most `stack_size`
-    (default: choose_stack_size for the spec's model on the data's device). After a
-    cancellation the networks of later chunks are returned as cancelled, untrained."""
+    (trainer.training.stack_size chooses one for a machine). After a cancellation the networks of
+    later chunks are returned as cancelled, untrained."""
     count = len(models)
-    if stack_size is None:
-        stack_size = choose_stack_size(spec.model, data.info.input_shape, data.batch_size, data.train_x.device,
-                                       data.info.num_classes, spec.training.optimizer)
     data_seeds = list(data_seeds) if data_seeds is not None else [spec.data_seed] * count
     lr_multipliers = list(lr_multipliers) if lr_multipliers is not None else [1.0] * count
     results: list[SegmentResult] = []

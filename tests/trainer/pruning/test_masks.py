@@ -5,7 +5,7 @@ import torch
 from trainer.pruning.masks import MaskEnforcer, dense_mask
 from trainer.pruning.rules import magnitude_scores, prune_by_scores
 from trainer.spec import ExperimentSpec
-from trainer.training.loop import make_optimizer
+from trainer.training.loop import FusedOptimizer
 
 OPTIMIZERS = {
     "sgd": {"optimizer": "sgd", "lr": 0.1},
@@ -28,7 +28,7 @@ def test_pruned_weights_stay_exactly_zero_and_their_optimizer_state_stays_zero(n
     scores = magnitude_scores({n: parameters[n] for n in names})
     mask = prune_by_scores(dense_mask(model, names), scores, 0.6, "layerwise")
     spec = ExperimentSpec.from_dict({"training": OPTIMIZERS[name]})
-    optimizer = make_optimizer(model, spec.training)
+    optimizer = FusedOptimizer(model, spec.training)
     enforcer = MaskEnforcer(model, mask)
     enforcer.mask_weights()
     generator = torch.Generator().manual_seed(1)
@@ -39,16 +39,15 @@ def test_pruned_weights_stay_exactly_zero_and_their_optimizer_state_stays_zero(n
         optimizer.zero_grad()
         loss.backward()
         enforcer.mask_gradients()
-        optimizer.step()
+        optimizer.step(spec.training.lr)
         for n in names:
             dead = ~mask[n]
             assert torch.count_nonzero(parameters[n].detach()[dead]) == 0
             assert torch.count_nonzero(parameters[n].detach()[mask[n]]) == int(mask[n].sum())
     for n in names:
-        state = optimizer.state[parameters[n]]
-        for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
-            if state.get(key) is not None:
-                assert torch.count_nonzero(state[key][~mask[n]]) == 0, key
+        for state in (optimizer.momentum_buffers, optimizer.exp_avg, optimizer.exp_avg_sq):
+            if parameters[n] in state:
+                assert torch.count_nonzero(state[parameters[n]][~mask[n]]) == 0
 
 
 def test_without_the_enforcer_weight_decay_and_momentum_would_revive_weights():

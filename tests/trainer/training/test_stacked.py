@@ -18,7 +18,6 @@ from trainer.spec import ExperimentSpec
 from trainer.training.loop import PreparedData, train_segment
 from trainer.training.stacked import (
     StackedOptimizer,
-    choose_stack_size,
     chunks,
     estimate_training_bytes,
     per_network_cross_entropy,
@@ -240,9 +239,7 @@ def test_chunks_of_networks_give_the_same_result_as_one_stack():
     assert [len(part) for part in chunks(7, 4)] == [4, 3] and [len(part) for part in chunks(8, 8)] == [8]
 
 
-def test_stack_size_is_a_cap_on_cpu_and_the_memory_estimate_grows_with_the_batch():
-    assert choose_stack_size("lenet_300_100", MNIST_SHAPE, 60, "cpu") == 8
-    assert choose_stack_size("conv2", CIFAR_SHAPE, 60, "cpu") == 1  # stacked convs measured slower on a CPU
+def test_the_memory_estimate_grows_with_the_batch():
     small = estimate_training_bytes("conv2", CIFAR_SHAPE, 16)
     large = estimate_training_bytes("conv2", CIFAR_SHAPE, 64)
     assert 0 < small < large
