@@ -5,8 +5,10 @@ and trainer.training.loop.train_segment with one. The ratio printed is
 
     (K * iterations / stacked seconds) / (iterations / solo seconds)
 
-i.e. how many more network-steps per second stacking gives (target on 2 CPU cores:
->= 1.4x at K=4 for lenet_300_100; K=1 should be ~1.0x). Evaluation is outside the timed span.
+i.e. how many more network-steps per second stacking gives (K=1 should be ~1.0x; whether K>1 pays
+depends on the torch build and the machine). Evaluation is outside the timed span. Then, per model,
+the stack size trainer.training.stack_size chooses on this machine, timed afresh (a private cache),
+with what it measured and what the measurement cost.
 
     .venv/bin/python bench/stacked_speed.py [--repeats 5] [--models lenet_300_100,conv2] [--sizes 1,4,8]
 
@@ -18,17 +20,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import machine  # noqa: E402
 import torch  # noqa: E402
 
 from trainer import datasets, events, models  # noqa: E402
 from trainer.pruning.masks import dense_mask  # noqa: E402
 from trainer.spec import ExperimentSpec  # noqa: E402
 from trainer.training.loop import PreparedData, resolve_device, train_segment  # noqa: E402
+from trainer.training.stack_size import stack_size_decision  # noqa: E402
 from trainer.training.stacked_loop import train_segments_stacked  # noqa: E402
 
 # model -> (input shape, training examples, batch size, timed iterations)
@@ -109,8 +114,7 @@ def main() -> None:
     OPTIMIZER["name"] = args.optimizer
     device = resolve_device(args.device)
     sizes = [int(size) for size in args.sizes.split(",")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
-          f"medians of {args.repeats} interleaved repeats; {args.optimizer}, dense masks")
+    print(f"{machine.describe(device)}; medians of {args.repeats} interleaved repeats; {args.optimizer}, dense masks")
     print(f"{'model':<15} {'batch':>5} {'K':>3} {'solo ms/step':>13} {'stacked ms/step':>16} "
           f"{'per-network speed-up':>21}")
     for model_name in args.models.split(","):
@@ -128,6 +132,15 @@ def main() -> None:
             speedup = size * solo_median / stacked_median
             print(f"{model_name:<15} {batch_size:>5} {size:>3} {1000 * solo_median / iterations:>13.2f} "
                   f"{1000 * stacked_median / iterations:>16.2f} {speedup:>20.2f}x", flush=True)
+    print("\nthe stack size chosen by measurement (trainer.training.stack_size), timed now:")
+    for model_name in args.models.split(","):
+        input_shape, _, batch_size, _ = SHAPES[model_name]
+        with tempfile.TemporaryDirectory() as scratch:
+            decision = stack_size_decision(model_name, input_shape, batch_size, device, 10, args.optimizer,
+                                           cache_file=Path(scratch) / "stack_sizes.json")
+        measured = ", ".join(f"K={k} {speedup:.2f}x" for k, speedup in decision.speedups().items())
+        print(f"{model_name:<15} chose K={decision.stack_size} (per-network speed-up measured: {measured}); "
+              f"the measurement took {decision.measure_seconds:.2f} s; load average {machine.load():.1f}", flush=True)
 
 
 if __name__ == "__main__":

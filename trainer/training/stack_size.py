@@ -38,10 +38,12 @@ CUDA_STACK_CAP = 64
 CUDA_MEMORY_SAFETY = 0.5  # use at most this share of the free GPU memory
 MIN_GAIN = 1.10  # a stack must beat one network at a time by this factor per network, or K=1
 WARMUP_STEPS = 2  # excluded from the timing: first-call allocations and kernel selection
-TIMED_STEPS = 6
+MAX_TIMED_STEPS = 8  # per block; fewer (down to WARMUP_STEPS) for models whose step is slow
+BLOCK_SECONDS = 0.02  # the time one solo block aims at
 BLOCKS = 3  # solo and stacked blocks alternate; each side keeps its fastest (load only slows)
 MEASURE_BUDGET_SECONDS = 2.0  # no new block after this; larger models measure fewer K
 CACHE_ENV = "LOTTERYWEB_STACK_SIZE_CACHE"
+BUSY_LOAD_PER_CORE = 1.0  # a decision timed above this load is kept only while the machine stays as busy
 
 StepTimer = Callable[[int], float]  # seconds of one training step of k stacked networks
 
@@ -91,12 +93,15 @@ def decide(candidates: Sequence[int], seconds_per_step: StepTimer, *, budget_sec
 
 class TrainingStepTimer:
     """Seconds per step of the real training loops for k networks of `model_name` on random data:
-    train_segment for k=1 (what a chunk of one runs) and train_segments_stacked above."""
+    train_segment for k=1 (what a chunk of one runs) and train_segments_stacked above. The first
+    call times WARMUP_STEPS steps; later calls as many as make a solo block last BLOCK_SECONDS."""
 
     def __init__(self, model_name: str, input_shape, batch_size: int, device, num_classes: int, optimizer: str):
         self.model_name, self.device = model_name, torch.device(device)
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
-        steps = WARMUP_STEPS + TIMED_STEPS
+        self.batch_size, self.optimizer = batch_size, optimizer
+        self.timed_steps = WARMUP_STEPS
+        steps = WARMUP_STEPS + MAX_TIMED_STEPS
         generator = torch.Generator().manual_seed(0)
         info = datasets.DatasetInfo("stack_size", "stack size measurement", self.input_shape, num_classes,
                                     batch_size * steps, 1, False, "random tensors")
@@ -104,13 +109,15 @@ class TrainingStepTimer:
         y = torch.randint(0, num_classes, (batch_size * steps + 1,), generator=generator).to(self.device)
         held_x, held_y = x[-1:], y[-1:]  # the loops evaluate at the start and the end: keep that cheap
         self.data = PreparedData(info, x[:-1], y[:-1], held_x, held_y, held_x, held_y, batch_size)
+        self.networks: dict[int, tuple[list, list]] = {}
+
+    def _spec(self, steps: int) -> ExperimentSpec:
         # metrics every WARMUP_STEPS iterations: the first metrics event ends the warm-up
-        self.spec = ExperimentSpec.from_dict({
-            "model": model_name, "dataset": "synthetic", "device": str(self.device),
-            "training": {"optimizer": optimizer, "lr": 1e-3, "batch_size": batch_size,
+        return ExperimentSpec.from_dict({
+            "model": self.model_name, "dataset": "synthetic", "device": str(self.device),
+            "training": {"optimizer": self.optimizer, "lr": 1e-3, "batch_size": self.batch_size,
                          "training_steps": f"{steps}it", "eval_interval": f"{steps}it",
                          "metrics_interval": WARMUP_STEPS}})
-        self.networks: dict[int, tuple[list, list]] = {}
 
     def __call__(self, k: int) -> float:
         if k not in self.networks:
@@ -125,11 +132,15 @@ class TrainingStepTimer:
             if event["type"] == events.METRICS and event["network"] == "n0":
                 metrics_times.append(time.perf_counter())
 
-        total = self.data.iterations_per_epoch
-        train_segments_stacked(built, masks, self.data, self.spec, 0, total, round_index=0,
-                               networks=[f"n{index}" for index in range(k)], data_seeds=list(range(k)),
-                               callback=clock)
-        return (metrics_times[-1] - metrics_times[0]) / (total - WARMUP_STEPS)
+        timed = self.timed_steps
+        train_segments_stacked(built, masks, self.data, self._spec(WARMUP_STEPS + timed), 0, WARMUP_STEPS + timed,
+                               round_index=0, networks=[f"n{index}" for index in range(k)],
+                               data_seeds=list(range(k)), callback=clock)
+        seconds = (metrics_times[-1] - metrics_times[0]) / timed
+        if k == 1 and len(self.networks) == 1:  # the first solo block sets the block length
+            even = 2 * round(BLOCK_SECONDS / seconds / 2) if seconds > 0 else MAX_TIMED_STEPS
+            self.timed_steps = min(MAX_TIMED_STEPS, max(WARMUP_STEPS, even))
+        return seconds
 
 
 # ---- candidates, cache, the entry point ---------------------------------------------------------
@@ -192,8 +203,20 @@ def write_cache(path: Path, entries: dict) -> None:
         return
 
 
-def _cached_decision(entry) -> Decision | None:
+def load_per_core() -> float:
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return 0.0
+
+
+def _cached_decision(entry, load_now: float) -> Decision | None:
+    """The cached decision, unless it is malformed or was timed on a busier machine than now
+    (other processes on the cores distort the timing: measure again when it is quieter)."""
     if not isinstance(entry, dict):
+        return None
+    measured_load = entry.get("load_per_core", 0.0)
+    if not isinstance(measured_load, (int, float)) or (measured_load > BUSY_LOAD_PER_CORE and load_now < measured_load):
         return None
     size, timings = entry.get("stack_size"), entry.get("seconds_per_step", {})
     if not isinstance(size, int) or size < 1 or not isinstance(timings, dict):
@@ -207,14 +230,15 @@ def _cached_decision(entry) -> Decision | None:
 
 def stack_size_decision(model_name: str, input_shape, batch_size: int, device, num_classes: int = 10,
                         optimizer: str = "sgd", *, timer: StepTimer | None = None,
-                        cache_file: Path | None = None) -> Decision:
+                        cache_file: Path | None = None, load: Callable[[], float] = load_per_core) -> Decision:
     """The cached decision for this machine and setup, else a fresh measurement (then cached)."""
     device = torch.device(device)
     candidates = candidates_for(model_name, input_shape, batch_size, device, num_classes, optimizer)
     key = cache_key(model_name, input_shape, batch_size, device, optimizer)
     path = cache_file or cache_path()
     entries = read_cache(path)
-    cached = _cached_decision(entries.get(key))
+    load_before = load()
+    cached = _cached_decision(entries.get(key), load_before)
     if cached is not None:
         cached.stack_size = min(cached.stack_size, max(candidates))  # free GPU memory may have shrunk
         return cached
@@ -225,17 +249,18 @@ def stack_size_decision(model_name: str, input_shape, batch_size: int, device, n
     entries[key] = {"stack_size": decision.stack_size,
                     "seconds_per_step": {str(k): v for k, v in decision.seconds_per_step.items()},
                     "measure_seconds": round(decision.measure_seconds, 3),
+                    "load_per_core": round(load_before, 2),
                     "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     write_cache(path, entries)
     return decision
 
 
 def choose_stack_size(model_name: str, input_shape, batch_size: int, device, num_classes: int = 10,
-                      optimizer: str = "sgd", *, timer: StepTimer | None = None,
-                      cache_file: Path | None = None) -> int:
-    """How many networks of this model to train in one step on `device` (see the module's doc)."""
+                      optimizer: str = "sgd", **measurement) -> int:
+    """How many networks of this model to train in one step on `device` (see the module's doc);
+    `measurement` passes timer, cache_file and load on to stack_size_decision."""
     return stack_size_decision(model_name, input_shape, batch_size, device, num_classes, optimizer,
-                               timer=timer, cache_file=cache_file).stack_size
+                               **measurement).stack_size
 
 
 def stack_size_for(spec: ExperimentSpec, data: PreparedData) -> int:

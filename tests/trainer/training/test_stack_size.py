@@ -12,6 +12,7 @@ from trainer.training import stack_size
 from trainer.training.stack_size import MIN_GAIN, TrainingStepTimer, choose_stack_size, decide
 
 CANDIDATES = [1, 2, 4, 8, 16]
+QUIET = {"load": lambda: 0.0}  # the cache keeps what was timed on a quiet machine
 
 
 class StubTimer:
@@ -64,13 +65,13 @@ def test_the_measurement_stops_when_its_budget_is_spent():
 def test_the_decision_is_cached_per_setup_and_not_measured_again(tmp_path):
     cache = tmp_path / "stack_sizes.json"
     timer = StubTimer({1: 1.0, 2: 1.0, 4: 1.5, 8: 4.0, 16: 8.0})
-    assert choose_stack_size("lenet_300_100", (1, 28, 28), 60, "cpu", timer=timer, cache_file=cache) == 4
+    assert choose_stack_size("lenet_300_100", (1, 28, 28), 60, "cpu", timer=timer, cache_file=cache, **QUIET) == 4
     measured = len(timer.calls)
 
     def never(k):
         raise AssertionError("measured again")
 
-    assert choose_stack_size("lenet_300_100", (1, 28, 28), 60, "cpu", timer=never, cache_file=cache) == 4
+    assert choose_stack_size("lenet_300_100", (1, 28, 28), 60, "cpu", timer=never, cache_file=cache, **QUIET) == 4
     assert len(timer.calls) == measured
     [(key, entry)] = json.loads(cache.read_text()).items()
     assert torch.__version__ in key and "lenet_300_100" in key and "batch 60" in key and "sgd" in key
@@ -78,8 +79,20 @@ def test_the_decision_is_cached_per_setup_and_not_measured_again(tmp_path):
     # another batch size, optimizer or model is another setup: measured on its own
     other = StubTimer({1: 1.0, 2: 3.0, 4: 9.0, 8: 9.0, 16: 9.0})
     assert choose_stack_size("lenet_300_100", (1, 28, 28), 128, "cpu", optimizer="adam", timer=other,
-                             cache_file=cache) == 1
+                             cache_file=cache, **QUIET) == 1
     assert other.calls and len(json.loads(cache.read_text())) == 2
+
+
+def test_a_decision_timed_on_a_busy_machine_is_timed_again_when_it_is_quieter(tmp_path):
+    cache = tmp_path / "stack_sizes.json"
+    busy = StubTimer({1: 1.0, 2: 1.0, 4: 4.0, 8: 8.0, 16: 16.0})
+    choose = lambda timer, load: choose_stack_size("lenet_300_100", (1, 28, 28), 60, "cpu",  # noqa: E731
+                                                   timer=timer, cache_file=cache, load=lambda: load)
+    assert choose(busy, 2.5) == 2
+    assert choose(StubTimer({}), 3.0) == 2, "as busy as when it was timed: the decision stands"
+    quiet = StubTimer({1: 1.0, 2: 2.5, 4: 5.0, 8: 9.0, 16: 20.0})
+    assert choose(quiet, 0.3) == 1 and quiet.calls
+    assert choose(StubTimer({}), 2.9) == 1, "a quiet machine's decision is kept whatever the load"
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"x": 1}'])
@@ -90,7 +103,7 @@ def test_a_corrupt_cache_file_is_ignored_and_replaced(tmp_path, content):
     if content.startswith('{"x"'):
         cache.write_text(json.dumps({key: {"stack_size": "eight", "seconds_per_step": 3}}))
     timer = StubTimer({1: 1.0, 2: 1.0, 4: 4.0, 8: 8.0, 16: 16.0})
-    assert choose_stack_size("lenet_300_100", (1, 28, 28), 60, "cpu", timer=timer, cache_file=cache) == 2
+    assert choose_stack_size("lenet_300_100", (1, 28, 28), 60, "cpu", timer=timer, cache_file=cache, **QUIET) == 2
     assert timer.calls
     assert json.loads(cache.read_text())[key]["stack_size"] == 2
 
