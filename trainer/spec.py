@@ -166,7 +166,7 @@ class ExperimentSpec:
     stack_size: int | None = _option(
         None,
         help="Networks trained together in one step (replicates, controls); "
-             "null = chosen from the model and device (CPU: 8 for MLPs, 1 for convnets).",
+             "null = measured on this machine: the fastest per network, 1 where stacking does not pay.",
         minimum=1, maximum=64)
 
     # ---- JSON -------------------------------------------------------------------------
