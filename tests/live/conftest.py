@@ -25,6 +25,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from trainer.training.stack_size import CACHE_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -188,9 +190,10 @@ class HttpSession:
 
 def app_environment(**settings: str) -> dict:
     """This process's environment without its own app settings (DJANGO_*, LOTTERYWEB_*, DATABASE_URL),
-    plus `settings`: the environment of an app process that must use only what it is given."""
+    plus `settings`: the environment of an app process that must use only what it is given. The
+    machine's measured stack sizes (the suite's private cache) are shared, not an app setting."""
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL"}
+           if key == CACHE_ENV or (not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL")}
     env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", **settings})
     return env
 

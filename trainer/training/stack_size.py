@@ -114,7 +114,7 @@ class TrainingStepTimer:
     def _spec(self, steps: int) -> ExperimentSpec:
         # metrics every WARMUP_STEPS iterations: the first metrics event ends the warm-up
         return ExperimentSpec.from_dict({
-            "model": self.model_name, "dataset": "synthetic", "device": str(self.device),
+            "model": self.model_name, "dataset": "synthetic",
             "training": {"optimizer": self.optimizer, "lr": 1e-3, "batch_size": self.batch_size,
                          "training_steps": f"{steps}it", "eval_interval": f"{steps}it",
                          "metrics_interval": WARMUP_STEPS}})

@@ -2,20 +2,9 @@
 import pytest
 import torch
 
+from tests.trainer.pruning.test_masks import OPTIMIZERS as SETTINGS, _model
 from trainer.spec import ExperimentSpec
 from trainer.training.loop import FusedOptimizer
-
-SETTINGS = {
-    "sgd": {"optimizer": "sgd", "lr": 0.1},
-    "sgd_momentum_weight_decay": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
-    "adam": {"optimizer": "adam", "lr": 0.01},
-    "adam_weight_decay": {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.01},
-}
-
-
-def _model():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
 
 
 def _torch_optimizer(model, training):
