@@ -169,6 +169,7 @@ def spy_optimizers(monkeypatch) -> list:
 
 def test_the_ticket_found_with_sgd_trains_with_adam_beside_a_random_ticket(run_path, monkeypatch):
     run_dir = RunDir.open(run_path)
+    monkeypatch.setattr("trainer.analyses.transfer.stack_size_for", lambda spec, data: 8)  # stacking pays here
     built = spy_optimizers(monkeypatch)
     seen, callback = collector()
     result = run_transfer(run_path, rounds=[1], callback=callback, **ADAM)

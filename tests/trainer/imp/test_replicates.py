@@ -35,7 +35,8 @@ def assert_same_network(run_a: RunDir, run_b: RunDir, round_index: int, network:
 def three_replicates(tmp_path_factory):
     root = tmp_path_factory.mktemp("replicates")
     seen, callback = collect()
-    spec = tiny_spec(replicates=3, controls=["random_reinit", "random_prune"], control_rounds=[2])
+    # stack_size 3: a round's replicates train together whatever stack size this machine would measure
+    spec = tiny_spec(replicates=3, controls=["random_reinit", "random_prune"], control_rounds=[2], stack_size=3)
     results = run_experiment(spec, root, callback=callback)
     return spec, results, RunDir.open(root / results["run_name"]), seen
 
@@ -115,14 +116,15 @@ def test_adding_replicates_to_a_finished_run_trains_only_the_new_ones(tmp_path):
 
 
 def test_a_cancelled_round_of_stacked_replicates_resumes_to_the_same_result(tmp_path):
-    reference = run_experiment(tiny_spec(replicates=2), tmp_path / "reference")
+    stacked = {"replicates": 2, "stack_size": 2}  # exact equality below: one stack size for both runs
+    reference = run_experiment(tiny_spec(**stacked), tmp_path / "reference")
     seen, callback = collect()
     stop = lambda: any(e["type"] == events.ROUND_STARTED and e["round"] == 2 for e in seen)  # noqa: E731
-    cancelled = run_experiment(tiny_spec(replicates=2), tmp_path / "resumed", callback=callback, stop_requested=stop)
+    cancelled = run_experiment(tiny_spec(**stacked), tmp_path / "resumed", callback=callback, stop_requested=stop)
     assert cancelled["status"] == "cancelled"
     assert [r["round"] for r in cancelled["rounds"]] == [0, 1]
     assert [r["round"] for r in cancelled["replicates"][0]["rounds"]] == [0, 1], "the round in flight is dropped"
-    resumed = run_experiment(tiny_spec(replicates=2), tmp_path / "resumed")
+    resumed = run_experiment(tiny_spec(**stacked), tmp_path / "resumed")
     for mine, theirs in zip(resumed["replicates"][0]["rounds"] + resumed["rounds"],
                             reference["replicates"][0]["rounds"] + reference["rounds"]):
         assert mine["curve"] == theirs["curve"] and mine["layers"] == theirs["layers"]

@@ -163,7 +163,7 @@ def test_cancel_stops_within_a_metrics_interval_and_keeps_finished_rounds(tmp_pa
 def test_controls_of_several_rounds_train_stacked_and_match_one_at_a_time(tmp_path):
     spec = dict(controls=["random_reinit", "random_prune"])
     seen, callback = collect()
-    stacked = run_experiment(tiny_spec(**spec), tmp_path / "stacked", callback=callback)
+    stacked = run_experiment(tiny_spec(**spec, stack_size=4), tmp_path / "stacked", callback=callback)
     alone = run_experiment(tiny_spec(**spec, stack_size=1), tmp_path / "alone")
     assert stacked["run_name"] == alone["run_name"], "stack size is not part of the run's identity"
     control_events = [(e["network"], e["round"]) for e in seen
