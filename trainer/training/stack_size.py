@@ -37,6 +37,7 @@ CPU_CANDIDATES = (1, 2, 4, 8, 16)
 CUDA_STACK_CAP = 64
 CUDA_MEMORY_SAFETY = 0.5  # use at most this share of the free GPU memory
 MIN_GAIN = 1.10  # a stack must beat one network at a time by this factor per network, or K=1
+CLEAR_DROP = 0.9  # larger K are tried until the throughput falls below this share of the best (noise tolerance)
 WARMUP_STEPS = 2  # excluded from the timing: first-call allocations and kernel selection
 MAX_TIMED_STEPS = 8  # per block; fewer (down to WARMUP_STEPS) for models whose step is slow
 BLOCK_SECONDS = 0.02  # the time one solo block aims at
@@ -63,8 +64,9 @@ class Decision:
 
 def decide(candidates: Sequence[int], seconds_per_step: StepTimer, *, budget_seconds: float = MEASURE_BUDGET_SECONDS,
            clock: Callable[[], float] = time.perf_counter) -> Decision:
-    """Time K=1 and the candidates in increasing order; stop at the first K that does not raise
-    the per-network throughput (a larger one would not either) or when the budget is spent."""
+    """Time K=1 and the candidates in increasing order; stop at the first K whose per-network
+    throughput falls clearly below the best so far (a larger one would not do better) or when
+    the budget is spent."""
     began = clock()
     fastest: dict[int, float] = {}
 
@@ -80,10 +82,9 @@ def decide(candidates: Sequence[int], seconds_per_step: StepTimer, *, budget_sec
             measure(1)  # alongside each stacked block: a load change hits both sides
             measure(k)
         rate = k / fastest[k]
-        if rate <= best_rate:
-            break
-        best, best_rate = k, rate
-        if clock() - began > budget_seconds:
+        if rate > best_rate:
+            best, best_rate = k, rate
+        if rate < CLEAR_DROP * best_rate or clock() - began > budget_seconds:
             break
     if 1 not in fastest:
         measure(1)
