@@ -9,7 +9,7 @@ from frontend import listeners
 from frontend.access import can_change, visible_to
 from frontend.metric_display import shown
 from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
-from frontend.progress import progress_of
+from frontend.progress import piece_rows, progress_of
 from frontend.queues import queue_for_spec, queue_positions
 from trainer import replicate_stats
 from trainer.events import TICKET
@@ -154,8 +154,9 @@ def snapshot(experiment_id: int) -> dict | None:
             return None
         curves = [curve_row(c) for c in experiment.curves.all()]
         rounds = [round_row(r) for r in experiment.round_results.all()]
+        pieces = piece_rows(experiment_id)
     return {"type": "snapshot", "seq": experiment.last_seq, "progress": progress_of(experiment),
-            "curves": curves, "rounds": rounds}
+            "curves": curves, "rounds": rounds, "pieces": pieces}
 
 
 def rounds_by_network(experiment: Experiment, replicate: int = 0) -> dict[str, list[dict]]:

@@ -176,10 +176,20 @@ def announce_finished(run: Run, status: str) -> None:
     run.callback(events.make_event(events.RUN_FINISHED, status=status, results_path=str(run.run_dir.results_path)))
 
 
+def train_in_order(run: Run, planned: list[pieces.Piece]) -> str:
+    """Train a phase's pieces one after another: "cancelled" at the first that is, else "finished"."""
+    for piece in planned:
+        if pieces.run_piece(run, piece) == "cancelled":
+            return "cancelled"
+    return "finished"
+
+
 def run_experiment(spec: ExperimentSpec, runs_root: Path, *, callback: events.Callback = events.ignore,
-                   data_dir=None, stop_requested: Callable[[], bool] = lambda: False, max_pieces: int = 1) -> dict:
-    """Run (or resume) the IMP experiment `spec` under `runs_root`, then its controls, piece after piece
-    (trainer.imp.pieces; the web app spreads the same pieces over its workers).
+                   data_dir=None, stop_requested: Callable[[], bool] = lambda: False, max_pieces: int = 1,
+                   train_phase: Callable[[Run, list[pieces.Piece]], str] = train_in_order) -> dict:
+    """Run (or resume) the IMP experiment `spec` under `runs_root`, then its controls: each phase planned
+    in pieces for `max_pieces` (trainer.imp.pieces) and trained by `train_phase` (by default here, in
+    order; the web app spreads them over its workers).
 
     Returns the results dict that is also written to results.json. Errors in the spec or
     the data are raised after a run_failed event; a diverging or cancelled run is a status.
@@ -187,25 +197,17 @@ def run_experiment(spec: ExperimentSpec, runs_root: Path, *, callback: events.Ca
     began = time.perf_counter()
     run = start_run(spec, runs_root, callback=callback, data_dir=data_dir, stop_requested=stop_requested)
     try:
-        status = _run_pieces(run, pieces.plan_chain_pieces(run, max_pieces))
+        status = train_phase(run, pieces.plan_chain_pieces(run, max_pieces))
         if status == "finished":
             status = pieces.chains_status(run)
         if status == "finished" and spec.controls:
-            status = _run_pieces(run, pieces.plan_control_pieces(run, max_pieces))
+            status = train_phase(run, pieces.plan_control_pieces(run, max_pieces))
         results = write_results(run, status, time.perf_counter() - began)
     except Exception as error:
         callback(events.make_event(events.RUN_FAILED, message=f"{type(error).__name__}: {error}"))
         raise
     announce_finished(run, status)
     return results
-
-
-def _run_pieces(run: Run, planned: list[pieces.Piece]) -> str:
-    """Train the pieces one after another: "cancelled" at the first that is, else "finished"."""
-    for piece in planned:
-        if pieces.run_piece(run, piece) == "cancelled":
-            return "cancelled"
-    return "finished"
 
 
 def run_controls_on(run_path: Path, kinds: list[str], rounds: list[int], *, callback: events.Callback = events.ignore,
