@@ -59,7 +59,7 @@ def store_plan(experiment_id: int, planned: list[Piece]) -> list[ExperimentPiece
     """The rows of a phase's pieces: created from `planned` the first time; afterwards the stored plan
     stands (the run directory holds its stacks' work), and its failed or cancelled pieces are queued again."""
     phase = planned[0].phase
-    with transaction.atomic():
+    with progress.experiment_writes, transaction.atomic():
         rows = ExperimentPiece.objects.filter(experiment_id=experiment_id, phase=phase)
         if not rows.exists():
             ExperimentPiece.objects.bulk_create(
@@ -75,7 +75,7 @@ def claim(experiment_id: int, phase: str, worker: str, prefer: int | None = None
     """Take a queued piece of the phase for `worker`: `prefer` if it is still queued, else the first
     (`from_end`: the last) one. None when none is queued, the experiment is not running, or it already
     trains as many pieces as the cap allows."""
-    with transaction.atomic():
+    with progress.experiment_writes, transaction.atomic():
         # the experiment row's lock serialises the claims of one experiment (SQLite: the write lock)
         experiment = Experiment.objects.select_for_update().filter(
             pk=experiment_id, status=Experiment.Status.RUNNING, cancel_requested=False).first()
@@ -116,8 +116,9 @@ def train_claimed(row: ExperimentPiece, worker: str, open_piece_run: Callable[[]
 
 def _end(row: ExperimentPiece, worker: str, status: str, message: str) -> None:
     """Record a piece's outcome, unless it was taken from this worker meanwhile (its heartbeat went stale)."""
-    ExperimentPiece.objects.filter(pk=row.pk, worker=worker, status=Status.RUNNING).update(
-        status=status, message=message, finished_at=timezone.now())
+    with progress.experiment_writes:
+        ExperimentPiece.objects.filter(pk=row.pk, worker=worker, status=Status.RUNNING).update(
+            status=status, message=message, finished_at=timezone.now())
 
 
 # ---- lost pieces ---------------------------------------------------------------------------------
@@ -133,8 +134,11 @@ def requeue_stale_pieces(experiment_id: int) -> list[int]:
         message = (f"worker {row.worker or '?'} stopped answering (last heartbeat {last}); "
                    f"queued again at {_clock()}, resumes after its last finished round")
         # only if nobody revived it meanwhile: its heartbeat is still the stale one
-        if ExperimentPiece.objects.filter(pk=row.pk, status=Status.RUNNING, heartbeat_at=row.heartbeat_at).update(
-                status=Status.QUEUED, message=message):
+        with progress.experiment_writes:
+            requeued_now = ExperimentPiece.objects.filter(
+                pk=row.pk, status=Status.RUNNING, heartbeat_at=row.heartbeat_at).update(status=Status.QUEUED,
+                                                                                        message=message)
+        if requeued_now:
             log.warning("piece %s of experiment %s: %s", row.pk, experiment_id, message)
             requeued.append(row.pk)
     _send(requeued)
@@ -190,12 +194,13 @@ def phase_trainer(experiment_id: int, worker: str, poll_seconds: float = POLL_SE
                 raise PieceFailed(f"piece {failed.index} of the {phase} (on {failed.worker or '?'}) failed: "
                                   f"{failed.message}")
             running = phase_rows.filter(status=Status.RUNNING).exists()
-            if stopping and not running:
-                phase_rows.filter(status=Status.QUEUED).update(status=Status.CANCELLED, finished_at=timezone.now(),
-                                                               message="cancelled before it started")
-                return "cancelled"
-            if not stopping:  # a piece stopped by an earlier cancel or failure: its turn again
-                phase_rows.filter(status=Status.CANCELLED).update(status=Status.QUEUED, worker="")
+            with progress.experiment_writes:
+                if stopping and not running:
+                    phase_rows.filter(status=Status.QUEUED).update(
+                        status=Status.CANCELLED, finished_at=timezone.now(), message="cancelled before it started")
+                    return "cancelled"
+                if not stopping:  # a piece stopped by an earlier cancel or failure: its turn again
+                    phase_rows.filter(status=Status.CANCELLED).update(status=Status.QUEUED, worker="")
             if not running and not phase_rows.filter(status=Status.QUEUED).exists():
                 return "finished"
             time.sleep(poll_seconds)

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "experiment.events"  # handled by ExperimentConsumer.experiment_events
 
+# Held while this process writes an experiment's progress or claims its pieces (frontend.distributed). The
+# database orders these writes anyway (both lock the experiment row); between the threads of one process,
+# waiting here beats a database that refuses at once (SQLite's shared cache answers "table is locked").
+experiment_writes = threading.Lock()
+
 
 def group_name(experiment_id: int) -> str:
     return f"experiment-{experiment_id}"
@@ -102,16 +107,17 @@ class ProgressRecorder:
             if not batch:
                 return False
             self.last_flush = self.clock()
-            with transaction.atomic():
+            with experiment_writes, transaction.atomic():
                 experiment = Experiment.objects.select_for_update().get(pk=self.experiment_id)
                 for event in batch:
                     self._apply(experiment, event)
                 self._write_dirty_curves()
                 experiment.last_seq += 1
                 experiment.save()
+                pieces = piece_rows(self.experiment_id)
             message = {"type": MESSAGE_TYPE, "seq": experiment.last_seq,
                        "events": [slim_event(event) for event in batch], "progress": progress_of(experiment),
-                       "pieces": piece_rows(self.experiment_id)}
+                       "pieces": pieces}
             try:
                 self.send(self.experiment_id, message)
             except Exception:  # a live view is a convenience; the run and its database rows go on without it
