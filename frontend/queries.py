@@ -159,6 +159,11 @@ def snapshot(experiment_id: int) -> dict | None:
             "curves": curves, "rounds": rounds, "pieces": pieces}
 
 
+def pieces(experiment: Experiment) -> list[dict]:
+    """The rows of the experiment's "Pieces" table (frontend.distributed): what each piece trained, where, when."""
+    return piece_rows(experiment.pk)
+
+
 def rounds_by_network(experiment: Experiment, replicate: int = 0) -> dict[str, list[dict]]:
     """network -> one replicate's round rows in round order, the ticket first."""
     grouped: dict[str, list[dict]] = {TICKET: []}

@@ -156,6 +156,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "viewer": viewer, "visibility_choices": Experiment.Visibility.choices,
         "share_url": f"/s/{experiment.share_token}/" if experiment.visibility == Experiment.Visibility.LINK else "",
         "reproduction_badges": reproductions.badges(experiment.spec),
+        "pieces": queries.pieces(experiment),
         **_analyses_context(experiment, viewer, bound_form, bands),
     }
 

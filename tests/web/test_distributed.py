@@ -214,3 +214,23 @@ def test_a_piece_recorder_does_not_reset_another_pieces_progress(tmp_path):
     experiment.refresh_from_db()
     assert (experiment.current_replicate, experiment.current_round, experiment.current_iteration) == (0, 1, 10)
     assert experiment.trainings_total == 3 * (2 + 1 + 2 * 1) and experiment.status == "running"
+
+
+def test_the_experiment_page_shows_which_worker_trains_which_piece(finished_experiment, client):
+    Experiment.objects.filter(pk=finished_experiment.pk).update(status="running")
+    distributed.store_plan(finished_experiment.pk, [pieces.Piece(pieces.CHAINS, 0, (0,))])
+    distributed.store_plan(finished_experiment.pk, [pieces.Piece(pieces.CONTROLS, 0, (("random_reinit", 1, 0),)),
+                                                    pieces.Piece(pieces.CONTROLS, 1, (("random_reinit", 2, 0),))])
+    ExperimentPiece.objects.filter(phase="chains").update(status="finished", worker="celery@left")
+    ExperimentPiece.objects.filter(phase="controls", index=1).update(status="running", worker="celery@right")
+    state = client.get(f"/e/{finished_experiment.pk}/state.json").json()
+    assert [(p["phase"], p["index"], p["trains"], p["status"], p["worker"]) for p in state["pieces"]] == [
+        ("chains", 0, "replicate 0", "finished", "celery@left"),
+        ("controls", 0, "random reinit round 1 (replicate 0)", "queued", ""),
+        ("controls", 1, "random reinit round 2 (replicate 0)", "running", "celery@right")]
+    live_page = client.get(f"/e/{finished_experiment.pk}/").content.decode()
+    table = live_page[live_page.index('id="pieces-table"'):live_page.index("</table>", live_page.index('id="pieces"'))]
+    assert "celery@right" in table and "random reinit round 2 (replicate 0)" in table
+    Experiment.objects.filter(pk=finished_experiment.pk).update(status="finished")
+    result_page = client.get(f"/e/{finished_experiment.pk}/").content.decode()
+    assert 'id="pieces" hidden' not in result_page and "celery@left" in result_page
