@@ -1,0 +1,94 @@
+"""One experiment spread over two real Celery workers (frontend.distributed): its pieces train on both at
+once, and its results equal the same spec trained in one process with the same cap."""
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.live.conftest import start_process, wait_until
+from tests.live.test_crash_recovery import Lab
+from trainer.imp import run_experiment
+from trainer.rundir import RunDir
+from trainer.spec import ExperimentSpec
+
+pytestmark = [pytest.mark.live, pytest.mark.slow]
+
+CAP = 2  # LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT: also the plan's max_pieces
+SPEC = {"model": "lenet_300_100", "dataset": "synthetic", "validation_size": 500, "device": "cpu", "replicates": 3,
+        "stack_size": 2, "controls": ["random_reinit", "random_prune"],
+        "training": {"training_steps": "150it", "eval_interval": "50it", "metrics_interval": 25},
+        "pruning": {"rounds": 2, "fraction": 0.3}}
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(tmp_path)
+    lab.env["LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT"] = str(CAP)
+    try:
+        yield lab
+    finally:
+        lab.shutdown()
+
+
+def start_workers(lab: Lab, names: list[str]) -> None:
+    """Start the workers together (each imports torch: the slow part) and wait until all are ready."""
+    started = [start_process(name, [sys.executable, "-m", "celery", "-A", "lotteryweb", "worker", "--pool=solo",
+                                    "-n", f"{name}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
+                             lab.root, lab.env) for name in names]
+    lab.processes.extend(started)
+    wait_until(lambda: all(b" ready." in managed.log_path.read_bytes() for managed in started), 90,
+               "the workers to be ready", lab.processes)
+
+
+def records_of(results: dict) -> list[dict]:
+    return [record for chain in [results] + results["replicates"]
+            for record in chain["rounds"] + [r for records in chain["controls"].values() for r in records]]
+
+
+def test_one_experiment_trains_on_two_workers_at_once_with_the_one_worker_results(lab, tmp_path):
+    lab.start_redis()
+    start_workers(lab, ["left", "right"])
+    experiment_id = lab.create_experiment(json.dumps(SPEC))
+    created = time.monotonic()
+    wait_until(lambda: lab.row(experiment_id)["status"] in ("finished", "failed", "cancelled"), 120,
+               "the experiment to end", lab.processes)
+    spread_seconds = time.monotonic() - created
+    row = lab.row(experiment_id)
+    assert row["status"] == "finished", row["message"]
+    assert row["trainings_done"] == row["trainings_total"] == 3 * (3 + 2 * 2)
+
+    pieces = [dict(piece) for piece in lab.query(
+        "SELECT phase, \"index\", networks, status, worker, started_at, finished_at FROM frontend_experimentpiece "
+        "WHERE experiment_id = ? ORDER BY phase, \"index\"", experiment_id)]
+    assert [(p["phase"], json.loads(p["networks"])) for p in pieces if p["phase"] == "chains"] == [
+        ("chains", [0, 1]), ("chains", [2])], "3 replicates for 2 workers, a stack of 2 at most"
+    assert sum(p["phase"] == "controls" for p in pieces) == 6, "12 controls in pieces of 2"
+    assert {p["status"] for p in pieces} == {"finished"}
+    workers = {p["worker"].split("@")[0] for p in pieces}
+    assert workers == {"left", "right"}, "pieces ran on both workers"
+    overlapping = [(a["phase"], a["index"], b["phase"], b["index"]) for a in pieces for b in pieces
+                   if a["worker"] < b["worker"]
+                   and a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]]
+    assert overlapping, "at some moment both workers trained pieces of the experiment"
+
+    run_dir = RunDir.open(Path(row["run_dir"]))
+    spread = json.loads(run_dir.results_path.read_text())
+    alone_root = tmp_path / "alone"
+    began = time.monotonic()
+    alone = run_experiment(ExperimentSpec.from_dict(SPEC), alone_root, max_pieces=CAP)  # one process, one thread
+    alone_seconds = time.monotonic() - began
+    alone_dir = RunDir.open(alone_root / alone["run_name"])
+    assert len(records_of(spread)) == len(records_of(alone)) == 21
+    for ours, theirs in zip(records_of(spread), records_of(alone)):
+        identity = (ours["network"], ours["replicate"], ours["round"])
+        assert identity == (theirs["network"], theirs["replicate"], theirs["round"])
+        assert (ours["curve"], ours["final"], ours["layers"]) == (theirs["curve"], theirs["final"], theirs["layers"]), \
+            identity
+        ours_mask = run_dir.replicate(ours["replicate"]).mask(ours["round"], ours["network"])
+        theirs_mask = alone_dir.replicate(ours["replicate"]).mask(ours["round"], ours["network"])
+        assert all(torch.equal(ours_mask[name], theirs_mask[name]) for name in ours_mask), identity
+    print(f"\n{len(pieces)} pieces on workers {sorted(workers)}, {len(overlapping)} pairs of them at the same time: "
+          f"{spread_seconds:.1f} s from queued to finished; in one process {alone_seconds:.1f} s, equal results")
