@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,8 +25,9 @@ import django  # noqa: E402
 
 django.setup()
 
-from tests.live.conftest import start_process, wait_until  # noqa: E402
 from tests.live.test_crash_recovery import Lab  # noqa: E402
+from tests.live.test_distributed import run_to_end, start_workers  # noqa: E402
+from trainer.replicate_stats import all_records  # noqa: E402
 
 
 def timed_run(root: Path, workers: int, spec: dict, cap: int) -> tuple[float, dict, list]:
@@ -37,19 +37,8 @@ def timed_run(root: Path, workers: int, spec: dict, cap: int) -> tuple[float, di
     lab.env["LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT"] = str(cap)
     try:
         lab.start_redis()
-        started = [start_process(f"worker{index}", [sys.executable, "-m", "celery", "-A", "lotteryweb", "worker",
-                                                    "--pool=solo", "-n", f"worker{index}@%h", "--loglevel=INFO",
-                                                    "--without-gossip", "--without-mingle"], root, lab.env)
-                   for index in range(workers)]
-        lab.processes.extend(started)
-        wait_until(lambda: all(b" ready." in m.log_path.read_bytes() for m in started), 120, "the workers",
-                   lab.processes)
-        experiment_id = lab.create_experiment(json.dumps(spec))
-        began = time.monotonic()
-        wait_until(lambda: lab.row(experiment_id)["status"] in ("finished", "failed", "cancelled"), 1800,
-                   "the experiment to end", lab.processes)
-        seconds = time.monotonic() - began
-        row = lab.row(experiment_id)
+        start_workers(lab, [f"worker{index}" for index in range(workers)])
+        experiment_id, seconds, row = run_to_end(lab, spec, 1800)
         if row["status"] != "finished":
             raise SystemExit(f"the experiment ended {row['status']}: {row['message']}")
         results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
@@ -64,8 +53,7 @@ def timed_run(root: Path, workers: int, spec: dict, cap: int) -> tuple[float, di
 def metrics(results: dict) -> list:
     """Every record's curve and final metrics, replicate by replicate."""
     return [(record["network"], record["replicate"], record["round"], record["curve"], record["final"])
-            for chain in [results] + results["replicates"]
-            for record in chain["rounds"] + [r for records in chain["controls"].values() for r in records]]
+            for record in all_records(results)]
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import torch
 from tests.live.conftest import start_process, wait_until
 from tests.live.test_crash_recovery import Lab
 from trainer.imp import run_experiment
+from trainer.replicate_stats import all_records
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec
 
@@ -43,20 +44,19 @@ def start_workers(lab: Lab, names: list[str]) -> None:
                "the workers to be ready", lab.processes)
 
 
-def records_of(results: dict) -> list[dict]:
-    return [record for chain in [results] + results["replicates"]
-            for record in chain["rounds"] + [r for records in chain["controls"].values() for r in records]]
+def run_to_end(lab: Lab, spec: dict, timeout: float) -> tuple[int, float, dict]:
+    """Queue `spec` and wait until it ends: (experiment id, seconds from queued to the end, its row)."""
+    experiment_id = lab.create_experiment(json.dumps(spec))
+    created = time.monotonic()
+    wait_until(lambda: lab.row(experiment_id)["status"] in ("finished", "failed", "cancelled"), timeout,
+               "the experiment to end", lab.processes)
+    return experiment_id, time.monotonic() - created, lab.row(experiment_id)
 
 
 def test_one_experiment_trains_on_two_workers_at_once_with_the_one_worker_results(lab, tmp_path):
     lab.start_redis()
     start_workers(lab, ["left", "right"])
-    experiment_id = lab.create_experiment(json.dumps(SPEC))
-    created = time.monotonic()
-    wait_until(lambda: lab.row(experiment_id)["status"] in ("finished", "failed", "cancelled"), 120,
-               "the experiment to end", lab.processes)
-    spread_seconds = time.monotonic() - created
-    row = lab.row(experiment_id)
+    experiment_id, spread_seconds, row = run_to_end(lab, SPEC, 120)
     assert row["status"] == "finished", row["message"]
     assert row["trainings_done"] == row["trainings_total"] == 3 * (3 + 2 * 2)
 
@@ -81,8 +81,8 @@ def test_one_experiment_trains_on_two_workers_at_once_with_the_one_worker_result
     alone = run_experiment(ExperimentSpec.from_dict(SPEC), alone_root, max_pieces=CAP)  # one process, one thread
     alone_seconds = time.monotonic() - began
     alone_dir = RunDir.open(alone_root / alone["run_name"])
-    assert len(records_of(spread)) == len(records_of(alone)) == 21
-    for ours, theirs in zip(records_of(spread), records_of(alone)):
+    assert len(all_records(spread)) == len(all_records(alone)) == 21
+    for ours, theirs in zip(all_records(spread), all_records(alone)):
         identity = (ours["network"], ours["replicate"], ours["round"])
         assert identity == (theirs["network"], theirs["replicate"], theirs["round"])
         assert (ours["curve"], ours["final"], ours["layers"]) == (theirs["curve"], theirs["final"], theirs["layers"]), \

@@ -13,6 +13,7 @@ from frontend.tasks import run_experiment_task
 from tests.conftest import TINY_SPEC
 from trainer import events
 from trainer.imp import pieces, run_experiment
+from trainer.replicate_stats import all_records
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec
 
@@ -137,9 +138,7 @@ def test_the_owner_trains_every_piece_when_no_other_worker_comes_and_gets_the_on
 def _metrics(results: dict) -> list:
     """Every record's curve, final metrics and layer counts, replicate by replicate."""
     return [(record["network"], record["replicate"], record["round"], record["curve"], record["final"],
-             record["layers"])
-            for chain in [results] + results["replicates"]
-            for record in chain["rounds"] + [r for records in chain["controls"].values() for r in records]]
+             record["layers"]) for record in all_records(results)]
 
 
 def test_a_piece_task_on_another_worker_trains_a_queued_piece_and_returns_at_once_otherwise(
