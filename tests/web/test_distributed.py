@@ -3,6 +3,7 @@ owner training everything alone, a piece task on another worker, failures, cance
 import json
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
@@ -233,3 +234,23 @@ def test_the_experiment_page_shows_which_worker_trains_which_piece(finished_expe
     Experiment.objects.filter(pk=finished_experiment.pk).update(status="finished")
     result_page = client.get(f"/e/{finished_experiment.pk}/").content.decode()
     assert 'id="pieces" hidden' not in result_page and "celery@left" in result_page
+
+
+def test_a_new_owner_keeps_the_plan_waits_for_live_pieces_and_retrains_stale_ones(settings, sent, monkeypatch):
+    settings.LOTTERYWEB_HEARTBEAT_TIMEOUT = 60
+    experiment = experiment_with_pieces(3)  # the plan of the lost owner: one replicate per piece
+    for index, worker in enumerate(("alive@b", "dead@c")):
+        distributed.claim(experiment.pk, pieces.CHAINS, worker, prefer=piece(experiment, index).pk)
+    ExperimentPiece.objects.filter(worker="dead@c").update(heartbeat_at=timezone.now() - timedelta(seconds=300))
+    trained = []
+    monkeypatch.setattr(pieces, "run_piece", lambda run, planned: trained.append(planned.networks) or "finished")
+
+    def meanwhile_the_live_worker_finishes(_seconds):
+        ExperimentPiece.objects.filter(worker="alive@b").update(status="finished", finished_at=timezone.now())
+    monkeypatch.setattr(distributed.time, "sleep", meanwhile_the_live_worker_finishes)
+    train_phase = distributed.phase_trainer(experiment.pk, "owner@a")
+    another_plan = [pieces.Piece(pieces.CHAINS, 0, (0, 1, 2))]  # what this owner's cap would give
+    assert train_phase(SimpleNamespace(stop_requested=lambda: False), another_plan) == "finished"
+    assert trained == [(2,), (1,)], "its queued piece, then the stale one; never the one beating elsewhere"
+    assert [(row.networks, row.status, row.worker) for row in ExperimentPiece.objects.filter(experiment=experiment)] \
+        == [([0], "finished", "alive@b"), ([1], "finished", "owner@a"), ([2], "finished", "owner@a")]
