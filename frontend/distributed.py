@@ -110,15 +110,16 @@ def train_claimed(row: ExperimentPiece, worker: str, open_piece_run: Callable[[]
     if status == "cancelled":
         _end(row, worker, Status.CANCELLED, "stopped; its finished rounds are kept")
     else:
-        _end(row, worker, Status.FINISHED, "every chain of this piece diverged" if status == "diverged" else "")
+        _end(row, worker, Status.FINISHED, "every chain of this piece diverged" if status == "diverged" else None)
     return status
 
 
-def _end(row: ExperimentPiece, worker: str, status: str, message: str) -> None:
-    """Record a piece's outcome, unless it was taken from this worker meanwhile (its heartbeat went stale)."""
+def _end(row: ExperimentPiece, worker: str, status: str, message: str | None) -> None:
+    """Record a piece's outcome (`message` None: keep its message, e.g. that it was queued again after a
+    lost worker), unless it was taken from this worker meanwhile (its heartbeat went stale)."""
+    update = {"status": status, "finished_at": timezone.now()} | ({} if message is None else {"message": message})
     with progress.experiment_writes:
-        ExperimentPiece.objects.filter(pk=row.pk, worker=worker, status=Status.RUNNING).update(
-            status=status, message=message, finished_at=timezone.now())
+        ExperimentPiece.objects.filter(pk=row.pk, worker=worker, status=Status.RUNNING).update(**update)
 
 
 # ---- lost pieces ---------------------------------------------------------------------------------

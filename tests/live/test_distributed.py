@@ -34,7 +34,7 @@ def lab(tmp_path):
         lab.shutdown()
 
 
-def start_workers(lab: Lab, names: list[str]) -> None:
+def start_workers(lab: Lab, names: list[str]) -> list:
     """Start the workers together (each imports torch: the slow part) and wait until all are ready."""
     started = [start_process(name, [sys.executable, "-m", "celery", "-A", "lotteryweb", "worker", "--pool=solo",
                                     "-n", f"{name}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
@@ -42,6 +42,7 @@ def start_workers(lab: Lab, names: list[str]) -> None:
     lab.processes.extend(started)
     wait_until(lambda: all(b" ready." in managed.log_path.read_bytes() for managed in started), 90,
                "the workers to be ready", lab.processes)
+    return started
 
 
 def run_to_end(lab: Lab, spec: dict, timeout: float) -> tuple[int, float, dict]:
@@ -92,3 +93,48 @@ def test_one_experiment_trains_on_two_workers_at_once_with_the_one_worker_result
         assert all(torch.equal(ours_mask[name], theirs_mask[name]) for name in ours_mask), identity
     print(f"\n{len(pieces)} pieces on workers {sorted(workers)}, {len(overlapping)} pairs of them at the same time: "
           f"{spread_seconds:.1f} s from queued to finished; in one process {alone_seconds:.1f} s, equal results")
+
+
+def test_a_piece_whose_worker_is_killed_is_trained_again_from_its_last_finished_round(lab):
+    lab.start_redis()
+    workers = {managed.name: managed for managed in start_workers(lab, ["left", "right"])}
+    spec = {**SPEC, "stack_size": 1, "controls": [], "training": {**SPEC["training"], "training_steps": "600it"}}
+    experiment_id = lab.create_experiment(json.dumps(spec))
+
+    def helper_piece_in_round_1():
+        """(piece row, its replicate) on the worker that does not own the experiment, once its round 0 is done."""
+        owner = lab.row(experiment_id)["worker"]
+        for row in lab.query("SELECT * FROM frontend_experimentpiece WHERE experiment_id = ? AND status = 'running'",
+                             experiment_id):
+            replicate = json.loads(row["networks"])[0]
+            done = lab.query("SELECT 1 FROM frontend_roundresult WHERE experiment_id = ? AND replicate = ? AND "
+                             "round_index = 0", experiment_id, replicate)
+            if owner and row["worker"] != owner and done:
+                return dict(row), replicate
+        return None
+
+    wait_until(helper_piece_in_round_1, 90, "a piece on the helper worker to reach round 1", lab.processes)
+    lost, replicate = helper_piece_in_round_1()
+    run_dir = RunDir.open(Path(lab.row(experiment_id)["run_dir"])).replicate(replicate)
+    round_0 = run_dir.round_path(0) / "record.json"
+    kept_mtime = round_0.stat().st_mtime
+    helper = workers[lost["worker"].split("@")[0]]
+    helper.process.kill()  # SIGKILL: its piece stops beating
+    killed = time.monotonic()
+    helper.process.wait(timeout=10)
+    lab.processes.remove(helper)
+
+    wait_until(lambda: lab.row(experiment_id)["status"] in ("finished", "failed", "cancelled"), 120,
+               "the experiment to end", lab.processes)
+    after = lab.row(experiment_id)
+    assert after["status"] == "finished", after["message"]
+    again = dict(lab.query("SELECT * FROM frontend_experimentpiece WHERE id = ?", lost["id"])[0])
+    assert again["status"] == "finished" and again["worker"] == after["worker"], "the owner trained it again"
+    assert f"worker {lost['worker']} stopped answering" in again["message"], again["message"]
+    assert round_0.stat().st_mtime == kept_mtime, "its finished round 0 was kept"
+    assert [r["round"] for r in run_dir.records()] == [0, 1, 2]
+    rounds = lab.query("SELECT replicate, round_index FROM frontend_roundresult WHERE experiment_id = ? AND "
+                       "network = 'ticket'", experiment_id)
+    assert sorted(tuple(r) for r in rounds) == [(r, i) for r in range(3) for i in range(3)]
+    print(f"\nSIGKILL of {lost['worker']} during round 1 of replicate {replicate}: the owner {after['worker']} "
+          f"trained that piece again from round 1; the experiment finished {time.monotonic() - killed:.1f} s later")
