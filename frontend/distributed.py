@@ -186,12 +186,15 @@ def phase_trainer(experiment_id: int, worker: str, poll_seconds: float = POLL_SE
             if not stopping:
                 # from the end: the piece tasks take the queue's tasks from its start
                 row = claim(experiment_id, phase, worker, from_end=True)
-                if row is not None:
-                    train_claimed(row, worker, lambda: run)
+                if row is not None and train_claimed(row, worker, lambda: run) != Status.FAILED:
                     continue
             requeue_stale_pieces(experiment_id)
             failed = phase_rows.filter(status=Status.FAILED).first()
             if failed is not None:
+                with progress.experiment_writes:
+                    phase_rows.filter(status=Status.QUEUED).update(
+                        status=Status.CANCELLED, finished_at=timezone.now(),
+                        message=f"not started: piece {failed.index} failed")
                 raise PieceFailed(f"piece {failed.index} of the {phase} (on {failed.worker or '?'}) failed: "
                                   f"{failed.message}")
             running = phase_rows.filter(status=Status.RUNNING).exists()

@@ -180,6 +180,9 @@ def test_a_failed_piece_fails_the_experiment_with_its_message(settings, tmp_path
     assert experiment.status == "failed" and "piece 1 of the chains" in experiment.message
     assert "RuntimeError: out of memory" in experiment.message
     assert piece(experiment, 1).status == "failed"
+    assert piece(experiment, 2).status == "finished", "the owner trains from the end"
+    assert piece(experiment, 0).status == "cancelled", "the owner stopped at the failure"
+    assert piece(experiment, 0).message == "not started: piece 1 failed"
 
 
 def test_cancel_stops_the_pieces_and_cancels_those_not_started(settings, tmp_path, sent, monkeypatch):
