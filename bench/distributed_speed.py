@@ -3,9 +3,10 @@
 Starts, for each worker count, a fresh lab like the live tests do (redis-server, N workers with
 --pool=solo and one torch thread each, a SQLite database and runs directory: tests/live), queues the
 same experiment (LeNet-300-100 on the in-memory synthetic dataset, a few rounds, a random-reinit
-control) and times it from queued to finished. Both use the same LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT,
-so they train the same pieces; the bench checks that their results are equal. Prints both times and
-their ratio, measured in this one run.
+control) and times it from its owner's start to its end (the database's times). Both use the same
+LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT, so they train the same pieces; the bench checks that their
+results are equal. Prints both times and their ratio, measured in this one run, and the seconds each
+worker spent in pieces and how much of that the networks' training took.
 
     .venv/bin/python bench/distributed_speed.py [--replicates 4] [--rounds 3] [--steps 600it] [--cap 4]
 """
@@ -31,20 +32,23 @@ from trainer.replicate_stats import all_records  # noqa: E402
 
 
 def timed_run(root: Path, workers: int, spec: dict, cap: int) -> tuple[float, dict, list]:
-    """(seconds from queued to finished, results.json, pieces (phase, index, worker)) on a fresh lab."""
+    """(seconds from queued to finished, results.json, pieces (phase, index, worker, seconds)) on a fresh lab."""
     root.mkdir(parents=True)
     lab = Lab(root)
     lab.env["LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT"] = str(cap)
     try:
         lab.start_redis()
         start_workers(lab, [f"worker{index}" for index in range(workers)])
-        experiment_id, seconds, row = run_to_end(lab, spec, 1800)
+        experiment_id, _, row = run_to_end(lab, spec, 1800)
         if row["status"] != "finished":
             raise SystemExit(f"the experiment ended {row['status']}: {row['message']}")
+        # from the owner's start to the end, as the database recorded them
+        seconds = lab.query("SELECT (julianday(finished_at) - julianday(started_at)) * 86400 FROM frontend_experiment "
+                            "WHERE id = ?", experiment_id)[0][0]
         results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
         pieces = [tuple(piece) for piece in lab.query(
-            'SELECT phase, "index", worker FROM frontend_experimentpiece WHERE experiment_id = ? '
-            'ORDER BY phase, "index"', experiment_id)]
+            'SELECT phase, "index", worker, (julianday(finished_at) - julianday(started_at)) * 86400 '
+            'FROM frontend_experimentpiece WHERE experiment_id = ? ORDER BY phase, "index"', experiment_id)]
         return seconds, results, pieces
     finally:
         lab.shutdown()
@@ -75,9 +79,13 @@ def main() -> None:
         for workers in (1, 2):
             seconds, results, pieces = timed_run(Path(scratch) / f"workers_{workers}", workers, spec, args.cap)
             timings[workers], outcomes[workers] = seconds, results
-            used = sorted({worker.split("@")[0] for _, _, worker in pieces})
-            print(f"{workers} worker{'s' if workers > 1 else ''}: {seconds:6.1f} s "
-                  f"({len(pieces)} pieces, trained by {', '.join(used)})")
+            busy: dict[str, float] = {}
+            for _, _, worker, piece_seconds in pieces:
+                busy[worker.split("@")[0]] = busy.get(worker.split("@")[0], 0.0) + piece_seconds
+            training = sum(record["wall_seconds"] for record in all_records(results))
+            print(f"{workers} worker{'s' if workers > 1 else ''}: {seconds:6.1f} s ({len(pieces)} pieces; seconds "
+                  f"spent in pieces: {', '.join(f'{name} {total:.1f}' for name, total in sorted(busy.items()))}; "
+                  f"of which training the networks: {training:.1f})")
     print(f"ratio 1 worker / 2 workers: {timings[1] / timings[2]:.2f}x")
     same = metrics(outcomes[1]) == metrics(outcomes[2])
     print(f"results of the two runs are {'equal' if same else 'DIFFERENT'} (every curve and final metric)")
