@@ -1,4 +1,5 @@
-"""The JSON API: list, create, get, cancel experiments and read their results, with token auth.
+"""The JSON API: list, create, get, relabel (name, description, tags), cancel experiments (and sweeps) and read
+their results, with token auth.
 
 Every request carries "Authorization: Token <key>" (keys come from /account/token/ or
 `manage.py api_token USER`). The sharing rules are the web pages' (frontend.access): what a user
@@ -15,13 +16,15 @@ from django.http import Http404, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from frontend import access, catalog, queries, services
-from frontend.models import ApiToken, Experiment
+from frontend import access, catalog, labels, queries, services, sweep_results
+from frontend.models import ApiToken, Experiment, Sweep
 from frontend.progress import progress_of
 from trainer.analyses import ANALYSES, check_runs_with_experiment
 from trainer.spec import ExperimentSpec, SpecError
+from trainer.sweeps import SweepDefinition
 
 MAX_BODY_BYTES = 64 * 1024  # a spec is a few hundred bytes
+LABEL_KEYS = ("name", "description", "tags")
 
 
 def error(status: int, message: str, field: str | None = None) -> JsonResponse:
@@ -68,7 +71,8 @@ def api_view(methods: tuple[str, ...]):
 
 
 def experiment_json(experiment: Experiment, detail: bool = False) -> dict:
-    data = {"id": experiment.pk, "status": experiment.status, "message": experiment.message,
+    data = {"id": experiment.pk, "name": experiment.display_name, "tags": [tag.name for tag in experiment.tags.all()],
+            "status": experiment.status, "message": experiment.message,
             "model": experiment.model_name, "dataset": experiment.dataset_name,
             # rounds' *_metric values are this metric (a fraction for accuracy)
             "task": experiment.task.name, "metric": experiment.metric.to_dict(),
@@ -79,6 +83,7 @@ def experiment_json(experiment: Experiment, detail: bool = False) -> dict:
     if experiment.visibility == Experiment.Visibility.LINK:
         data["share_url"] = f"/s/{experiment.share_token}/"
     if detail:
+        data["description"] = experiment.description  # Markdown as written; pages show it sanitised
         data["spec"] = experiment.spec
         data["rounds"] = [queries.round_row(row) for row in experiment.round_results.order_by(
             "network", "replicate", "round_index")]
@@ -99,23 +104,37 @@ def _parse_body(request) -> dict | JsonResponse:
     return body
 
 
-@api_view(("GET", "POST"))
-def experiments(request):
-    if request.method == "GET":
-        rows = Experiment.objects.filter(access.visible_to(request.user)).select_related("owner")[:500]
-        return JsonResponse({"experiments": [experiment_json(row) for row in rows]})
-    body = _parse_body(request)
-    if isinstance(body, JsonResponse):
-        return body
-    unknown = set(body) - {"spec", "visibility", "analyses"}
-    if unknown:
-        return error(400, f"unknown keys {sorted(unknown)}; send spec, visibility, analyses", field=sorted(unknown)[0])
+def _visibility_and_analyses(body: dict) -> tuple[str, list] | JsonResponse:
+    """The body's "visibility" (default private) and "analyses" (default none), or the 400 refusing them."""
     visibility = body.get("visibility", Experiment.Visibility.PRIVATE)
     if visibility not in Experiment.Visibility.values:
         return error(400, f"visibility must be one of {', '.join(Experiment.Visibility.values)}", field="visibility")
     analyses = body.get("analyses", [])
     if not isinstance(analyses, list) or any(name not in ANALYSES for name in analyses):
         return error(400, f"analyses must be a list of {', '.join(ANALYSES)}", field="analyses")
+    return visibility, analyses
+
+
+@api_view(("GET", "POST"))
+def experiments(request):
+    if request.method == "GET":
+        rows = (Experiment.objects.filter(access.visible_to(request.user)).select_related("owner")
+                .prefetch_related("tags")[:500])
+        return JsonResponse({"experiments": [experiment_json(row) for row in rows]})
+    body = _parse_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    unknown = set(body) - {"spec", "visibility", "analyses", *LABEL_KEYS}
+    if unknown:
+        return error(400, f"unknown keys {sorted(unknown)}; send spec, visibility, analyses, name, description, tags",
+                     field=sorted(unknown)[0])
+    cleaned_labels = _labels(body)
+    if isinstance(cleaned_labels, JsonResponse):
+        return cleaned_labels
+    choices = _visibility_and_analyses(body)
+    if isinstance(choices, JsonResponse):
+        return choices
+    visibility, analyses = choices
     try:
         spec = ExperimentSpec.from_dict(body.get("spec", {}))
         catalog.check_runnable_here(spec)
@@ -125,13 +144,43 @@ def experiments(request):
         check_runs_with_experiment(analyses, spec)
     except SpecError as problem:
         return error(400, problem.message, field=problem.field)
-    experiment = services.create_experiment(spec, analyses=analyses, owner=request.user, visibility=visibility)
+    experiment = services.create_experiment(spec, analyses=analyses, owner=request.user, visibility=visibility,
+                                            **cleaned_labels)
     return JsonResponse(experiment_json(experiment, detail=True), status=201)
 
 
-@api_view(("GET",))
+def _labels(body: dict) -> dict | JsonResponse:
+    """name, description, tags of a request body, cleaned by frontend.labels' rules (missing: empty)."""
+    rules = {"name": labels.clean_name, "description": labels.clean_description, "tags": labels.parse_tags}
+    cleaned = {}
+    for key, rule in rules.items():
+        try:
+            cleaned[key] = rule(body.get(key))
+        except ValueError as problem:
+            return error(400, str(problem), field=key)
+    return cleaned
+
+
+@api_view(("GET", "PATCH"))
 def experiment_detail(request, experiment_id: int):
-    return JsonResponse(experiment_json(access.experiment_for(request.user, experiment_id), detail=True))
+    """GET: the experiment; PATCH {"name", "description", "tags"} (any of them): the owner relabels it."""
+    if request.method == "GET":
+        return JsonResponse(experiment_json(access.experiment_for(request.user, experiment_id), detail=True))
+    experiment = access.experiment_for(request.user, experiment_id, change=True)
+    body = _parse_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    unknown = set(body) - set(LABEL_KEYS)
+    if unknown:
+        return error(400, f"unknown keys {sorted(unknown)}; PATCH changes name, description, tags",
+                     field=sorted(unknown)[0])
+    current = {"name": experiment.name, "description": experiment.description,
+               "tags": [tag.name for tag in experiment.tags.all()]}
+    cleaned_labels = _labels({**current, **body})
+    if isinstance(cleaned_labels, JsonResponse):
+        return cleaned_labels
+    services.set_labels(experiment, **cleaned_labels)
+    return JsonResponse(experiment_json(experiment, detail=True))
 
 
 @api_view(("POST",))
@@ -157,3 +206,81 @@ def experiment_results(request, experiment_id: int):
     except (OSError, ValueError):
         return error(404, f"the results file of experiment {experiment.pk} is missing or unreadable")
 
+
+
+# ---- sweeps --------------------------------------------------------------------------------------
+
+SWEEP_KEYS = {"base_spec", "grid", "points", "seeds", "name", "description", "tags", "visibility", "analyses"}
+
+
+def sweep_json(sweep: Sweep, user, detail: bool = False) -> dict:
+    points = sweep_results.points_of(sweep, user)
+    data = {"id": sweep.pk, "name": sweep.name, "status": sweep_results.sweep_status(sweep, points),
+            "owner": sweep.owner.get_username() if sweep.owner else None, "visibility": sweep.visibility,
+            "seeds": sweep.seeds, "fields": sweep_results.swept_fields(sweep), "size": len(points),
+            "counts": sweep_results.status_counts(points), "created_at": sweep.created_at.isoformat(),
+            "url": f"/sweeps/{sweep.pk}/"}
+    if detail:
+        metric = sweep_results.metric_of(points)
+        table = sweep_results.configuration_table(sweep, points)
+        data.update({
+            "description": sweep.description, "tags": [tag.name for tag in sweep.tags.all()],
+            "base_spec": sweep.base_spec, "grid": sweep.grid, "points": [
+                {"index": point["index"], "config": point["config"], "seed_index": point["seed_index"],
+                 "experiment": point["experiment"].pk, "status": point["status"], "reused": point["reused"]}
+                for point in points],
+            "metric": metric.to_dict(),
+            # stored units (fractions): bands are {mean, std, min, max, count} over the configuration's seeds
+            "configurations": [{"config": row["config"], "seeds": row["summary"]["seeds"],
+                                "dense": row["summary"]["dense"], "best_remaining": row["summary"]["best_remaining"],
+                                "best_metric": row["summary"]["best_metric"], "verdict": row["summary"]["verdict"]}
+                               for row in table]})
+    return data
+
+
+@api_view(("GET", "POST"))
+def sweeps(request):
+    if request.method == "GET":
+        rows = Sweep.objects.filter(access.visible_to(request.user)).select_related("owner")[:200]
+        return JsonResponse({"sweeps": [sweep_json(row, request.user) for row in rows]})
+    body = _parse_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    unknown = set(body) - SWEEP_KEYS
+    if unknown:
+        return error(400, f"unknown keys {sorted(unknown)}; send {', '.join(sorted(SWEEP_KEYS))}",
+                     field=sorted(unknown)[0])
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 150:
+        return error(400, "name: a non-empty text of at most 150 characters", field="name")
+    description = body.get("description", "")
+    if not isinstance(description, str) or len(description) > 20_000:
+        return error(400, "description: a text (Markdown) of at most 20000 characters", field="description")
+    choices = _visibility_and_analyses(body)
+    if isinstance(choices, JsonResponse):
+        return choices
+    visibility, analyses = choices
+    try:
+        tags = labels.parse_tags(body.get("tags"))
+    except ValueError as problem:
+        return error(400, str(problem), field="tags")
+    try:
+        definition = SweepDefinition.from_dict({key: body[key] for key in ("base_spec", "grid", "points", "seeds")
+                                                if key in body})
+        sweep = services.create_sweep(request.user, definition, name.strip(), description=description, tags=tags,
+                                      visibility=visibility, analyses=analyses)
+    except SpecError as problem:
+        return error(400, problem.message, field=problem.field)
+    return JsonResponse(sweep_json(sweep, request.user, detail=True), status=201)
+
+
+@api_view(("GET",))
+def sweep_detail(request, sweep_id: int):
+    return JsonResponse(sweep_json(access.sweep_for(request.user, sweep_id), request.user, detail=True))
+
+
+@api_view(("POST",))
+def sweep_cancel(request, sweep_id: int):
+    sweep = access.sweep_for(request.user, sweep_id, change=True)
+    services.cancel_sweep(sweep)
+    return JsonResponse(sweep_json(sweep, request.user))

@@ -9,7 +9,7 @@ import math
 import torch
 from django.conf import settings
 
-from trainer import datasets, models, tasks
+from trainer import dataset_sources, datasets, downloads, models, tasks
 from trainer.spec import SpecError
 
 # The tasks the web app runs: its pages, live recorders and charts speak of each task's metric.
@@ -29,13 +29,27 @@ def _web_models() -> dict:
 
 
 def dataset_choices() -> list[dict]:
-    """Every registered dataset, whether its files are there, and where they are or should go."""
+    """Every registered dataset, whether its files are there, and where they are or should go; whether it can
+    be downloaded, and its latest download's state (trainer.downloads' status file)."""
     found = []
     for name, entry in _web_datasets().items():
         installed = entry.is_installed(data_dir())
         found.append({"name": name, "title": entry.info.title, "installed": installed, "task": entry.info.task,
-                      "location": entry.location_hint(data_dir()), "description": entry.info.description})
+                      "location": entry.location_hint(data_dir()), "description": entry.info.description,
+                      "downloadable": name in dataset_sources.SOURCES,
+                      "download": download_state(name) if name in dataset_sources.SOURCES else None})
     return found
+
+
+def download_state(name: str) -> dict | None:
+    """The latest download of `name` as the panel shows it: {"state", "message", "percent", "active"}, or None."""
+    status = downloads.read_status(name, data_dir())
+    if status is None:
+        return None
+    total, done = status.get("total"), status.get("bytes")
+    percent = round(100 * done / total) if isinstance(total, int) and isinstance(done, int) and total > 0 else None
+    return {"state": status["state"], "message": status.get("message", ""), "percent": percent,
+            "active": status["state"] in (downloads.QUEUED, downloads.RUNNING)}
 
 
 def check_runnable_here(spec) -> None:
@@ -50,6 +64,10 @@ def check_runnable_here(spec) -> None:
         raise SpecError("dataset",
                         f"{entry.info.title} is not installed; put its files in {entry.location_hint(data_dir())}")
     spec.check_dataset_fit()
+
+
+def downloadable_dataset_names() -> list[str]:
+    return [name for name in dataset_sources.SOURCES if name in _web_datasets()]
 
 
 def installed_dataset_names() -> list[str]:

@@ -146,9 +146,12 @@ def requeue_stale_pieces(experiment_id: int) -> list[int]:
     return requeued
 
 
-def release_pieces_of_worker(worker: str) -> list[int]:
-    """Queue again at once every running piece of `worker` (known to be dead), and send their tasks."""
-    rows = ExperimentPiece.objects.filter(worker=worker, status=Status.RUNNING)
+def release_pieces_of_worker(worker: str, started_before=None) -> list[int]:
+    """Queue again at once every running piece of `worker` (known to be dead: its supervisor saw it exit),
+    and send their tasks. `started_before` (when it died) leaves alone what a new worker of the same name
+    started since."""
+    rows = ExperimentPiece.objects.filter(worker=worker, status=Status.RUNNING,
+                                          started_at__lte=started_before or timezone.now())
     released = list(rows.values_list("pk", flat=True))
     ExperimentPiece.objects.filter(pk__in=released, status=Status.RUNNING).update(
         status=Status.QUEUED, message=f"worker {worker} was lost; queued again at {_clock()}, "

@@ -8,13 +8,15 @@ import typing
 
 from django import forms
 
-from frontend import catalog
+from frontend import catalog, labels, services
+from frontend.labels import parse_tags
 from frontend.models import Experiment
 from frontend.presets import PRESETS
 from trainer.analyses import ANALYSES, check_runs_with_experiment, make_run_info
 from trainer.analyses.params import parse_text
 from trainer.events import TICKET
 from trainer.spec import ExperimentSpec, SpecError, spec_fields
+from trainer.sweeps import SweepDefinition, parse_values
 
 # Display groups; a spec field not listed here lands in "Advanced", so new trainer fields show up by themselves.
 # A group named in TASK_GROUPS is shown only while its task is picked (new_experiment.js).
@@ -177,8 +179,45 @@ def widget_values(nested: dict) -> dict:
     return values
 
 
-class ExperimentForm(forms.Form):
+def _label_rule(rule, value):
+    try:
+        return rule(value)
+    except ValueError as error:
+        raise forms.ValidationError(str(error)) from None
+
+
+class LabelsForm(forms.Form):
+    """A name, a description and tags; the rules are frontend.labels' (the API applies the same)."""
+
+    name = forms.CharField(required=False, strip=False, label="name",
+                           widget=forms.TextInput(attrs={"maxlength": labels.MAX_NAME_LENGTH}),
+                           help_text="Empty: made from the settings, e.g. 'lenet_300_100 · mnist · 20% × 10 rounds "
+                                     "· quiet-heron'.")
+    description = forms.CharField(required=False, strip=False, label="notes",
+                                  widget=forms.Textarea(attrs={"rows": 4}),
+                                  help_text="Markdown (links, lists, code, tables); HTML is shown as text.")
+    tags = forms.CharField(required=False, label="tags",
+                           help_text="Comma-separated, e.g. 'baseline, paper-fig-3'; letters, digits and - _ . : +.")
+
+    def clean_name(self):
+        return _label_rule(labels.clean_name, self.cleaned_data.get("name"))
+
+    def clean_description(self):
+        return _label_rule(labels.clean_description, self.cleaned_data.get("description"))
+
+    def clean_tags(self):
+        return _label_rule(labels.parse_tags, self.cleaned_data.get("tags"))
+
+
+def labels_initial(obj, tags=None) -> dict:
+    """An experiment's (or sweep's) current labels as LabelsForm's initial values (`tags`: already read)."""
+    tags = obj.tags.all() if tags is None else tags
+    return {"name": obj.name, "description": obj.description, "tags": ", ".join(tag.name for tag in tags)}
+
+
+class ExperimentForm(LabelsForm):
     preset = forms.CharField(required=False, widget=forms.HiddenInput)
+    labels_group = True  # the experiment's name, notes and tags (a sweep has its own)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -208,6 +247,8 @@ class ExperimentForm(forms.Form):
         groups[0][1].insert(0, self["task"])
         advanced = [self[form_name(name)] for name in SPEC_FIELDS if name not in listed]
         return groups + [("Analyses", [self["analyses"]], ""), ("Sharing", [self["visibility"]], ""),
+                         *([("Name, notes and tags", [self["name"], self["description"], self["tags"]], "")]
+                           if self.labels_group else []),
                          (ADVANCED_GROUP, advanced, "")]
 
     def clean_visibility(self):
@@ -357,3 +398,65 @@ def experiment_run_info(experiment: Experiment) -> dict:
 def analysis_choices_with_experiment() -> list[tuple[str, str]]:
     """The analyses that can run with their default parameters when an IMP run finishes."""
     return [(name, analysis.title) for name, analysis in ANALYSES.items() if analysis.runs_with_experiment]
+
+
+# ---- a sweep: the experiment form's spec as its base, plus swept fields and seeds ---------------------
+
+class SweepForm(ExperimentForm):
+    """The new-experiment form's fields give the base spec; rows of (field, values) posted as the lists
+    grid_field / grid_values give the grid; seeds, name, description and tags describe the sweep. Every
+    point is checked here (services.sweep_points), so a refusal is shown beside the form, nothing created."""
+
+    labels_group = False  # the sweep's own name, notes and tags below; its points are named after it
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.fields["name"]
+        self.fields["sweep_name"] = forms.CharField(max_length=150, label="sweep name",
+                                                    help_text="Each point's experiment is named after it.")
+        self.fields["description"] = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                                                     help_text="Markdown.")
+        self.fields["tags"] = forms.CharField(required=False, help_text="Comma-separated, e.g. baseline, fig-3.")
+        self.fields["seeds"] = forms.IntegerField(min_value=1, max_value=1000, initial=1,
+                                                  help_text="Each configuration runs with this many seeds "
+                                                            "(seed 0 = the init and data seeds below).")
+        self.fields["grid"] = forms.CharField(required=False, widget=forms.HiddenInput)  # carries grid errors
+        self.grid_rows: list[tuple[str, str]] = []
+        if self.is_bound:
+            self.grid_rows = list(zip(self.data.getlist("grid_field"), self.data.getlist("grid_values")))
+        self.definition: SweepDefinition | None = None
+        self.points: list = []
+
+    def sweep_fields(self):
+        return [self[name] for name in ("sweep_name", "seeds", "description", "tags")]
+
+    def clean_tags(self):
+        try:
+            return parse_tags(self.cleaned_data.get("tags", ""))
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean(self):
+        cleaned = super().clean()
+        grid: dict[str, list] = {}
+        for dotted, text in self.grid_rows:
+            if not dotted and not text.strip():
+                continue  # an empty row
+            try:
+                if dotted in grid:
+                    raise SpecError(f"grid.{dotted}", "is swept twice; give all its values in one row")
+                grid[dotted] = parse_values(dotted, text)
+            except SpecError as error:
+                self.add_error("grid", f"{error.field}: {error.message}")
+        if self.errors or self.spec is None:
+            return cleaned
+        try:
+            self.definition = SweepDefinition.from_dict({"base_spec": self.spec.to_dict(), "grid": grid,
+                                                         "seeds": cleaned["seeds"]})
+            self.points = services.sweep_points(self.definition, cleaned.get("analyses", []))
+        except SpecError as error:
+            if error.field.startswith("base_spec."):
+                self._add_spec_error(SpecError(error.field[len("base_spec."):], error.message))
+            else:
+                self.add_error("seeds" if error.field == "seeds" else "grid", error.message)
+        return cleaned

@@ -8,11 +8,14 @@ Raw HTML in the Markdown is escaped, not passed through.
 from __future__ import annotations
 
 import re
+import secrets
 
 import markdown
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 
+MAX_NAME_LENGTH = 200  # Experiment.name's and Sweep.name's column
+MAX_DESCRIPTION_LENGTH = 20_000
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 50
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:+-]*$")
@@ -64,7 +67,55 @@ def parse_tags(text: str | list | None) -> list[str]:
 
 def set_tags(obj, names: list[str]) -> None:
     """Give `obj` (an Experiment or a Sweep, saved) exactly these tags, creating the Tag rows that are new."""
-    from frontend.models import Tag  # models import this module's callers, not the other way round
-
-    tags = [Tag.objects.get_or_create(name=name)[0] for name in names]
+    tag_model = obj.tags.model  # Tag: frontend.models imports this module, so it is reached through the relation
+    tags = [tag_model.objects.get_or_create(name=name)[0] for name in names]
     obj.tags.set(tags)
+
+
+# Two short words tell apart experiments whose settings read the same (a sweep's seeds, a re-run).
+NAME_ADJECTIVES = ("amber", "brisk", "calm", "clever", "dusty", "eager", "fancy", "gentle", "hazy", "icy", "jolly",
+                   "keen", "lively", "mellow", "nimble", "odd", "proud", "quiet", "rapid", "rusty", "shy", "sunny",
+                   "tidy", "vivid", "witty", "young", "zesty", "bold", "crisp", "plain", "silver", "wild")
+NAME_NOUNS = ("otter", "heron", "maple", "comet", "falcon", "pebble", "lynx", "cedar", "badger", "walrus", "tulip",
+              "quartz", "raven", "meadow", "beetle", "harbor", "ember", "fjord", "gecko", "iris", "koala", "lotus",
+              "marten", "nectar", "orchid", "puffin", "reef", "sparrow", "thistle", "willow", "yak", "zebra")
+
+
+def default_name(spec: dict) -> str:
+    """A readable name from the spec's settings plus a word pair:
+    'lenet_300_100 · fashion_mnist · 20% × 10 rounds · quiet-heron'. Tolerates partial specs."""
+    spec = spec if isinstance(spec, dict) else {}
+    pruning = spec.get("pruning") if isinstance(spec.get("pruning"), dict) else {}
+    parts = [str(spec.get("model") or "experiment")]
+    if spec.get("dataset"):
+        parts.append(str(spec["dataset"]))
+    fraction, rounds = pruning.get("fraction"), pruning.get("rounds")
+    if isinstance(fraction, (int, float)) and isinstance(rounds, int):
+        percent = f"{100 * fraction:.3g}%"
+        parts.append(f"one-shot {percent} × {rounds}" if pruning.get("schedule") == "one_shot"
+                     else f"{percent} × {rounds} rounds")
+    parts.append(f"{secrets.choice(NAME_ADJECTIVES)}-{secrets.choice(NAME_NOUNS)}")
+    return " · ".join(parts)[:MAX_NAME_LENGTH]
+
+
+def clean_name(value) -> str:
+    """A name as typed: one line, spaces collapsed; "" means "generate one". ValueError if too long."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"a name is text, not {type(value).__name__}")
+    name = " ".join(value.split())
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"a name is at most {MAX_NAME_LENGTH} characters (this one has {len(name)})")
+    return name
+
+
+def clean_description(value) -> str:
+    """Markdown as typed (rendered and sanitised when shown). ValueError if not text or too long."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"a description is Markdown text, not {type(value).__name__}")
+    if len(value) > MAX_DESCRIPTION_LENGTH:
+        raise ValueError(f"a description is at most {MAX_DESCRIPTION_LENGTH} characters (this one has {len(value)})")
+    return value.replace("\r\n", "\n").strip()

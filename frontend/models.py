@@ -10,6 +10,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+from frontend.labels import default_name
 from trainer import datasets, tasks
 from trainer.tasks import Metric, Task
 
@@ -122,11 +123,27 @@ class Experiment(models.Model):
     # Sequence number of the last channel message whose data is already in the database.
     last_seq = models.PositiveIntegerField(default=0)
 
+    # The best ticket of replicate 0 (frontend.records.best_ticket), rewritten whenever one of its ticket rounds
+    # is stored, so the list page shows and sorts by it without reading any round.
+    best_ticket_remaining = models.FloatField(null=True, blank=True, db_index=True)
+    best_ticket_metric = models.FloatField(null=True, blank=True, help_text="its reported test metric")
+    best_ticket_round = models.PositiveIntegerField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
         return f"Experiment {self.pk} ({self.model_name} on {self.dataset_name}, {self.status})"
+
+    def save(self, *args, **kwargs):
+        if not self.name:  # every way of making one (form, API, import, sweep) gets a readable name
+            self.name = default_name(self.spec)
+        super().save(*args, **kwargs)
+
+    @property
+    def display_name(self) -> str:
+        """The name, or for a row stored without one (bulk-made), what it was run with."""
+        return self.name or f"{self.model_name} · {self.dataset_name}"
 
     @property
     def is_done(self) -> bool:

@@ -5,84 +5,15 @@ import json
 
 from django.db import transaction
 
-from frontend import listeners
-from frontend.access import can_change, visible_to
 from frontend.metric_display import shown
-from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
+from frontend.models import AnalysisRun, Curve, Experiment
 from frontend.progress import piece_rows, progress_of
-from frontend.queues import queue_for_spec, queue_positions
+from frontend.records import round_row
 from trainer import replicate_stats
 from trainer.events import TICKET
 from trainer.lm_networks import LM_LAYER_TYPES, lm_layer_types
 from trainer.tasks import ACCURACY, LANGUAGE_MODELING, Metric, Task
-
-# "Within one point of dense": the ticket may lose at most this much test accuracy (a fraction).
-BEST_TICKET_TOLERANCE = 0.01
-# A metric that is not a fraction (perplexity, mean return) has no "points": the ticket may be at most 1% of
-# the dense value worse (above dense for perplexity, below it for return).
-BEST_TICKET_RELATIVE_TOLERANCE = 0.01
-
-
-def round_row(result: RoundResult) -> dict:
-    return {"network": result.network, "replicate": result.replicate, "round": result.round_index,
-            "status": result.status,
-            "message": result.message, "remaining_fraction": result.remaining_fraction,
-            "early_stop_iteration": result.early_stop_iteration,
-            "early_stop_test_metric": result.early_stop_test_metric,
-            "early_stop_val_metric": result.early_stop_val_metric,
-            "final_test_metric": result.final_test_metric, "wall_seconds": result.wall_seconds,
-            "layers": result.layers, "costs": result.costs,
-            # The metric the pages report: at early stop, or at the end of training for a run without
-            # a validation split (never a point picked on test data).
-            "reported_test_metric": (result.early_stop_test_metric if result.early_stop_iteration is not None
-                                     else result.final_test_metric)}
-
-
-def best_ticket_tolerance(dense_value: float, metric: Metric = ACCURACY) -> float:
-    return BEST_TICKET_TOLERANCE if metric.percent else BEST_TICKET_RELATIVE_TOLERANCE * abs(dense_value)
-
-
-def best_ticket(ticket_rounds: list[dict], metric: Metric = ACCURACY) -> dict | None:
-    """The sparsest finished ticket round whose reported test metric is at most the tolerance worse than
-    round 0's (one point of accuracy; 1% of the dense value for perplexity or return, in its direction)."""
-    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_metric"] is not None]
-    dense = next((r for r in finished if r["round"] == 0), None)
-    if dense is None:
-        return None
-    dense_value = dense["reported_test_metric"]
-    tolerance = best_ticket_tolerance(dense_value, metric)
-    if metric.higher_is_better:
-        good = [r for r in finished if r["reported_test_metric"] >= dense_value - tolerance]
-    else:
-        good = [r for r in finished if r["reported_test_metric"] <= dense_value + tolerance]
-    return min(good, key=lambda r: r["remaining_fraction"])
-
-
-def experiment_list_rows(user, limit: int = 500) -> list[dict]:
-    """The experiments `user` may see, newest first, each with its best ticket; two queries whatever
-    the number of experiments."""
-    experiments = list(Experiment.objects.filter(visible_to(user)).select_related("owner")[:limit])
-    rounds_by_experiment: dict[int, list[dict]] = {}
-    ticket_results = RoundResult.objects.filter(experiment__in=experiments, network=TICKET, replicate=0
-                                                ).order_by("round_index")
-    for result in ticket_results:
-        rounds_by_experiment.setdefault(result.experiment_id, []).append(round_row(result))
-    positions = queue_positions(experiments)
-    waiting = [e for e in experiments if e.status == Experiment.Status.QUEUED]
-    listening = listeners.listening_queues() if waiting else None
-    rows = []
-    for experiment in experiments:
-        progress = progress_of(experiment)
-        ticket = best_ticket(rounds_by_experiment.get(experiment.pk, []), experiment.metric)
-        rows.append({"experiment": experiment, "progress": progress, "best_ticket": ticket,
-                     "owner": experiment.owner.get_username() if experiment.owner else "",
-                     "mine": can_change(user, experiment),
-                     "queue": queue_for_spec(experiment.spec), "queue_position": positions.get(experiment.pk),
-                     "queue_notice": (listeners.unserved_queue_notice(queue_for_spec(experiment.spec), listening)
-                                      if experiment.status == Experiment.Status.QUEUED else ""),
-                     "progress_label": progress_label(progress) if experiment.status == "running" else "",
-                     "best_ticket_label": best_ticket_label(ticket, experiment.metric) if ticket else ""})
-    return rows
+from trainer.verdict import best_ticket  # noqa: F401 (the pages' name for it)
 
 
 def progress_label(progress: dict) -> str:

@@ -7,8 +7,9 @@ A GPU host runs one worker per device, each serving one run at a time:
 
 Everything else (device "cpu", or "auto") goes to Celery's default queue, which the CPU worker
 of run.sh serves. Analyses and pieces follow their experiment. Reproduction checks (trainer.reproduce) are
-CPU-sized protocols and go to the default queue. Celery calls `route_task` for every task it
-sends (settings.CELERY_TASK_ROUTES).
+CPU-sized protocols and go to the default queue, as do dataset downloads (the datasets panel's
+button). Celery calls `route_task` for every task it sends (settings.CELERY_TASK_ROUTES). Which
+queued experiment a delivered message runs is decided when it arrives, round-robin between owners (frontend.fair_share).
 
 The tasks are found by name in the Celery app's registry. frontend.tasks, which registers them, sits
 above this module (its tasks queue follow-up work through here), so it is imported on first use, by its
@@ -35,6 +36,7 @@ EXPERIMENT_TASK = "frontend.run_experiment"
 PIECE_TASK = "frontend.run_experiment_piece"
 ANALYSIS_TASK = "frontend.run_analysis"
 REPRODUCTION_TASK = "frontend.run_reproduction"
+DATASET_DOWNLOAD_TASK = "frontend.download_dataset"
 # the task of each queued row, and the word the row's page uses when it could not be queued
 _TASK_OF_ROW = {Experiment: (EXPERIMENT_TASK, "run"), AnalysisRun: (ANALYSIS_TASK, "analysis"),
                 ReproductionRun: (REPRODUCTION_TASK, "check")}
@@ -54,7 +56,7 @@ def route_task(name, args, kwargs, options, task=None, **extra):
         spec = AnalysisRun.objects.filter(pk=args[0]).values_list("experiment__spec", flat=True).first()
     elif name == PIECE_TASK:
         spec = ExperimentPiece.objects.filter(pk=args[0]).values_list("experiment__spec", flat=True).first()
-    elif name == REPRODUCTION_TASK:
+    elif name in (REPRODUCTION_TASK, DATASET_DOWNLOAD_TASK):
         return {"queue": DEFAULT_QUEUE}
     else:
         return None
@@ -94,6 +96,12 @@ def enqueue_reproduction(reproduction_run_id: int) -> None:
     _send(REPRODUCTION_TASK, reproduction_run_id)
 
 
+def enqueue_dataset_download(dataset_name: str) -> None:
+    """Send a dataset download (trainer.downloads) to the default queue's workers (raises if the broker is away)."""
+    import_module(TASKS_MODULE)
+    app.tasks[DATASET_DOWNLOAD_TASK].delay(dataset_name)
+
+
 def enqueue_or_fail(model, row_id: int) -> bool:
     """Send a queued row's task (True); with the broker down, mark the row failed with the reason,
     shown on its page instead of a 500 (False)."""
@@ -107,14 +115,3 @@ def enqueue_or_fail(model, row_id: int) -> bool:
         return False
     return True
 
-
-def queue_positions(experiments) -> dict[int, int]:
-    """{experiment id: 1-based place among the queued experiments of its queue} (oldest first)."""
-    waiting = Experiment.objects.filter(status=Experiment.Status.QUEUED).order_by("created_at", "id")
-    counters: dict[str, int] = {}
-    positions = {}
-    for pk, spec in waiting.values_list("pk", "spec"):
-        queue = queue_for_spec(spec)
-        counters[queue] = counters.get(queue, 0) + 1
-        positions[pk] = counters[queue]
-    return {experiment.pk: positions[experiment.pk] for experiment in experiments if experiment.pk in positions}

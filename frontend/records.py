@@ -1,6 +1,7 @@
 """Trainer results -> database rows: a round record (results.json's "rounds", a replicate's, a control's)
 becomes a RoundResult and its Curve, a finished run's results.json fills in its Experiment, and an
-analysis's result.json becomes an AnalysisRun's stored result.
+analysis's result.json becomes an AnalysisRun's stored result. Storing a ticket round also stores the
+experiment's best ticket on its row (trainer.verdict.best_ticket), which the list page shows and sorts by.
 
 The live recorders (frontend.progress) write the same rows while a run goes on; these functions
 rewrite them from the files on disk, which are the truth (frontend.tasks when a run ends,
@@ -12,11 +13,12 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from frontend.models import AnalysisRun, Curve, Experiment, RoundResult
+from frontend.models import AnalysisRun, Curve, Experiment, RoundResult, task_of_dataset
 from trainer import events as trainer_events, replicate_stats, tasks
 from trainer.analyses import stored_results
 from trainer.rundir import RunDir, json_safe
 from trainer.tasks import ACCURACY, Metric
+from trainer.verdict import best_ticket
 
 
 def eval_keys(metric: Metric = ACCURACY) -> list[str]:
@@ -48,6 +50,35 @@ def round_result_fields(record: dict) -> dict:
     })
 
 
+def round_row(result: RoundResult) -> dict:
+    return {"network": result.network, "replicate": result.replicate, "round": result.round_index,
+            "status": result.status,
+            "message": result.message, "remaining_fraction": result.remaining_fraction,
+            "early_stop_iteration": result.early_stop_iteration,
+            "early_stop_test_metric": result.early_stop_test_metric,
+            "early_stop_val_metric": result.early_stop_val_metric,
+            "final_test_metric": result.final_test_metric, "wall_seconds": result.wall_seconds,
+            "layers": result.layers, "costs": result.costs,
+            # The metric the pages report: at early stop, or at the end of training for a run without
+            # a validation split (never a point picked on test data).
+            "reported_test_metric": (result.early_stop_test_metric if result.early_stop_iteration is not None
+                                     else result.final_test_metric)}
+
+
+def refresh_best_ticket(experiment_id: int) -> None:
+    """Store the experiment's best ticket (of replicate 0) on its row, from its ticket rounds."""
+    dataset_name = Experiment.objects.filter(pk=experiment_id).values_list("dataset_name", flat=True).first()
+    if dataset_name is None:
+        return
+    rounds = [round_row(result) for result in RoundResult.objects.filter(
+        experiment_id=experiment_id, network=trainer_events.TICKET, replicate=0)]
+    ticket = best_ticket(rounds, task_of_dataset(dataset_name).metric)
+    Experiment.objects.filter(pk=experiment_id).update(
+        best_ticket_remaining=ticket["remaining_fraction"] if ticket else None,
+        best_ticket_metric=ticket["reported_test_metric"] if ticket else None,
+        best_ticket_round=ticket["round"] if ticket else None)
+
+
 def store_record(experiment_id: int, record: dict) -> None:
     """Write one finished round (with its curves) exactly as the trainer recorded it."""
     identity = {"network": record.get("network", trainer_events.TICKET), "replicate": record.get("replicate", 0),
@@ -57,6 +88,8 @@ def store_record(experiment_id: int, record: dict) -> None:
         experiment_id=experiment_id, **identity,
         defaults={"evals": json_safe(record.get("curve") or empty_evals(tasks.metric_of(record.get("final") or {}))),
                   "train_loss": json_safe(record.get("train_loss") or empty_train_loss())})
+    if identity["network"] == trainer_events.TICKET and identity["replicate"] == 0:
+        refresh_best_ticket(experiment_id)
 
 
 def store_run_results(experiment_id: int, results: dict, run_path: Path) -> None:

@@ -1,8 +1,11 @@
 """Crash recovery: a running experiment's worker writes a heartbeat; every worker watches for
 running experiments whose heartbeat went stale (their worker was killed, lost its machine, or
-lost the database) and queues them again. The trainer resumes a run directory after its last
-finished round, so a crash costs at most the round in flight. Reproduction checks (ReproductionRun)
-beat and are re-queued the same way; a check reuses its finished runs and analyses on disk.
+lost the database) and queues them again. A worker under scripts/worker_supervisor.py (run.sh)
+is watched more closely: when it exits, the supervisor queues its runs again at once
+(`requeue_runs_of_worker`), without waiting for the heartbeat to go stale. The trainer resumes a
+run directory after its last finished round, so a crash costs at most the round in flight.
+Reproduction checks (ReproductionRun) beat and are re-queued the same way; a check reuses its
+finished runs and analyses on disk.
 
 Why not Celery's own redelivery (acks_late + Redis visibility timeout)? kombu's Redis transport
 (5.7) keeps a delivered, unacknowledged message in the `unacked` hash, and any worker that is
@@ -74,24 +77,64 @@ def _stale(rows, now):
 def requeue_lost_runs() -> list[int]:
     """Queue again every running experiment whose heartbeat is older than LOTTERYWEB_HEARTBEAT_TIMEOUT."""
     now = timezone.now()
-    lost = _stale(Experiment.objects.all(), now)
-    requeued = []
-    for experiment in lost:
-        round_index = experiment.current_round or 0
-        kept = f"rounds 0-{round_index - 1} kept" if round_index > 0 else "nothing finished yet"
-        last = timezone.localtime(experiment.heartbeat_at or experiment.started_at).strftime("%H:%M:%S")
-        lost_text = (f"worker {experiment.worker or '?'} stopped answering during round {round_index} "
-                     f"(last heartbeat {last})")
-        if experiment.cancel_requested:  # the owner asked to stop it: do so instead of resuming
-            update = {"status": Experiment.Status.CANCELLED, "finished_at": now,
-                      "message": f"cancelled; {lost_text} ({kept})"}
-        else:
-            update = {"status": Experiment.Status.QUEUED,
-                      "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')} to "
-                                  f"resume from round {round_index} ({kept})")}
-        if _settle_lost(experiment, update, queues.enqueue_experiment):
-            requeued.append(experiment.pk)
-    return requeued
+    return [experiment.pk for experiment in _stale(Experiment.objects.all(), now)
+            if _requeue_experiment(experiment, now, "stopped answering", _last_heartbeat(experiment))]
+
+
+def requeue_lost_reproductions() -> list[int]:
+    """Queue again every running reproduction check whose worker stopped answering; the check finds
+    its finished runs and analyses on disk and goes on from there. One whose cancel was asked for
+    is marked cancelled instead."""
+    now = timezone.now()
+    return [run.pk for run in _stale(ReproductionRun.objects.all(), now)
+            if _requeue_reproduction(run, now, "stopped answering", _last_heartbeat(run))]
+
+
+def requeue_runs_of_worker(worker: str, started_before=None) -> dict[str, list[int]]:
+    """Queue again, at once, the experiments and reproduction checks that `worker` (a Celery hostname,
+    e.g. worker1@host) was running when it died: its supervisor saw it exit, so nobody waits for the
+    heartbeat to go stale. `started_before` (when it died) leaves alone what a new worker of the same
+    name started since. {"experiments": [...], "reproductions": [...]} queued again."""
+    now = timezone.now()
+    running = {"status": "running", "worker": worker, "started_at__lte": started_before or now}
+    return {"experiments": [experiment.pk for experiment in Experiment.objects.filter(**running)
+                            if _requeue_experiment(experiment, now, "died", "")],
+            "reproductions": [run.pk for run in ReproductionRun.objects.filter(**running)
+                              if _requeue_reproduction(run, now, "died", "")]}
+
+
+def _last_heartbeat(row) -> str:
+    return f" (last heartbeat {timezone.localtime(row.heartbeat_at or row.started_at):%H:%M:%S})"
+
+
+def _requeue_experiment(experiment: Experiment, now, what_happened: str, detail: str) -> bool:
+    """Queue a lost running experiment again to resume after its last finished round (cancel it instead
+    when its owner asked to stop it); True when it was queued again."""
+    round_index = experiment.current_round or 0
+    kept = f"rounds 0-{round_index - 1} kept" if round_index > 0 else "nothing finished yet"
+    lost_text = f"worker {experiment.worker or '?'} {what_happened} during round {round_index}{detail}"
+    if experiment.cancel_requested:  # the owner asked to stop it: do so instead of resuming
+        update = {"status": Experiment.Status.CANCELLED, "finished_at": now,
+                  "message": f"cancelled; {lost_text} ({kept})"}
+    else:
+        update = {"status": Experiment.Status.QUEUED,
+                  "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')} to "
+                              f"resume from round {round_index} ({kept})")}
+    return _settle_lost(experiment, update, queues.enqueue_experiment)
+
+
+def _requeue_reproduction(run: ReproductionRun, now, what_happened: str, detail: str) -> bool:
+    """Queue a lost running reproduction check again (its finished steps are reused), or cancel it
+    when that was asked for; True when it was queued again."""
+    lost_text = (f"worker {run.worker or '?'} {what_happened} after {run.progress_done} of "
+                 f"{run.progress_total or '?'} steps{detail}")
+    if run.cancel_requested:
+        update = {"status": ReproductionRun.Status.CANCELLED, "finished_at": now, "message": f"cancelled; {lost_text}"}
+    else:
+        update = {"status": ReproductionRun.Status.QUEUED,
+                  "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')}, "
+                              "finished steps are reused")}
+    return _settle_lost(run, update, queues.enqueue_reproduction)
 
 
 def _settle_lost(row, update: dict, send) -> bool:
@@ -105,28 +148,6 @@ def _settle_lost(row, update: dict, send) -> bool:
         return False
     send(row.pk)
     return True
-
-
-def requeue_lost_reproductions() -> list[int]:
-    """Queue again every running reproduction check whose worker stopped answering; the check finds
-    its finished runs and analyses on disk and goes on from there. One whose cancel was asked for
-    is marked cancelled instead."""
-    now = timezone.now()
-    requeued = []
-    for run in _stale(ReproductionRun.objects.all(), now):
-        last = timezone.localtime(run.heartbeat_at or run.started_at).strftime("%H:%M:%S")
-        lost_text = (f"worker {run.worker or '?'} stopped answering after {run.progress_done} of "
-                     f"{run.progress_total or '?'} steps (last heartbeat {last})")
-        if run.cancel_requested:
-            update = {"status": ReproductionRun.Status.CANCELLED, "finished_at": now,
-                      "message": f"cancelled; {lost_text}"}
-        else:
-            update = {"status": ReproductionRun.Status.QUEUED,
-                      "message": (f"{lost_text}; re-queued at {timezone.localtime(now).strftime('%H:%M:%S')}, "
-                                  "finished steps are reused")}
-        if _settle_lost(run, update, queues.enqueue_reproduction):
-            requeued.append(run.pk)
-    return requeued
 
 
 BROKER_MARKER_KEY = "lotteryweb:broker-marker"

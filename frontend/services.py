@@ -1,20 +1,23 @@
-"""What views do besides rendering: create and queue experiments, analyses and reproduction checks,
-cancel them, read masks."""
+"""What views do besides rendering: create and queue experiments, sweeps, analyses and reproduction
+checks, cancel them, read masks."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from frontend import queues, records
-from frontend.models import AnalysisRun, Experiment, ReproductionRun
-from trainer import datasets, replicate_stats
-from trainer.analyses import ANALYSES
+from frontend import access, catalog, labels, queues, records
+from frontend.labels import default_name, set_tags
+from frontend.models import AnalysisRun, Experiment, ReproductionRun, Sweep, SweepPoint
+from trainer import datasets, downloads, replicate_stats
+from trainer.analyses import ANALYSES, check_runs_with_experiment
 from trainer.rundir import RunDir, RunDirError
 from trainer.spec import ExperimentSpec, SpecError
+from trainer.sweeps import SweepDefinition, config_label, expand
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +27,26 @@ class NotAvailable(Exception):
 
 
 def create_experiment(spec: ExperimentSpec, preset: str = "", analyses: list[str] = (), *, owner=None,
-                      visibility: str = Experiment.Visibility.PRIVATE) -> Experiment:
-    """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes."""
+                      visibility: str = Experiment.Visibility.PRIVATE, name: str = "", description: str = "",
+                      tags: list[str] = ()) -> Experiment:
+    """Store the experiment and queue its Celery task; `analyses` are queued when its run finishes.
+    `name`, `description`, `tags` are already cleaned (frontend.labels); no name: one is generated."""
     experiment = Experiment.objects.create(spec=spec.to_dict(), preset=preset, model_name=spec.model,
                                            dataset_name=spec.dataset, analyses=list(analyses), owner=owner,
-                                           visibility=visibility)
+                                           visibility=visibility, name=name, description=description)
+    if tags:
+        set_tags(experiment, list(tags))
     if not queues.enqueue_or_fail(Experiment, experiment.pk):
         experiment.refresh_from_db()
     return experiment
+
+
+def set_labels(experiment: Experiment, name: str, description: str, tags: list[str]) -> None:
+    """The owner's edit of the name (empty: generated again), description and tags, already cleaned."""
+    experiment.name = name or default_name(experiment.spec)
+    experiment.description = description
+    experiment.save(update_fields=["name", "description"])
+    set_tags(experiment, tags)
 
 
 def requeue(experiment: Experiment) -> None:
@@ -45,6 +60,84 @@ def requeue(experiment: Experiment) -> None:
 
 def request_cancel(experiment: Experiment) -> None:
     Experiment.objects.filter(pk=experiment.pk).update(cancel_requested=True)
+
+
+def sweep_points(definition: SweepDefinition, analyses: list[str] = ()) -> list:
+    """The sweep's points (trainer.sweeps.SweepPoint), each runnable on this server, or a SpecError that
+    names the configuration and field: too many (settings.LOTTERYWEB_MAX_SWEEP_POINTS), a bad value, a
+    dataset not installed, two points alike, points of different tasks (one sweep, one metric)."""
+    def runnable_here(spec: ExperimentSpec) -> None:
+        catalog.check_runnable_here(spec)
+        check_runs_with_experiment(list(analyses), spec)
+    points = expand(definition, settings.LOTTERYWEB_MAX_SWEEP_POINTS, check=runnable_here)
+    task_names = {catalog.task_of_dataset_name(point.spec.dataset) for point in points}
+    if len(task_names) > 1:
+        raise SpecError("grid.dataset", "the points mix tasks (" + ", ".join(sorted(task_names)) + "): a sweep "
+                                        "compares one metric, so keep its datasets to one task")
+    return points
+
+
+def _spec_key(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def reusable_experiments(owner, specs: list[dict]) -> dict[str, Experiment]:
+    """{spec key: a finished experiment `owner` may see with exactly that spec}, their own first."""
+    wanted = {_spec_key(spec) for spec in specs}
+    candidates = Experiment.objects.filter(
+        access.visible_to(owner), status=Experiment.Status.FINISHED,
+        model_name__in={spec["model"] for spec in specs}, dataset_name__in={spec["dataset"] for spec in specs},
+    ).order_by("created_at", "id")
+    found: dict[str, Experiment] = {}
+    for experiment in candidates:
+        key = _spec_key(experiment.spec)
+        if key in wanted and (key not in found or (experiment.owner_id == owner.pk != found[key].owner_id)):
+            found[key] = experiment
+    return found
+
+
+def create_sweep(owner, definition: SweepDefinition, name: str, *, description: str = "", tags: list[str] = (),
+                 visibility: str = Experiment.Visibility.PRIVATE, preset: str = "",
+                 analyses: list[str] = ()) -> Sweep:
+    """Store the sweep and one experiment per point, queued; a point whose spec a finished experiment the
+    owner may see already has is that experiment (reused: nothing trains). Raises SpecError (sweep_points)."""
+    points = sweep_points(definition, analyses)
+    reusable = reusable_experiments(owner, [point.spec.to_dict() for point in points])
+    created: list[int] = []
+    with transaction.atomic():
+        sweep = Sweep.objects.create(owner=owner, visibility=visibility, name=name, description=description,
+                                     base_spec=definition.base_spec, grid=definition.grid, points=definition.points,
+                                     seeds=definition.seeds, preset=preset, analyses=list(analyses))
+        labels.set_tags(sweep, list(tags))
+        for point in points:
+            spec = point.spec.to_dict()
+            experiment = reusable.get(_spec_key(spec))
+            if experiment is None:
+                seed = f", seed {point.seed_index}" if definition.seeds > 1 else ""
+                experiment = Experiment.objects.create(
+                    name=f"{name}: {config_label(point.config)}{seed}"[:200], sweep=sweep, owner=owner,
+                    visibility=visibility, spec=spec, preset=preset, model_name=point.spec.model,
+                    dataset_name=point.spec.dataset, analyses=list(analyses))
+                created.append(experiment.pk)
+            SweepPoint.objects.create(sweep=sweep, index=point.index, config=point.config,
+                                      seed_index=point.seed_index, experiment=experiment,
+                                      reused=experiment.pk not in created)
+    for experiment_id in created:  # after the commit: a worker must find the rows
+        queues.enqueue_or_fail(Experiment, experiment_id)
+    return sweep
+
+
+def cancel_sweep(sweep: Sweep) -> int:
+    """Cancel every point experiment the sweep made that is queued or running (reused ones are left alone);
+    returns how many were asked to stop."""
+    Sweep.objects.filter(pk=sweep.pk).update(cancel_requested=True)
+    active = Experiment.objects.filter(sweep_points__sweep=sweep, sweep_points__reused=False).exclude(
+        status__in=Experiment.DONE_STATUSES).distinct()
+    count = 0
+    for experiment in active:
+        request_cancel(experiment)
+        count += 1
+    return count
 
 
 def round_mask(experiment: Experiment, round_index: int, network: str):
@@ -110,6 +203,27 @@ def request_reproduction(check_name: str, budget: str, user) -> ReproductionRun:
     queues.enqueue_or_fail(ReproductionRun, run.pk)
     run.refresh_from_db()
     return run
+
+
+class NotQueued(Exception):
+    """Work that could not be queued; the message says why, for the page."""
+
+
+def request_dataset_download(name: str) -> None:
+    """Queue the download of dataset `name` (one of trainer.dataset_sources); its state goes to the data
+    directory's status file, which the datasets panel shows (a broker that is away: a failed state saying so)."""
+    directory = settings.LOTTERYWEB_DATA_DIR
+    try:
+        downloads.write_status(name, directory, downloads.QUEUED, "waiting for a worker")
+    except OSError as error:
+        raise NotQueued(f"the data directory {downloads.status_path(name, directory).parent.parent} is not "
+                        f"writable by the web app ({error.strerror or error})") from error
+    try:
+        queues.enqueue_dataset_download(name)
+    except Exception as error:
+        log.exception("could not queue the download of %s", name)
+        downloads.write_status(name, directory, downloads.FAILED,
+                               f"could not queue the download (is Redis running?): {error}")
 
 
 def request_reproduction_cancel(run: ReproductionRun) -> None:

@@ -13,10 +13,11 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from frontend import distributed, listeners, progress, records, recovery, services
+from frontend import distributed, fair_share, listeners, progress, records, recovery, services
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
-from trainer import reproduce
+from trainer import downloads, reproduce
 from trainer.analyses import run_analysis
+from trainer.datadir import DatasetError
 from trainer.imp import run_experiment
 from trainer.rundir import json_safe
 from trainer.spec import ExperimentSpec, SpecError
@@ -34,26 +35,14 @@ def start_worker_threads(sender=None, **_):
 
 @shared_task(name="frontend.run_experiment", bind=True)
 def run_experiment_task(self, experiment_id: int) -> str:
+    """A slot on the queue of `experiment_id`: runs that queue's next experiment in fair-share order
+    (frontend.fair_share), which need not be the one the message names."""
     close_old_connections()
-    experiment = Experiment.objects.filter(pk=experiment_id).first()
-    if experiment is None:
-        log.warning("experiment %s no longer exists; nothing to run", experiment_id)
-        return "missing"
-    if experiment.status != Experiment.Status.QUEUED:
-        return experiment.status  # a duplicate delivery: the run already happened or is happening
-    if experiment.cancel_requested:
-        _finish(experiment_id, Experiment.Status.CANCELLED, "cancelled before it started")
-        return Experiment.Status.CANCELLED
-    now = timezone.now()
     worker = self.request.hostname or ""
-    message = experiment.message
-    if experiment.worker:  # it ran before (re-queued after its worker was lost, or after it failed): resuming
-        message = f"{message}; " if message else ""
-        message += f"resumed by {worker or 'a worker'} at {timezone.localtime(now):%H:%M:%S}"
-    claimed = Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.QUEUED).update(
-        status=Experiment.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker, message=message)
-    if not claimed:
-        return "duplicate"  # another worker took it between the read and here
+    experiment, outcome = fair_share.claim_next_experiment(experiment_id, worker)
+    if experiment is None:
+        return outcome
+    experiment_id = experiment.pk
     _use_torch_threads()
     runs_root = Path(settings.LOTTERYWEB_RUNS_DIR)
     runs_root.mkdir(parents=True, exist_ok=True)
@@ -191,3 +180,20 @@ def run_reproduction_task(self, reproduction_run_id: int) -> str:
         update["message"] = str(result.get("reason") or "the check failed")
     rows.update(**update)  # a finished check keeps its message (e.g. that it was re-queued after a lost worker)
     return status
+
+
+@shared_task(name="frontend.download_dataset")
+def download_dataset_task(dataset_name: str) -> str:
+    """Fetch and verify one dataset into the app's data directory (the datasets panel's Download button);
+    trainer.downloads writes its progress and outcome to the status file the panel reads."""
+    try:
+        downloads.download(dataset_name, settings.LOTTERYWEB_DATA_DIR, mirror=settings.LOTTERYWEB_DATASET_MIRROR)
+    except DatasetError:
+        log.warning("download of %s failed", dataset_name, exc_info=True)
+        return downloads.FAILED
+    except Exception as error:
+        log.exception("download of %s failed", dataset_name)
+        downloads.write_status(dataset_name, settings.LOTTERYWEB_DATA_DIR, downloads.FAILED,
+                               f"{type(error).__name__}: {error}")
+        return downloads.FAILED
+    return downloads.FINISHED

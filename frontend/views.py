@@ -9,13 +9,27 @@ from pathlib import Path
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from frontend import access, catalog, charts, exports, listeners, live, queries, reproductions, services, verdict_table
-from frontend.forms import AnalysisForm, ExperimentForm, spec_to_initial, widget_values
+from frontend import (
+    access,
+    catalog,
+    charts,
+    exports,
+    listeners,
+    listing,
+    live,
+    queries,
+    reproductions,
+    services,
+    verdict_table,
+)
+from frontend.forms import AnalysisForm, ExperimentForm, LabelsForm, labels_initial, spec_to_initial, widget_values
+from frontend.labels import render_markdown
 from frontend.metric_display import page_words
 from frontend.models import AnalysisRun, ApiToken, Experiment, ReproductionRun
 from frontend.presets import ARCHITECTURE_DEFAULTS, DEFAULT_PRESET, PRESETS
@@ -83,15 +97,21 @@ def experiment_view(change: bool = False, shareable: bool = False):
 @require_GET
 @login_required
 def experiment_list(request):
-    return render(request, "frontend/list.html", {"rows": queries.experiment_list_rows(request.user)})
+    """Every experiment the user may see: filtered, searched, sorted, a page at a time (frontend.listing)."""
+    try:
+        query = listing.ListQuery.parse(request.GET)
+    except listing.ListError as error:
+        return _error_page(request, 400, "Bad list parameters", str(error))
+    return render(request, "frontend/list.html", listing.list_context(request.user, query))
 
 
-def _form_context(form: ExperimentForm) -> dict:
+def _form_context(request, form: ExperimentForm) -> dict:
     installed = set(catalog.installed_dataset_names())
     presets = [{"key": p.key, "title": p.title, "note": p.note, "installed": p.dataset in installed,
                 "dataset": p.dataset, "task": catalog.task_of_dataset_name(p.dataset)} for p in PRESETS.values()]
     return {
         "form": form, "datasets": catalog.dataset_choices(), "presets": presets,
+        "can_download_datasets": access.can_download_datasets(request.user),
         "page_data": {
             # A preset sets every field; an architecture's defaults only the fields they name.
             "presets": {p.key: widget_values(p.spec().to_dict()) for p in PRESETS.values() if p.dataset in installed},
@@ -109,11 +129,12 @@ def new_experiment(request):
     if request.method == "POST":
         form = ExperimentForm(request.POST)
         if form.is_valid():
-            experiment = services.create_experiment(form.spec, form.cleaned_data.get("preset", ""),
-                                                    form.cleaned_data.get("analyses", []), owner=request.user,
-                                                    visibility=form.cleaned_data["visibility"])
+            experiment = services.create_experiment(
+                form.spec, form.cleaned_data.get("preset", ""), form.cleaned_data.get("analyses", []),
+                owner=request.user, visibility=form.cleaned_data["visibility"], name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"], tags=form.cleaned_data["tags"])
             return redirect("experiment_detail", experiment_id=experiment.pk)
-        return render(request, "frontend/new.html", _form_context(form), status=400)
+        return render(request, "frontend/new.html", _form_context(request, form), status=400)
     key = request.GET.get("preset", DEFAULT_PRESET)
     preset = PRESETS.get(key)
     installed = set(catalog.installed_dataset_names())
@@ -121,10 +142,19 @@ def new_experiment(request):
         reason = "no such preset" if preset is None else f"its dataset {preset.dataset} is not installed"
         return _error_page(request, 400, "Unknown preset", f"Preset {key!r} cannot be used: {reason}.")
     form = ExperimentForm(initial={**spec_to_initial(preset.spec()), "preset": preset.key})
-    return render(request, "frontend/new.html", _form_context(form))
+    return render(request, "frontend/new.html", _form_context(request, form))
 
 
-def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None) -> dict:
+def _labels_context(experiment: Experiment, viewer: Viewer, labels_form: LabelsForm | None = None) -> dict:
+    """The page head's name, rendered notes and tags, and for the owner the form that edits them."""
+    tags = list(experiment.tags.all())
+    if labels_form is None and viewer.can_change:
+        labels_form = LabelsForm(initial=labels_initial(experiment, tags))
+    return {"description_html": render_markdown(experiment.description), "tags": tags, "labels_form": labels_form}
+
+
+def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None,
+                    labels_form: LabelsForm | None = None) -> dict:
     metric = experiment.metric
     rounds = queries.rounds_by_network(experiment)
     all_rows = queries.all_round_rows(experiment)  # one query for the bands and the verdict
@@ -157,6 +187,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "share_url": f"/s/{experiment.share_token}/" if experiment.visibility == Experiment.Visibility.LINK else "",
         "reproduction_badges": reproductions.badges(experiment.spec),
         "pieces": queries.pieces(experiment),
+        **_labels_context(experiment, viewer, labels_form),
         **_analyses_context(experiment, viewer, bound_form, bands),
     }
 
@@ -192,14 +223,15 @@ def _best_ticket_label(ticket_rounds: list[dict], metric: Metric) -> str:
     return queries.best_ticket_label(ticket, metric) if ticket else ""
 
 
-def _live_context(experiment: Experiment, viewer: Viewer) -> dict:
+def _live_context(experiment: Experiment, viewer: Viewer, labels_form: LabelsForm | None = None) -> dict:
     state = live.live_state(experiment.pk)
     queue_notice = ""
     if experiment.status == Experiment.Status.QUEUED:
         queue_notice = listeners.unserved_queue_notice(queue_for_spec(experiment.spec), listeners.listening_queues())
     return {"experiment": experiment, "progress": state["progress"], "live_state": state, "viewer": viewer,
             "spec_json": json.dumps(experiment.spec, indent=2, sort_keys=True), "queue_notice": queue_notice,
-            "reproduction_badges": reproductions.badges(experiment.spec)}
+            "reproduction_badges": reproductions.badges(experiment.spec),
+            **_labels_context(experiment, viewer, labels_form)}
 
 
 @require_GET
@@ -319,6 +351,22 @@ def set_visibility(request, experiment: Experiment):
     Experiment.objects.filter(pk=experiment.pk).update(visibility=visibility)
     return redirect("experiment_detail", experiment_id=experiment.pk)
 
+
+@require_POST
+@experiment_view(change=True)
+def edit_labels(request, experiment: Experiment):
+    """The owner renames an experiment, rewrites its notes or retags it; a bad value: the page again, 400,
+    with the message beside the field."""
+    form = LabelsForm(request.POST)
+    if not form.is_valid():
+        if experiment.is_done:
+            return render(request, "frontend/result.html",
+                          _result_context(experiment, request.viewer, labels_form=form), status=400)
+        return render(request, "frontend/live.html", _live_context(experiment, request.viewer, labels_form=form),
+                      status=400)
+    services.set_labels(experiment, form.cleaned_data["name"], form.cleaned_data["description"],
+                        form.cleaned_data["tags"])
+    return redirect("experiment_detail", experiment_id=experiment.pk)
 
 
 @require_POST
@@ -503,6 +551,21 @@ MAX_SPEC_FILE_BYTES = 64 * 1024
 
 @require_POST
 @login_required
+def download_dataset(request, name: str):
+    """An admin's Download button on the datasets panel: queue the download, back to the panel."""
+    if not access.can_download_datasets(request.user):
+        raise PermissionDenied("Only an admin (staff) account downloads datasets to this server.")
+    if name not in catalog.downloadable_dataset_names():
+        raise Http404(f"there is no downloadable dataset {name!r}")
+    try:
+        services.request_dataset_download(name)
+    except services.NotQueued as error:
+        return _error_page(request, 503, "Download not queued", f"{name} could not be queued: {error}.")
+    return redirect(reverse("new_experiment") + "#field-dataset")
+
+
+@require_POST
+@login_required
 def upload_spec(request):
     """A spec.json (from `python -m trainer`, results.json's "spec", or a colleague) fills in the
     new-experiment form for review; nothing is queued until that form is submitted."""
@@ -524,4 +587,4 @@ def upload_spec(request):
         where = f"{error.field}: {error.message}" if isinstance(error, SpecError) else f"not valid JSON ({error})"
         return _error_page(request, 400, "Not a valid spec", f"{upload.name}: {where}")
     form = ExperimentForm(initial=spec_to_initial(spec))
-    return render(request, "frontend/new.html", _form_context(form))
+    return render(request, "frontend/new.html", _form_context(request, form))

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Starts the whole web app: migrates the database, starts Redis (unless one already answers),
-# one Celery worker and the ASGI server (daphne), prints the URL, and stops what it started on Ctrl-C.
+# WORKERS Celery workers under scripts/worker_supervisor.py (which restarts a worker that dies) and
+# the ASGI server (daphne), prints the URL, and stops what it started on Ctrl-C.
 #
-# Environment: PORT (default 8000), HOST (default 127.0.0.1), LOTTERYWEB_REDIS_PORT (default 6379);
+# Environment: PORT (default 8000), HOST (default 127.0.0.1), WORKERS (default 1), LOTTERYWEB_REDIS_PORT (default 6379);
 # LOTTERYWEB_REDIS_URL to use a Redis elsewhere (then none is started); the settings' variables
 # (LOTTERYWEB_DB_PATH, DATABASE_URL, LOTTERYWEB_RUNS_DIR, ...) are passed through.
+# LOTTERYWEB_LOG_DIR: where the logs go; LOTTERYWEB_ADMIN_PASSWORD_FILE (default .lotteryweb/admin-password).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,7 @@ fi
 export DJANGO_SETTINGS_MODULE=lotteryweb.settings
 log_dir=${LOTTERYWEB_LOG_DIR:-${TMPDIR:-/tmp}/lotteryweb-${port}}
 mkdir -p "$log_dir"
+"$python" scripts/worker_supervisor.py --check || exit 2  # a bad WORKERS says so before anything starts
 
 started=()
 stop_all() {
@@ -48,8 +51,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 "$python" manage.py migrate --noinput >"$log_dir/migrate.log" 2>&1 || { cat "$log_dir/migrate.log" >&2; exit 1; }
 # The first administrator: created once, with a generated password kept (mode 600) in .lotteryweb/.
-mkdir -p .lotteryweb
-"$python" manage.py ensure_user admin --superuser --password-file .lotteryweb/admin-password >/dev/null
+admin_password_file=${LOTTERYWEB_ADMIN_PASSWORD_FILE:-.lotteryweb/admin-password}
+mkdir -p "$(dirname "$admin_password_file")"
+"$python" manage.py ensure_user admin --superuser --password-file "$admin_password_file" >/dev/null
 
 if [ "$start_redis" = yes ]; then
   if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
@@ -63,7 +67,8 @@ if [ "$start_redis" = yes ]; then
 fi
 
 # setsid: Ctrl-C reaches only this script, which then stops the processes in order.
-setsid "$python" -m celery -A lotteryweb worker --pool=solo --loglevel=INFO >"$log_dir/celery.log" 2>&1 &
+# The supervisor restarts a worker that dies (worker<i>.log, worker<i>.pid); its own log is workers.log.
+setsid "$python" scripts/worker_supervisor.py --log-dir "$log_dir" >"$log_dir/workers.log" 2>&1 &
 started+=($!)
 setsid "$python" -m daphne -b "$host" -p "$port" lotteryweb.asgi:application >"$log_dir/daphne.log" 2>&1 &
 started+=($!)
@@ -71,10 +76,11 @@ wait_for 60 "the web server on port $port" "$python" -c \
   "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://$host:$port/', timeout=2).status != 200)"
 
 echo "lotteryweb is running at http://$host:$port/  (logs: $log_dir; Ctrl-C stops it)"
-if [ -f .lotteryweb/admin-password ]; then
-  echo "sign in as admin, password: $(cat .lotteryweb/admin-password)  (add accounts at http://$host:$port/admin/)"
+if [ -f "$admin_password_file" ]; then
+  echo "sign in as admin, password: $(cat "$admin_password_file")  (add accounts at http://$host:$port/admin/)"
 fi
-# Stop everything as soon as any of the processes ends by itself.
+# Stop everything as soon as Redis, the supervisor or daphne ends by itself
+# (a worker that dies is the supervisor's business: daphne stays up).
 status=0
 wait -n "${started[@]}" || status=$?
 if [ "$interrupted" = yes ]; then exit 130; fi

@@ -2,9 +2,19 @@
 
 Each dataset is a `DatasetEntry` in `DATASETS`. An entry knows where its files
 are expected, whether they are there, and how to load them into normalized
-CPU tensors. Nothing is ever downloaded: the files come from the data
-directory (`LOTTERYWEB_DATA_DIR`, default `<repo>/data`) or from a Debian
-package, and `synthetic` is generated in memory so it is always available.
+CPU tensors. The files come from the data directory (`LOTTERYWEB_DATA_DIR`,
+default `<repo>/data`) or from a Debian package; loading never downloads
+(`python -m trainer download NAME`, trainer.downloads, fetches the image sets
+of trainer.dataset_sources), and `synthetic` is generated in memory.
+
+Files in torchvision's layout of the data directory (what `download` and
+torchvision's own `download=True` leave: MNIST/raw/, FashionMNIST/raw/,
+cifar-10-batches-py/, cifar-100-python/, train_32x32.mat) are read by
+torchvision.datasets; torchvision first checks CIFAR's and SVHN's files against
+their MD5 (trainer.dataset_sources). The layouts this project read before
+(gzipped IDX files, lower-case folders, the Debian package, CIFAR batches of
+other checksums) are read by the readers below, which refuse anything but
+numpy arrays in a pickle; both give the same tensors for the same files.
 
 Every problem a user can fix (missing, truncated or wrong files) raises
 `DatasetError` with a message that says which file and what to do.
@@ -21,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer import corpora, rl
+from trainer import corpora, dataset_sources, rl
 from trainer.datadir import (  # noqa: F401 (also known as trainer.datasets.*)
     DATA_DIR_ENV,
     DatasetError,
@@ -69,6 +79,20 @@ def _normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ..
     table = ((levels[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
     channels = np.arange(pixels.shape[1]).reshape(1, -1, 1, 1)
     return torch.from_numpy(table[channels, pixels])
+
+
+def _torchvision_datasets():
+    """torchvision.datasets, imported when an image file is first read: importing torchvision takes seconds
+    (it loads its model zoo), which the CLI's list, the web pages and synthetic runs need not pay."""
+    import torchvision.datasets
+    return torchvision.datasets
+
+
+def _verified_class(source: dataset_sources.DatasetSource, overrides: dict):
+    """torchvision's dataset class of `source`, checking the table's MD5s (the same as torchvision's own
+    for the real table; a test's table names its own small files). Keeps the name: MNIST's folder is it."""
+    base = getattr(_torchvision_datasets(), source.torchvision_class)
+    return type(base.__name__, (base,), overrides)
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, path: Path) -> torch.Tensor:
@@ -134,6 +158,27 @@ class _FileDatasetEntry(DatasetEntry):
     def _file_list(self) -> str:
         return ", ".join(self.file_names)
 
+    def install_instructions(self, data_dir=None) -> str:
+        """Where to put which files by hand (and how a server with internet access fetches them)."""
+        candidates = self.candidate_dirs(data_dir)
+        searched = "" if len(candidates) == 1 else f" (also searched: {', '.join(str(d) for d in candidates[1:])})"
+        advice = f" {self.install_advice}" if self.install_advice else ""
+        return f"put the files {self._file_list()} in {candidates[0]}{searched}.{advice}"
+
+    def download_hint(self) -> str:
+        if self.info.name not in dataset_sources.SOURCES:
+            return ""
+        return (f" On a server with internet access (or a mirror), `python -m trainer download {self.info.name}` "
+                "fetches and verifies them.")
+
+    def _torchvision_dir(self, data_dir) -> Path | None:
+        """The folder torchvision reads this dataset from in the data directory (None: no torchvision source)."""
+        source = dataset_sources.SOURCES.get(self.info.name)
+        if source is None:
+            return None
+        inner = Path(next(iter(source.verified))).parent if source.verified else Path(".")
+        return source.path_of(_resolve_data_dir(data_dir), str(inner))
+
     def _missing_error(self, data_dir) -> DatasetError:
         candidates = self.candidate_dirs(data_dir)
         partial = ""
@@ -144,18 +189,29 @@ class _FileDatasetEntry(DatasetEntry):
                 verb = "is" if len(missing) == 1 else "are"
                 partial = f" {directory} has only some of them: {', '.join(missing)} {verb} missing."
                 break
-        searched = "" if len(candidates) == 1 else f" (also searched: {', '.join(str(d) for d in candidates[1:])})"
-        advice = f" {self.install_advice}" if self.install_advice else ""
         return DatasetError(
-            f"The dataset '{self.info.name}' ({self.info.title}) is not installed: put the files {self._file_list()} "
-            f"in {candidates[0]}{searched}.{partial}{advice} To use another data directory, set the environment "
-            f"variable {DATA_DIR_ENV}.")
+            f"The dataset '{self.info.name}' ({self.info.title}) is not installed: "
+            f"{self.install_instructions(data_dir)}{partial}{self.download_hint()} To use another data directory, "
+            f"set the environment variable {DATA_DIR_ENV}.")
 
     def load(self, data_dir=None) -> DatasetTensors:
         found = self._find_files(data_dir)
         if found is None:
             raise self._missing_error(data_dir)
+        directory = next(iter(found.values())).parent
+        if directory == self._torchvision_dir(data_dir) and self._torchvision_reads(found):
+            try:
+                return self._load_with_torchvision(_resolve_data_dir(data_dir), found)
+            except (DatasetError, RuntimeError, OSError, ValueError, TypeError, AssertionError):
+                pass  # files torchvision refuses (unverified, damaged): the reader below says what is wrong
         return self._load_files(found)
+
+    def _torchvision_reads(self, files: dict[str, Path]) -> bool:
+        """Whether torchvision can read these files of its layout (e.g. not gzipped ones)."""
+        return True
+
+    def _load_with_torchvision(self, root: Path, files: dict[str, Path]) -> DatasetTensors:
+        raise DatasetError("no torchvision reader")
 
     def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
         raise NotImplementedError
@@ -235,9 +291,26 @@ class IdxDatasetEntry(_FileDatasetEntry):
     def _file_list(self) -> str:
         return ", ".join(f"{name}.gz" for name in self.file_names) + " (or the same names uncompressed, without .gz)"
 
+    def _torchvision_reads(self, files: dict[str, Path]) -> bool:
+        return not any(path.suffix == ".gz" for path in files.values())  # torchvision reads them uncompressed
+
+    def _load_with_torchvision(self, root: Path, files: dict[str, Path]) -> DatasetTensors:
+        source = dataset_sources.SOURCES[self.info.name]
+        reader = _verified_class(source, {})  # torchvision checks the .gz files' MD5 only when it downloads
+        splits = []
+        for train, prefix in ((True, "train"), (False, "t10k")):
+            loaded = reader(str(root), train=train)
+            splits.append(self._tensors(loaded.data.numpy(), loaded.targets.numpy(),
+                                        files[f"{prefix}-images-idx3-ubyte"], files[f"{prefix}-labels-idx1-ubyte"],
+                                        "training" if train else "test"))
+        (train_x, train_y), (test_x, test_y) = splits
+        return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
+
     def _load_split(self, images_path: Path, labels_path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images = read_idx(images_path, 3)
-        labels = read_idx(labels_path, 1)
+        return self._tensors(read_idx(images_path, 3), read_idx(labels_path, 1), images_path, labels_path, split)
+
+    def _tensors(self, images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path,
+                 split: str) -> tuple[torch.Tensor, torch.Tensor]:
         _, height, width = self.info.input_shape
         if images.shape[1:] != (height, width):
             raise DatasetError(f"The file {images_path} holds images of {images.shape[1]}x{images.shape[2]} pixels, "
@@ -332,9 +405,76 @@ class CifarDatasetEntry(_FileDatasetEntry):
         labels = np.concatenate([labels for _, labels in batches])
         return _normalize(images, self.mean, self.std), torch.from_numpy(labels)
 
+    def _load_with_torchvision(self, root: Path, files: dict[str, Path]) -> DatasetTensors:
+        """torchvision unpickles the files only once each has the table's MD5 (else it raises, and the
+        restricted reader above reads them)."""
+        source = dataset_sources.SOURCES[self.info.name]
+        md5 = {Path(name).name: value for name, value in source.verified.items()}
+        meta = dict(getattr(_torchvision_datasets(), source.torchvision_class).meta)  # the class names' file
+        reader = _verified_class(source, {
+            "train_list": [[name, md5.get(name, "")] for name in self.train_files],
+            "test_list": [[self.test_file, md5.get(self.test_file, "")]],
+            "meta": {**meta, "md5": md5.get(meta["filename"], "")}})
+        splits = []
+        for train, path in ((True, files[self.train_files[-1]]), (False, files[self.test_file])):
+            loaded = reader(str(root), train=train)
+            labels = np.asarray(loaded.targets, dtype=np.int64)
+            _check_labels(labels, self.info.num_classes, path)
+            pixels = np.ascontiguousarray(loaded.data.transpose(0, 3, 1, 2))  # torchvision's HWC back to CHW
+            splits.append((_normalize(pixels, self.mean, self.std), torch.from_numpy(labels)))
+        (train_x, train_y), (test_x, test_y) = splits
+        return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
+
     def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
         train_x, train_y = self._load_batches([files[name] for name in self.train_files])
         test_x, test_y = self._load_batches([files[self.test_file]])
+        return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
+
+
+# ---- SVHN (MATLAB .mat files, read by torchvision with scipy) ------------------------------
+
+class SvhnDatasetEntry(_FileDatasetEntry):
+    """The Street View House Numbers' cropped digits: train_32x32.mat and test_32x32.mat, read by
+    torchvision once they have the table's MD5 (label 10 stands for the digit 0; torchvision maps it)."""
+
+    SPLITS = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+
+    def __init__(self, info: DatasetInfo, mean: tuple[float, float, float], std: tuple[float, float, float],
+                 subdirs: tuple[str, ...]):
+        super().__init__(info, tuple(self.SPLITS.values()), subdirs)
+        self.mean = mean
+        self.std = std
+
+    def load(self, data_dir=None) -> DatasetTensors:
+        found = self._find_files(data_dir)
+        if found is None:
+            raise self._missing_error(data_dir)
+        return self._load_files(found)
+
+    def _load_files(self, files: dict[str, Path]) -> DatasetTensors:
+        source = dataset_sources.SOURCES[self.info.name]
+        split_list = {split: [source.base_url + name, name, source.verified.get(name, "")]
+                      for split, name in self.SPLITS.items()}
+        reader = _verified_class(source, {"split_list": split_list})
+        splits = []
+        for split, name in self.SPLITS.items():
+            path = files[name]
+            try:
+                loaded = reader(str(path.parent), split=split)
+            except Exception as error:  # torchvision's "corrupted" (MD5), or scipy's many types on a damaged file
+                expected, got = split_list[split][2], dataset_sources.file_md5(path)
+                if got != expected:
+                    raise DatasetError(f"The file {path} has the MD5 checksum {got}, but SVHN's {name} has "
+                                       f"{expected}: it is damaged or not the right file. Replace it with a complete "
+                                       f"copy (`python -m trainer download {self.info.name}` fetches one).") from None
+                raise DatasetError(f"The file {path} is not readable as SVHN's {name} "
+                                   f"({type(error).__name__}: {error}). Replace it with a complete copy.") from error
+            if loaded.data.shape[1:] != (3, 32, 32):
+                raise DatasetError(f"The file {path} holds images of shape {loaded.data.shape[1:]}, "
+                                   "but SVHN's are 3x32x32; it is not the right file.")
+            labels = _check_labels(np.asarray(loaded.labels, dtype=np.int64), self.info.num_classes, path)
+            splits.append((_normalize(loaded.data, self.mean, self.std), labels))
+        (train_x, train_y), (test_x, test_y) = splits
         return DatasetTensors(self.info, train_x, train_y, test_x, test_y)
 
 
@@ -413,27 +553,33 @@ DATASETS: dict[str, DatasetEntry] = {
     "fashion_mnist": IdxDatasetEntry(
         DatasetInfo("fashion_mnist", "Fashion-MNIST", (1, 28, 28), 10, 60000, 10000, False,
                     "Zalando's 28x28 grayscale photos of clothing in 10 classes; harder than MNIST, same format."),
-        mean=0.2860, std=0.3530, subdirs=("fashion_mnist", "FashionMNIST/raw"),
+        mean=0.2860, std=0.3530, subdirs=("FashionMNIST/raw", "fashion_mnist"),
         system_dirs=(FASHION_MNIST_SYSTEM_DIR,),
         install_advice="On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` installs them in "
                        f"{FASHION_MNIST_SYSTEM_DIR}."),
     "mnist": IdxDatasetEntry(
         DatasetInfo("mnist", "MNIST", (1, 28, 28), 10, 60000, 10000, False,
                     "28x28 grayscale handwritten digits 0-9; the dataset of the original LeNet lottery tickets."),
-        mean=0.1307, std=0.3081, subdirs=("mnist", "MNIST/raw")),
+        mean=0.1307, std=0.3081, subdirs=("MNIST/raw", "mnist")),
     "cifar10": CifarDatasetEntry(
         DatasetInfo("cifar10", "CIFAR-10", (3, 32, 32), 10, 50000, 10000, True,
                     "32x32 colour photos in 10 classes; trained with random crops and flips."),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-        subdirs=("cifar10/cifar-10-batches-py", "cifar-10-batches-py"),
+        subdirs=("cifar-10-batches-py", "cifar10/cifar-10-batches-py"),
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_file="test_batch", label_key="labels",
         archive="cifar-10-python.tar.gz"),
     "cifar100": CifarDatasetEntry(
         DatasetInfo("cifar100", "CIFAR-100", (3, 32, 32), 100, 50000, 10000, True,
                     "32x32 colour photos in 100 fine classes (CIFAR-10's size and format); crops and flips."),
         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
-        subdirs=("cifar100/cifar-100-python", "cifar-100-python"),
+        subdirs=("cifar-100-python", "cifar100/cifar-100-python"),
         train_files=("train",), test_file="test", label_key="fine_labels", archive="cifar-100-python.tar.gz"),
+    "svhn": SvhnDatasetEntry(
+        DatasetInfo("svhn", "SVHN", (3, 32, 32), 10, 73257, 26032, False,
+                    "Street View House Numbers: 32x32 colour crops of digits 0-9 (no flips: they change digits)."),
+        # Per-channel mean and std of SVHN's training set, as published in DeepCore's SVHN loader
+        # (Guo, Zhao & Bai 2022, github.com/PatrickZH/DeepCore, deepcore/datasets/svhn.py).
+        mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970), subdirs=("", "svhn")),
     "synthetic": SyntheticDatasetEntry(
         DatasetInfo("synthetic", "Synthetic strokes", (1, 28, 28), 10, 3000, 1000, False,
                     "Small generated MNIST-shaped set of noisy, shifted stroke patterns; "

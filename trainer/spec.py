@@ -405,6 +405,48 @@ def spec_fields(cls=ExperimentSpec, prefix: str = ""):
             yield f"{prefix}{f.name}", f, hint
 
 
+def unwrap_optional(hint):
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return hint
+
+
+def field_metavar(hint) -> str:
+    """How a field's value is written as text: INT, FLOAT, TEXT, A,B,... (a list), NAME=X,... (per layer)."""
+    hint = unwrap_optional(hint)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "A,B,..."
+    if origin is dict:
+        return "NAME=X,..."
+    return {int: "INT", float: "FLOAT", str: "TEXT"}.get(hint, "VALUE")
+
+
+def parse_field_text(text: str, hint, dotted: str):
+    """A field's value written as text (a CLI flag, a sweep's value) -> the JSON value the spec expects
+    (the spec validates it). 'null' is None for a field that may be null."""
+    if hint is not unwrap_optional(hint) and text.strip().lower() in ("null", "none"):
+        return None
+    hint = unwrap_optional(hint)
+    origin = typing.get_origin(hint)
+    try:
+        if origin is list:
+            (item,) = typing.get_args(hint)
+            return [parse_field_text(part.strip(), item, dotted) for part in text.split(",") if part.strip()]
+        if origin is dict:
+            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError
+            return {key.strip(): float(value) for key, value in pairs}
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        raise SpecError(dotted, f"cannot read {text!r} as {field_metavar(hint)}") from None
+    return text
+
+
 def _build(cls, data: Any, prefix: str):
     path = prefix.rstrip(".") or "spec"
     if not isinstance(data, dict):

@@ -33,6 +33,9 @@ a test and a tolerance so the verdict is reproducible. The mean-difference rule 
 point estimate (the tolerance is the allowance for noise); the "better than controls" rule is a
 significance test, because that is the claim the controls exist to support.
 
+The *best ticket* (best_ticket) is a simpler rule for one run, shown in lists and sweeps: the sparsest
+finished round within one point of dense accuracy (1% of the dense value for other metrics).
+
 Student-t quantiles are computed here (exact closed forms of the t CDF for integer degrees of
 freedom, inverted by bisection) so the engine needs no scipy.
 """
@@ -323,6 +326,35 @@ def _mean_remaining(ticket_records: list[dict]) -> dict[int, float]:
     for record in ticket_records:
         by_round.setdefault(record["round"], []).append(record["remaining_fraction"])
     return {round_index: sum(values) / len(values) for round_index, values in by_round.items()}
+
+
+# ---- the best ticket: one run's simpler rule ---------------------------------------------
+
+# "Within one point of dense": the ticket may lose at most this much test accuracy (a fraction).
+BEST_TICKET_TOLERANCE = 0.01
+# A metric that is not a fraction (perplexity, mean return) has no "points": the ticket may be at most 1% of
+# the dense value worse (above dense for perplexity, below it for return).
+BEST_TICKET_RELATIVE_TOLERANCE = 0.01
+
+
+def best_ticket_tolerance(dense_value: float, metric: Metric = ACCURACY) -> float:
+    return BEST_TICKET_TOLERANCE if metric.percent else BEST_TICKET_RELATIVE_TOLERANCE * abs(dense_value)
+
+
+def best_ticket(ticket_rounds: list[dict], metric: Metric = ACCURACY) -> dict | None:
+    """The sparsest finished ticket round whose reported test metric is at most the tolerance worse than
+    round 0's (one point of accuracy; 1% of the dense value for perplexity or return, in its direction)."""
+    finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_metric"] is not None]
+    dense = next((r for r in finished if r["round"] == 0), None)
+    if dense is None:
+        return None
+    dense_value = dense["reported_test_metric"]
+    tolerance = best_ticket_tolerance(dense_value, metric)
+    if metric.higher_is_better:
+        good = [r for r in finished if r["reported_test_metric"] >= dense_value - tolerance]
+    else:
+        good = [r for r in finished if r["reported_test_metric"] <= dense_value + tolerance]
+    return min(good, key=lambda r: r["remaining_fraction"])
 
 
 # ---- text ---------------------------------------------------------------------------------

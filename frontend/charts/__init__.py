@@ -4,7 +4,7 @@ Functions take plain rows (from frontend.queries or a run directory) and return 
 `figure_json` turns one into JSON that a template embeds and static/frontend/charts.js draws.
 Pages hold no chart logic; the live page's script only appends points to the traces made here.
 runs: an experiment's IMP run; masks: one round's masks; analyses: one builder per study;
-reproductions: a reproduction check's chart. Below: what the views use.
+reproductions: a reproduction check's chart; sweeps: a sweep's configurations. Below: what the views use.
 """
 from frontend.charts.analyses import analysis_figures, analysis_warnings
 from frontend.charts.base import figure_json
@@ -17,7 +17,8 @@ from frontend.charts.runs import (
     sparsity_vs_accuracy,
     training_curves,
 )
+from frontend.charts.sweeps import sweep_parallel_coordinates, sweep_sparsity_vs_metric
 
 __all__ = ["analysis_figures", "analysis_warnings", "compare_sparsity_vs_accuracy", "early_stop_iterations",
            "figure_json", "figures_payload", "live_figures", "mask_figures", "reproduction_chart",
-           "sparsity_vs_accuracy", "training_curves"]
+           "sparsity_vs_accuracy", "sweep_parallel_coordinates", "sweep_sparsity_vs_metric", "training_curves"]

@@ -302,7 +302,7 @@ def test_cifar100_missing_and_damaged_files_are_named(tmp_path):
 # ---- registry and synthetic -----------------------------------------------------------------
 
 def test_registry_lists_the_datasets():
-    assert set(DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "synthetic",  # images
+    assert set(DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "synthetic",  # images
                              "python_docs", "wikitext2", "wikitext103",  # text corpora
                              "cartpole", "acrobot"}  # environments
     for name, entry in DATASETS.items():

@@ -95,6 +95,8 @@ def test_compose_has_the_lab_services_and_their_commands_exist():
             assert attribute in (REPO / (module.replace(".", "/") + ".py")).read_text()
     for name in ("web", "worker", "gpu-worker"):  # the web container migrates at start
         assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
+        # a dead container comes back; its runs are re-queued by the other workers' heartbeat watchdog
+        assert services[name]["restart"] in ("always", "unless-stopped"), name
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
     assert services["gpu-worker"]["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert "-Q" in services["gpu-worker"]["command"] and "gpu" in services["gpu-worker"]["command"]

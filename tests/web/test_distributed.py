@@ -1,11 +1,13 @@
 """One experiment over many workers, in-process (frontend.distributed): claims, the cap, lost pieces, the
 owner training everything alone, a piece task on another worker, failures, cancel, and several recorders."""
+import io
 import json
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from frontend import distributed, progress, queues
@@ -111,6 +113,18 @@ def test_the_pieces_of_a_lost_worker_are_released_at_once(sent):
     assert distributed.release_pieces_of_worker("lost@a") == [piece(experiment, 0).pk]
     assert [piece(experiment, i).status for i in range(3)] == ["queued", "finished", "running"]
     assert "worker lost@a was lost" in piece(experiment, 0).message and sent == [piece(experiment, 0).pk]
+
+
+def test_the_supervisors_requeue_command_releases_the_dead_workers_pieces_not_a_new_namesakes(sent):
+    experiment = experiment_with_pieces(2)
+    for index in range(2):
+        distributed.claim(experiment.pk, pieces.CHAINS, "worker1@lab", prefer=piece(experiment, index).pk)
+    died_at = timezone.now() - timedelta(seconds=30)
+    ExperimentPiece.objects.filter(pk=piece(experiment, 0).pk).update(started_at=died_at - timedelta(seconds=60))
+    output = io.StringIO()  # piece 1 was started by the restarted worker1@lab after the death
+    call_command("requeue_worker_runs", "worker1@lab", "--died-at", died_at.isoformat(), stdout=output)
+    assert output.getvalue().strip().endswith(f"pieces of experiments [{piece(experiment, 0).pk}]")
+    assert [piece(experiment, i).status for i in range(2)] == ["queued", "running"]
 
 
 def test_the_owner_trains_every_piece_when_no_other_worker_comes_and_gets_the_one_worker_results(

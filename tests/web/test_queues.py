@@ -10,8 +10,9 @@ import pytest
 import redis
 
 from frontend import listeners
+from frontend.fair_share import queue_positions
 from frontend.models import Experiment
-from frontend.queues import DEFAULT_QUEUE, queue_positions, route_task
+from frontend.queues import DEFAULT_QUEUE, route_task
 
 pytestmark = pytest.mark.django_db
 

@@ -1,8 +1,10 @@
 """Crash recovery in-process: heartbeats, and which running experiments count as lost."""
+import io
 import time
 from datetime import timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from frontend import recovery, tasks
@@ -102,3 +104,49 @@ def test_the_queued_tasks_are_sent_again_when_redis_has_lost_its_data(queued, mo
     assert watch.check() == {"experiments": [waiting.pk], "analyses": [analysis.pk], "reproductions": [reproduction.pk]}
     assert reproductions == [reproduction.pk]
     assert queued == [waiting.pk, waiting.pk] and analyses == [analysis.pk, analysis.pk]
+
+
+def test_the_runs_of_a_worker_that_died_are_requeued_at_once(queued, monkeypatch):
+    """The worker supervisor saw worker celery@gpu-host-2 exit: its runs are queued again although
+    their heartbeats are fresh; other workers' runs and its finished ones are left alone."""
+    reproductions = []
+    monkeypatch.setattr(tasks.run_reproduction_task, "delay", lambda run_id: reproductions.append(run_id))
+    mine, cancelled, finished, elsewhere = running(1), running(1, current_round=0), running(1), running(1)
+    Experiment.objects.filter(pk=cancelled.pk).update(cancel_requested=True)
+    Experiment.objects.filter(pk=finished.pk).update(status="finished")
+    Experiment.objects.filter(pk=elsewhere.pk).update(worker="celery@gpu-host-3")
+    check = ReproductionRun.objects.create(check_name="tickets_vs_dense", budget="small", status="running",
+                                           worker="celery@gpu-host-2", progress_done=3, progress_total=7,
+                                           started_at=timezone.now(), heartbeat_at=timezone.now())
+    assert recovery.requeue_runs_of_worker("celery@gpu-host-2") == {"experiments": [mine.pk],
+                                                                     "reproductions": [check.pk]}
+    assert queued == [mine.pk] and reproductions == [check.pk]
+    mine.refresh_from_db()
+    assert mine.status == "queued"
+    assert mine.message.startswith("worker celery@gpu-host-2 died during round 3; re-queued at ")
+    assert mine.message.endswith("to resume from round 3 (rounds 0-2 kept)")
+    cancelled.refresh_from_db()
+    assert cancelled.status == "cancelled"
+    assert cancelled.message == "cancelled; worker celery@gpu-host-2 died during round 0 (nothing finished yet)"
+    check.refresh_from_db()
+    assert check.status == "queued" and check.message.startswith("worker celery@gpu-host-2 died after 3 of 7 steps")
+    assert {Experiment.objects.get(pk=pk).status for pk in (finished.pk, elsewhere.pk)} == {"finished", "running"}
+    assert recovery.requeue_runs_of_worker("celery@gpu-host-2") == {"experiments": [], "reproductions": []}
+
+
+def test_the_requeue_command_leaves_alone_what_a_new_worker_of_that_name_started(queued):
+    """manage.py requeue_worker_runs, as the worker supervisor runs it: runs started after the death are
+    the restarted worker's own."""
+    lost, restarted = running(1), running(1)
+    Experiment.objects.filter(pk=restarted.pk).update(started_at=timezone.now() + timedelta(seconds=5))
+    died_at = (timezone.now() + timedelta(seconds=1)).isoformat()
+    output = io.StringIO()
+    call_command("requeue_worker_runs", "celery@gpu-host-2", "--died-at", died_at, stdout=output)
+    said = output.getvalue().strip()
+    assert said == (f"celery@gpu-host-2: re-queued experiments [{lost.pk}], reproduction checks none, "
+                    "pieces of experiments none")
+    assert queued == [lost.pk] and Experiment.objects.get(pk=restarted.pk).status == "running"
+    for bad in ("yesterday", "2025-13-45T10:00:00"):
+        with pytest.raises(CommandError, match="--died-at must be an ISO time") as raised:
+            call_command("requeue_worker_runs", "celery@gpu-host-2", "--died-at", bad)
+        assert raised.value.returncode == 2

@@ -214,7 +214,7 @@ def test_result_page_with_20_rounds_and_controls_is_a_few_queries_and_fast(clien
             curve.network, curve.round_index, curve.evals = network, round_index, long_curve
             curve.save()
     started = time.perf_counter()
-    with django_assert_max_num_queries(9):  # 8 + the verdicts of matching reproduction checks
+    with django_assert_max_num_queries(10):  # 8 + the verdicts of matching reproduction checks + its tags
         response = client.get(f"/e/{finished_experiment.pk}/")
     elapsed = time.perf_counter() - started
     assert response.status_code == 200

@@ -6,13 +6,10 @@ with its help string, and a flag given together with --spec overrides the file.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import types
-import typing
 from pathlib import Path
 
-from trainer import datasets, models
+from trainer import datasets, downloads, models
 from trainer.cli.analyze import add_analysis_commands, command_analyze
 from trainer.cli.display import (
     Parser,
@@ -24,9 +21,11 @@ from trainer.cli.display import (
     summary_table,
 )
 from trainer.cli.reproduce import add_reproduce_command, command_reproduce
+from trainer.cli.spec_flags import add_spec_arguments, spec_from_args
+from trainer.cli.sweep import add_sweep_command, command_sweep
 from trainer.imp import run_controls_on, run_experiment, train_ticket
 from trainer.rundir import RunDir, RunDirError
-from trainer.spec import CONTROL_KINDS, ExperimentSpec, SpecError, spec_fields
+from trainer.spec import CONTROL_KINDS, SpecError
 from trainer.steps import StepFormatError
 from trainer.tickets import TicketError, load_ticket, save_ticket, ticket_payload
 from trainer.training.loop import apply_thread_setting
@@ -40,21 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = commands.add_parser("run", help="Run (or resume) an IMP experiment.")
-    run.add_argument("--spec", type=Path, help="Spec JSON file; flags below override its fields.")
     run.add_argument("--runs-dir", type=Path, default=None,
                      help="Where run directories go (default: $LOTTERYWEB_RUNS_DIR or ./runs).")
     run.add_argument("--data-dir", type=Path, default=None,
                      help="Dataset directory (default: $LOTTERYWEB_DATA_DIR or ./data).")
     run.add_argument("--quiet", action="store_true", help="Print only the summary table.")
-    fields = run.add_argument_group("spec fields (override --spec; defaults in brackets)")
-    defaults = ExperimentSpec().to_dict()
-    for dotted, f, hint in spec_fields():
-        leaf = dotted.split(".")[-1]
-        default = defaults
-        for part in dotted.split("."):
-            default = default[part]
-        fields.add_argument(f"--{leaf.replace('_', '-')}", dest=f"spec:{dotted}", default=None,
-                            metavar=_metavar(hint), help=f"{f.metadata.get('help', '')} [{json.dumps(default)}]")
+    add_spec_arguments(run)
 
     controls = commands.add_parser("controls", help="Add control experiments to a finished run.")
     controls.add_argument("run_dir", type=Path)
@@ -69,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="List models and datasets (and which datasets are installed).")
 
+    download = commands.add_parser("download", help="Fetch an image dataset and verify its checksums "
+                                                    f"({', '.join(downloads.downloadable())}).")
+    download.add_argument("name", help="The dataset's name, as in `list`.")
+    download.add_argument("--data-dir", type=Path, default=None,
+                          help="Dataset directory (default: $LOTTERYWEB_DATA_DIR or ./data).")
+    download.add_argument("--mirror", default=None,
+                          help=f"Base URL serving <mirror>/<dataset>/<file> (default: ${downloads.MIRROR_ENV}, "
+                               "else torchvision's own URLs).")
+
     ticket = commands.add_parser("export-ticket", help="Write one round's ticket (mask + rewind weights) to a file.")
     ticket.add_argument("run_dir", type=Path)
     ticket.add_argument("round", type=int)
@@ -81,63 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--quiet", action="store_true")
     add_analysis_commands(commands)
     add_reproduce_command(commands)
+    add_sweep_command(commands)
     return parser
-
-
-def _unwrap_optional(hint):
-    if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    return hint
-
-
-def _metavar(hint) -> str:
-    hint = _unwrap_optional(hint)
-    origin = typing.get_origin(hint)
-    if origin is list:
-        return "A,B,..."
-    if origin is dict:
-        return "NAME=X,..."
-    return {int: "INT", float: "FLOAT", str: "TEXT"}.get(hint, "VALUE")
-
-
-def _parse_flag(text: str, hint, dotted: str):
-    """Turn a flag's text into the JSON value the spec expects (the spec validates it)."""
-    hint = _unwrap_optional(hint)
-    origin = typing.get_origin(hint)
-    try:
-        if origin is list:
-            (item,) = typing.get_args(hint)
-            return [_parse_flag(part.strip(), item, dotted) for part in text.split(",") if part.strip()]
-        if origin is dict:
-            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
-            if any(len(pair) != 2 for pair in pairs):
-                raise ValueError
-            return {key.strip(): float(value) for key, value in pairs}
-        if hint is int:
-            return int(text)
-        if hint is float:
-            return float(text)
-    except ValueError:
-        raise SpecError(dotted, f"cannot read {text!r} as {_metavar(hint)}") from None
-    return text
-
-
-def spec_from_args(args) -> ExperimentSpec:
-    data: dict = {}
-    if args.spec is not None:
-        data = read_json_object(args.spec, "--spec")
-    for dotted, _, hint in spec_fields():
-        text = getattr(args, f"spec:{dotted}")
-        if text is None:
-            continue
-        target = data
-        *sections, leaf = dotted.split(".")
-        for section in sections:
-            target = target.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise SpecError(section, "expected an object")
-        target[leaf] = _parse_flag(text, hint, dotted)
-    return ExperimentSpec.from_dict(data)
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -200,6 +144,22 @@ def command_list(args) -> int:
     return 0
 
 
+def command_download(args) -> int:
+    def report(event: dict) -> None:
+        if event["type"] == "fetched":
+            print(f"fetched {event['url']}: {event['bytes']:,} bytes, MD5 {event['md5']} verified -> {event['path']}")
+        elif event["type"] == "present":
+            print(f"already there, MD5 {event['md5']} verified: {event['path']}")
+        elif event["type"] == "extracted":
+            print(f"extracted {event['file']} -> {event['path']}")
+
+    mirror = args.mirror if args.mirror is not None else downloads.default_mirror()
+    downloads.download(args.name, args.data_dir, mirror=mirror, callback=report)
+    entry = datasets.get_entry(args.name)
+    print(f"{entry.info.title} is installed in {entry.location_hint(args.data_dir)}")
+    return 0
+
+
 def command_export_ticket(args) -> int:
     payload = ticket_payload(RunDir.open(args.run_dir), args.round, args.replicate)
     save_ticket(payload, args.output)
@@ -219,8 +179,9 @@ def command_retrain(args) -> int:
 
 
 COMMANDS = {"run": command_run, "controls": command_controls, "show": command_show, "list": command_list,
+            "download": command_download,
             "analyze": command_analyze, "export-ticket": command_export_ticket, "retrain": command_retrain,
-            "reproduce": command_reproduce}
+            "reproduce": command_reproduce, "sweep": command_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,20 +1,24 @@
-"""Ticket transfer: the output layer, the mask on the rest, the target run beside it, resume, bad parameters."""
+"""Ticket transfer: the output layer, the mask on the rest, the target run beside it, resume, bad parameters,
+CIFAR-100 and SVHN as targets."""
 import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tests.trainer.conftest import TINY_RUN, collector, tiny_run
-from trainer import analyses, datasets, events, models
+from tests.trainer.dataset_files import write_cifar100_file, write_cifar_dataset, write_svhn_mat
+from trainer import analyses, dataset_sources, datasets, events, models
 from trainer.analyses import transfer
 from trainer.analyses.params import params_hash
 from trainer.analyses.transfer import TransferPlan, run_transfer
 from trainer.cli.main import main
+from trainer.imp import run_experiment
 from trainer.rundir import RunDir
-from trainer.spec import SpecError
+from trainer.spec import ExperimentSpec, SpecError
 from trainer.training.stacked import StackedOptimizer
 
 
@@ -304,3 +308,34 @@ def test_a_dataset_transfer_stored_before_optimizer_transfer_keeps_its_directory
     lines = transfer.summary_lines(old)
     assert lines[0] == "synthetic -> synthetic; output layer kept" and len(lines) == 2 + len(old["transfer"])
     assert lines[-1].endswith(f"{100 * old['target']['rounds'][1]['early_stop']['test_accuracy']:.2f}%")
+
+
+# ---- targets from the registry: CIFAR-100 (100 classes) and SVHN (10 classes), on tiny files ------------------
+
+def test_a_cifar10_ticket_transfers_to_cifar100_and_svhn(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    write_cifar_dataset(data / "cifar-10-batches-py", per_batch=12)
+    write_cifar100_file(data / "cifar-100-python" / "train", 60, seed=1)
+    write_cifar100_file(data / "cifar-100-python" / "test", 10, seed=2)
+    rng = np.random.default_rng(0)
+    for name, count in (("train_32x32.mat", 60), ("test_32x32.mat", 10)):
+        write_svhn_mat(data / name, count, rng)
+    svhn = dataset_sources.SOURCES["svhn"]
+    monkeypatch.setitem(dataset_sources.SOURCES, "svhn", replace(svhn, verified={
+        name: dataset_sources.file_md5(data / name) for name in svhn.verified}))
+    spec = ExperimentSpec.from_dict({
+        **TINY_RUN, "dataset": "cifar10", "validation_size": 10,
+        "training": {**TINY_RUN["training"], "batch_size": 10, "training_steps": "12it", "eval_interval": "6it",
+                     "lr_milestones": []},
+        "rewind_step": "2it", "pruning": {"fraction": 0.5, "rounds": 1, "layer_fractions": {}}})
+    run_path = tmp_path / "runs" / run_experiment(spec, tmp_path / "runs", data_dir=data)["run_name"]
+    source_mask = RunDir.open(run_path).mask(1)
+
+    for target, classes, reinitialised in (("cifar100", 100, True), ("svhn", 10, False)):
+        transfer.check({"target_dataset": target, "rounds": [1]}, {"dataset": "cifar10", "finished_rounds": [0, 1]})
+        result = run_transfer(run_path, target, rounds=[1], data_dir=data)
+        (entry,) = result["transfer"]
+        assert result["target_dataset"]["num_classes"] == classes and entry["status"] == "finished"
+        assert result["output_layer"]["reinitialised"] is reinitialised
+        assert entry["layers"]["fc3.weight"]["shape"] == [classes, 100]
+        assert entry["layers"]["fc1.weight"]["remaining"] == int(source_mask["fc1.weight"].sum())
