@@ -6,7 +6,7 @@ same experiment (LeNet-300-100 on the in-memory synthetic dataset, a few rounds,
 control) and times it from its owner's start to its end (the database's times). Both use the same
 LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT, so they train the same pieces; the bench checks that their
 results are equal. Prints both times and their ratio, measured in this one run, and the seconds each
-worker spent in pieces and how much of that the networks' training took.
+worker spent in pieces.
 
     .venv/bin/python bench/distributed_speed.py [--replicates 4] [--rounds 3] [--steps 600it] [--cap 4]
 """
@@ -82,10 +82,8 @@ def main() -> None:
             busy: dict[str, float] = {}
             for _, _, worker, piece_seconds in pieces:
                 busy[worker.split("@")[0]] = busy.get(worker.split("@")[0], 0.0) + piece_seconds
-            training = sum(record["wall_seconds"] for record in all_records(results))
             print(f"{workers} worker{'s' if workers > 1 else ''}: {seconds:6.1f} s ({len(pieces)} pieces; seconds "
-                  f"spent in pieces: {', '.join(f'{name} {total:.1f}' for name, total in sorted(busy.items()))}; "
-                  f"of which training the networks: {training:.1f})")
+                  f"spent in pieces: {', '.join(f'{name} {total:.1f}' for name, total in sorted(busy.items()))})")
     print(f"ratio 1 worker / 2 workers: {timings[1] / timings[2]:.2f}x")
     same = metrics(outcomes[1]) == metrics(outcomes[2])
     print(f"results of the two runs are {'equal' if same else 'DIFFERENT'} (every curve and final metric)")
