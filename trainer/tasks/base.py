@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -99,6 +99,12 @@ class PreparedData:
     @property
     def device(self) -> torch.device:
         return self.train_inputs.device
+
+    def to(self, device: torch.device | str) -> PreparedData:
+        """The same data on `device` (images stay uint8 there)."""
+        return replace(self, train_inputs=self.train_inputs.to(device), train_y=self.train_y.to(device),
+                       val_inputs=self.val_inputs.to(device), val_y=self.val_y.to(device),
+                       test_inputs=self.test_inputs.to(device), test_y=self.test_y.to(device))
 
     @property
     def iterations_per_epoch(self) -> int:
