@@ -1,7 +1,8 @@
 """Peak memory of a LeNet-300-100 Fashion-MNIST IMP run (a benchmark, not a timed test).
 
 Each measurement runs in a fresh subprocess, so its peak resident set (VmHWM) is that run's alone:
-  1. `import torch` alone, then the trainer's imports (the floor no run goes below);
+  1. `import torch` alone, then the trainer's imports, then those plus one torch.optim optimizer (its first use
+     imports torch._dynamo, sympy and inductor: ~110 MB): the floor no run goes below;
   2. the IMP run: --rounds short rounds of LeNet-300-100 on Fashion-MNIST (target: peak <= 700 MB),
      with the bytes the loaded dataset and the run's prepared splits hold.
 
@@ -42,7 +43,7 @@ def tensor_bytes(tensors) -> int:
 
 def child(stage: str, rounds: int, iterations: int) -> dict:
     """Measure one stage in this (fresh) process."""
-    import torch  # noqa: F401
+    import torch
     measured = {"import_torch_mb": peak_resident_mb()}
     if stage == "torch":
         return measured
@@ -51,6 +52,11 @@ def child(stage: str, rounds: int, iterations: int) -> dict:
     from trainer.spec import ExperimentSpec
     measured["imports_mb"] = peak_resident_mb()
     if stage == "imports":
+        return measured
+    if stage == "optimizer":
+        from trainer.training.loop import make_optimizer
+        make_optimizer(torch.nn.Linear(2, 2), ExperimentSpec().training)
+        measured["optimizer_mb"] = peak_resident_mb()
         return measured
     spec = ExperimentSpec.from_dict({
         "model": "lenet_300_100", "dataset": "fashion_mnist", "device": "cpu",
@@ -87,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="IMP rounds (the dense round 0 included)")
     parser.add_argument("--iterations", type=int, default=300, help="training iterations per round")
-    parser.add_argument("--child", choices=("torch", "imports", "run"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("torch", "imports", "optimizer", "run"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 2 or args.iterations < 1:
         parser.error("--rounds must be at least 2 and --iterations at least 1")
@@ -102,9 +108,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     torch_only = measure("torch", args.rounds, args.iterations)
     imports = measure("imports", args.rounds, args.iterations)
+    optimizer = measure("optimizer", args.rounds, args.iterations)
     run = measure("run", args.rounds, args.iterations)
     print(f"import torch alone:              peak {torch_only['import_torch_mb']:7.1f} MB")
     print(f"torch + the trainer's imports:   peak {imports['imports_mb']:7.1f} MB")
+    print(f"... + one torch.optim optimizer:  peak {optimizer['optimizer_mb']:7.1f} MB (the floor of any run)")
     print(f"Fashion-MNIST as loaded (cache): {run['dataset_mb']:7.1f} MB of tensors")
     print(f"the run's prepared splits:       {run['prepared_mb']:7.1f} MB of tensors")
     verdict = "meets" if run["run_mb"] <= TARGET_PEAK_MB else "misses"

@@ -7,43 +7,17 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from tests.trainer.conftest import tiny_spec
+from tests.trainer.conftest import MEAN, STD, both_forms, floats_as_before, tiny_spec
 from tests.trainer.dataset_files import write_idx_dataset
 from trainer import datasets, models
 from trainer.datasets import DATASETS, Inputs, level_table
 from trainer.imp import run_experiment
 from trainer.rundir import RunDir
-from trainer.tasks.base import PreparedData
 from trainer.tasks.classification import evaluate
 from trainer.training.interpolation import statistics_batches
 from trainer.training.loop import DataOrder
 from trainer.training.stacked import stack_states
 from trainer.training.stacked_loop import _batch, evaluate_stacked
-
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-def floats_as_before(pixels: np.ndarray, mean, std) -> torch.Tensor:
-    """The whole-set normalization the loaders did before: one float32 table per channel, looked up in numpy."""
-    levels = np.arange(256, dtype=np.float64) / 255.0
-    table = ((levels[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
-    return torch.from_numpy(table[np.arange(pixels.shape[1]).reshape(1, -1, 1, 1), pixels])
-
-
-def both_forms(channels=3, size=8, augment=False, train=40, held=7, batch_size=8):
-    """The same random images as uint8 Inputs and as the float tensors of before, in PreparedData each."""
-    rng = np.random.default_rng(5)
-    pixels = rng.integers(0, 256, (train + 2 * held, channels, size, size), dtype=np.uint8)
-    labels = torch.from_numpy(rng.integers(0, 10, train + 2 * held))
-    mean, std = MEAN[:channels], STD[:channels]
-    stored, floats = Inputs(torch.from_numpy(pixels), level_table(mean, std)), floats_as_before(pixels, mean, std)
-    info = datasets.DatasetInfo("pixels", "pixels", (channels, size, size), 10, train, held, augment, "")
-    parts = (slice(0, train), slice(train, train + held), slice(train + held, None))
-
-    def prepared(split_inputs):
-        return PreparedData(info, *[value for part in parts for value in (split_inputs(part), labels[part])],
-                            batch_size)
-    return prepared(stored.select), prepared(lambda part: floats[part])
 
 
 def test_normalizing_pixels_per_batch_is_bit_identical_to_the_whole_set_floats():

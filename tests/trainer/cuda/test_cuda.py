@@ -8,24 +8,15 @@ import copy
 import pytest
 import torch
 
-from tests.trainer.conftest import tiny_spec
+from tests.trainer.conftest import both_forms, tiny_spec
 from tests.trainer.dataset_files import write_idx_dataset
-from tests.trainer.test_uint8_inputs import both_forms
-from tests.trainer.training.test_stacked import (
-    DATA_SEEDS,
-    LABELS,
-    LR_MULTIPLIERS,
-    MNIST_SHAPE,
-    assert_same_training,
-    make_spec,
-    networks_and_masks,
-    solo_runs,
-)
+from trainer import models
 from trainer.imp import run_experiment
 from trainer.imp.run import Run
 from trainer.pruning.masks import MaskEnforcer, dense_mask
 from trainer.rundir import RunDir
-from trainer.training.loop import DataOrder, make_optimizer
+from trainer.spec import ExperimentSpec
+from trainer.training.loop import DataOrder, make_optimizer, train_segment
 from trainer.training.stacked import (
     CUDA_STACK_CAP,
     StackedOptimizer,
@@ -38,6 +29,26 @@ from trainer.training.stacked_loop import train_segments
 
 pytestmark = pytest.mark.cuda
 CUDA = torch.device("cuda")
+MNIST_SHAPE = (1, 28, 28)
+DATA_SEEDS, LR_MULTIPLIERS = [11, 12, 13], [1.0, 0.5, 2.0]
+
+
+def make_spec(model_name: str, steps: int, batch_size: int, optimizer: str) -> ExperimentSpec:
+    return ExperimentSpec.from_dict({"model": model_name, "dataset": "synthetic", "training": {
+        "optimizer": optimizer, "lr": 0.02 if optimizer == "sgd" else 1e-3, "momentum": 0.9, "weight_decay": 1e-3,
+        "batch_size": batch_size, "training_steps": f"{steps}it", "eval_interval": f"{steps // 2}it",
+        "metrics_interval": 4}})
+
+
+def networks_and_masks(model_name: str, shape, count: int = 3):
+    """`count` float32 networks (seeds 0, 1, ...) and masks: the first dense, the others pruned differently."""
+    names = models.prunable_parameter_names(model_name, shape, 10)
+    built = [models.build_model(model_name, shape, 10, init_seed=seed) for seed in range(count)]
+    g = torch.Generator().manual_seed(1)
+    masks = [dense_mask(built[0], names)] + [{name: torch.rand(keep.shape, generator=g) >= 0.3 * index
+                                              for name, keep in dense_mask(built[0], names).items()}
+                                             for index in range(1, count)]
+    return built, masks
 
 
 @pytest.fixture
@@ -84,19 +95,27 @@ def test_stacked_training_on_the_gpu_sizes_its_stack_from_free_memory_and_matche
         pixels, _ = both_forms(shape[0], size=shape[1], augment=shape[0] == 3, train=48, batch_size=batch_size)
         data = pixels.to(CUDA)
         spec = make_spec(model_name, steps, batch_size, "sgd")
-        built, masks = networks_and_masks(model_name, shape, torch.float32)
+        built, masks = networks_and_masks(model_name, shape)
         built = [model.to(CUDA) for model in built]
         results, states = train_segments([copy.deepcopy(m) for m in built], masks, data, spec, 0, steps,
-                                         round_index=1, networks=LABELS, data_seeds=DATA_SEEDS,
+                                         round_index=1, networks=["a", "b", "c"], data_seeds=DATA_SEEDS,
                                          lr_multipliers=LR_MULTIPLIERS)  # stack_size None: from free memory
-        assert all(value.is_cuda for state in states for value in state.values())
-        assert_same_training(results, states, solo_runs(built, masks, data, spec, steps), masks, tolerance=1e-4)
+        for index, (model, mask) in enumerate(zip(built, masks)):
+            solo_spec = copy.deepcopy(spec)
+            solo_spec.data_seed, solo_spec.training.lr = DATA_SEEDS[index], spec.training.lr * LR_MULTIPLIERS[index]
+            alone = copy.deepcopy(model)
+            result = train_segment(alone, mask, data, solo_spec, 0, steps, round_index=1)
+            assert results[index].status == result.status == "finished"
+            for name, value in alone.state_dict().items():
+                assert states[index][name].is_cuda
+                torch.testing.assert_close(states[index][name], value, rtol=1e-4, atol=1e-5)
+            assert results[index].curve["val_loss"] == pytest.approx(result.curve["val_loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_fused_optimizers_on_the_gpu_compute_what_they_compute_on_the_cpu(optimizer):
     spec = make_spec("lenet_300_100", 5, 8, optimizer)
-    on_cpu = networks_and_masks("lenet_300_100", MNIST_SHAPE, torch.float32, count=3)[0]
+    on_cpu = networks_and_masks("lenet_300_100", MNIST_SHAPE)[0]
     on_gpu = [copy.deepcopy(model).to(CUDA) for model in on_cpu]
     g = torch.Generator().manual_seed(0)
     optimizers = [make_optimizer(model, spec.training) for model in on_cpu + on_gpu]
