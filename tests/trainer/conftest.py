@@ -14,6 +14,7 @@ from torch import nn
 
 from trainer import datasets, models
 from trainer.imp import run_experiment
+from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec
 from trainer.tasks.base import PreparedData
 
@@ -37,6 +38,16 @@ def tiny_run(runs_root: Path, **overrides) -> Path:
     data = {**TINY_RUN, **overrides}
     results = run_experiment(ExperimentSpec.from_dict(data), runs_root)
     return Path(runs_root) / results["run_name"]
+
+
+def assert_identical_runs(first: dict, first_root: Path, second: dict, second_root: Path) -> None:
+    """Two runs' round records (wall times aside) and the masks of their pruned rounds are identical."""
+    strip = lambda rounds: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rounds]  # noqa: E731
+    assert strip(first["rounds"]) == strip(second["rounds"])
+    a, b = RunDir.open(Path(first_root) / first["run_name"]), RunDir.open(Path(second_root) / second["run_name"])
+    for round_index in range(1, len(first["rounds"])):
+        mask_a, mask_b = a.mask(round_index), b.mask(round_index)
+        assert all(torch.equal(mask_a[name], mask_b[name]) for name in mask_a), round_index
 
 
 def collector():

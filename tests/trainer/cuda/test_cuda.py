@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from tests.trainer.conftest import both_forms, tiny_spec
+from tests.trainer.conftest import assert_identical_runs, both_forms, tiny_spec
 from tests.trainer.dataset_files import write_idx_dataset
 from trainer import models
 from trainer.imp import run_experiment
@@ -144,9 +144,4 @@ def test_two_gpu_runs_of_one_spec_give_identical_masks_and_metrics(mnist_files, 
     first = run_experiment(mnist_files, tmp_path / "a")
     second = run_experiment(mnist_files, tmp_path / "b")
     assert first["device"] == "cuda" and first["status"] == "finished"
-    strip = lambda rounds: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rounds]  # noqa: E731
-    assert strip(first["rounds"]) == strip(second["rounds"])
-    a, b = RunDir.open(tmp_path / "a" / first["run_name"]), RunDir.open(tmp_path / "b" / second["run_name"])
-    for round_index in (1, 2):
-        mask_a, mask_b = a.mask(round_index), b.mask(round_index)
-        assert all(torch.equal(mask_a[name], mask_b[name]) for name in mask_a)
+    assert_identical_runs(first, tmp_path / "a", second, tmp_path / "b")
