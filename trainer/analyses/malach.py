@@ -266,7 +266,7 @@ def _approximation(context: AnalysisContext, data: PreparedData, iterations: int
     masks = {name: top_k_mask(score, fraction).to(frozen[name].dtype) for name, score in scores.items()}
     weights = {name: frozen[name] * masks[name] for name in frozen}
     with torch.no_grad():
-        test_x = data.test_x
+        test_x = data.test_x  # the whole split, normalized once for both
         outputs = torch.func.functional_call(model, weights, (test_x,))
         wanted = target(test_x)
     mse = F.mse_loss(outputs, wanted).item()
