@@ -80,7 +80,7 @@ class Clock:
 
 
 def networks(model_name: str, data: PreparedData, count: int):
-    built = [models.build_model(model_name, data.info.input_shape, 10, init_seed=seed).to(data.train_x.device)
+    built = [models.build_model(model_name, data.info.input_shape, 10, init_seed=seed).to(data.device)
              for seed in range(count)]
     names = models.prunable_parameter_names(model_name, data.info.input_shape, 10)
     return built, [dense_mask(model, names) for model in built]

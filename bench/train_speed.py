@@ -6,7 +6,9 @@ Prints, measured in one run on this machine:
   2. one epoch of lenet_300_100 on Fashion-MNIST-sized data vs the bare matrix
      multiplies of its forward and backward shapes (target: <= 1.3x).
 
-    .venv/bin/python bench/train_speed.py [--repeats 5] [--models lenet_300_100,conv2]
+    .venv/bin/python bench/train_speed.py [--repeats 5] [--models lenet_300_100,conv2] [--device cpu]
+
+--device moves part 1 to another device (bench/gpu_check.py runs it on CUDA); part 2 stays on the CPU.
 
 Each figure is the median of --repeats interleaved measurements, so a passing
 background load hits both sides of a ratio alike.
@@ -29,10 +31,10 @@ from trainer import datasets, events, models  # noqa: E402
 from trainer.pruning.masks import dense_mask  # noqa: E402
 from trainer.pruning.rules import magnitude_scores, prune_by_scores  # noqa: E402
 from trainer.spec import ExperimentSpec  # noqa: E402
-from trainer.training.loop import PreparedData, train_segment  # noqa: E402
+from trainer.training.loop import PreparedData, resolve_device, train_segment  # noqa: E402
 
 
-def random_data(input_shape, train_size: int, batch_size: int) -> PreparedData:
+def random_data(input_shape, train_size: int, batch_size: int, device: torch.device | str = "cpu") -> PreparedData:
     """Data of a real dataset's shape; the numbers do not matter for speed."""
     g = torch.Generator().manual_seed(0)
     info = datasets.DatasetInfo(name="bench", title="bench", input_shape=tuple(input_shape), num_classes=10,
@@ -41,7 +43,7 @@ def random_data(input_shape, train_size: int, batch_size: int) -> PreparedData:
     y = torch.randint(0, 10, (train_size,), generator=g)
     # Small held-out sets: their evals happen outside the timed span anyway.
     held_x, held_y = x[:100], y[:100]
-    return PreparedData(info, x, y, held_x, held_y, held_x, held_y, batch_size)
+    return PreparedData(info, x, y, held_x, held_y, held_x, held_y, batch_size).to(device)
 
 
 def training_seconds(model_name: str, data: PreparedData, iterations: int, remaining: float, optimizer: str) -> float:
@@ -50,7 +52,7 @@ def training_seconds(model_name: str, data: PreparedData, iterations: int, remai
                                      "training": {"optimizer": optimizer, "lr": 0.001, "batch_size": data.batch_size,
                                                   "training_steps": f"{iterations}it",
                                                   "eval_interval": f"{iterations}it", "metrics_interval": iterations}})
-    model = models.build_model(model_name, data.info.input_shape, 10, init_seed=0)
+    model = models.build_model(model_name, data.info.input_shape, 10, init_seed=0).to(data.device)
     names = models.prunable_parameter_names(model_name, data.info.input_shape, 10)
     mask = dense_mask(model, names)
     if remaining < 1:
@@ -96,16 +98,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", default="lenet_300_100,conv2")
+    parser.add_argument("--device", default="cpu", help="device of part 1 ('cpu', 'cuda', 'auto')")
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except (datasets.DatasetError, RuntimeError) as error:
+        parser.error(str(error))
     torch.set_num_threads(torch.get_num_threads())
-    print(machine.describe())
+    print(f"{machine.describe(device)} (part 2: cpu)")
 
     print("\n1. masked (20% of weights left) vs dense, same loop, same steps")
     print(f"{'model':<15} {'optimizer':<9} {'dense s':>8} {'masked s':>9} {'masked/dense':>13}")
     shapes = {"lenet_300_100": ((1, 28, 28), 55000, 60, 400), "conv2": ((3, 32, 32), 5000, 60, 20)}
     for model_name in args.models.split(","):
         input_shape, train_size, batch_size, iterations = shapes[model_name]
-        data = random_data(input_shape, train_size, batch_size)
+        data = random_data(input_shape, train_size, batch_size, device)
         for optimizer in ("sgd", "adam"):
             dense, masked = median_of(
                 args.repeats,

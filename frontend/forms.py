@@ -209,9 +209,10 @@ class LabelsForm(forms.Form):
         return _label_rule(labels.parse_tags, self.cleaned_data.get("tags"))
 
 
-def labels_initial(obj) -> dict:
-    """An experiment's (or sweep's) current labels as LabelsForm's initial values."""
-    return {"name": obj.name, "description": obj.description, "tags": ", ".join(tag.name for tag in obj.tags.all())}
+def labels_initial(obj, tags=None) -> dict:
+    """An experiment's (or sweep's) current labels as LabelsForm's initial values (`tags`: already read)."""
+    tags = obj.tags.all() if tags is None else tags
+    return {"name": obj.name, "description": obj.description, "tags": ", ".join(tag.name for tag in tags)}
 
 
 class ExperimentForm(LabelsForm):

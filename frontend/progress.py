@@ -7,6 +7,10 @@ Because the database is written before the message is sent, a browser that subsc
 reads a snapshot misses nothing: every event is either in the snapshot (seq <= snapshot's seq) or
 arrives afterwards as a live message. A background thread flushes at most `messages_per_second`
 times a second, which is the throttle.
+
+An experiment spread over several workers (frontend.distributed) has one recorder per piece in training,
+each on its own worker; the row lock of `flush` orders their writes. Only the owner's run_started resets the
+progress; trainings done are counted from the stored rounds, so a piece resumed elsewhere counts nothing twice.
 """
 from __future__ import annotations
 
@@ -22,18 +26,25 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from frontend.models import AnalysisRun, Curve, Experiment, ReproductionRun
+from frontend.models import AnalysisRun, Curve, Experiment, ExperimentPiece, ReproductionRun
 from frontend.records import empty_evals, empty_train_loss, eval_keys, store_record
 from trainer import events as trainer_events, tasks
 from trainer.analyses import events as analysis_events
+from trainer.imp.pieces import CHAINS
 from trainer.reproduce import CHECK_PROGRESS
 from trainer.rundir import RunDir, json_safe
 
 log = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "experiment.events"  # handled by ExperimentConsumer.experiment_events
+
+# Held while this process writes an experiment's progress or claims its pieces (frontend.distributed). The
+# database orders these writes anyway (both lock the experiment row); between the threads of one process,
+# waiting here beats a database that refuses at once (SQLite's shared cache answers "table is locked").
+experiment_writes = threading.Lock()
 
 
 def group_name(experiment_id: int) -> str:
@@ -96,15 +107,17 @@ class ProgressRecorder:
             if not batch:
                 return False
             self.last_flush = self.clock()
-            with transaction.atomic():
+            with experiment_writes, transaction.atomic():
                 experiment = Experiment.objects.select_for_update().get(pk=self.experiment_id)
                 for event in batch:
                     self._apply(experiment, event)
                 self._write_dirty_curves()
                 experiment.last_seq += 1
                 experiment.save()
+                pieces = piece_rows(self.experiment_id)
             message = {"type": MESSAGE_TYPE, "seq": experiment.last_seq,
-                       "events": [slim_event(event) for event in batch], "progress": progress_of(experiment)}
+                       "events": [slim_event(event) for event in batch], "progress": progress_of(experiment),
+                       "pieces": pieces}
             try:
                 self.send(self.experiment_id, message)
             except Exception:  # a live view is a convenience; the run and its database rows go on without it
@@ -133,7 +146,10 @@ class ProgressRecorder:
             experiment.rounds_total = event.get("rounds_total", 0)
             experiment.iterations_per_round = event.get("iterations_per_round", 0)
             experiment.trainings_total = trainings_total(event)
-            experiment.trainings_done = 0
+            experiment.trainings_done = experiment.round_results.count()
+        elif kind == trainer_events.PIECE_STARTED:
+            if self._run_dir is None:
+                self._run_dir = RunDir.open(Path(event["run_dir"]))
         elif kind == trainer_events.ROUND_STARTED:
             key = (network, replicate, event["round"])
             self._curves[key] = {"evals": empty_evals(), "train_loss": empty_train_loss()}
@@ -148,7 +164,7 @@ class ProgressRecorder:
             curve = self._curve((network, replicate, event["round"]))
             curve["train_loss"]["iteration"].append(event["iteration"])
             curve["train_loss"]["loss"].append(json_safe(event.get("train_loss")))
-            experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
+            self._advance(experiment, event)
         elif kind == trainer_events.EVAL:
             curve = self._curve((network, replicate, event["round"]))
             keys = eval_keys(tasks.metric_of(event))
@@ -156,7 +172,7 @@ class ProgressRecorder:
                 curve["evals"] = empty_evals(tasks.metric_of(event))  # the first point names the task's metric
             for key in keys:
                 curve["evals"].setdefault(key, []).append(json_safe(event.get(key)))
-            experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
+            self._advance(experiment, event)
         elif kind in (trainer_events.ROUND_FINISHED, trainer_events.ROUND_SKIPPED):
             record = self._run_dir.replicate(replicate).record(event["round"], network) if self._run_dir else None
             if record is not None:
@@ -164,7 +180,7 @@ class ProgressRecorder:
                 store_record(self.experiment_id, {**record, "replicate": replicate})
             self._curves.pop((network, replicate, event["round"]), None)
             self._dirty.discard((network, replicate, event["round"]))
-            experiment.trainings_done += 1
+            experiment.trainings_done = experiment.round_results.count()
         elif kind == trainer_events.RUN_FINISHED:
             experiment.status = event.get("status", Experiment.Status.FINISHED)
             experiment.results_path = event.get("results_path", "")
@@ -176,6 +192,15 @@ class ProgressRecorder:
             experiment.status = Experiment.Status.FAILED
             experiment.message = event.get("message", "")
             experiment.finished_at = timezone.now()
+
+    @staticmethod
+    def _advance(experiment: Experiment, event: dict) -> None:
+        """The iteration of the training the progress bar shows (the one started last): other pieces'
+        trainings in flight have their curves, but do not move it."""
+        shown = (experiment.current_network, experiment.current_replicate, experiment.current_round)
+        if experiment.current_round is None or shown == (event.get("network", trainer_events.TICKET),
+                                                         event.get("replicate", 0), event["round"]):
+            experiment.current_iteration = max(experiment.current_iteration, event["iteration"])
 
     def _curve(self, key: tuple[str, int, int]) -> dict:
         self._dirty.add(key)
@@ -209,6 +234,23 @@ def progress_of(experiment: Experiment) -> dict:
         "trainings_done": experiment.trainings_done, "trainings_total": experiment.trainings_total,
         "overall_fraction": overall,
     }
+
+
+def piece_rows(experiment_id: int) -> list[dict]:
+    """The pieces of an experiment spread over workers (frontend.distributed): what each trains, where and when."""
+    rows = ExperimentPiece.objects.filter(experiment_id=experiment_id).order_by("phase", "index")
+    return [{"phase": row.phase, "index": row.index, "trains": piece_text(row.phase, row.networks),
+             "status": row.status, "worker": row.worker, "message": row.message,
+             "started_at": row.started_at.isoformat() if row.started_at else None,
+             "finished_at": row.finished_at.isoformat() if row.finished_at else None} for row in rows]
+
+
+def piece_text(phase: str, networks: list) -> str:
+    """What a piece trains, in words: "replicates 0, 1", or "random prune round 1 (replicate 0), ..."."""
+    if phase == CHAINS:
+        return ("replicate " if len(networks) == 1 else "replicates ") + ", ".join(str(r) for r in networks)
+    return ", ".join(f"{kind.replace('_', ' ')} round {round_index} (replicate {replicate})"
+                     for kind, round_index, replicate in networks)
 
 
 class PeriodicFlusher:
@@ -258,6 +300,14 @@ def cancel_checker(experiment_id: int, every_seconds: float = 1.0, clock: Callab
     """A stop_requested() for the trainer that asks the database at most once per `every_seconds`."""
     return _throttled_cancel_flag(Experiment.objects.filter(pk=experiment_id, cancel_requested=True),
                                   every_seconds, clock)
+
+
+def experiment_stop_checker(experiment_id: int, every_seconds: float = 1.0,
+                            clock: Callable[[], float] = time.monotonic):
+    """stop_requested() of a piece trained on another worker than its experiment's owner: cancelled, or the
+    experiment ended meanwhile (another piece failed). Asks the database at most once per `every_seconds`."""
+    ended = Q(cancel_requested=True) | Q(status__in=Experiment.DONE_STATUSES)
+    return _throttled_cancel_flag(Experiment.objects.filter(ended, pk=experiment_id), every_seconds, clock)
 
 
 def _throttled_cancel_flag(cancelled_rows, every_seconds: float, clock: Callable[[], float]) -> Callable[[], bool]:

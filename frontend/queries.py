@@ -7,7 +7,7 @@ from django.db import transaction
 
 from frontend.metric_display import shown
 from frontend.models import AnalysisRun, Curve, Experiment
-from frontend.progress import progress_of
+from frontend.progress import piece_rows, progress_of
 from frontend.records import round_row
 from trainer import replicate_stats
 from trainer.events import TICKET
@@ -85,8 +85,14 @@ def snapshot(experiment_id: int) -> dict | None:
             return None
         curves = [curve_row(c) for c in experiment.curves.all()]
         rounds = [round_row(r) for r in experiment.round_results.all()]
+        pieces = piece_rows(experiment_id)
     return {"type": "snapshot", "seq": experiment.last_seq, "progress": progress_of(experiment),
-            "curves": curves, "rounds": rounds}
+            "curves": curves, "rounds": rounds, "pieces": pieces}
+
+
+def pieces(experiment: Experiment) -> list[dict]:
+    """The rows of the experiment's "Pieces" table (frontend.distributed): what each piece trained, where, when."""
+    return piece_rows(experiment.pk)
 
 
 def rounds_by_network(experiment: Experiment, replicate: int = 0) -> dict[str, list[dict]]:

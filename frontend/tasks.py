@@ -1,5 +1,6 @@
-"""The Celery tasks: run an experiment, an analysis or a reproduction check through the trainer, feeding its
-events to frontend.progress; and the threads every worker starts (lost-run watchdog, queue announcer)."""
+"""The Celery tasks: run an experiment (its owner, and its pieces on other workers: frontend.distributed), an
+analysis or a reproduction check through the trainer, feeding its events to frontend.progress; and the threads
+every worker starts (lost-run watchdog, queue announcer)."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from frontend import fair_share, listeners, progress, records, recovery, services
+from frontend import distributed, fair_share, listeners, progress, records, recovery, services
 from frontend.models import AnalysisRun, Experiment, ReproductionRun
 from trainer import downloads, reproduce
 from trainer.analyses import run_analysis
@@ -37,20 +38,22 @@ def run_experiment_task(self, experiment_id: int) -> str:
     """A slot on the queue of `experiment_id`: runs that queue's next experiment in fair-share order
     (frontend.fair_share), which need not be the one the message names."""
     close_old_connections()
-    experiment, outcome = fair_share.claim_next_experiment(experiment_id, self.request.hostname or "")
+    worker = self.request.hostname or ""
+    experiment, outcome = fair_share.claim_next_experiment(experiment_id, worker)
     if experiment is None:
         return outcome
     experiment_id = experiment.pk
-    if settings.LOTTERYWEB_TORCH_THREADS:
-        # Small models on a shared machine train faster on fewer threads than torch picks.
-        torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
+    _use_torch_threads()
     runs_root = Path(settings.LOTTERYWEB_RUNS_DIR)
     runs_root.mkdir(parents=True, exist_ok=True)
     try:
         spec = ExperimentSpec.from_dict(experiment.spec)
         with recovery.heartbeat(experiment_id), progress.recording(experiment_id) as recorder:
+            # this task owns the experiment: it trains its pieces, idle workers join in (frontend.distributed)
             results = run_experiment(spec, runs_root, callback=recorder.handle, data_dir=settings.LOTTERYWEB_DATA_DIR,
-                                     stop_requested=progress.cancel_checker(experiment_id))
+                                     stop_requested=progress.cancel_checker(experiment_id),
+                                     max_pieces=distributed.max_workers(),
+                                     train_phase=distributed.phase_trainer(experiment_id, worker))
     except Exception as error:  # the trainer already sent run_failed; make sure the row says so too
         log.exception("experiment %s failed", experiment_id)
         _finish(experiment_id, Experiment.Status.FAILED, f"{type(error).__name__}: {error}", only_if_running=True)
@@ -60,6 +63,21 @@ def run_experiment_task(self, experiment_id: int) -> str:
     if results["status"] == Experiment.Status.FINISHED:
         services.queue_default_analyses(Experiment.objects.get(pk=experiment_id))
     return results["status"]
+
+
+@shared_task(name="frontend.run_experiment_piece", bind=True)
+def run_experiment_piece_task(self, piece_id: int) -> str:
+    """Train one piece of a running experiment on this worker, if it (or another of its phase) is still
+    queued and the experiment's cap allows; otherwise return at once."""
+    close_old_connections()
+    _use_torch_threads()
+    return distributed.help_with_piece(piece_id, self.request.hostname or "")
+
+
+def _use_torch_threads() -> None:
+    if settings.LOTTERYWEB_TORCH_THREADS:
+        # Small models on a shared machine train faster on fewer threads than torch picks.
+        torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
 
 
 def _finish(experiment_id: int, status: str, message: str, only_if_running: bool = False) -> None:
@@ -103,8 +121,7 @@ def run_analysis_task(analysis_run_id: int) -> str:
     if not rows.filter(status=AnalysisRun.Status.QUEUED).update(status=AnalysisRun.Status.RUNNING,
                                                                 started_at=timezone.now(), progress_text="starting"):
         return "duplicate"  # another worker took it between the read and here
-    if settings.LOTTERYWEB_TORCH_THREADS:
-        torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
+    _use_torch_threads()
     recorder = progress.AnalysisProgressRecorder(analysis_run_id)
     try:
         result = run_analysis(analysis_run.name, run_dir, analysis_run.params, callback=recorder.handle,
@@ -139,8 +156,7 @@ def run_reproduction_task(self, reproduction_run_id: int) -> str:
             status=ReproductionRun.Status.RUNNING, started_at=now, heartbeat_at=now, worker=self.request.hostname or "",
             progress_text="starting"):
         return "duplicate"  # another worker took it between the read and here
-    if settings.LOTTERYWEB_TORCH_THREADS:
-        torch.set_num_threads(settings.LOTTERYWEB_TORCH_THREADS)
+    _use_torch_threads()
     runs_root = Path(settings.LOTTERYWEB_RUNS_DIR)
     runs_root.mkdir(parents=True, exist_ok=True)
     recorder = progress.ReproductionProgressRecorder(reproduction_run_id)

@@ -147,10 +147,10 @@ def new_experiment(request):
 
 def _labels_context(experiment: Experiment, viewer: Viewer, labels_form: LabelsForm | None = None) -> dict:
     """The page head's name, rendered notes and tags, and for the owner the form that edits them."""
+    tags = list(experiment.tags.all())
     if labels_form is None and viewer.can_change:
-        labels_form = LabelsForm(initial=labels_initial(experiment))
-    return {"description_html": render_markdown(experiment.description), "tags": list(experiment.tags.all()),
-            "labels_form": labels_form}
+        labels_form = LabelsForm(initial=labels_initial(experiment, tags))
+    return {"description_html": render_markdown(experiment.description), "tags": tags, "labels_form": labels_form}
 
 
 def _result_context(experiment: Experiment, viewer: Viewer, bound_form: AnalysisForm | None = None,
@@ -186,6 +186,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "viewer": viewer, "visibility_choices": Experiment.Visibility.choices,
         "share_url": f"/s/{experiment.share_token}/" if experiment.visibility == Experiment.Visibility.LINK else "",
         "reproduction_badges": reproductions.badges(experiment.spec),
+        "pieces": queries.pieces(experiment),
         **_labels_context(experiment, viewer, labels_form),
         **_analyses_context(experiment, viewer, bound_form, bands),
     }

@@ -22,6 +22,8 @@ Environment variables (all optional):
   LOTTERYWEB_TORCH_THREADS  torch threads of the Celery worker (default: torch's own choice)
   LOTTERYWEB_STACK_SIZE_CACHE  the measured stack sizes, read by the trainer
                           (default ~/.cache/lotteryweb/stack_sizes.json)
+  LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT  the most workers one experiment's pieces take at once, and what
+                          its plan splits it for (default 4; frontend/distributed.py)
   LOTTERYWEB_MAX_SWEEP_POINTS  the most experiments one sweep may make, configurations × seeds (default 500)
 """
 import os
@@ -159,6 +161,9 @@ LOTTERYWEB_RUNS_DIR = Path(os.environ.get("LOTTERYWEB_RUNS_DIR") or BASE_DIR / "
 LOTTERYWEB_DATA_DIR = os.environ.get("LOTTERYWEB_DATA_DIR") or None  # None: the trainer's default
 LOTTERYWEB_DATASET_MIRROR = os.environ.get("LOTTERYWEB_DATASET_MIRROR", "").strip() or None  # None: torchvision's URLs
 LOTTERYWEB_TORCH_THREADS = int(os.environ.get("LOTTERYWEB_TORCH_THREADS") or 0) or None
+# An experiment's chains and controls split into pieces for this many workers, and take at most this many at once
+# (frontend/distributed.py). Its results depend on it (which networks share a stack), not on how many are idle.
+LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT = max(1, int(os.environ.get("LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT") or 4))
 LOTTERYWEB_MAX_SWEEP_POINTS = int(os.environ.get("LOTTERYWEB_MAX_SWEEP_POINTS", "500"))
 # At most this many channel messages per second per running experiment.
 LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND = float(os.environ.get("LOTTERYWEB_PROGRESS_MESSAGES_PER_SECOND", "10"))

@@ -62,6 +62,16 @@ ANALYSIS_PARAMS = {
 EARLY_BIRD_PARAMS = {"train_examples": 60, "test_examples": 60, "window": 2}
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run where CUDA is present; elsewhere they are reported as skipped, with the reason."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread_for_the_session():
     """Every test model is tiny: one thread each, so the suite does not spin against itself

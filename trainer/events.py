@@ -23,6 +23,9 @@ Types and their keys (besides "type", "network", "round" where it applies):
   round_skipped   round (already finished on disk: resume)
   run_finished    status ("finished" | "diverged" | "cancelled"), results_path
   run_failed      message
+  piece_started   phase ("chains" | "controls"), index, networks, run_dir: one piece of the run (trainer.imp.pieces)
+                  starts; a run spread over several workers sends one run_started, each piece its own of these
+  piece_finished  phase, index, status
 """
 from __future__ import annotations
 
@@ -37,8 +40,11 @@ ROUND_FINISHED = "round_finished"
 ROUND_SKIPPED = "round_skipped"
 RUN_FINISHED = "run_finished"
 RUN_FAILED = "run_failed"
+PIECE_STARTED = "piece_started"
+PIECE_FINISHED = "piece_finished"
 
-EVENT_TYPES = (RUN_STARTED, ROUND_STARTED, METRICS, EVAL, ROUND_FINISHED, ROUND_SKIPPED, RUN_FINISHED, RUN_FAILED)
+EVENT_TYPES = (RUN_STARTED, ROUND_STARTED, METRICS, EVAL, ROUND_FINISHED, ROUND_SKIPPED, RUN_FINISHED, RUN_FAILED,
+               PIECE_STARTED, PIECE_FINISHED)
 
 TICKET = "ticket"
 

@@ -71,7 +71,9 @@ class RunDir:
             if stored.run_hash() != spec.run_hash():
                 raise RunDirError(f"{path} holds a different spec; refusing to mix runs")
             # Same run: the new request's branch fields (controls, stack size) replace the stored ones.
-        spec_path.write_text(spec.to_json())
+        text = spec.to_json()
+        if not spec_path.exists() or spec_path.read_text() != text:  # the workers of one run's pieces only read it
+            spec_path.write_text(text)
         return cls(path, spec)
 
     @classmethod

@@ -1,19 +1,22 @@
 """Fixtures and helpers of the trainer tests: tiny specs and finished runs, event collectors, the
 pruning rule of the tiny runs checked by hand, a tiny batch-norm network, the run directory written in
-the old layout, and `python -m trainer` in a subprocess."""
+the old layout, `python -m trainer` in a subprocess, and random images as uint8 pixels and as floats."""
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from trainer import models
+from trainer import datasets, models
 from trainer.imp import run_experiment
+from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec
+from trainer.tasks.base import PreparedData
 
 REPO = Path(__file__).resolve().parents[2]
 # A run directory written before the studies moved into trainer/analyses/ (a tiny_bn model, see TinyBN).
@@ -35,6 +38,16 @@ def tiny_run(runs_root: Path, **overrides) -> Path:
     data = {**TINY_RUN, **overrides}
     results = run_experiment(ExperimentSpec.from_dict(data), runs_root)
     return Path(runs_root) / results["run_name"]
+
+
+def assert_identical_runs(first: dict, first_root: Path, second: dict, second_root: Path) -> None:
+    """Two runs' round records (wall times aside) and the masks of their pruned rounds are identical."""
+    strip = lambda rounds: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rounds]  # noqa: E731
+    assert strip(first["rounds"]) == strip(second["rounds"])
+    a, b = RunDir.open(Path(first_root) / first["run_name"]), RunDir.open(Path(second_root) / second["run_name"])
+    for round_index in range(1, len(first["rounds"])):
+        mask_a, mask_b = a.mask(round_index), b.mask(round_index)
+        assert all(torch.equal(mask_a[name], mask_b[name]) for name in mask_a), round_index
 
 
 def collector():
@@ -98,3 +111,30 @@ def old_run(tmp_path, monkeypatch):
     path = tmp_path / OLD_LAYOUT_RUN.name
     shutil.copytree(OLD_LAYOUT_RUN, path)
     return path
+
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def floats_as_before(pixels: np.ndarray, mean, std) -> torch.Tensor:
+    """The whole-set normalization the loaders did before: one float32 table per channel, looked up in numpy."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    table = ((levels[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
+    return torch.from_numpy(table[np.arange(pixels.shape[1]).reshape(1, -1, 1, 1), pixels])
+
+
+def both_forms(channels=3, size=8, augment=False, train=40, held=7, batch_size=8):
+    """The same random images as uint8 Inputs and as the float tensors of before, in PreparedData each."""
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (train + 2 * held, channels, size, size), dtype=np.uint8)
+    labels = torch.from_numpy(rng.integers(0, 10, train + 2 * held))
+    mean, std = MEAN[:channels], STD[:channels]
+    stored = datasets.Inputs(torch.from_numpy(pixels), datasets.level_table(mean, std))
+    floats = floats_as_before(pixels, mean, std)
+    info = datasets.DatasetInfo("pixels", "pixels", (channels, size, size), 10, train, held, augment, "")
+    parts = (slice(0, train), slice(train, train + held), slice(train + held, None))
+
+    def prepared(split_inputs):
+        return PreparedData(info, *[value for part in parts for value in (split_inputs(part), labels[part])],
+                            batch_size)
+    return prepared(stored.select), prepared(lambda part: floats[part])

@@ -143,7 +143,8 @@ def test_the_requeue_command_leaves_alone_what_a_new_worker_of_that_name_started
     output = io.StringIO()
     call_command("requeue_worker_runs", "celery@gpu-host-2", "--died-at", died_at, stdout=output)
     said = output.getvalue().strip()
-    assert said == f"celery@gpu-host-2: re-queued experiments [{lost.pk}], reproduction checks none"
+    assert said == (f"celery@gpu-host-2: re-queued experiments [{lost.pk}], reproduction checks none, "
+                    "pieces of experiments none")
     assert queued == [lost.pk] and Experiment.objects.get(pk=restarted.pk).status == "running"
     for bad in ("yesterday", "2025-13-45T10:00:00"):
         with pytest.raises(CommandError, match="--died-at must be an ISO time") as raised:

@@ -219,7 +219,7 @@ def run_score_study(context: AnalysisContext, check: Callable[[dict, dict], None
     if (done := context.reuse_finished()) is not None:
         return done
     data = context.run.data
-    train_size = int(data.train_x.shape[0])
+    train_size = len(data.train_y)
     if params["batch_size"] > train_size:
         raise SpecError("batch_size", f"{params['batch_size']} is larger than the run's {train_size} training examples")
     data = replace(data, batch_size=params["batch_size"])

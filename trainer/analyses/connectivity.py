@@ -176,7 +176,7 @@ def _curve(context: AnalysisContext, k: int, mask: masks.Mask, seeds: list[int])
     model = run.fresh_model(run.spec.init_seed)
     bn_batches = None
     if batch_norm_layers(model):
-        bn_batches = statistics_batches(run.data.train_x, run.data.batch_size, context.params["bn_batches"],
+        bn_batches = statistics_batches(run.data.train_inputs, run.data.batch_size, context.params["bn_batches"],
                                         generator(run.spec.data_seed, "connectivity_bn", context.params["seed"]))
 
     def on_point(alpha, loss, accuracy):
@@ -184,7 +184,7 @@ def _curve(context: AnalysisContext, k: int, mask: masks.Mask, seeds: list[int])
                                     test_error=1.0 - accuracy, test_accuracy=accuracy))
 
     path = evaluate_path(model, states[0], states[1], evenly_spaced(context.params["points"]),
-                         run.data.test_x, run.data.test_y, mask=mask, bn_batches=bn_batches, on_point=on_point)
+                         run.data.test_inputs, run.data.test_y, mask=mask, bn_batches=bn_batches, on_point=on_point)
     curve.update(status="finished", alpha=path["alpha"], test_error=path["error"], test_loss=path["loss"],
                  test_accuracy=path["accuracy"], batch_norm_recomputed=path["batch_norm_recomputed"],
                  endpoint_errors=[path["error"][0], path["error"][-1]], instability=path["instability"],

@@ -177,9 +177,11 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
     spec = dataclasses.replace(run.spec, training=dataclasses.replace(run.spec.training, eval_interval="1ep"))
     data = run.data
     if train_examples is not None:
-        data = dataclasses.replace(data, train_x=data.train_x[:train_examples], train_y=data.train_y[:train_examples])
+        data = dataclasses.replace(data, train_inputs=data.train_inputs.select(slice(train_examples)),
+                                   train_y=data.train_y[:train_examples])
     if test_examples is not None:
-        data = dataclasses.replace(data, test_x=data.test_x[:test_examples], test_y=data.test_y[:test_examples])
+        data = dataclasses.replace(data, test_inputs=data.test_inputs.select(slice(test_examples)),
+                                   test_y=data.test_y[:test_examples])
     per_epoch = data.iterations_per_epoch
     total = Step.parse(spec.training.training_steps).to_iterations(per_epoch)
     theta_init = run.theta_init()
@@ -211,7 +213,7 @@ def early_bird_on(run, *, prune_fraction: float = 0.5, threshold: float = 0.1, w
     early_bird_epoch = epochs[found + 1] if found is not None else None  # distance i compares epochs i and i+1
     result = {
         "run_dir": str(run.run_dir.path), "model": spec.model, "prune_fraction": prune_fraction,
-        "threshold": threshold, "window": window, "bn_l1": bn_l1, "train_examples": int(data.train_x.shape[0]),
+        "threshold": threshold, "window": window, "bn_l1": bn_l1, "train_examples": len(data.train_y),
         "epochs": epochs, "consecutive_distances": consecutive, "distance_matrix": distance_matrix(epoch_masks),
         "early_bird_epoch": early_bird_epoch,
         # The search trains on to the end (the one-shot IMP baseline prunes its final weights); an

@@ -164,7 +164,7 @@ def _subnetworks(context: AnalysisContext, data, width: float, iterations: int) 
 def _train_stack(context: AnalysisContext, data, width: float, kept_percents: list[float],
                  iterations: int) -> dict[float, dict]:
     spec, info, params = context.run.spec, data.info, context.params
-    device = data.train_x.device
+    device = data.device
     jobs, layer_counts = [], []
     for kept_percent in kept_percents:
         model, frozen = frozen_random_network(spec.model, info.input_shape, info.num_classes, spec.init_seed, width,
@@ -187,8 +187,8 @@ def _train_stack(context: AnalysisContext, data, width: float, kept_percents: li
     done = {}
     for kept_percent, job, result, (layers, used, total) in zip(kept_percents, jobs, results, layer_counts):
         masks = {name: top_k_mask(score, kept_percent / 100) for name, score in job.scores.items()}
-        test_loss, test_accuracy = accuracy_with(job.model, job.frozen, masks, data.test_x, data.test_y)
-        val_loss, val_accuracy = accuracy_with(job.model, job.frozen, masks, data.val_x, data.val_y)
+        test_loss, test_accuracy = accuracy_with(job.model, job.frozen, masks, data.test_inputs, data.test_y)
+        val_loss, val_accuracy = accuracy_with(job.model, job.frozen, masks, data.val_inputs, data.val_y)
         finished = result.status == "finished"
         record = {"round": 0, "network": job.network, "status": result.status, "message": result.message,
                   "width": width, "kept_percent": kept_percent, "iterations": iterations,

@@ -116,7 +116,7 @@ def frozen_weights(theta_0: dict, names: list[str], choice: str) -> dict[str, to
 def _learn_stack(context: AnalysisContext, data, choices: list[str], iterations: int) -> dict[str, dict]:
     """The masks of `choices` learned stacked (one architecture, the same batches), each stored as a unit."""
     run, params = context.run, context.params
-    spec, info, device = run.spec, data.info, data.train_x.device
+    spec, info, device = run.spec, data.info, data.device
     theta_0 = run.theta_init()
     names = models.prunable_parameter_names(spec.model, info.input_shape, info.num_classes)
     jobs = []
@@ -149,10 +149,10 @@ def _evaluate(context: AnalysisContext, data, choice: str, job: ScoreJob, result
     for sample in range(samples):
         with torch.no_grad():
             masks = sampled_masks(scores, generator(seed, NAME, choice, "evaluation", sample))
-        accuracies.append(accuracy_with(model, frozen, masks, data.test_x, data.test_y)[1])
+        accuracies.append(accuracy_with(model, frozen, masks, data.test_inputs, data.test_y)[1])
         kept.append(sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()))
     probabilities = {name: torch.sigmoid(score) for name, score in scores.items()}
-    expected_loss, expected_accuracy = accuracy_with(model, frozen, probabilities, data.test_x, data.test_y)
+    expected_loss, expected_accuracy = accuracy_with(model, frozen, probabilities, data.test_inputs, data.test_y)
     finished = result.status == "finished"
     record = {"round": 0, "network": job.network, "status": result.status, "message": result.message,
               "weights": choice, "iterations": iterations,

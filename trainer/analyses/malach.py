@@ -200,14 +200,14 @@ def _target(context: AnalysisContext, data: PreparedData, iterations: int) -> tu
     stored = context.unit_record("target")
     if stored is not None:
         model.load_state_dict(context.unit_state("target"))
-        return model.to(data.train_x.device), stored
+        return model.to(data.device), stored
     context.check_stop()
     draws = generator(spec.init_seed, NAME, "target")
     weights = {}
     for name in model.weight_names():
         draw_random_weight_(model.get_parameter(name), "kaiming_normal", draws)
         weights[name] = model.get_parameter(name).detach().clone()
-    model = model.to(data.train_x.device)
+    model = model.to(data.device)
     network = f"malach_target_l{params['target_depth']}"
     round_started(context.callback, network, 0, {}, 0, iterations, sparsity={"remaining_fraction": 1.0})
     result = train_weights(model, weights, data, _plan(context, iterations, 0.0), network=network,
@@ -248,7 +248,7 @@ def _approximation(context: AnalysisContext, data: PreparedData, iterations: int
     depth = 2 * params["target_depth"]
     model, frozen = random_mlp(_input_size(data), [width] * (depth - 1), data.info.num_classes,
                                params["weight_init"], generator(spec.init_seed, NAME, "approximation", width),
-                               data.train_x.device)
+                               data.device)
     scores = initial_scores(frozen, spec.init_seed, width)
     fraction = params["kept_percent"] / 100
     network = f"malach_depth{depth}_n{width}"
@@ -266,8 +266,9 @@ def _approximation(context: AnalysisContext, data: PreparedData, iterations: int
     masks = {name: top_k_mask(score, fraction).to(frozen[name].dtype) for name, score in scores.items()}
     weights = {name: frozen[name] * masks[name] for name in frozen}
     with torch.no_grad():
-        outputs = torch.func.functional_call(model, weights, (data.test_x,))
-        wanted = target(data.test_x)
+        test_x = data.test_x  # the whole split, normalized once for both
+        outputs = torch.func.functional_call(model, weights, (test_x,))
+        wanted = target(test_x)
     mse = F.mse_loss(outputs, wanted).item()
     record = {"round": 0, "network": network, "status": result.status, "message": result.message, "width": width,
               "depth": depth, "kept_percent": params["kept_percent"], "iterations": iterations,
@@ -303,7 +304,7 @@ def _two_layer_job(context: AnalysisContext, data: PreparedData, iterations: int
     params, spec = context.params, context.run.spec
     # the same random two-layer network for the three models of a width
     model, frozen = random_mlp(_input_size(data), [width], data.info.num_classes, params["weight_init"],
-                               generator(spec.init_seed, NAME, "two_layer", width), data.train_x.device)
+                               generator(spec.init_seed, NAME, "two_layer", width), data.device)
     fraction = params["kept_percent"] / 100
     network = f"malach_two_layer_n{width}_{kind}"
     round_started(context.callback, network, 0, {}, 0, iterations, model=kind, width=width)
@@ -312,7 +313,7 @@ def _two_layer_job(context: AnalysisContext, data: PreparedData, iterations: int
         return ScoreJob(network, model, {"fc2.weight": torch.ones_like(last)}, {"fc2.weight": last.clone()},
                         identity_masks, weight_decay=0.0)
     if kind == "neuron_subnetwork":
-        placeholder = {"units": torch.empty(width, 1, device=data.train_x.device)}
+        placeholder = {"units": torch.empty(width, 1, device=data.device)}
         unit_scores = initial_scores(placeholder, spec.init_seed, width)["units"][:, 0].clone()
         return ScoreJob(network, model, frozen, {"units": unit_scores},
                         lambda current, _: unit_masks(current["units"], fraction))
@@ -334,7 +335,7 @@ def _two_layer_record(context: AnalysisContext, data: PreparedData, iterations: 
         masks = {name: top_k_mask(score, fraction).to(frozen[name].dtype) for name, score in job.scores.items()}
     ones = {name: torch.ones_like(weight) for name, weight in frozen.items()}
     full_masks = {name: (masks[name].expand_as(ones[name]) if name in masks else ones[name]) for name in frozen}
-    loss, accuracy = accuracy_with(job.model, frozen, full_masks, data.test_x, data.test_y)
+    loss, accuracy = accuracy_with(job.model, frozen, full_masks, data.test_inputs, data.test_y)
     record = {"round": 0, "network": job.network, "status": result.status, "message": result.message, "width": width,
               "model": kind, "iterations": iterations,
               "kept_percent": None if kind == "random_features" else context.params["kept_percent"],

@@ -123,7 +123,7 @@ def _chain(context: AnalysisContext, variant: Variant, rounds: int) -> list[dict
 def _with_supermask(context: AnalysisContext, record: dict) -> dict:
     mask = context.run_dir.mask(record["round"])
     model = context.run.model_with(context.run.theta_init())
-    return {**record, "supermask_test_accuracy": criteria.supermask_score(model, mask, context.run.data.test_x,
+    return {**record, "supermask_test_accuracy": criteria.supermask_score(model, mask, context.run.data.test_inputs,
                                                                            context.run.data.test_y)}
 
 
@@ -163,7 +163,7 @@ def train_variant_round(run, variant: Variant, round_index: int, previous_mask, 
     mask = variant_mask(run, variant, previous_mask, trained, trained_from)
     frozen = variant.masked_weights == "frozen_init"
     untrained = round_start_state(run, variant, round_index, mask, run.theta_init())
-    supermask = criteria.supermask_score(run.model_with(untrained), mask, run.data.test_x, run.data.test_y,
+    supermask = criteria.supermask_score(run.model_with(untrained), mask, run.data.test_inputs, run.data.test_y,
                                          frozen_values=untrained if frozen else None)
     state = round_start_state(run, variant, round_index, mask, run.theta_rewind())
     model = run.model_with(state)

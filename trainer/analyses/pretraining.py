@@ -119,8 +119,8 @@ def rotate_images(images: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor
 
 def task_data(task: str, data: PreparedData, seed: int) -> PreparedData:
     """The run's data recast as the pre-training task: the same splits, the task's inputs and targets."""
-    splits = {"train": (data.train_x, data.train_y), "val": (data.val_x, data.val_y),
-              "test": (data.test_x, data.test_y)}
+    splits = {"train": (data.train_inputs, data.train_y), "val": (data.val_inputs, data.val_y),
+              "test": (data.test_inputs, data.test_y)}
     recast = {}
     for split, (inputs, targets) in splits.items():
         if task == RANDOM_LABELS:
@@ -128,7 +128,9 @@ def task_data(task: str, data: PreparedData, seed: int) -> PreparedData:
             recast[split] = (inputs, labels.to(targets.device))
         else:
             rotations = rotation_labels(targets.shape[0], seed, split)
-            recast[split] = (rotate_images(inputs, rotations), rotations.to(targets.device))
+            # A turn moves pixels without changing them: turning the stored images is turning their inputs.
+            rotated = replace(inputs, stored=rotate_images(inputs.stored, rotations))
+            recast[split] = (rotated, rotations.to(targets.device))
     # Rotation targets would be ambiguous under flips (a flipped 90° turn is a 270° turn of a flipped
     # image), so the data's augmentation is off for that task.
     info = replace(data.info, num_classes=ROTATIONS, augment=False) if task == ROTATION else data.info

@@ -151,11 +151,11 @@ def prune_at_init_and_train(run, method: str, target: float, round_index: int, t
     network = network or f"pruning_at_init_{method}"
     model = run.model_with(theta_init)
     began = time.perf_counter()
-    count = min(score_examples, data.train_x.shape[0])
-    chosen = torch.randperm(data.train_x.shape[0], generator=generator(spec.data_seed, "pruning_at_init_batch"))[:count]
-    chosen = chosen.to(data.train_x.device)
+    count = min(score_examples, len(data.train_y))
+    chosen = torch.randperm(len(data.train_y), generator=generator(spec.data_seed, "pruning_at_init_batch"))[:count]
+    chosen = chosen.to(data.device)
     mask = pruning_at_init_mask(method, model, masks.dense_mask(model, run.prunable), target,
-                                inputs=data.train_x[chosen], targets=data.train_y[chosen],
+                                inputs=data.inputs("train", chosen), targets=data.train_y[chosen],
                                 input_shape=data.info.input_shape,
                                 random_generator=generator(spec.init_seed, "pruning_at_init_random", target),
                                 scope=scope, synflow_iterations=synflow_iterations)

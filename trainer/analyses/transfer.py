@@ -269,8 +269,8 @@ def _body(context: AnalysisContext, extra_datasets: dict) -> dict:
     return context.finish({
         "source": {"run_name": context.run_dir.path.name, "dataset": spec.dataset,
                    "num_classes": source_info.num_classes, "model": spec.model},
-        "target_dataset": {"name": name, "num_classes": info.num_classes, "train_size": int(data.train_x.shape[0]),
-                           "validation_size": int(data.val_x.shape[0]), "test_size": int(data.test_x.shape[0]),
+        "target_dataset": {"name": name, "num_classes": info.num_classes, "train_size": len(data.train_y),
+                           "validation_size": len(data.val_y), "test_size": len(data.test_y),
                            "iterations_per_epoch": per_epoch},
         "source_training": asdict(spec.training), "target_training": asdict(training),
         "changes": _changes(spec, name, training),
@@ -292,10 +292,7 @@ def _prepare(tensors: datasets.DatasetTensors, validation_size: int | None, spec
         raise SpecError("target_dataset", f"the batch size {spec.training.batch_size} is larger than the "
                                           f"{train_size - size} training examples")
     device = resolve_device(spec.device)
-    train_x, train_y, val_x, val_y = datasets.split_validation(tensors, size)
-    move = lambda t: t.to(device)  # noqa: E731
-    return PreparedData(tensors.info, move(train_x), move(train_y), move(val_x), move(val_y),
-                        move(tensors.test_x), move(tensors.test_y), spec.training.batch_size)
+    return PreparedData(tensors.info, *datasets.run_splits(tensors, size, device), spec.training.batch_size)
 
 
 class TransferPlan:
@@ -382,7 +379,7 @@ def _train_stack(context: AnalysisContext, batch: list[tuple], data: PreparedDat
         model, mask = build()
         sparsity = structured.sparsity(spec.model, data.info.input_shape, data.info.num_classes, mask)
         labels[f"{network}@{round_index}"] = (network, round_index)
-        built.append((model.to(data.train_x.device), mask, sparsity))
+        built.append((model.to(data.device), mask, sparsity))
         round_started(context.callback, network, round_index, mask, start, end, sparsity=sparsity)
 
     def relabel(event: dict) -> None:

@@ -127,7 +127,7 @@ def _score(context: AnalysisContext, kind: str, round_index: int) -> dict:
     accuracies, losses = [], []
     for value in params["weight_values"]:
         model = run.model_with(shared_weight_state(theta_0, mask, names, value, params["scale"]))
-        loss, accuracy = evaluate(model, run.data.test_x, run.data.test_y)
+        loss, accuracy = evaluate(model, run.data.test_inputs, run.data.test_y)
         accuracies.append(accuracy)
         losses.append(loss)
     best = max(range(len(accuracies)), key=accuracies.__getitem__)

@@ -39,27 +39,43 @@ def control_start(run, kind: str) -> int:
     return 0 if kind == "random_reinit_from_scratch" else run.rewind_iteration
 
 
-def run_controls(run, kinds: list[str], rounds: list[int]) -> str:
-    """Train the missing controls of the chosen rounds of every replicate, stacked: they all
-    share the iterations k..T."""
-    todo = []
+def planned_controls(run, kinds: list[str], rounds: list[int]) -> list[tuple[str, int, Replicate]]:
+    """(kind, round, replicate) of every control of the chosen rounds (default: all) that finished in
+    each replicate's chain, trained or not, in training order: replicate, round, kind."""
+    planned = []
     for replicate in run.replicates:
         finished_rounds = [r["round"] for r in replicate.run_dir.records()
                            if r["status"] == "finished" and r["round"] > 0]
         for round_index in rounds or finished_rounds:
-            if round_index not in finished_rounds:
-                continue
-            for kind in kinds:
-                if replicate.run_dir.record(round_index, kind) is not None:
-                    run.callback(events.make_event(events.ROUND_SKIPPED, kind, round=round_index,
-                                                   replicate=replicate.index))
-                else:
-                    todo.append((kind, round_index, replicate))
-    # Networks that share their start iteration train in one stack.
-    by_start: dict[int, list] = {}
-    for network in todo:
-        by_start.setdefault(control_start(run, network[0]), []).append(network)
-    for start, group in sorted(by_start.items()):
+            if round_index in finished_rounds:
+                planned += [(kind, round_index, replicate) for kind in kinds]
+    return planned
+
+
+def by_start(run, networks: list) -> dict[int, list]:
+    """Controls grouped by the iteration they start at, earliest first: each group can share a stack."""
+    groups: dict[int, list] = {}
+    for network in networks:
+        groups.setdefault(control_start(run, network[0]), []).append(network)
+    return dict(sorted(groups.items()))
+
+
+def run_controls(run, kinds: list[str], rounds: list[int]) -> str:
+    """Train the missing controls of the chosen rounds of every replicate, stacked: they all
+    share the iterations k..T."""
+    return train_controls(run, planned_controls(run, kinds, rounds))
+
+
+def train_controls(run, networks: list[tuple[str, int, Replicate]]) -> str:
+    """Train those of `networks` (kind, round, replicate) not on disk yet; networks that share their
+    start iteration train in one stack (in chunks of the run's stack size)."""
+    todo = []
+    for kind, round_index, replicate in networks:
+        if replicate.run_dir.record(round_index, kind) is not None:
+            run.callback(events.make_event(events.ROUND_SKIPPED, kind, round=round_index, replicate=replicate.index))
+        else:
+            todo.append((kind, round_index, replicate))
+    for start, group in by_start(run, todo).items():
         for part in chunks(len(group), run.stack_size()):
             networks = [group[index] for index in part]
             built = [control_network(run, kind, round_index, replicate) for kind, round_index, replicate in networks]

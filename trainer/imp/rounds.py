@@ -51,10 +51,10 @@ def next_mask(run, previous_mask: masks.Mask, trained: dict, round_index: int,
     return rules.prune_by_scores(previous_mask, scores, fraction, spec.scope, layer_fractions)
 
 
-def run_ticket_rounds(run) -> str:
-    """Every replicate's IMP chain, round by round; the replicates of a round train stacked.
-    A diverged replicate ends its own chain only; the run diverges when all have."""
-    alive = list(run.replicates)
+def run_ticket_rounds(run, replicates: list[Replicate] | None = None) -> str:
+    """The IMP chains of `replicates` (default: every replicate), round by round; the replicates of a
+    round train stacked. A diverged replicate ends its own chain only; "diverged" when all have."""
+    alive = list(run.replicates if replicates is None else replicates)
     for round_index in range(0, run.spec.rounds_total() + 1):
         todo = []
         for replicate in alive:

@@ -2,7 +2,9 @@
 results.json) and the entry points that run it.
 
 `run_experiment` trains the ticket chain of every replicate (trainer.imp.rounds: IMP with
-rewinding, Frankle & Carbin 2019), then the controls of the finished rounds (trainer.imp.controls);
+rewinding, Frankle & Carbin 2019), then the controls of the finished rounds (trainer.imp.controls),
+in pieces (trainer.imp.pieces) that the web app spreads over its workers (`start_run`, `open_run`,
+`write_results` and `announce_finished` are the steps around them);
 `run_controls_on` adds controls to an existing run directory; `train_ticket` trains a loaded
 ticket again. Replicates (trainer.imp.replicates) are independent copies of all this with their
 own seeds; replicate 0 is the run itself.
@@ -18,10 +20,10 @@ from pathlib import Path
 import torch
 
 from trainer import events, models, tasks, verdict
+from trainer.imp import pieces
 from trainer.imp.controls import run_controls
 from trainer.imp.replicates import Replicate, finished_records, replicate_results, replicates_of
 from trainer.imp.round_training import train_round
-from trainer.imp.rounds import run_ticket_rounds
 from trainer.pruning import masks, rules, structured
 from trainer.rundir import RunDir, save_tensor_dict_atomically, write_json_atomically
 from trainer.spec import ExperimentSpec
@@ -118,9 +120,9 @@ class Run:
             "device": str(self.device),
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
-            "dataset": {"name": self.data.info.name, "train_size": int(self.data.train_x.shape[0]),
+            "dataset": {"name": self.data.info.name, "train_size": len(self.data.train_inputs),
                         "validation_size": tasks.of_data(self.data).validation_size(self.data),
-                        "test_size": int(self.data.test_x.shape[0]),
+                        "test_size": len(self.data.test_inputs),
                         "iterations_per_epoch": self.data.iterations_per_epoch},
             "total_iterations": self.total_iterations,
             "rewind_iteration": self.rewind_iteration,
@@ -142,36 +144,75 @@ def _make_deterministic(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def open_run(spec: ExperimentSpec, runs_root: Path, *, callback: events.Callback = events.ignore, data_dir=None,
+             stop_requested: Callable[[], bool] = lambda: False) -> Run:
+    """The Run of `spec` in its run directory under `runs_root` (created when new), announcing nothing:
+    how a worker that trains one piece of a run opens it."""
+    spec.validate()
+    return Run(spec, RunDir.create(runs_root, spec), data_dir, callback, stop_requested)
+
+
+def start_run(spec: ExperimentSpec, runs_root: Path, *, callback: events.Callback = events.ignore, data_dir=None,
+              stop_requested: Callable[[], bool] = lambda: False) -> Run:
+    """Open the run and announce it (run_started, with the rounds already on disk); errors in the spec or
+    the data are raised after a run_failed event."""
+    try:
+        run = open_run(spec, runs_root, callback=callback, data_dir=data_dir, stop_requested=stop_requested)
+    except Exception as error:
+        callback(events.make_event(events.RUN_FAILED, message=str(error)))
+        raise
+    run_dir = run.run_dir
+    callback(events.make_event(events.RUN_STARTED, run_name=run_dir.path.name, run_dir=str(run_dir.path),
+                               spec=spec.to_dict(), rounds_total=spec.rounds_total(), replicates=spec.replicates,
+                               iterations_per_round=run.total_iterations,
+                               resumed_rounds=[r["round"] for r in run_dir.records()]))
+    return run
+
+
+def write_results(run: Run, status: str, wall_seconds: float | None = None) -> dict:
+    """Write results.json from what is on disk; the results."""
+    results = run.results(status)
+    if wall_seconds is not None:
+        results["wall_seconds"] = round(wall_seconds, 3)
+    write_json_atomically(run.run_dir.results_path, results)
+    return results
+
+
+def announce_finished(run: Run, status: str) -> None:
+    run.callback(events.make_event(events.RUN_FINISHED, status=status, results_path=str(run.run_dir.results_path)))
+
+
+def train_in_order(run: Run, planned: list[pieces.Piece]) -> str:
+    """Train a phase's pieces one after another: "cancelled" at the first that is, else "finished"."""
+    for piece in planned:
+        if pieces.run_piece(run, piece) == "cancelled":
+            return "cancelled"
+    return "finished"
+
+
 def run_experiment(spec: ExperimentSpec, runs_root: Path, *, callback: events.Callback = events.ignore,
-                   data_dir=None, stop_requested: Callable[[], bool] = lambda: False) -> dict:
-    """Run (or resume) the IMP experiment `spec` under `runs_root`, then its controls.
+                   data_dir=None, stop_requested: Callable[[], bool] = lambda: False, max_pieces: int = 1,
+                   train_phase: Callable[[Run, list[pieces.Piece]], str] = train_in_order) -> dict:
+    """Run (or resume) the IMP experiment `spec` under `runs_root`, then its controls: each phase planned
+    in pieces for `max_pieces` (trainer.imp.pieces) and trained by `train_phase` (by default here, in
+    order; the web app spreads them over its workers).
 
     Returns the results dict that is also written to results.json. Errors in the spec or
     the data are raised after a run_failed event; a diverging or cancelled run is a status.
     """
     began = time.perf_counter()
+    run = start_run(spec, runs_root, callback=callback, data_dir=data_dir, stop_requested=stop_requested)
     try:
-        spec.validate()
-        run_dir = RunDir.create(runs_root, spec)
-        run = Run(spec, run_dir, data_dir, callback, stop_requested)
-    except Exception as error:
-        callback(events.make_event(events.RUN_FAILED, message=str(error)))
-        raise
-    done_before = [r["round"] for r in run_dir.records()]
-    callback(events.make_event(events.RUN_STARTED, run_name=run_dir.path.name, run_dir=str(run_dir.path),
-                               spec=spec.to_dict(), rounds_total=spec.rounds_total(), replicates=spec.replicates,
-                               iterations_per_round=run.total_iterations, resumed_rounds=done_before))
-    try:
-        status = run_ticket_rounds(run)
+        status = train_phase(run, pieces.plan_chain_pieces(run, max_pieces))
+        if status == "finished":
+            status = pieces.chains_status(run)
         if status == "finished" and spec.controls:
-            status = run_controls(run, spec.controls, spec.control_rounds)
-        results = run.results(status)
-        results["wall_seconds"] = round(time.perf_counter() - began, 3)
-        write_json_atomically(run_dir.results_path, results)
+            status = train_phase(run, pieces.plan_control_pieces(run, max_pieces))
+        results = write_results(run, status, time.perf_counter() - began)
     except Exception as error:
         callback(events.make_event(events.RUN_FAILED, message=f"{type(error).__name__}: {error}"))
         raise
-    callback(events.make_event(events.RUN_FINISHED, status=status, results_path=str(run_dir.results_path)))
+    announce_finished(run, status)
     return results
 
 
@@ -183,9 +224,8 @@ def run_controls_on(run_path: Path, kinds: list[str], rounds: list[int], *, call
     spec.controls = sorted(set(spec.controls) | set(kinds))
     run = Run(spec, run_dir, data_dir, callback, stop_requested)
     status = run_controls(run, kinds, rounds)
-    results = run.results(status)
-    write_json_atomically(run_dir.results_path, results)
-    callback(events.make_event(events.RUN_FINISHED, status=status, results_path=str(run_dir.results_path)))
+    results = write_results(run, status)
+    announce_finished(run, status)
     return results
 
 

@@ -37,6 +37,7 @@ import math
 import torch
 
 from trainer import models
+from trainer.datasets import Inputs
 from trainer.pruning.masks import FrozenAtInitEnforcer, Mask, apply_mask
 from trainer.spec import MASK_CRITERIA as CRITERIA  # one list, the spec's
 from trainer.training.loop import evaluate
@@ -141,7 +142,7 @@ def reinit_survivors(mode: str, start: dict[str, torch.Tensor], mask: Mask, *, m
 
 
 # ---- supermask ----------------------------------------------------------------------------
-def supermask_score(untrained_model: torch.nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor,
+def supermask_score(untrained_model: torch.nn.Module, mask: Mask, x: Inputs | torch.Tensor, y: torch.Tensor,
                     frozen_values: dict[str, torch.Tensor] | None = None) -> float:
     """Accuracy on (x, y) of `untrained_model` masked: pruned weights zero, or held at `frozen_values`
     (a frozen variant's network). `untrained_model` is not changed."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -61,23 +61,56 @@ class BatchStream(Protocol):
 
 @dataclass
 class PreparedData:
-    """A run's data on its device: the splits' tensors (images and labels, or token windows), the batch size,
-    and the task that reads them (None = image classification)."""
+    """A run's data on its device: each split's inputs (datasets.Inputs: images as uint8 pixels normalized per
+    batch, or token windows; a tensor given is taken as inputs) and targets, the batch size, and the task that
+    reads them (None = image classification). `inputs(split, rows)` is how inputs are read; `train_x`, `val_x`
+    and `test_x` are whole splits (new float tensors for images: for batches, read rows)."""
     info: datasets.DatasetInfo
-    train_x: torch.Tensor
+    train_inputs: datasets.Inputs
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val_inputs: datasets.Inputs
     val_y: torch.Tensor
-    test_x: torch.Tensor
+    test_inputs: datasets.Inputs
     test_y: torch.Tensor
     batch_size: int
     task: Task | None = None
+
+    def __post_init__(self):
+        self.train_inputs = datasets.as_inputs(self.train_inputs)
+        self.val_inputs = datasets.as_inputs(self.val_inputs)
+        self.test_inputs = datasets.as_inputs(self.test_inputs)
+
+    def inputs(self, split: str, rows: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """The network inputs of `split` ('train', 'val' or 'test'): the rows `rows` (all when None)."""
+        return {"train": self.train_inputs, "val": self.val_inputs, "test": self.test_inputs}[split].rows(rows)
+
+    @property
+    def train_x(self) -> torch.Tensor:
+        return self.inputs("train")
+
+    @property
+    def val_x(self) -> torch.Tensor:
+        return self.inputs("val")
+
+    @property
+    def test_x(self) -> torch.Tensor:
+        return self.inputs("test")
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_inputs.device
+
+    def to(self, device: torch.device | str) -> PreparedData:
+        """The same data on `device` (images stay uint8 there)."""
+        return replace(self, train_inputs=self.train_inputs.to(device), train_y=self.train_y.to(device),
+                       val_inputs=self.val_inputs.to(device), val_y=self.val_y.to(device),
+                       test_inputs=self.test_inputs.to(device), test_y=self.test_y.to(device))
 
     @property
     def iterations_per_epoch(self) -> int:
         if self.task is not None:
             return self.task.iterations_per_epoch(self)
-        return full_batches(self.train_x.shape[0], self.batch_size)
+        return full_batches(len(self.train_y), self.batch_size)
 
 
 class Task:
@@ -94,7 +127,7 @@ class Task:
 
     def iterations_per_epoch(self, data) -> int:
         """Full batches of the training tensors (tasks without a fixed training set override it)."""
-        return full_batches(data.train_x.shape[0], data.batch_size)
+        return full_batches(len(data.train_y), data.batch_size)
 
     def batch_loss(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The mean training loss of one batch of the run's tensors."""
@@ -109,11 +142,11 @@ class Task:
         raise NotImplementedError
 
     def has_validation(self, data) -> bool:
-        return data.val_x.shape[0] > 0
+        return len(data.val_y) > 0
 
     def validation_size(self, data) -> int:
         """What results.json reports as the validation split's size (examples, sequences or episodes)."""
-        return int(data.val_x.shape[0])
+        return len(data.val_y)
 
     def describe(self) -> dict:
         return {"name": self.name, "metric": self.metric.to_dict()}

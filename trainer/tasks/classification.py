@@ -12,21 +12,23 @@ EVAL_BATCH_SIZE = 1000
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (fraction) on a whole split."""
-    if x.shape[0] == 0:
+def evaluate(model: torch.nn.Module, x: datasets.Inputs | torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (fraction) on a whole split (Inputs are normalized batch by batch)."""
+    count = len(y)
+    if count == 0:
         return float("nan"), float("nan")
+    inputs = datasets.as_inputs(x)
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, x.shape[0], EVAL_BATCH_SIZE):
-        logits = model(x[start:start + EVAL_BATCH_SIZE])
+    loss_sum = torch.zeros((), device=y.device)
+    correct = torch.zeros((), device=y.device, dtype=torch.long)
+    for start in range(0, count, EVAL_BATCH_SIZE):
+        logits = model(inputs.rows(slice(start, start + EVAL_BATCH_SIZE)))
         target = y[start:start + EVAL_BATCH_SIZE]
         loss_sum += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(dim=1) == target).sum()
     model.train(was_training)
-    return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
+    return loss_sum.item() / count, correct.item() / count
 
 
 class Classification(Task):
@@ -41,18 +43,16 @@ class Classification(Task):
         # The hold-out comes from the data actually loaded (a data directory may hold a smaller set).
         spec.check_dataset_fit(len(tensors.train_y))
         validation_size = spec.resolved_validation_size(len(tensors.train_y))
-        train_x, train_y, val_x, val_y = datasets.split_validation(tensors, validation_size)
-        move = lambda t: t.to(device)  # noqa: E731
-        return PreparedData(tensors.info, move(train_x), move(train_y), move(val_x), move(val_y),
-                            move(tensors.test_x), move(tensors.test_y), spec.training.batch_size)
+        return PreparedData(tensors.info, *datasets.run_splits(tensors, validation_size, device),
+                            spec.training.batch_size)
 
     def batch_loss(self, model, inputs, targets):
         return F.cross_entropy(model(inputs), targets)
 
     def evaluate(self, model, data, split):
         if split == "val":
-            return evaluate(model, data.val_x, data.val_y)
-        return evaluate(model, data.test_x, data.test_y)
+            return evaluate(model, data.val_inputs, data.val_y)
+        return evaluate(model, data.test_inputs, data.test_y)
 
 
 CLASSIFICATION = Classification()

@@ -58,12 +58,12 @@ class ReinforcementLearning(Task):
         return 1  # no epochs: the spec refuses 'ep' lengths for environments
 
     def stream(self, data, data_seed, start_iteration):
-        return rl.RolloutStream(data.info.name, data.settings, data_seed, start_iteration, data.train_x.device)
+        return rl.RolloutStream(data.info.name, data.settings, data_seed, start_iteration, data.device)
 
     def evaluate(self, model, data, split):
         base = VALIDATION_SEED_BASE if split == "val" else TEST_SEED_BASE
         mean_return = rl.evaluate_returns(model, data.info.name, range(base, base + data.eval_episodes),
-                                          data.train_x.device)
+                                          data.device)
         return -mean_return, mean_return
 
     def has_validation(self, data) -> bool:

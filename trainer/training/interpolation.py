@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from trainer.datasets import Inputs, as_inputs
 from trainer.pruning.masks import Mask, apply_mask
 from trainer.training.loop import evaluate
 
@@ -73,11 +74,13 @@ def recompute_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor]) -> i
     return len(layers)
 
 
-def statistics_batches(x: torch.Tensor, batch_size: int, count: int, generator: torch.Generator) -> list[torch.Tensor]:
+def statistics_batches(x: Inputs | torch.Tensor, batch_size: int, count: int, generator: torch.Generator
+                       ) -> list[torch.Tensor]:
     """`count` batches (fewer if x is small) of a seeded permutation of x: the same for every point of a path."""
-    order = torch.randperm(x.shape[0], generator=generator).to(x.device)
-    count = max(1, min(count, x.shape[0] // batch_size))
-    return [x[order[i * batch_size:(i + 1) * batch_size]] for i in range(count)]
+    inputs = as_inputs(x)
+    order = torch.randperm(len(inputs), generator=generator).to(inputs.device)
+    count = max(1, min(count, len(inputs) // batch_size))
+    return [inputs.rows(order[i * batch_size:(i + 1) * batch_size]) for i in range(count)]
 
 
 def instability(errors: list[float]) -> float:
@@ -87,7 +90,7 @@ def instability(errors: list[float]) -> float:
     return max(errors) - (errors[0] + errors[-1]) / 2
 
 
-def evaluate_path(model: nn.Module, state_a: dict, state_b: dict, alphas: list[float], x: torch.Tensor,
+def evaluate_path(model: nn.Module, state_a: dict, state_b: dict, alphas: list[float], x: Inputs | torch.Tensor,
                   y: torch.Tensor, *, mask: Mask | None = None, bn_batches: list[torch.Tensor] | None = None,
                   on_point=None) -> dict:
     """Loss, accuracy and error of θ(α) on (x, y) for each alpha; `model` is the architecture to load into.

@@ -1,8 +1,8 @@
 """The training loop: one segment of iterations of one (masked) network.
 
-Data lives in tensors on the device; a batch is one index op into them with a
-permutation seeded by (data seed, epoch), so training from iteration k gives
-exactly the batches an uninterrupted run would see from k on. What the loop keeps
+Data lives in tensors on the device (images as uint8 pixels, normalized when a batch is drawn); a batch
+is one index op into them with a permutation seeded by (data seed, epoch), so training from iteration k
+gives exactly the batches an uninterrupted run would see from k on. What the loop keeps
 of the network (curves, events, status, θk snapshot: the round's record) is its
 trainer.training.record.NetworkRecord, as in the stacked loop.
 """
@@ -59,15 +59,15 @@ class DataOrder:
         self.permutation, self.permutation_epoch = None, -1
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        data, device = self.data, self.data.train_x.device
+        data, device = self.data, self.data.device
         epoch, offset = divmod(iteration, data.iterations_per_epoch)
         if epoch != self.permutation_epoch:
-            self.permutation = torch.randperm(data.train_x.shape[0], device=device,
+            self.permutation = torch.randperm(len(data.train_y), device=device,
                                               generator=generator(self.data_seed, "order", epoch, device=device))
             self.permutation_epoch = epoch
         indices = self.permutation[offset * data.batch_size:(offset + 1) * data.batch_size]
         # index_select gathers rows ~3x faster than advanced indexing on CPU.
-        inputs, targets = data.train_x.index_select(0, indices), data.train_y.index_select(0, indices)
+        inputs, targets = data.inputs("train", indices), data.train_y.index_select(0, indices)
         if data.info.augment:
             inputs = datasets.augment_batch(inputs, generator(self.data_seed, "augment", iteration, device=device))
         return inputs, targets
@@ -190,7 +190,7 @@ def train_segment(model: torch.nn.Module, mask: Mask, data: PreparedData, spec: 
         inputs, targets = order.batch(iteration)
         return task.batch_loss(model, inputs, targets)
 
-    running_loss = RunningLoss(1, data.train_x.device)
+    running_loss = RunningLoss(1, data.device)
     try:
         for iteration in range(start_iteration, end_iteration):
             lr = schedule.lr_at(iteration)

@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from trainer import events
+from trainer.datasets import Inputs
 from trainer.training.loop import DataOrder, PreparedData, evaluate
 from trainer.training.stacked import repeat_inputs, stack_states, unstack_state
 
@@ -301,7 +302,7 @@ def train_weights(model: nn.Module, weights: dict[str, torch.Tensor], data: Prep
 
 
 def accuracy_with(model: nn.Module, frozen: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                  x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+                  x: Inputs | torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` with weight × mask, in eval mode."""
     with torch.no_grad():
         return evaluate(MaskedNetwork(model, frozen, masks), x, y)

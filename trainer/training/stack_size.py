@@ -267,4 +267,4 @@ def choose_stack_size(model_name: str, input_shape, batch_size: int, device, num
 def stack_size_for(spec: ExperimentSpec, data: PreparedData) -> int:
     """The spec's stack size if it sets one, else the one chosen for its model and data on this machine."""
     return spec.stack_size or choose_stack_size(spec.model, data.info.input_shape, data.batch_size,
-                                                data.train_x.device, data.info.num_classes, spec.training.optimizer)
+                                                data.device, data.info.num_classes, spec.training.optimizer)

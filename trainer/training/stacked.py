@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import models
+from trainer import datasets, models
 from trainer.pruning.masks import Mask
 
 
@@ -267,11 +267,11 @@ def unstack_mask(stacked_mask: Mask, stacked: nn.Module, index: int) -> Mask:
 
 
 # ---- inputs and loss ----------------------------------------------------------------------
-def stack_inputs(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+def stack_inputs(x: datasets.Inputs | torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Network k's batch x[indices[k]] for every k, in one index op, as (B, K*C, H, W) (or (B, K*F))."""
     size, batch = indices.shape
-    gathered = x[indices.t()]  # (B, K, ...): already the stacked layout, no transpose copy
-    return gathered.reshape(batch, size * x.shape[1], *x.shape[2:])
+    gathered = datasets.as_inputs(x).rows(indices.t())  # (B, K, ...): already the stacked layout, no transpose copy
+    return gathered.reshape(batch, size * gathered.shape[2], *gathered.shape[3:])
 
 
 def repeat_inputs(x: torch.Tensor, size: int) -> torch.Tensor:

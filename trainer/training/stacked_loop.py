@@ -37,25 +37,27 @@ from trainer.training.stacked import (
 
 
 @torch.no_grad()
-def evaluate_stacked(stacked: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
+def evaluate_stacked(stacked: torch.nn.Module, x: datasets.Inputs | torch.Tensor, y: torch.Tensor
+                     ) -> tuple[list[float], list[float]]:
     """Each network's mean cross-entropy and accuracy on one shared split, in stacked forwards."""
     size = stacked.stack_size
-    if x.shape[0] == 0:
+    count = len(y)
+    if count == 0:
         return [float("nan")] * size, [float("nan")] * size
+    split = datasets.as_inputs(x)
     was_training = stacked.training
     stacked.eval()
-    loss_sum = torch.zeros(size, device=x.device)
-    correct = torch.zeros(size, device=x.device, dtype=torch.long)
+    loss_sum = torch.zeros(size, device=y.device)
+    correct = torch.zeros(size, device=y.device, dtype=torch.long)
     chunk = max(1, EVAL_BATCH_SIZE // size)  # the activation memory of one solo eval batch
-    for start in range(0, x.shape[0], chunk):
-        inputs, target = x[start:start + chunk], y[start:start + chunk]
+    for start in range(0, count, chunk):
+        inputs, target = split.rows(slice(start, start + chunk)), y[start:start + chunk]
         batch = target.shape[0]
         logits = stacked(repeat_inputs(inputs, size))
         targets = target.unsqueeze(1).expand(batch, size)
         loss_sum += per_network_cross_entropy(logits, targets, reduction="sum")
         correct += (logits.view(batch, size, -1).argmax(dim=2) == targets).sum(0)
     stacked.train(was_training)
-    count = x.shape[0]
     return [value / count for value in loss_sum.tolist()], [value / count for value in correct.tolist()]
 
 
@@ -66,9 +68,9 @@ def _batch(data: PreparedData, permutations: torch.Tensor, offset: int, data_see
     indices = permutations[:, offset * batch_size:(offset + 1) * batch_size]  # (K, B)
     targets = data.train_y[indices.t()]
     if not data.info.augment:
-        return stack_inputs(data.train_x, indices), targets
-    device = data.train_x.device
-    gathered = data.train_x[indices]  # (K, B, C, H, W): one index op
+        return stack_inputs(data.train_inputs, indices), targets
+    device = data.device
+    gathered = data.inputs("train", indices)  # (K, B, C, H, W): one index op
     augmented = [datasets.augment_batch(images, generator(seed, "augment", iteration, device=device))
                  for images, seed in zip(gathered, data_seeds)]
     inputs = torch.stack(augmented, dim=1)  # (B, K, C, H, W)
@@ -101,14 +103,14 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
                                stop_requested=stop_requested, snapshot_at=snapshot_at)
         return [result], [{name: value.detach().clone() for name, value in models[0].state_dict().items()}]
     schedule = Schedule.from_spec(spec.training, data.iterations_per_epoch)
-    device = data.train_x.device
+    device = data.device
     stacked = stack_states(models).to(device)
     enforced = [structured.training_mask(model, mask, data.info.input_shape) for model, mask in zip(models, masks)]
     enforcer = MaskEnforcer(stacked, stack_masks(stacked, enforced))
     enforcer.mask_weights()
     optimizer = StackedOptimizer.from_training_spec(stacked, spec.training)
     multipliers = torch.tensor(lr_multipliers, dtype=torch.float64)
-    has_validation = data.val_x.shape[0] > 0
+    has_validation = len(data.val_y) > 0
     records = [NetworkRecord(network, round_index, callback, has_validation=has_validation, snapshot_at=snapshot_at)
                for network in networks]
     finals: list[dict | None] = [None] * size  # state dicts of networks that stopped early
@@ -128,8 +130,8 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
         return tuple(record.training for record in records)
 
     def evaluate_all(iteration: int) -> None:
-        val_losses, val_accuracies = evaluate_stacked(stacked, data.val_x, data.val_y)
-        test_losses, test_accuracies = evaluate_stacked(stacked, data.test_x, data.test_y)
+        val_losses, val_accuracies = evaluate_stacked(stacked, data.val_inputs, data.val_y)
+        test_losses, test_accuracies = evaluate_stacked(stacked, data.test_inputs, data.test_y)
         for index, record in enumerate(records):
             if record.training and not record.evaluated(iteration, val_losses[index], val_accuracies[index],
                                                         test_losses[index], test_accuracies[index]):
@@ -163,7 +165,7 @@ def train_segments_stacked(models: Sequence[torch.nn.Module], masks: Sequence[Ma
         epoch, offset = divmod(iteration, per_epoch)
         if epoch != permutation_epoch:
             permutations = torch.stack([
-                torch.randperm(data.train_x.shape[0], device=device,
+                torch.randperm(len(data.train_y), device=device,
                                generator=generator(seed, "order", epoch, device=device)) for seed in data_seeds])
             permutation_epoch = epoch
         inputs, targets = _batch(data, permutations, offset, data_seeds, iteration)

@@ -1,5 +1,6 @@
 """python manage.py requeue_worker_runs WORKER [--died-at ISO-TIME]: queue again, at once, what a dead
-Celery worker was running (frontend.recovery.requeue_runs_of_worker).
+Celery worker was running (frontend.recovery.requeue_runs_of_worker; the pieces of experiments it
+trained for another worker's experiment: frontend.distributed.release_pieces_of_worker).
 
 scripts/worker_supervisor.py runs it when one of its workers exits, so the run resumes on the
 restarted worker within seconds instead of after the heartbeat timeout. By hand: after a worker's
@@ -9,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from frontend import recovery
+from frontend import distributed, recovery
 
 
 class Command(BaseCommand):
@@ -33,5 +34,7 @@ class Command(BaseCommand):
             if timezone.is_naive(died):
                 died = timezone.make_aware(died)
         requeued = recovery.requeue_runs_of_worker(worker, started_before=died)
+        pieces = distributed.release_pieces_of_worker(worker, started_before=died)
         self.stdout.write(f"{worker}: re-queued experiments {requeued['experiments'] or 'none'}, "
-                          f"reproduction checks {requeued['reproductions'] or 'none'}")
+                          f"reproduction checks {requeued['reproductions'] or 'none'}, "
+                          f"pieces of experiments {pieces or 'none'}")

@@ -54,6 +54,7 @@
       }
       lastSeq = message.seq;
       applyEvents(message.events);
+      showPieces(message.pieces);
       showProgress(message.progress);
     }
   }
@@ -64,7 +65,31 @@
     if (state.metric) metric = state.metric;
     LotteryCharts.draw(metricChart, state.figures.metric);
     LotteryCharts.draw(lossChart, state.figures.loss);
+    showPieces(state.pieces);
     showProgress(state.progress);
+  }
+
+  // The "Pieces" table: which worker trains which piece of the experiment (rows from the server's state).
+  function showPieces(pieces) {
+    const section = document.getElementById("pieces");
+    if (!section || !pieces) return;
+    section.hidden = pieces.length === 0;
+    const body = section.querySelector("tbody");
+    body.replaceChildren.apply(body, pieces.map(function (piece) {
+      const row = document.createElement("tr");
+      const status = document.createElement("span");
+      status.className = "status status-" + piece.status;
+      status.title = piece.message || "";
+      status.textContent = piece.status;
+      [piece.phase + " " + piece.index, piece.trains, status, piece.worker || "–",
+       piece.started_at ? piece.started_at.slice(11, 19) : "–",
+       piece.finished_at ? piece.finished_at.slice(11, 19) : "–"].forEach(function (content) {
+        const cell = document.createElement("td");
+        if (typeof content === "string") cell.textContent = content; else cell.appendChild(content);
+        row.appendChild(cell);
+      });
+      return row;
+    }));
   }
 
   function traceIndex(chart, key) {
