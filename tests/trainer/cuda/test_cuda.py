@@ -16,11 +16,10 @@ from trainer.imp.run import Run
 from trainer.pruning.masks import MaskEnforcer, dense_mask
 from trainer.rundir import RunDir
 from trainer.spec import ExperimentSpec
-from trainer.training.loop import DataOrder, make_optimizer, train_segment
+from trainer.training.loop import DataOrder, FusedOptimizer, train_segment
+from trainer.training.stack_size import CUDA_STACK_CAP, candidates_for
 from trainer.training.stacked import (
-    CUDA_STACK_CAP,
     StackedOptimizer,
-    choose_stack_size,
     estimate_training_bytes,
     stack_states,
     unstack_states,
@@ -85,7 +84,7 @@ def test_data_model_and_mask_live_on_the_gpu_and_batches_match_the_float_path(mn
 
 
 def test_stacked_training_on_the_gpu_sizes_its_stack_from_free_memory_and_matches_solo_training():
-    size = choose_stack_size("lenet_300_100", MNIST_SHAPE, 60, CUDA)
+    size = max(candidates_for("lenet_300_100", MNIST_SHAPE, 60, torch.device(CUDA), 10, "sgd"))  # the largest timed
     free_bytes, _ = torch.cuda.mem_get_info(CUDA)
     assert 1 < size <= CUDA_STACK_CAP  # a LeNet needs a few MB: any GPU holds several
     assert size * estimate_training_bytes("lenet_300_100", MNIST_SHAPE, 60) <= free_bytes
@@ -99,7 +98,7 @@ def test_stacked_training_on_the_gpu_sizes_its_stack_from_free_memory_and_matche
         built = [model.to(CUDA) for model in built]
         results, states = train_segments([copy.deepcopy(m) for m in built], masks, data, spec, 0, steps,
                                          round_index=1, networks=["a", "b", "c"], data_seeds=DATA_SEEDS,
-                                         lr_multipliers=LR_MULTIPLIERS)  # stack_size None: from free memory
+                                         lr_multipliers=LR_MULTIPLIERS, stack_size=size)
         for index, (model, mask) in enumerate(zip(built, masks)):
             solo_spec = copy.deepcopy(spec)
             solo_spec.data_seed, solo_spec.training.lr = DATA_SEEDS[index], spec.training.lr * LR_MULTIPLIERS[index]
@@ -118,8 +117,7 @@ def test_fused_optimizers_on_the_gpu_compute_what_they_compute_on_the_cpu(optimi
     on_cpu = networks_and_masks("lenet_300_100", MNIST_SHAPE)[0]
     on_gpu = [copy.deepcopy(model).to(CUDA) for model in on_cpu]
     g = torch.Generator().manual_seed(0)
-    optimizers = [make_optimizer(model, spec.training) for model in on_cpu + on_gpu]
-    assert all(group["fused"] for o in optimizers for group in o.param_groups)
+    optimizers = [FusedOptimizer(model, spec.training) for model in on_cpu + on_gpu]
     stacked = stack_states(on_gpu)
     stacked_optimizer = StackedOptimizer.from_training_spec(stacked, spec.training)
     for _ in range(5):
@@ -128,7 +126,7 @@ def test_fused_optimizers_on_the_gpu_compute_what_they_compute_on_the_cpu(optimi
         for model, optimizer_, grad in zip(on_cpu + on_gpu, optimizers, grads + grads):
             for name, parameter in model.named_parameters():
                 parameter.grad = grad[name].to(parameter.device)
-            optimizer_.step()
+            optimizer_.step(spec.training.lr)
         stacked_optimizer.zero_grad()
         for name, parameter in stacked.named_parameters():
             parameter.grad = torch.stack([grad[name] for grad in grads]).view(parameter.shape).to(CUDA)
