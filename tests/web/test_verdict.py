@@ -76,7 +76,7 @@ def test_a_control_replicate_missing_is_left_out_and_a_control_not_run_is_said(c
 
 def test_one_replicate_asks_for_more_and_the_page_stays_in_its_query_budget(client, finished_experiment,
                                                                                django_assert_max_num_queries):
-    with django_assert_max_num_queries(9):  # 8, plus the experiment's tags (one query)
+    with django_assert_max_num_queries(10):  # 8, plus its tags and its pieces (one query each)
         html = client.get(f"/e/{finished_experiment.pk}/").content.decode()
     rows = verdict_rows(html)
     assert [row[0] for row in rows] == ["1", "2"]
