@@ -20,6 +20,7 @@ Environment variables (all optional):
   LOTTERYWEB_DATASET_MIRROR  base URL the datasets panel's Download button (and `python -m trainer download`)
                           fetches from, as <mirror>/<dataset>/<file> (default: torchvision's own URLs)
   LOTTERYWEB_TORCH_THREADS  torch threads of the Celery worker (default: torch's own choice)
+  LOTTERYWEB_STACK_SIZE   pins the stack size of runs whose spec sets none (default: measured), read by the trainer
   LOTTERYWEB_STACK_SIZE_CACHE  the measured stack sizes, read by the trainer
                           (default ~/.cache/lotteryweb/stack_sizes.json)
   LOTTERYWEB_MAX_WORKERS_PER_EXPERIMENT  the most workers one experiment's pieces take at once, and what

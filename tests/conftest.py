@@ -17,7 +17,7 @@ from tests.live.conftest import free_port, start_process, wait_until
 from trainer.analyses import ANALYSES, run_analysis
 from trainer.imp import run_experiment
 from trainer.spec import ExperimentSpec
-from trainer.training.stack_size import CACHE_ENV
+from trainer.training.stack_size import CACHE_ENV, PIN_ENV
 
 # Small enough for seconds on two cores, big enough for two pruned rounds and a control.
 TINY_SPEC = {
@@ -85,6 +85,9 @@ def private_stack_size_cache(tmp_path_factory):
     measures its own into a file of its own, which the worker processes it starts share."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("stack_size") / "stack_sizes.json"))
+        # Results must not hang on how busy the machine was when it measured: the suite pins the default
+        # (the tests of the measurement unset it); tests about stacking set their own.
+        patch.setenv(PIN_ENV, "8")
         yield
 
 

@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from trainer.training.stack_size import CACHE_ENV
+from trainer.training.stack_size import CACHE_ENV, PIN_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -191,9 +191,9 @@ class HttpSession:
 def app_environment(**settings: str) -> dict:
     """This process's environment without its own app settings (DJANGO_*, LOTTERYWEB_*, DATABASE_URL),
     plus `settings`: the environment of an app process that must use only what it is given. The
-    machine's measured stack sizes (the suite's private cache) are shared, not an app setting."""
+    machine's stack sizes (the suite's private cache and its pinned default) are shared, not app settings."""
     env = {key: value for key, value in os.environ.items()
-           if key == CACHE_ENV or (not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL")}
+           if key in (CACHE_ENV, PIN_ENV) or (not key.startswith(("DJANGO_", "LOTTERYWEB_")) and key != "DATABASE_URL")}
     env.update({"DJANGO_SETTINGS_MODULE": "lotteryweb.settings", **settings})
     return env
 

@@ -11,6 +11,13 @@ The decision is cached in a JSON file under a key of device name, torch version,
 model, input shape, batch size and optimizer, so a machine measures once (the file is
 LOTTERYWEB_STACK_SIZE_CACHE, default ~/.cache/lotteryweb/stack_sizes.json; the CLI and the workers
 share it). A run records the stack size it used (trainer.imp.run), so resuming it never re-chooses.
+A cached decision stands until the file is deleted: re-timing it whenever the load changed would give
+one spec different stacks, and stacked and solo training agree only to rounding. The load at the time
+of the measurement is stored beside it, so a decision timed on a busy machine can be seen and deleted.
+
+LOTTERYWEB_STACK_SIZE=K pins the default (no measurement; a spec's stack_size still wins): for a lab
+that wants one stack size on every worker, and for the test suite, whose results must not hang on how
+busy the machine was when it measured.
 """
 from __future__ import annotations
 
@@ -44,7 +51,8 @@ BLOCK_SECONDS = 0.02  # the time one solo block aims at
 BLOCKS = 3  # solo and stacked blocks alternate; each side keeps its fastest (load only slows)
 MEASURE_BUDGET_SECONDS = 2.0  # no new block after this; larger models measure fewer K
 CACHE_ENV = "LOTTERYWEB_STACK_SIZE_CACHE"
-BUSY_LOAD_PER_CORE = 1.0  # a decision timed above this load is kept only while the machine stays as busy
+PIN_ENV = "LOTTERYWEB_STACK_SIZE"
+MAX_PINNED = 1024
 
 StepTimer = Callable[[int], float]  # seconds of one training step of k stacked networks
 
@@ -211,13 +219,9 @@ def load_per_core() -> float:
         return 0.0
 
 
-def _cached_decision(entry, load_now: float) -> Decision | None:
-    """The cached decision, unless it is malformed or was timed on a busier machine than now
-    (other processes on the cores distort the timing: measure again when it is quieter)."""
+def _cached_decision(entry) -> Decision | None:
+    """The cached decision, unless it is malformed."""
     if not isinstance(entry, dict):
-        return None
-    measured_load = entry.get("load_per_core", 0.0)
-    if not isinstance(measured_load, (int, float)) or (measured_load > BUSY_LOAD_PER_CORE and load_now < measured_load):
         return None
     size, timings = entry.get("stack_size"), entry.get("seconds_per_step", {})
     if not isinstance(size, int) or size < 1 or not isinstance(timings, dict):
@@ -238,13 +242,13 @@ def stack_size_decision(model_name: str, input_shape, batch_size: int, device, n
     key = cache_key(model_name, input_shape, batch_size, device, optimizer)
     path = cache_file or cache_path()
     entries = read_cache(path)
-    load_before = load()
-    cached = _cached_decision(entries.get(key), load_before)
+    cached = _cached_decision(entries.get(key))
     if cached is not None:
         cached.stack_size = min(cached.stack_size, max(candidates))  # free GPU memory may have shrunk
         return cached
     if timer is None:
         timer = TrainingStepTimer(model_name, input_shape, batch_size, device, num_classes, optimizer)
+    load_before = load()
     decision = decide(candidates, timer)
     entries = read_cache(path)  # another process may have added entries meanwhile
     entries[key] = {"stack_size": decision.stack_size,
@@ -264,7 +268,19 @@ def choose_stack_size(model_name: str, input_shape, batch_size: int, device, num
                                **measurement).stack_size
 
 
+def pinned_stack_size() -> int | None:
+    """LOTTERYWEB_STACK_SIZE as a stack size, or None when unset; a bad value is an error that says so."""
+    text = os.environ.get(PIN_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PINNED:
+        raise ValueError(f"{PIN_ENV}={text!r}: give a whole number of networks from 1 to {MAX_PINNED}, or unset it "
+                         "to measure")
+    return int(text)
+
+
 def stack_size_for(spec: ExperimentSpec, data: PreparedData) -> int:
-    """The spec's stack size if it sets one, else the one chosen for its model and data on this machine."""
-    return spec.stack_size or choose_stack_size(spec.model, data.info.input_shape, data.batch_size,
-                                                data.device, data.info.num_classes, spec.training.optimizer)
+    """The spec's stack size if it sets one, else LOTTERYWEB_STACK_SIZE, else the one chosen for its model and
+    data on this machine."""
+    return spec.stack_size or pinned_stack_size() or choose_stack_size(
+        spec.model, data.info.input_shape, data.batch_size, data.device, data.info.num_classes, spec.training.optimizer)
