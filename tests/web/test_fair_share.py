@@ -96,6 +96,8 @@ def test_a_duplicate_slot_finds_nothing_and_returns(user):
     assert Experiment.objects.get(pk=only.pk).worker == "w1@host", "the first claim stands"
 
 
+# The task starts with close_old_connections(), which on PostgreSQL closes a test transaction's connection.
+@pytest.mark.django_db(transaction=True)
 def test_the_task_trains_the_experiment_it_claimed(user, other_user, monkeypatch, settings, tmp_path):
     settings.LOTTERYWEB_RUNS_DIR = tmp_path
     running, waiting = queue_for(user, 2)
