@@ -5,7 +5,7 @@ Each measurement runs in a fresh subprocess, so its peak resident set (VmHWM) is
      step (torch.optim's first use would import torch._dynamo, sympy and inductor; the trainer's
      FusedOptimizer calls the fused kernels directly): the floor no run goes below;
   2. the IMP run: --rounds short rounds of LeNet-300-100 on Fashion-MNIST (target: peak <= 700 MB),
-     with the bytes the loaded dataset and the run's prepared splits hold.
+     with the bytes the loaded dataset and the run's prepared splits hold (the splits index the loaded set).
 
     .venv/bin/python bench/memory.py [--rounds 2] [--iterations 300]
 
@@ -34,12 +34,16 @@ def peak_resident_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tensor_bytes(tensors) -> int:
-    """Bytes held by the tensors among `tensors`' attributes (their storages, not views' shapes)."""
+def storages(tensors) -> dict:
+    """The storages held by the tensors among `tensors`' attributes (Inputs' stored tensors and row indices
+    included), by address: a storage two attributes share is counted once."""
     import torch
-    held = [value for value in vars(tensors).values() if isinstance(value, torch.Tensor)]
-    held += [value.stored for value in vars(tensors).values() if hasattr(value, "stored")]
-    return sum(t.untyped_storage().nbytes() for t in held)
+    values = list(vars(tensors).values())
+    held = [value for value in values if isinstance(value, torch.Tensor)]
+    for value in values:
+        if hasattr(value, "stored"):
+            held += [t for t in (value.stored, value.row_index) if t is not None]
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
 
 
 def child(stage: str, rounds: int, iterations: int) -> dict:
@@ -80,8 +84,10 @@ def child(stage: str, rounds: int, iterations: int) -> dict:
     Run.__init__ = original_init
     measured["run_mb"] = peak_resident_mb()
     measured["status"] = results["status"]
-    measured["dataset_mb"] = tensor_bytes(datasets.load_dataset("fashion_mnist")) / 2**20
-    measured["prepared_mb"] = tensor_bytes(captured["run"].data) / 2**20
+    loaded, prepared = storages(datasets.load_dataset("fashion_mnist")), storages(captured["run"].data)
+    measured["dataset_mb"] = sum(loaded.values()) / 2**20
+    measured["prepared_mb"] = sum(prepared.values()) / 2**20
+    measured["prepared_own_mb"] = sum(n for address, n in prepared.items() if address not in loaded) / 2**20
     return measured
 
 
@@ -118,7 +124,8 @@ def main() -> None:
     print(f"torch + the trainer's imports:   peak {imports['imports_mb']:7.1f} MB")
     print(f"... + the trainer's optimizer:    peak {optimizer['optimizer_mb']:7.1f} MB (the floor of any run)")
     print(f"Fashion-MNIST as loaded (cache): {run['dataset_mb']:7.1f} MB of tensors")
-    print(f"the run's prepared splits:       {run['prepared_mb']:7.1f} MB of tensors")
+    print(f"the run's prepared splits:       {run['prepared_mb']:7.1f} MB of tensors, "
+          f"{run['prepared_own_mb']:.1f} MB of them its own (the rest is the loaded set's)")
     verdict = "meets" if run["run_mb"] <= TARGET_PEAK_MB else "misses"
     print(f"LeNet-300-100 IMP run ({args.rounds} rounds x {args.iterations} it, {run['status']}): "
           f"peak {run['run_mb']:7.1f} MB  ({verdict} the target <= {TARGET_PEAK_MB} MB)")

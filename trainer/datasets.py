@@ -65,19 +65,33 @@ class Inputs:
     """One split's network inputs as stored on its device: image files' uint8 pixels (N, C, H, W) with `levels`,
     the float32 input value of each (channel, pixel level), or (levels None) tensors that are inputs already.
     Pixels are a quarter of the floats' bytes; a batch is normalized when drawn, by a gather through `levels`
-    (the same float32 values a whole-set normalization gives, bit for bit)."""
+    (the same float32 values a whole-set normalization gives, bit for bit). A split of a loaded set keeps
+    `row_index`, its rows of the set's `stored`, instead of a copy of them: the set is held once however
+    many runs a worker trains from it."""
     stored: torch.Tensor
     levels: torch.Tensor | None = None
+    row_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return self.stored.shape[0]
+        return self.stored.shape[0] if self.row_index is None else self.row_index.shape[0]
 
     @property
     def device(self) -> torch.device:
         return self.stored.device
 
+    def _stored_rows(self, index: torch.Tensor | slice | None) -> torch.Tensor | slice | None:
+        """`index` (rows of this split) as rows of `stored`."""
+        if self.row_index is None:
+            return index
+        if index is None:
+            return self.row_index
+        if isinstance(index, torch.Tensor) and index.dim() == 1:
+            return self.row_index.index_select(0, index)
+        return self.row_index[index]
+
     def rows(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """The inputs of the rows `index` (a slice or index tensor, any shape; all rows when None), as floats."""
+        index = self._stored_rows(index)
         if index is None:
             chosen = self.stored
         elif isinstance(index, torch.Tensor) and index.dim() == 1:
@@ -87,11 +101,20 @@ class Inputs:
         return chosen if self.levels is None else normalize_pixels(chosen, self.levels)
 
     def select(self, index: torch.Tensor | slice) -> Inputs:
-        """The rows `index`, still as stored."""
-        return Inputs(self.stored[index], self.levels)
+        """The rows `index`, still as stored (sharing the stored tensor when this split indexes one)."""
+        if self.row_index is None:
+            return Inputs(self.stored[index], self.levels)
+        return Inputs(self.stored, self.levels, self.row_index[index])
+
+    def own_rows(self) -> Inputs:
+        """These inputs with `stored` holding exactly this split's rows, in order (a copy when it indexes a set)."""
+        if self.row_index is None:
+            return self
+        return Inputs(self.stored.index_select(0, self.row_index), self.levels)
 
     def to(self, device: torch.device | str) -> Inputs:
-        return Inputs(self.stored.to(device), None if self.levels is None else self.levels.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Inputs(self.stored.to(device), move(self.levels), move(self.row_index))
 
 
 def as_inputs(x: Inputs | torch.Tensor) -> Inputs:
@@ -758,17 +781,23 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def split_validation(tensors: DatasetTensors, validation_size: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train_x, train_y, val_x, val_y) as stored (uint8 pixels of image files): a hold-out fixed by the
-    training-set size alone, shared by all runs."""
-    total = len(tensors.train_y)
+def validation_split_rows(total: int, validation_size: int, device: torch.device | str = "cpu",
+                          title: str = "the dataset") -> tuple[torch.Tensor, torch.Tensor]:
+    """(train rows, validation rows) of a training set of `total` examples: a hold-out fixed by the
+    training-set size alone, shared by all runs; each in ascending order."""
     if not 0 <= validation_size < total:
         raise DatasetError(f"The validation size {validation_size} must be at least 0 and smaller than the "
-                           f"{total} training examples of {tensors.info.title}.")
+                           f"{total} training examples of {title}.")
     order = torch.from_numpy(np.random.default_rng(_VALIDATION_SPLIT_SEED).permutation(total))
-    validation_index = order[:validation_size].sort().values.to(tensors.train_y.device)
-    train_index = order[validation_size:].sort().values.to(tensors.train_y.device)
+    return order[validation_size:].sort().values.to(device), order[:validation_size].sort().values.to(device)
+
+
+def split_validation(tensors: DatasetTensors, validation_size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, val_x, val_y) as stored (uint8 pixels of image files), copied out of the set:
+    validation_split_rows' hold-out."""
+    train_index, validation_index = validation_split_rows(len(tensors.train_y), validation_size,
+                                                          tensors.train_y.device, tensors.info.title)
     stored = tensors.train_inputs.stored
     labels = tensors.train_y
     return stored[train_index], labels[train_index], stored[validation_index], labels[validation_index]
@@ -776,12 +805,16 @@ def split_validation(tensors: DatasetTensors, validation_size: int
 
 def run_splits(tensors: DatasetTensors, validation_size: int, device: torch.device
                ) -> tuple[Inputs, torch.Tensor, Inputs, torch.Tensor, Inputs, torch.Tensor]:
-    """(train, train_y, val, val_y, test, test_y) on `device`: split_validation's hold-out, inputs as stored."""
-    train_x, train_y, val_x, val_y = split_validation(tensors, validation_size)
-    levels = tensors.train_inputs.levels
-    inputs = lambda stored: Inputs(stored, levels).to(device)  # noqa: E731
-    return (inputs(train_x), train_y.to(device), inputs(val_x), val_y.to(device), tensors.test_inputs.to(device),
-            tensors.test_y.to(device))
+    """(train, train_y, val, val_y, test, test_y) on `device`: validation_split_rows' hold-out. The inputs index
+    the loaded set's stored tensor (on `device`, no copy of it); the labels are the split's own."""
+    train_index, validation_index = validation_split_rows(len(tensors.train_y), validation_size,
+                                                          tensors.train_y.device, tensors.info.title)
+    whole = tensors.train_inputs
+    labels = tensors.train_y
+    train = Inputs(whole.stored, whole.levels, whole._stored_rows(train_index)).to(device)
+    validation = Inputs(whole.stored, whole.levels, whole._stored_rows(validation_index)).to(device)
+    return (train, labels[train_index].to(device), validation, labels[validation_index].to(device),
+            tensors.test_inputs.to(device), tensors.test_y.to(device))
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

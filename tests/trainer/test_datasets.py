@@ -407,6 +407,32 @@ def test_split_validation_bounds():
         split_validation(tensors, 50)
 
 
+def test_run_splits_index_the_loaded_set_and_read_what_the_copied_splits_hold():
+    count = 1000
+    info = DatasetInfo("indexed", "Indexed", (1, 2, 2), 10, count, 20, False, "")
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (count, 1, 2, 2), dtype=np.uint8))
+    levels = datasets.level_table((0.5,), (0.25,))
+    tensors = DatasetTensors(info, datasets.Inputs(pixels, levels), torch.arange(count) % 10,
+                             datasets.Inputs(pixels[:20].clone(), levels), torch.zeros(20, dtype=torch.int64))
+    train, train_y, val, val_y, _, _ = datasets.run_splits(tensors, 100, torch.device("cpu"))
+    copied_train_x, copied_train_y, copied_val_x, copied_val_y = split_validation(tensors, 100)
+
+    # No copy of the set: both splits read the loaded set's own storage.
+    assert train.stored.data_ptr() == val.stored.data_ptr() == pixels.data_ptr()
+    assert len(train) == 900 and len(val) == 100
+    assert torch.equal(train_y, copied_train_y) and torch.equal(val_y, copied_val_y)
+    as_copied = datasets.Inputs(copied_train_x, levels)
+    assert torch.equal(train.rows(), as_copied.rows())
+    assert torch.equal(val.rows(), datasets.Inputs(copied_val_x, levels).rows())
+    batch = torch.tensor([5, 0, 899, 17])
+    assert torch.equal(train.rows(batch), as_copied.rows(batch))
+    assert torch.equal(train.rows(batch.view(2, 2)), as_copied.rows(batch.view(2, 2)))  # stacked (K, B) rows
+    assert torch.equal(train.rows(slice(10, 30)), as_copied.rows(slice(10, 30)))
+    assert torch.equal(train.select(slice(10, 30)).rows(batch[:2]), as_copied.select(slice(10, 30)).rows(batch[:2]))
+    own = train.own_rows()
+    assert own.row_index is None and torch.equal(own.stored, copied_train_x)
+
+
 # ---- augmentation ---------------------------------------------------------------------------
 
 def _reference_augment(image: torch.Tensor, shift_y: int, shift_x: int, flip: bool) -> torch.Tensor:

@@ -129,7 +129,8 @@ def task_data(task: str, data: PreparedData, seed: int) -> PreparedData:
         else:
             rotations = rotation_labels(targets.shape[0], seed, split)
             # A turn moves pixels without changing them: turning the stored images is turning their inputs.
-            rotated = replace(inputs, stored=rotate_images(inputs.stored, rotations))
+            own = inputs.own_rows()  # the split's rows in order, as the rotations are
+            rotated = replace(own, stored=rotate_images(own.stored, rotations))
             recast[split] = (rotated, rotations.to(targets.device))
     # Rotation targets would be ambiguous under flips (a flipped 90° turn is a 270° turn of a flipped
     # image), so the data's augmentation is off for that task.
