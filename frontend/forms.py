@@ -9,7 +9,6 @@ import typing
 from django import forms
 
 from frontend import catalog, labels, services
-from frontend.labels import parse_tags
 from frontend.models import Experiment
 from frontend.presets import PRESETS
 from trainer.analyses import ANALYSES, check_runs_with_experiment, make_run_info
@@ -416,6 +415,7 @@ class SweepForm(ExperimentForm):
                                                     help_text="Each point's experiment is named after it.")
         self.fields["description"] = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
                                                      help_text="Markdown.")
+        # cleaned by LabelsForm.clean_tags: frontend.labels' rule, as for an experiment
         self.fields["tags"] = forms.CharField(required=False, help_text="Comma-separated, e.g. baseline, fig-3.")
         self.fields["seeds"] = forms.IntegerField(min_value=1, max_value=1000, initial=1,
                                                   help_text="Each configuration runs with this many seeds "
@@ -429,12 +429,6 @@ class SweepForm(ExperimentForm):
 
     def sweep_fields(self):
         return [self[name] for name in ("sweep_name", "seeds", "description", "tags")]
-
-    def clean_tags(self):
-        try:
-            return parse_tags(self.cleaned_data.get("tags", ""))
-        except ValueError as error:
-            raise forms.ValidationError(str(error)) from None
 
     def clean(self):
         cleaned = super().clean()

@@ -20,6 +20,16 @@ def new_share_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+class RunStatus(models.TextChoices):
+    """The life of a queued job (an experiment piece, an analysis run, a reproduction run)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class Tag(models.Model):
     """A free label on experiments and sweeps ("baseline", "paper-fig-3"); lower case, no spaces."""
 
@@ -177,12 +187,7 @@ class ExperimentPiece(models.Model):
     """One independent part of an experiment (a chunk of replicate chains, a chunk of controls) that
     runs as its own Celery task on whichever worker is idle (frontend.distributed)."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        FINISHED = "finished"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    Status = RunStatus
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="pieces")
     phase = models.CharField(max_length=20, help_text="chains | controls")
@@ -258,12 +263,7 @@ class AnalysisRun(models.Model):
     row keeps a copy for the result page and the live progress for the polling endpoint.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        FINISHED = "finished"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    Status = RunStatus
 
     DONE_STATUSES = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
 
@@ -298,12 +298,7 @@ class ReproductionRun(models.Model):
     a copy of the result (verdict, measured numbers, chart) for the page and the live progress.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        FINISHED = "finished"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    Status = RunStatus
 
     DONE_STATUSES = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
 

@@ -1,5 +1,6 @@
 """Real processes for the integration and browser tests: a Celery worker and daphne (redis-server is in
-tests/conftest.py: the web tests use it too), and the helpers that start and watch them.
+tests/conftest.py: the web tests use it too), and the helpers that start and watch them; and for the
+browser tests, headless Chromium, a page signed in through the login form, and their screenshots.
 
 Each starts once per test session on free ports, in temporary directories, with its own database
 (a SQLite file, or a fresh database on the PostgreSQL server that DATABASE_URL names: see
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -28,6 +30,11 @@ import pytest
 from trainer.training.stack_size import CACHE_ENV, PIN_ENV
 
 REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+OUTPUT = REPO / "test-output" / "browser"  # the browser tests' screenshots
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 
 def free_port() -> int:
@@ -249,3 +256,48 @@ print(experiment.pk)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
                           capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's package, driven by Playwright; no browser download), one per test module."""
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; `scripts/setup.sh test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+def signed_in_page(browser, live_app: LiveApp, path: str | None = None, **options):
+    """A new page (own cookie jar) signed in through the login form, then at `path` if given, and the
+    list its uncaught script errors go to from then on: (page, errors)."""
+    page = browser.new_page(**options)
+    page.goto(live_app.base_url + "/e/1/")  # any page: signed-out visitors land on the login form
+    page.wait_for_url(re.compile(r".*/login/\?next=.*"))
+    page.fill("#id_username", live_app.username)
+    page.fill("#id_password", live_app.password)
+    page.click("#sign-in")
+    page.wait_for_load_state()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    if path is not None:
+        page.goto(live_app.base_url + path)
+    return page, errors
+
+
+def save_screenshot(page, name: str, docs_name: str | None = None, **options) -> None:
+    """test-output/browser/<name>.png; with LOTTERYWEB_UPDATE_SCREENSHOTS=1 also the README's
+    docs/screenshots/<docs_name>.png."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / f"{name}.png"
+    page.screenshot(path=str(path), **options)
+    if docs_name and os.environ.get("LOTTERYWEB_UPDATE_SCREENSHOTS") == "1":
+        from PIL import Image
+
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        # A 128-colour palette keeps each committed PNG well under 200 KB.
+        Image.open(path).convert("RGB").quantize(colors=128).save(DOCS_SCREENSHOTS / f"{docs_name}.png", optimize=True)

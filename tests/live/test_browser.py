@@ -2,25 +2,16 @@
 page with a moving progress bar and growing curves, then the result page's charts and mask heatmaps,
 all without a reload. Screenshots go to test-output/browser/; with LOTTERYWEB_UPDATE_SCREENSHOTS=1 the
 README's screenshots in docs/screenshots/ are refreshed too."""
-import os
 import re
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import analysis_params
-from tests.live.conftest import add_finished_experiment
+from tests.live.conftest import OUTPUT, add_finished_experiment, save_screenshot, signed_in_page
 from trainer.analyses import ANALYSES
 from trainer.reproduce import CHECKS
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OUTPUT = REPO / "test-output" / "browser"
-DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 LIVE_POINTS = """() => {
   const chart = document.getElementById('live-metric');
@@ -29,49 +20,8 @@ LIVE_POINTS = """() => {
 PROGRESS = "() => Number(document.getElementById('progress-bar').getAttribute('aria-valuenow'))"
 
 
-def save_screenshot(page, name: str, docs_name: str | None = None, **options) -> None:
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT / f"{name}.png"
-    page.screenshot(path=str(path), **options)
-    if docs_name and os.environ.get("LOTTERYWEB_UPDATE_SCREENSHOTS") == "1":
-        from PIL import Image
-
-        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        # A 128-colour palette keeps each committed PNG well under 200 KB.
-        Image.open(path).convert("RGB").quantize(colors=128).save(DOCS_SCREENSHOTS / f"{docs_name}.png", optimize=True)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing; `scripts/setup.sh test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
-
-
-def signed_in_page(browser, live_app, **options):
-    """A new page (own cookie jar) signed in through the login form."""
-    page = browser.new_page(**options)
-    page.goto(live_app.base_url + "/e/1/")  # any page: signed-out visitors land on the login form
-    page.wait_for_url(re.compile(r".*/login/\?next=.*"))
-    page.fill("#id_username", live_app.username)
-    page.fill("#id_password", live_app.password)
-    page.click("#sign-in")
-    page.wait_for_load_state()
-    return page
-
-
 def test_form_live_progress_and_result_charts_in_chromium(live_app, browser):
-    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 860})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-
-    page.goto(live_app.base_url + "/new/")
+    page, errors = signed_in_page(browser, live_app, "/new/", viewport={"width": 1280, "height": 860})
     page.click('button[data-preset="quick_demo"]')
     # the remaining-fraction preview follows the typing: 5 rounds -> rows for rounds 0..5
     page.fill("#id_pruning__rounds", "5")
@@ -157,10 +107,7 @@ TASK_EXPERIMENTS = [
 @pytest.mark.parametrize("preset, fields, metric, screenshot", TASK_EXPERIMENTS, ids=["language_model", "agent"])
 def test_a_language_model_and_an_agent_run_through_the_form_in_chromium(live_app, browser, preset, fields, metric,
                                                                          screenshot):
-    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 860})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(live_app.base_url + "/new/")
+    page, errors = signed_in_page(browser, live_app, "/new/", viewport={"width": 1280, "height": 860})
     page.click(f'button[data-preset="{preset}"]')
     for selector, value in fields.items():
         page.fill(selector, value)
@@ -200,9 +147,7 @@ def test_every_analysis_chart_renders_in_chromium(live_app, browser, analysis_re
     by_run: dict = {}
     for name in ANALYSES:
         by_run.setdefault(analysis_results[name][1], []).append(name)
-    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 900})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page, errors = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 900})
     for run_path, names in by_run.items():
         experiment_id = add_finished_experiment(live_app.database_env, run_path, live_app.username)
         url = f"{live_app.base_url}/e/{experiment_id}/"
@@ -239,10 +184,7 @@ BROWSER_CHECK = "tickets_vs_dense"
 def test_reproductions_page_runs_a_check_in_chromium(live_app, browser):
     """The header leads to the Reproductions page; one check is run with the tiny budget on the real
     worker, and its verdict badge and chart appear in place (the page polls, it does not reload)."""
-    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 900})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(live_app.base_url + "/")
+    page, errors = signed_in_page(browser, live_app, "/", viewport={"width": 1280, "height": 900})
     page.click("#nav-reproductions")
     page.wait_for_url(re.compile(r".*/reproductions/$"))
     assert page.eval_on_selector_all("article.check", "cards => cards.map(card => card.id)") == [

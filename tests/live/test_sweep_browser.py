@@ -5,18 +5,15 @@ import re
 
 import pytest
 
-from tests.live.test_browser import browser, save_screenshot, signed_in_page  # noqa: F401 (browser: a fixture)
+from tests.live.conftest import save_screenshot, signed_in_page
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 TRACES = "(id) => document.getElementById(id).data.length"
 
 
-def test_a_sweep_made_through_the_form_runs_and_its_page_draws_the_charts(live_app, browser):  # noqa: F811
-    page = signed_in_page(browser, live_app, viewport={"width": 1280, "height": 900})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(live_app.base_url + "/sweeps/")
+def test_a_sweep_made_through_the_form_runs_and_its_page_draws_the_charts(live_app, browser):
+    page, errors = signed_in_page(browser, live_app, "/sweeps/", viewport={"width": 1280, "height": 900})
     page.click("#new-sweep")
     page.wait_for_url(re.compile(r".*/sweeps/new/$"))
     page.click('button[data-preset="quick_demo"]')
