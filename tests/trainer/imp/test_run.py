@@ -173,15 +173,21 @@ def test_controls_of_several_rounds_train_stacked_and_match_one_at_a_time(tmp_pa
     evals = {(e["network"], e["round"]) for e in seen if e["type"] == events.EVAL and e["network"] != "ticket"}
     assert evals == set(control_events), "every stacked network reports under its own kind and round"
     a, b = RunDir.open(tmp_path / "stacked" / stacked["run_name"]), RunDir.open(tmp_path / "alone" / alone["run_name"])
+    # Stacked and alone agree only to float32 rounding, and this spec's training (lr 0.05, momentum 0.9, ReLU)
+    # amplifies rounding: once a pre-activation crosses zero for one example in one run and not the other,
+    # the gradients differ at once by a normal amount. Seen on one CPU: 1e-7 apart after 120 steps on
+    # another CPU's kernels, 6e-2 on this one; the same network alone on 1 vs 2 threads, 0.5. So the check
+    # is what no rounding can change: the same masks, the same start (the first 20 steps' mean loss, before
+    # any divergence can grow) and close accuracy. tests/trainer/training/test_stacked.py holds the float64
+    # check that stacked and alone are the same computation to 1e-9.
     for kind in ("random_reinit", "random_prune"):
         for round_index in (1, 2):
             assert all(torch.equal(a.mask(round_index, kind)[n], b.mask(round_index, kind)[n]) for n in a.mask(1))
-            weights_a, weights_b = a.final_weights(round_index, kind), b.final_weights(round_index, kind)
-            for name in weights_a:
-                assert torch.allclose(weights_a[name], weights_b[name], atol=1e-4), (kind, round_index, name)
-            accuracy_a = stacked["controls"][kind][round_index - 1]["final"]["test_accuracy"]
-            accuracy_b = alone["controls"][kind][round_index - 1]["final"]["test_accuracy"]
-            assert abs(accuracy_a - accuracy_b) <= 0.002
+            record_a = stacked["controls"][kind][round_index - 1]
+            record_b = alone["controls"][kind][round_index - 1]
+            first_loss_a, first_loss_b = record_a["train_loss"]["loss"][0], record_b["train_loss"]["loss"][0]
+            assert first_loss_a == pytest.approx(first_loss_b, rel=1e-5), (kind, round_index)
+            assert record_a["final"]["test_accuracy"] == pytest.approx(record_b["final"]["test_accuracy"], abs=0.02)
 
 
 def test_structured_scope_prunes_whole_neurons_and_reports_costs(tmp_path):
