@@ -159,8 +159,14 @@ def test_every_analysis_chart_renders_in_chromium(live_app, browser, analysis_re
             page.wait_for_url(re.compile(rf".*/e/{experiment_id}/#analysis-{name}$"))
         page.evaluate("() => { window.sameDocument = true; }")
         for name in names:
+            page.wait_for_selector(f"#analysis-{name} .analysis-run[data-status=finished] .chart .main-svg",
+                                   timeout=120_000)
+        # When any run of the page ends, the whole Analyses section is reloaded; a section served with nothing
+        # queued or running no longer polls. Checking and screenshotting before then can meet a detached node.
+        page.wait_for_selector("#analyses:not([data-analyses-poll])", state="attached", timeout=30_000)
+        for name in names:
             section = f"#analysis-{name}"
-            page.wait_for_selector(f"{section} .analysis-run[data-status=finished] .chart .main-svg", timeout=120_000)
+            page.wait_for_selector(f"{section} .analysis-run[data-status=finished] .chart .main-svg")
             chart_ids = page.eval_on_selector_all(f"{section} .analysis-run[data-status=finished] .chart",
                                                   "charts => charts.map(chart => chart.id)")
             assert chart_ids, name
