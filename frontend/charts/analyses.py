@@ -68,10 +68,23 @@ def retraining_figures(result: dict) -> list[dict]:
     metric = _records_metric(dense + [record for records in modes.values() for record in records])
     figure = _accuracy_figure("Retraining modes after pruning", yaxis=metric_axis(axis_title("test", metric), metric))
     key = f"test_{metric.key}"
+    value = lambda record: shown(((record or {}).get("early_stop") or {}).get(key), metric)  # noqa: E731
+    drawn: dict[str, list] = {}  # label -> the (x, y) points of its line
+    coinciding = []
     for index, (mode, records) in enumerate(modes.items()):
-        _add_records(figure, dense + list(records), _label(mode), palette_color(index),
-                     value=lambda record: shown(((record or {}).get("early_stop") or {}).get(key), metric),
-                     unit="%" if metric.percent else "")
+        points = [(r["remaining_fraction"], value(r)) for r in sorted(_finished(dense + list(records)),
+                                                                       key=lambda r: -r["remaining_fraction"])]
+        # A mode whose numbers equal an earlier one's would hide under it (with a constant learning rate,
+        # learning-rate rewinding and fine-tuning are one procedure): dashed, and named as the same.
+        twin = next((label for label, other in drawn.items() if other == points and len(points) > 1), None)
+        name = _label(mode) if twin is None else f"{_label(mode)} (= {twin})"
+        if twin is not None:
+            same_procedure = {_label(mode), twin} == {"lr rewinding", "fine tuning"}
+            coinciding.append(f" {_label(mode).capitalize()} and {twin} give the same numbers (dashed line, '=')"
+                              + (": with a constant learning rate they are one procedure." if same_procedure else "."))
+        _add_records(figure, dense + list(records), name, palette_color(index), dash=None if twin is None else "dash",
+                     value=value, unit="%" if metric.percent else "")
+        drawn[_label(mode)] = points
     if result.get("mask_chain") == "own":
         masks = ("each mode prunes its own retrained weights round after round, so each has its own masks "
                  "(Renda et al. 2020; weight rewinding's chain is the IMP run)")
@@ -83,7 +96,8 @@ def retraining_figures(result: dict) -> list[dict]:
              "caption": f"Test {metric.label} at early stop against % of weights remaining, one line per retraining "
                         "mode, "
                         f"all from the dense round 0: {masks}; each mode retrains "
-                        + (f"{budget} iterations per round." if budget else "the same iterations k..T per round.")}]
+                        + (f"{budget} iterations per round." if budget else "the same iterations k..T per round.")
+                        + "".join(coinciding)}]
 
 
 def connectivity_figures(result: dict) -> list[dict]:

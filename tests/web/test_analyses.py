@@ -366,8 +366,31 @@ def test_retraining_chart(analysis_results):
     figures, _ = figures_of(analysis_results, "retraining")
     accuracy = figures["accuracy"]
     assert accuracy.layout.xaxis.type == "log"
-    assert names(accuracy) == ["weight rewinding", "lr rewinding", "fine tuning"]
     assert list(accuracy.data[0].x) == pytest.approx([100.0, 80.0, 64.0], rel=0.01)
+    # The session's run trains at a constant learning rate, where replaying the schedule is fine-tuning: the
+    # later line would hide under the earlier one, so it is dashed and named as the same.
+    assert names(accuracy) == ["weight rewinding", "lr rewinding", "fine tuning (= lr rewinding)"]
+    assert list(accuracy.data[2].y) == list(accuracy.data[1].y) and accuracy.data[2].line.dash == "dash"
+    assert accuracy.data[1].line.dash is None
+
+
+def test_retraining_chart_names_coinciding_modes_only_when_their_numbers_are_equal():
+    def record(remaining, accuracy):
+        return {"status": "finished", "remaining_fraction": remaining, "round": 1,
+                "early_stop": {"test_accuracy": accuracy}, "final": {"test_accuracy": accuracy}}
+    dense = {**record(1.0, 0.9), "round": 0}
+    result = {"dense": dense, "mask_chain": "own",
+              "modes": {"weight_rewinding": [record(0.8, 0.91)], "lr_rewinding": [record(0.8, 0.92)],
+                        "fine_tuning": [record(0.8, 0.92)]}}
+    [item] = charts.analysis_figures("retraining_figures", result)
+    assert names(item["figure"]) == ["weight rewinding", "lr rewinding", "fine tuning (= lr rewinding)"]
+    assert "Fine tuning and lr rewinding give the same numbers" in item["caption"]
+    assert "constant learning rate" in item["caption"]
+    result["modes"]["fine_tuning"] = [record(0.8, 0.915)]
+    [item] = charts.analysis_figures("retraining_figures", result)
+    assert names(item["figure"]) == ["weight rewinding", "lr rewinding", "fine tuning"]
+    assert "same numbers" not in item["caption"]
+    assert all(trace.line.dash is None for trace in item["figure"].data)
 
 
 def test_connectivity_charts(analysis_results):
