@@ -148,7 +148,7 @@ def row_of(experiment: Experiment, user, query: ListQuery, position: int | None,
     ticket = None
     if experiment.best_ticket_remaining is not None:
         ticket = {"remaining_fraction": experiment.best_ticket_remaining, "round": experiment.best_ticket_round,
-                  "reported_test_metric": experiment.best_ticket_metric}
+                  "reported_test_metric": experiment.best_ticket_metric, "replicates": experiment.replicate_count}
     queued = experiment.status == Experiment.Status.QUEUED
     queue = queue_for_spec(experiment.spec)
     return {"experiment": experiment, "progress": progress, "best_ticket": ticket,

@@ -133,8 +133,8 @@ class Experiment(models.Model):
     # Sequence number of the last channel message whose data is already in the database.
     last_seq = models.PositiveIntegerField(default=0)
 
-    # The best ticket of replicate 0 (frontend.records.best_ticket), rewritten whenever one of its ticket rounds
-    # is stored, so the list page shows and sorts by it without reading any round.
+    # The best ticket (frontend.records.refresh_best_ticket: with replicates, of their mean per round), rewritten
+    # whenever a ticket round is stored, so the list page shows and sorts by it without reading any round.
     best_ticket_remaining = models.FloatField(null=True, blank=True, db_index=True)
     best_ticket_metric = models.FloatField(null=True, blank=True, help_text="its reported test metric")
     best_ticket_round = models.PositiveIntegerField(null=True, blank=True)
@@ -166,6 +166,10 @@ class Experiment(models.Model):
     @property
     def metric(self) -> Metric:
         return self.task.metric
+
+    @property
+    def replicate_count(self) -> int:
+        return int(self.spec.get("replicates") or 1)
 
 
 class SweepPoint(models.Model):

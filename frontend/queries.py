@@ -13,7 +13,7 @@ from trainer import replicate_stats
 from trainer.events import TICKET
 from trainer.lm_networks import LM_LAYER_TYPES, lm_layer_types
 from trainer.tasks import ACCURACY, LANGUAGE_MODELING, Metric, Task
-from trainer.verdict import best_ticket  # noqa: F401 (the pages' name for it)
+from trainer.verdict import best_ticket, mean_over_replicates  # noqa: F401 (the pages' names for them)
 
 
 def progress_label(progress: dict) -> str:
@@ -22,8 +22,10 @@ def progress_label(progress: dict) -> str:
 
 
 def best_ticket_label(ticket: dict, metric: Metric = ACCURACY) -> str:
+    replicates = ticket.get("replicates") or 1
+    of = f"mean test {metric.label} of {replicates} replicates" if replicates > 1 else f"test {metric.label}"
     return (f"{100 * ticket['remaining_fraction']:.3g}% of weights: {metric.text(ticket['reported_test_metric'])} "
-            f"test {metric.label} (round {ticket['round']})")
+            f"{of} (round {ticket['round']})")
 
 
 def _percent(value):

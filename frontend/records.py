@@ -18,7 +18,7 @@ from trainer import events as trainer_events, replicate_stats, tasks
 from trainer.analyses import stored_results
 from trainer.rundir import RunDir, json_safe
 from trainer.tasks import ACCURACY, Metric
-from trainer.verdict import best_ticket
+from trainer.verdict import best_ticket, mean_over_replicates
 
 
 def eval_keys(metric: Metric = ACCURACY) -> list[str]:
@@ -66,13 +66,16 @@ def round_row(result: RoundResult) -> dict:
 
 
 def refresh_best_ticket(experiment_id: int) -> None:
-    """Store the experiment's best ticket (of replicate 0) on its row, from its ticket rounds."""
-    dataset_name = Experiment.objects.filter(pk=experiment_id).values_list("dataset_name", flat=True).first()
-    if dataset_name is None:
+    """Store the experiment's best ticket on its row, from its ticket rounds: with replicates, judged on their
+    mean per round (rounds every replicate has finished), the numbers the sparsity chart draws."""
+    found = Experiment.objects.filter(pk=experiment_id).values_list("dataset_name", "spec").first()
+    if found is None:
         return
-    rounds = [round_row(result) for result in RoundResult.objects.filter(
-        experiment_id=experiment_id, network=trainer_events.TICKET, replicate=0)]
-    ticket = best_ticket(rounds, task_of_dataset(dataset_name).metric)
+    dataset_name, spec = found
+    rows = [round_row(result) for result in RoundResult.objects.filter(
+        experiment_id=experiment_id, network=trainer_events.TICKET)]
+    replicates = int((spec or {}).get("replicates") or 1)
+    ticket = best_ticket(mean_over_replicates(rows, replicates), task_of_dataset(dataset_name).metric)
     Experiment.objects.filter(pk=experiment_id).update(
         best_ticket_remaining=ticket["remaining_fraction"] if ticket else None,
         best_ticket_metric=ticket["reported_test_metric"] if ticket else None,
@@ -88,7 +91,7 @@ def store_record(experiment_id: int, record: dict) -> None:
         experiment_id=experiment_id, **identity,
         defaults={"evals": json_safe(record.get("curve") or empty_evals(tasks.metric_of(record.get("final") or {}))),
                   "train_loss": json_safe(record.get("train_loss") or empty_train_loss())})
-    if identity["network"] == trainer_events.TICKET and identity["replicate"] == 0:
+    if identity["network"] == trainer_events.TICKET:
         refresh_best_ticket(experiment_id)
 
 

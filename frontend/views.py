@@ -175,7 +175,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
         "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
         "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1),
         "no_early_stop": experiment.spec.get("validation_size") == 0,
-        "best_ticket_label": _best_ticket_label(ticket_rounds, metric),
+        "best_ticket_label": _best_ticket_label(experiment, all_rows, metric),
         "metric": page_words(metric), "task_title": experiment.task.title,
         "verdict": verdict_table.verdict_section(all_rows, experiment.iterations_per_round, metric),
         "layer_table": queries.layer_table(ticket_rounds),
@@ -218,8 +218,10 @@ def _analyses_context(experiment: Experiment, viewer: Viewer, bound_form: Analys
     return {"analysis_sections": sections, "analyses_active": active, "analyses_can_run": can_run, "viewer": viewer}
 
 
-def _best_ticket_label(ticket_rounds: list[dict], metric: Metric) -> str:
-    ticket = queries.best_ticket(ticket_rounds, metric)
+def _best_ticket_label(experiment: Experiment, all_rows: list[dict], metric: Metric) -> str:
+    """all_rows: queries.all_round_rows; with replicates the best ticket is judged on their mean per round."""
+    ticket_rows = [row for row in all_rows if row["network"] == TICKET]
+    ticket = queries.best_ticket(queries.mean_over_replicates(ticket_rows, experiment.replicate_count), metric)
     return queries.best_ticket_label(ticket, metric) if ticket else ""
 
 
@@ -543,7 +545,7 @@ def compare(request):
     return render(request, "frontend/compare.html", {
         "experiments": experiments, "figure_json": charts.figure_json(figure),
         "spec_rows": queries.spec_comparison(experiments), "metric": page_words(metric),
-        "best_labels": [_best_ticket_label(item["rounds"], metric) or "–" for item in series]})
+        "best_labels": [_best_ticket_label(e, queries.all_round_rows(e), metric) or "–" for e in experiments]})
 
 
 MAX_SPEC_FILE_BYTES = 64 * 1024

@@ -341,9 +341,30 @@ def best_ticket_tolerance(dense_value: float, metric: Metric = ACCURACY) -> floa
     return BEST_TICKET_TOLERANCE if metric.percent else BEST_TICKET_RELATIVE_TOLERANCE * abs(dense_value)
 
 
+def mean_over_replicates(ticket_rows: list[dict], replicates: int) -> list[dict]:
+    """The ticket's rounds as the mean over its replicates, for best_ticket: one row per round that every one of
+    the `replicates` has finished (reported test metric and remaining fraction averaged; `replicates` set), so the
+    best ticket is judged on the numbers the sparsity chart draws. One replicate: its rows as they are."""
+    if replicates <= 1:
+        return [row for row in ticket_rows if row.get("replicate", 0) == 0]
+    by_round: dict[int, list[dict]] = {}
+    for row in ticket_rows:
+        by_round.setdefault(row["round"], []).append(row)
+    means = []
+    for round_index, rows in sorted(by_round.items()):
+        finished = [row for row in rows if row["status"] == "finished" and row["reported_test_metric"] is not None]
+        if len({row.get("replicate", 0) for row in finished}) < replicates:
+            continue  # a replicate still training (or lost) this round: no mean yet
+        means.append({"round": round_index, "status": "finished", "replicates": len(finished),
+                      "reported_test_metric": sum(row["reported_test_metric"] for row in finished) / len(finished),
+                      "remaining_fraction": sum(row["remaining_fraction"] for row in finished) / len(finished)})
+    return means
+
+
 def best_ticket(ticket_rounds: list[dict], metric: Metric = ACCURACY) -> dict | None:
     """The sparsest finished ticket round whose reported test metric is at most the tolerance worse than
-    round 0's (one point of accuracy; 1% of the dense value for perplexity or return, in its direction)."""
+    round 0's (one point of accuracy; 1% of the dense value for perplexity or return, in its direction).
+    With replicates, pass mean_over_replicates' rows."""
     finished = [r for r in ticket_rounds if r["status"] == "finished" and r["reported_test_metric"] is not None]
     dense = next((r for r in finished if r["round"] == 0), None)
     if dense is None:
