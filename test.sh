@@ -25,7 +25,7 @@ database_tests=(
   tests/web/test_database.py tests/web/test_progress.py tests/web/test_recovery.py tests/web/test_queues.py
   tests/web/test_fair_share.py tests/web/test_distributed.py tests/web/test_labels.py tests/web/test_sweeps.py
   tests/web/test_api.py tests/web/test_views.py tests/web/test_accounts.py tests/web/test_import.py
-  tests/web/test_tasks.py tests/web/test_consumer.py tests/live/test_integration.py
+  tests/web/test_tasks.py tests/web/test_consumer.py tests/web/test_migrations.py tests/live/test_integration.py
 )
 echo "test.sh: the database tests again, on PostgreSQL"
 exec scripts/with_postgres.sh .venv/bin/python -m pytest "$@" -n 2 "${database_tests[@]}"
