@@ -65,21 +65,25 @@ def round_row(result: RoundResult) -> dict:
                                      else result.final_test_metric)}
 
 
+def best_ticket_fields(ticket_results, spec: dict | None, dataset_name: str) -> dict:
+    """The Experiment row's best_ticket_* values from its ticket RoundResults (of every replicate): with replicates,
+    judged on their mean per round (rounds every replicate has finished), the numbers the sparsity chart draws."""
+    replicates = int((spec or {}).get("replicates") or 1)
+    rows = [round_row(result) for result in ticket_results]
+    ticket = best_ticket(mean_over_replicates(rows, replicates), task_of_dataset(dataset_name).metric)
+    return {"best_ticket_remaining": ticket["remaining_fraction"] if ticket else None,
+            "best_ticket_metric": ticket["reported_test_metric"] if ticket else None,
+            "best_ticket_round": ticket["round"] if ticket else None}
+
+
 def refresh_best_ticket(experiment_id: int) -> None:
-    """Store the experiment's best ticket on its row, from its ticket rounds: with replicates, judged on their
-    mean per round (rounds every replicate has finished), the numbers the sparsity chart draws."""
+    """Store the experiment's best ticket on its row (best_ticket_fields)."""
     found = Experiment.objects.filter(pk=experiment_id).values_list("dataset_name", "spec").first()
     if found is None:
         return
     dataset_name, spec = found
-    rows = [round_row(result) for result in RoundResult.objects.filter(
-        experiment_id=experiment_id, network=trainer_events.TICKET)]
-    replicates = int((spec or {}).get("replicates") or 1)
-    ticket = best_ticket(mean_over_replicates(rows, replicates), task_of_dataset(dataset_name).metric)
-    Experiment.objects.filter(pk=experiment_id).update(
-        best_ticket_remaining=ticket["remaining_fraction"] if ticket else None,
-        best_ticket_metric=ticket["reported_test_metric"] if ticket else None,
-        best_ticket_round=ticket["round"] if ticket else None)
+    ticket_results = RoundResult.objects.filter(experiment_id=experiment_id, network=trainer_events.TICKET)
+    Experiment.objects.filter(pk=experiment_id).update(**best_ticket_fields(ticket_results, spec, dataset_name))
 
 
 def store_record(experiment_id: int, record: dict) -> None:

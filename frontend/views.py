@@ -173,7 +173,7 @@ def _result_context(experiment: Experiment, viewer: Viewer, bound_form: Analysis
     mask_rounds = [row["round"] for row in ticket_rounds]
     return {
         "experiment": experiment, "charts": [(dom_id, charts.figure_json(figure)) for dom_id, figure in figures],
-        "round_table": round_table, "controls": controls, "replicates": int(experiment.spec.get("replicates") or 1),
+        "round_table": round_table, "controls": controls, "replicates": experiment.replicate_count,
         "no_early_stop": experiment.spec.get("validation_size") == 0,
         "best_ticket_label": _best_ticket_label(experiment, all_rows, metric),
         "metric": page_words(metric), "task_title": experiment.task.title,
@@ -538,14 +538,16 @@ def compare(request):
                            "One chart cannot hold " + " and ".join(sorted({e.metric.label for e in experiments}))
                            + "; compare experiments of one task (" + ", ".join(sorted(task_names)) + ").")
     metric = experiments[0].metric
+    round_rows = {e.pk: queries.all_round_rows(e) for e in experiments}  # one query each: bands and best ticket
     series = [{"id": e.pk, "label": f"#{e.pk} {e.model_name} on {e.dataset_name}",
-               "rounds": queries.rounds_by_network(e)[TICKET], "band": queries.replicate_bands(e).get(TICKET)}
+               "rounds": queries.rounds_by_network(e)[TICKET],
+               "band": queries.replicate_bands(e, round_rows[e.pk]).get(TICKET)}
               for e in experiments]
     figure = charts.compare_sparsity_vs_accuracy(series, metric)
     return render(request, "frontend/compare.html", {
         "experiments": experiments, "figure_json": charts.figure_json(figure),
         "spec_rows": queries.spec_comparison(experiments), "metric": page_words(metric),
-        "best_labels": [_best_ticket_label(e, queries.all_round_rows(e), metric) or "–" for e in experiments]})
+        "best_labels": [_best_ticket_label(e, round_rows[e.pk], metric) or "–" for e in experiments]})
 
 
 MAX_SPEC_FILE_BYTES = 64 * 1024

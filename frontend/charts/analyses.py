@@ -40,10 +40,15 @@ def _accuracy_figure(title: str, **layout) -> go.Figure:
                                               **layout}))
 
 
+def _line_rows(records) -> list[dict]:
+    """The finished records in the order their line is drawn: densest first."""
+    return sorted(_finished(records), key=lambda r: -r["remaining_fraction"])
+
+
 def _add_records(figure: go.Figure, records, name: str, color: str | None = None, dash: str | None = None,
                  value=_test_accuracy, symbol: str = "circle", unit: str = "%") -> None:
     """One line through records (round records of the engine): x = % of weights remaining."""
-    rows = sorted(_finished(records), key=lambda r: -r["remaining_fraction"])
+    rows = _line_rows(records)
     if not rows:
         return
     figure.add_trace(go.Scatter(
@@ -72,8 +77,7 @@ def retraining_figures(result: dict) -> list[dict]:
     drawn: dict[str, list] = {}  # label -> the (x, y) points of its line
     coinciding = []
     for index, (mode, records) in enumerate(modes.items()):
-        points = [(r["remaining_fraction"], value(r)) for r in sorted(_finished(dense + list(records)),
-                                                                       key=lambda r: -r["remaining_fraction"])]
+        points = [(r["remaining_fraction"], value(r)) for r in _line_rows(dense + list(records))]
         # A mode whose numbers equal an earlier one's would hide under it (with a constant learning rate,
         # learning-rate rewinding and fine-tuning are one procedure): dashed, and named as the same.
         twin = next((label for label, other in drawn.items() if other == points and len(points) > 1), None)
